@@ -1,0 +1,581 @@
+package spool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+)
+
+const (
+	// valueThreshold: values this big or bigger go to the value log.
+	valueThreshold = 64
+	// maxReplay bounds the dead letters moved back by one commit.
+	maxReplay = 1000
+)
+
+type opKind int
+
+const (
+	opAppend opKind = iota
+	opAck
+	opFail
+	opDead
+	opReplay
+	opProbe
+)
+
+// op is one caller's request to the committer. The committer applies many
+// ops in one transaction and answers each on done after the commit.
+type op struct {
+	kind    opKind
+	recs    []Record
+	queue   string
+	seqs    []uint64
+	msg     string   // failure message or dead-letter reason
+	ids     []string // replay: these ids (nil with all)
+	all     bool
+	release bool // fail: attempts are counted; the lease is released
+
+	// results
+	res   AppendResult
+	n     int
+	err   error
+	done  chan struct{}
+	heads map[string]bool // queues whose head may have moved
+}
+
+func (s *Spool) submit(ctx context.Context, o *op) error {
+	o.done = make(chan struct{})
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	// Sending under the lock orders it before Close's close(s.ops).
+	select {
+	case s.ops <- o:
+		s.mu.Unlock()
+	default:
+		s.mu.Unlock()
+		// The buffer is full: wait, but without holding the lock. Close may
+		// not close the channel while we might send, so re-check.
+		for {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(200 * time.Microsecond):
+			}
+			s.mu.Lock()
+			if s.closed {
+				s.mu.Unlock()
+				return ErrClosed
+			}
+			select {
+			case s.ops <- o:
+				s.mu.Unlock()
+				goto sent
+			default:
+				s.mu.Unlock()
+			}
+		}
+	}
+sent:
+	// Once handed over, the op is committed or failed by the committer even
+	// if ctx ends: the caller's answer must match what is on disk, so wait.
+	<-o.done
+	return o.err
+}
+
+// commitLoop is the single writer. It takes the first waiting op, then every
+// op already waiting (up to the transaction's limits), applies them all in
+// one transaction and commits it with one sync. While a commit is on disk,
+// new ops pile up and go into the next one: batching grows with load and
+// costs no latency when idle.
+func (s *Spool) commitLoop() {
+	defer s.wg.Done()
+	maxCount := s.db.MaxBatchCount() * 8 / 10
+	maxSize := s.db.MaxBatchSize() * 8 / 10
+	var carry *op
+	for {
+		first := carry
+		carry = nil
+		if first == nil {
+			o, ok := <-s.ops
+			if !ok {
+				return
+			}
+			first = o
+		}
+		g := s.newGroup()
+		g.add(first, maxCount, maxSize) // a single op always fits (or fails alone)
+	gather:
+		for g.count < maxCount && g.size < maxSize {
+			select {
+			case o, ok := <-s.ops:
+				if !ok {
+					break gather
+				}
+				if !g.fits(o, maxCount, maxSize) {
+					carry = o
+					break gather
+				}
+				g.add(o, maxCount, maxSize)
+			default:
+				break gather
+			}
+		}
+		s.commitGroup(g)
+	}
+}
+
+// group is one transaction being built, with the queue state it would
+// produce if it commits.
+type group struct {
+	s      *Spool
+	txn    *badger.Txn
+	ops    []*op
+	metas  map[string]meta   // staged metadata per touched queue
+	count  int64
+	size   int64
+	now    time.Time
+	dirty  map[string]bool
+	broken bool
+}
+
+// writeError marks a failure after an op has started writing into the
+// transaction.
+type writeError struct{ err error }
+
+func (e *writeError) Error() string { return e.err.Error() }
+func (e *writeError) Unwrap() error { return e.err }
+
+func werr(format string, err error) error {
+	return &writeError{fmt.Errorf(format, err)}
+}
+
+func (s *Spool) newGroup() *group {
+	g := &group{s: s, txn: s.db.NewTransaction(true), metas: map[string]meta{}, now: s.now(), dirty: map[string]bool{}}
+	s.mu.Lock()
+	for name, q := range s.queues {
+		g.metas[name] = q.meta
+	}
+	s.mu.Unlock()
+	return g
+}
+
+// estimate bounds what an op adds to a transaction, the way badger counts
+// it: key and inline value, or key and a value pointer for values that go to
+// the value log.
+func estimate(o *op) (count, size int64) {
+	val := func(n int) int64 {
+		if n < valueThreshold {
+			return int64(n) + 2
+		}
+		return 14
+	}
+	switch o.kind {
+	case opAppend:
+		for _, r := range o.recs {
+			count += 2
+			size += 2*int64(len(r.Queue)+len(r.ID)) + val(len(r.Payload)+64) + 64
+		}
+	case opAck, opFail, opDead:
+		count = int64(len(o.seqs)) * 2
+		size = int64(len(o.seqs)) * 128
+	case opReplay:
+		count, size = 2*maxReplay+2, maxReplay*256
+	}
+	return count + 4, size + 256
+}
+
+func (g *group) fits(o *op, maxCount, maxSize int64) bool {
+	c, sz := estimate(o)
+	return g.count+c <= maxCount && g.size+sz <= maxSize
+}
+
+func (g *group) add(o *op, maxCount, maxSize int64) {
+	c, sz := estimate(o)
+	if c > maxCount || sz > maxSize {
+		o.err = ErrTooLarge
+		close(o.done)
+		return
+	}
+	g.count += c
+	g.size += sz
+	// Ops validate everything before they write anything, so a refused op
+	// (full, unknown queue) leaves nothing in the transaction. An error
+	// after writing has begun (a read or staging failure) poisons the
+	// transaction: it is rebuilt without that op before commit.
+	err := g.apply(o)
+	var we *writeError
+	switch {
+	case err == nil:
+		g.ops = append(g.ops, o)
+	case errors.As(err, &we):
+		g.broken = true
+		o.err = we.err
+		close(o.done)
+	default:
+		o.err = err
+		close(o.done)
+	}
+}
+
+func (g *group) apply(o *op) error {
+	switch o.kind {
+	case opAppend:
+		return g.applyAppend(o)
+	case opAck:
+		return g.applyAck(o)
+	case opFail:
+		return g.applyFail(o)
+	case opDead:
+		return g.applyDead(o)
+	case opReplay:
+		return g.applyReplay(o)
+	case opProbe:
+		return g.txn.Set([]byte("m\x00probe"), []byte(g.now.UTC().Format(time.RFC3339Nano)))
+	}
+	return fmt.Errorf("unknown op %d", o.kind)
+}
+
+func (g *group) total() int64 {
+	var t int64
+	for _, m := range g.metas {
+		t += m.Bytes + m.DeadBytes
+	}
+	return t
+}
+
+func (g *group) applyAppend(o *op) error {
+	// Validate first: queues, duplicates, room. Nothing is written until all
+	// records of this op are known to fit.
+	o.res.Duplicate = make([]bool, len(o.recs))
+	seen := make(map[string]struct{}, len(o.recs))
+	var add int64
+	for i, r := range o.recs {
+		if _, ok := g.metas[r.Queue]; !ok {
+			return fmt.Errorf("%w %q", ErrUnknownQueue, r.Queue)
+		}
+		k := r.Queue + "\x00" + r.ID
+		if _, dup := seen[k]; dup {
+			o.res.Duplicate[i] = true
+			continue
+		}
+		seen[k] = struct{}{}
+		_, err := g.txn.Get(dedupKey(r.Queue, r.ID))
+		switch {
+		case err == nil:
+			o.res.Duplicate[i] = true
+			continue
+		case !errors.Is(err, badger.ErrKeyNotFound):
+			return fmt.Errorf("check duplicate: %w", err)
+		}
+		add += storedSize(r.ID, len(r.Payload))
+	}
+	if max := g.s.opts.MaxBytes; max > 0 && add > 0 && g.total()+add > max {
+		return ErrFull
+	}
+	now := unixNano(g.now)
+	for i, r := range o.recs {
+		if o.res.Duplicate[i] {
+			o.res.Duplicates++
+			continue
+		}
+		m := g.metas[r.Queue]
+		seq := m.Tail
+		rec := record{EnqueuedAt: now, ID: r.ID, Payload: r.Payload}
+		if err := g.txn.Set(seqKey(kindEntry, r.Queue, seq), rec.encode()); err != nil {
+			return werr("stage append: %w", err)
+		}
+		var sv [8]byte
+		putSeq(sv[:], seq)
+		e := badger.NewEntry(dedupKey(r.Queue, r.ID), sv[:]).WithTTL(g.s.opts.DedupeWindow)
+		if err := g.txn.SetEntry(e); err != nil {
+			return werr("stage append: %w", err)
+		}
+		m.Tail++
+		m.Count++
+		m.Bytes += storedSize(r.ID, len(r.Payload))
+		g.metas[r.Queue] = m
+		g.dirty[r.Queue] = true
+		o.res.Accepted++
+	}
+	return nil
+}
+
+// storedSize is what an entry counts against MaxBytes: payload, id and a
+// fixed overhead for keys and bookkeeping.
+func storedSize(id string, payload int) int64 {
+	return int64(payload + 2*len(id) + 64)
+}
+
+func (g *group) get(key []byte) (record, bool, error) {
+	it, err := g.txn.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return record{}, false, nil
+	}
+	if err != nil {
+		return record{}, false, err
+	}
+	v, err := it.ValueCopy(nil)
+	if err != nil {
+		return record{}, false, err
+	}
+	r, err := decodeRecord(v)
+	if err != nil {
+		return record{}, false, err
+	}
+	return r, true, nil
+}
+
+func (g *group) applyAck(o *op) error {
+	m := g.metas[o.queue]
+	for _, seq := range o.seqs {
+		k := seqKey(kindEntry, o.queue, seq)
+		r, ok, err := g.get(k)
+		if err != nil {
+			return werr("ack: %w", err)
+		}
+		if !ok {
+			continue // already acked: acks are idempotent
+		}
+		if err := g.txn.Delete(k); err != nil {
+			return werr("ack: %w", err)
+		}
+		m.Count--
+		m.Bytes -= storedSize(r.ID, len(r.Payload))
+		o.n++
+	}
+	g.metas[o.queue] = m
+	g.dirty[o.queue] = true
+	return nil
+}
+
+func (g *group) applyFail(o *op) error {
+	for _, seq := range o.seqs {
+		k := seqKey(kindEntry, o.queue, seq)
+		r, ok, err := g.get(k)
+		if err != nil {
+			return werr("record failure: %w", err)
+		}
+		if !ok {
+			continue
+		}
+		r.Attempts++
+		r.LastAttemptAt = unixNano(g.now)
+		r.LastError = truncate(o.msg, 512)
+		if err := g.txn.Set(k, r.encode()); err != nil {
+			return werr("record failure: %w", err)
+		}
+		o.n++
+	}
+	return nil
+}
+
+func (g *group) applyDead(o *op) error {
+	m := g.metas[o.queue]
+	for _, seq := range o.seqs {
+		k := seqKey(kindEntry, o.queue, seq)
+		r, ok, err := g.get(k)
+		if err != nil {
+			return werr("dead-letter: %w", err)
+		}
+		if !ok {
+			continue
+		}
+		sz := storedSize(r.ID, len(r.Payload))
+		r.Reason = truncate(o.msg, 512)
+		r.DeadAt = unixNano(g.now)
+		if err := g.txn.Delete(k); err != nil {
+			return werr("dead-letter: %w", err)
+		}
+		if err := g.txn.Set(seqKey(kindDead, o.queue, seq), r.encode()); err != nil {
+			return werr("dead-letter: %w", err)
+		}
+		m.Count--
+		m.Bytes -= sz
+		m.DeadCount++
+		m.DeadBytes += sz
+		o.n++
+	}
+	g.metas[o.queue] = m
+	g.dirty[o.queue] = true
+	return nil
+}
+
+func (g *group) applyReplay(o *op) error {
+	m := g.metas[o.queue]
+	want := map[string]bool{}
+	for _, id := range o.ids {
+		want[id] = true
+	}
+	opt := badger.DefaultIteratorOptions
+	opt.PrefetchValues = false
+	opt.Prefix = prefix(kindDead, o.queue)
+	it := g.txn.NewIterator(opt)
+	type moved struct {
+		key []byte
+		rec record
+	}
+	var ms []moved
+	for it.Rewind(); it.Valid(); it.Next() {
+		v, err := it.Item().ValueCopy(nil)
+		if err != nil {
+			it.Close()
+			return werr("replay: %w", err)
+		}
+		r, err := decodeRecord(v)
+		if err != nil {
+			it.Close()
+			return werr("replay: %w", err)
+		}
+		if o.all || want[r.ID] {
+			ms = append(ms, moved{it.Item().KeyCopy(nil), r})
+			if len(ms) >= maxReplay {
+				break // bounded per commit; the caller loops for more
+			}
+		}
+	}
+	it.Close()
+	for _, mv := range ms {
+		sz := storedSize(mv.rec.ID, len(mv.rec.Payload))
+		mv.rec.Reason, mv.rec.DeadAt, mv.rec.Attempts, mv.rec.LastError = "", 0, 0, ""
+		if err := g.txn.Delete(mv.key); err != nil {
+			return werr("replay: %w", err)
+		}
+		if err := g.txn.Set(seqKey(kindEntry, o.queue, m.Tail), mv.rec.encode()); err != nil {
+			return werr("replay: %w", err)
+		}
+		m.Tail++
+		m.Count++
+		m.Bytes += sz
+		m.DeadCount--
+		m.DeadBytes -= sz
+		o.n++
+	}
+	g.metas[o.queue] = m
+	g.dirty[o.queue] = true
+	return nil
+}
+
+func (s *Spool) commitGroup(g *group) {
+	for g.broken {
+		// Rebuild without the op that failed mid-way (it was answered).
+		g.txn.Discard()
+		ops := g.ops
+		g = s.newGroup()
+		for _, o := range ops {
+			o.res = AppendResult{}
+			o.n = 0
+			g.add(o, math.MaxInt64, math.MaxInt64)
+		}
+	}
+	defer g.txn.Discard()
+	if len(g.ops) == 0 {
+		return
+	}
+	var err error
+	for q := range g.dirty {
+		if err = g.txn.Set(metaKey(q), g.metas[q].encode()); err != nil {
+			break
+		}
+	}
+	if err == nil {
+		err = g.txn.Commit() // SyncWrites: on disk when this returns
+	}
+	if err != nil {
+		err = fmt.Errorf("commit: %w", err)
+		s.log.Error("spool commit failed", "err", err, "ops", len(g.ops))
+	}
+	s.mu.Lock()
+	s.lastErr = err
+	if err == nil {
+		for q := range g.dirty {
+			s.queues[q].meta = g.metas[q]
+		}
+		for _, o := range g.ops {
+			q := s.queues[o.queue]
+			if q == nil {
+				continue
+			}
+			switch o.kind {
+			case opAck, opDead:
+				for _, seq := range o.seqs {
+					delete(q.inflight, seq)
+				}
+			case opFail:
+				if o.release {
+					for _, seq := range o.seqs {
+						delete(q.inflight, seq)
+						if seq < q.next {
+							q.next = seq // retried first, in order
+						}
+					}
+				}
+			}
+		}
+	}
+	s.mu.Unlock()
+	if err == nil {
+		s.advanceHeads(g)
+	}
+	for _, o := range g.ops {
+		if err != nil {
+			o.err = err
+			o.res = AppendResult{}
+		}
+		close(o.done)
+	}
+}
+
+// advanceHeads moves a queue's head cursor past entries that are gone, by
+// a seek from the old head; the new head is persisted with the next commit
+// that touches the queue (it is only a hint for where to start seeking).
+func (s *Spool) advanceHeads(g *group) {
+	for q := range g.dirty {
+		s.mu.Lock()
+		st := s.queues[q]
+		head, tail := st.meta.Head, st.meta.Tail
+		s.mu.Unlock()
+		newHead := tail
+		_ = s.db.View(func(txn *badger.Txn) error {
+			opt := badger.DefaultIteratorOptions
+			opt.PrefetchValues = false
+			opt.Prefix = prefix(kindEntry, q)
+			it := txn.NewIterator(opt)
+			defer it.Close()
+			it.Seek(seqKey(kindEntry, q, head))
+			if it.Valid() {
+				newHead = seqFromKey(it.Item().Key())
+			}
+			return nil
+		})
+		s.mu.Lock()
+		if newHead > st.meta.Head {
+			st.meta.Head = newHead
+			if st.next < newHead {
+				st.next = newHead
+			}
+		}
+		s.mu.Unlock()
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
+func putSeq(b []byte, seq uint64) {
+	for i := 7; i >= 0; i-- {
+		b[i] = byte(seq)
+		seq >>= 8
+	}
+}

@@ -1,0 +1,346 @@
+// Package spool is the agent's one durable store: a FIFO queue per upstream
+// on badger, with idempotent appends, leases for delivery, acknowledgement,
+// failed-attempt bookkeeping and a dead-letter queue.
+//
+// Durability: every mutation goes through a single committer goroutine that
+// gathers whatever callers are waiting into one badger transaction and
+// commits it with SyncWrites (the WAL and value log are msync'ed before
+// Commit returns). Many concurrent callers share one fsync, and a caller is
+// answered only after its data is on disk, so an acknowledged append
+// survives kill -9 and power loss. Counters are written in the same
+// transaction as the data they count.
+package spool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+)
+
+// Errors returned by the spool. Compare with errors.Is.
+var (
+	// ErrFull: the store holds MaxBytes already; nothing new is taken until
+	// deliveries make room. Nothing stored is ever dropped to make room.
+	ErrFull = errors.New("spool full")
+	// ErrClosed: the spool is closed or closing.
+	ErrClosed = errors.New("spool closed")
+	// ErrUnknownQueue: a queue name not given in Options.Queues.
+	ErrUnknownQueue = errors.New("unknown queue")
+	// ErrTooLarge: one append is bigger than a single transaction may be.
+	ErrTooLarge = errors.New("append too large for one commit")
+	// ErrLocked: another process holds the store's directory lock.
+	ErrLocked = errors.New("store is locked by another process")
+	// ErrKeyMismatch: the store was written with another encryption key
+	// (or none). The store is left untouched.
+	ErrKeyMismatch = errors.New("encryption key does not match the store")
+)
+
+// Options configure Open.
+type Options struct {
+	// Dir holds the badger store. Created if missing.
+	Dir string
+	// QuarantineDir receives a store that will not open. Default: a
+	// "quarantine" directory beside Dir.
+	QuarantineDir string
+	// Queues are the queue names (one per upstream).
+	Queues []string
+	// MaxBytes caps the bytes of stored entries (live and dead letters,
+	// payload and bookkeeping); past it Append returns ErrFull. 0 = no cap.
+	MaxBytes int64
+	// EncryptionKey, when set (32 bytes), turns on badger's AES-256
+	// encryption at rest.
+	EncryptionKey []byte
+	// DedupeWindow is how long an id is remembered (default 7 days).
+	DedupeWindow time.Duration
+	// GCInterval is how often the value log is garbage-collected
+	// (default 1 minute).
+	GCInterval time.Duration
+	// MemTableSize (default 8 MiB) bounds badger's memory; see memory notes
+	// in BENCHMARKS.md.
+	MemTableSize int64
+	Logger       *slog.Logger
+	Clock        func() time.Time
+}
+
+// Record is one item to append.
+type Record struct {
+	Queue   string
+	ID      string // idempotency key, unique per queue within DedupeWindow
+	Payload []byte
+}
+
+// AppendResult says what an Append did. Duplicate[i] reports whether
+// records[i] was already stored (or repeated earlier in the same call).
+type AppendResult struct {
+	Accepted   int
+	Duplicates int
+	Duplicate  []bool
+}
+
+// Entry is a stored item as handed out by Lease and DeadLetters.
+type Entry struct {
+	Queue         string
+	Seq           uint64
+	ID            string
+	Payload       []byte
+	EnqueuedAt    time.Time
+	Attempts      int
+	LastAttemptAt time.Time
+	LastError     string
+	// Reason and DeadAt are set on dead letters.
+	Reason string
+	DeadAt time.Time
+}
+
+// QueueStats are cheap counters of one queue (kept in memory, persisted
+// with every change).
+type QueueStats struct {
+	Depth            int64
+	Bytes            int64
+	InFlight         int
+	OldestAgeSeconds float64
+	DeadLetters      int64
+	DeadBytes        int64
+}
+
+// QuarantineInfo describes a store that would not open and was moved aside.
+type QuarantineInfo struct {
+	Path   string    `json:"path"`
+	Reason string    `json:"reason"`
+	At     time.Time `json:"at"`
+}
+
+// Spool is the durable queue store. Safe for concurrent use.
+type Spool struct {
+	db     *badger.DB
+	opts   Options
+	log    *slog.Logger
+	now    func() time.Time
+	quar   *QuarantineInfo
+	ops    chan *op
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex // guards queues' runtime state and closed
+	queues  map[string]*queueState
+	closed  bool
+	lastErr error // last commit error, cleared by a successful commit
+
+	closeOnce sync.Once
+}
+
+type queueState struct {
+	name     string
+	meta     meta             // committed state
+	inflight map[uint64]int64 // leased seq -> stored size
+	next     uint64           // next seq to consider for leasing
+}
+
+// Open opens (or creates) the store. A store that fails to open for a reason
+// other than a held lock or a wrong key is moved to QuarantineDir and a new
+// empty store is created; Quarantine() then reports it.
+func Open(opts Options) (*Spool, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("open spool: no directory")
+	}
+	if len(opts.Queues) == 0 {
+		return nil, errors.New("open spool: no queues")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Clock == nil {
+		opts.Clock = time.Now
+	}
+	if opts.DedupeWindow <= 0 {
+		opts.DedupeWindow = 7 * 24 * time.Hour
+	}
+	if opts.GCInterval <= 0 {
+		opts.GCInterval = time.Minute
+	}
+	if opts.MemTableSize <= 0 {
+		opts.MemTableSize = 8 << 20
+	}
+	if n := len(opts.EncryptionKey); n != 0 && n != 32 {
+		return nil, fmt.Errorf("open spool: encryption key is %d bytes, want 32", n)
+	}
+	s := &Spool{opts: opts, log: opts.Logger, now: opts.Clock, queues: map[string]*queueState{}}
+
+	db, err := openDB(opts)
+	if err != nil {
+		if errors.Is(err, ErrLocked) || errors.Is(err, ErrKeyMismatch) || errors.Is(err, os.ErrPermission) {
+			return nil, fmt.Errorf("open spool: %w", err)
+		}
+		q, qerr := quarantine(opts, err, s.now())
+		if qerr != nil {
+			return nil, fmt.Errorf("open spool: %w; and moving it aside failed: %v", err, qerr)
+		}
+		s.quar = q
+		s.log.Error("STORE QUARANTINED: the store would not open and was moved aside; starting with an empty store",
+			"path", q.Path, "reason", q.Reason)
+		db, err = openDB(opts)
+		if err != nil {
+			return nil, fmt.Errorf("open spool after quarantine: %w", err)
+		}
+	}
+	s.db = db
+	if err := s.load(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open spool: %w", err)
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.ops = make(chan *op, 1024)
+	s.wg.Add(2)
+	go s.commitLoop()
+	go s.gcLoop()
+	return s, nil
+}
+
+func badgerOptions(o Options) badger.Options {
+	bo := badger.DefaultOptions(o.Dir).
+		WithSyncWrites(true).
+		WithLogger(nil).
+		WithDetectConflicts(false).
+		WithNumVersionsToKeep(1).
+		// Memory: a sidecar budget, not a database server's.
+		WithMemTableSize(o.MemTableSize).
+		WithNumMemtables(2).
+		WithNumLevelZeroTables(2).
+		WithNumLevelZeroTablesStall(8).
+		WithBaseTableSize(2 << 20).
+		WithBaseLevelSize(8 << 20).
+		WithNumCompactors(2).
+		WithCompression(options.None).
+		WithBlockCacheSize(0).
+		WithIndexCacheSize(0).
+		// Payloads go to the value log (written once, reclaimed whole files
+		// at a time as a FIFO drains); the LSM keeps keys and pointers, so
+		// compactions stay small.
+		WithValueThreshold(valueThreshold).
+		WithValueLogFileSize(64 << 20).
+		WithBlockSize(4 << 10)
+	if len(o.EncryptionKey) > 0 {
+		// Encryption needs caches for decrypted blocks and indices.
+		bo = bo.WithEncryptionKey(o.EncryptionKey).
+			WithEncryptionKeyRotationDuration(30 * 24 * time.Hour).
+			WithIndexCacheSize(4 << 20).
+			WithBlockCacheSize(4 << 20)
+	}
+	return bo
+}
+
+// openDB opens badger, turning its panics into errors (a corrupt file can
+// make it panic rather than return one) and its errors into our sentinels.
+func openDB(o Options) (db *badger.DB, err error) {
+	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("badger panicked while opening: %v\n%s", r, debug.Stack())
+		}
+	}()
+	db, err = badger.Open(badgerOptions(o))
+	if err != nil {
+		return nil, classifyOpenError(err)
+	}
+	return db, nil
+}
+
+func classifyOpenError(err error) error {
+	msg := err.Error()
+	switch {
+	case containsAny(msg, "Cannot acquire directory lock", "resource temporarily unavailable"):
+		return fmt.Errorf("%w: %v", ErrLocked, err)
+	case errors.Is(err, badger.ErrEncryptionKeyMismatch) || containsAny(msg, "Encryption key mismatch"):
+		return fmt.Errorf("%w: %v", ErrKeyMismatch, err)
+	}
+	return err
+}
+
+// load reads each queue's metadata.
+func (s *Spool) load() error {
+	return s.db.View(func(txn *badger.Txn) error {
+		for _, q := range s.opts.Queues {
+			st := &queueState{name: q, inflight: map[uint64]int64{}}
+			it, err := txn.Get(metaKey(q))
+			switch {
+			case errors.Is(err, badger.ErrKeyNotFound):
+			case err != nil:
+				return fmt.Errorf("read metadata of %s: %w", q, err)
+			default:
+				v, err := it.ValueCopy(nil)
+				if err != nil {
+					return fmt.Errorf("read metadata of %s: %w", q, err)
+				}
+				if st.meta, err = decodeMeta(v); err != nil {
+					return fmt.Errorf("queue %s: %w", q, err)
+				}
+			}
+			st.next = st.meta.Head
+			s.queues[q] = st
+		}
+		return nil
+	})
+}
+
+// Quarantine reports the store moved aside at Open, or nil.
+func (s *Spool) Quarantine() *QuarantineInfo { return s.quar }
+
+// Close stops the committer after it has committed everything queued, then
+// closes the store. It is safe to call more than once.
+func (s *Spool) Close(ctx context.Context) error {
+	var err error
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+		close(s.ops) // the committer drains what is queued, then exits
+		done := make(chan struct{})
+		go func() { s.wg.Wait(); close(done) }()
+		s.cancel()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			err = fmt.Errorf("close spool: %w", ctx.Err())
+			<-done // badger must not be closed under a running writer
+		}
+		if cerr := s.db.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("close spool: %w", cerr)
+		}
+	})
+	return err
+}
+
+// StoreBytes is the store's size on disk (LSM + value log).
+func (s *Spool) StoreBytes() int64 {
+	lsm, vlog := s.db.Size()
+	return lsm + vlog
+}
+
+func (s *Spool) queue(name string) (*queueState, error) {
+	q, ok := s.queues[name]
+	if !ok {
+		return nil, fmt.Errorf("%w %q", ErrUnknownQueue, name)
+	}
+	return q, nil
+}
+
+func containsAny(s string, subs ...string) bool {
+	for _, sub := range subs {
+		if strings.Contains(s, sub) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,283 @@
+package spool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+var queues = []string{"tencent", "tongdun", "unionpay"}
+
+func openT(t testing.TB, dir string, mod ...func(*Options)) *Spool {
+	t.Helper()
+	o := Options{Dir: dir, Queues: queues}
+	for _, f := range mod {
+		f(&o)
+	}
+	s, err := Open(o)
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	return s
+}
+
+func closeT(t testing.TB, s *Spool) {
+	t.Helper()
+	if err := s.Close(context.Background()); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+}
+
+func recs(queue string, ids ...string) []Record {
+	out := make([]Record, len(ids))
+	for i, id := range ids {
+		out[i] = Record{Queue: queue, ID: id, Payload: []byte(`{"id":"` + id + `","pad":"` + fmt.Sprintf("%080d", i) + `"}`)}
+	}
+	return out
+}
+
+func ids(es []Entry) []string {
+	out := make([]string, len(es))
+	for i, e := range es {
+		out[i] = e.ID
+	}
+	return out
+}
+
+func seqs(es []Entry) []uint64 {
+	out := make([]uint64, len(es))
+	for i, e := range es {
+		out[i] = e.Seq
+	}
+	return out
+}
+
+func TestAppendLeaseAckReopen(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "spool")
+	s := openT(t, dir)
+	res, err := s.Append(ctx, recs("tencent", "a", "b", "c", "a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Accepted != 3 || res.Duplicates != 1 || !res.Duplicate[3] {
+		t.Fatalf("append result = %+v, want 3 accepted, 1 duplicate (the 4th)", res)
+	}
+	res, err = s.Append(ctx, recs("tencent", "b", "d"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Accepted != 1 || res.Duplicates != 1 {
+		t.Fatalf("second append = %+v, want 1 accepted, 1 duplicate", res)
+	}
+	// The same id in another queue is another item.
+	if res, err = s.Append(ctx, recs("tongdun", "a")); err != nil || res.Accepted != 1 {
+		t.Fatalf("append to tongdun = %+v, %v", res, err)
+	}
+	got, err := s.Lease(ctx, "tencent", 2, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"a", "b"}; fmt.Sprint(ids(got)) != fmt.Sprint(want) {
+		t.Fatalf("lease = %v, want %v", ids(got), want)
+	}
+	// A second lease skips what is in flight.
+	got2, _ := s.Lease(ctx, "tencent", 10, 1<<20)
+	if want := []string{"c", "d"}; fmt.Sprint(ids(got2)) != fmt.Sprint(want) {
+		t.Fatalf("second lease = %v, want %v", ids(got2), want)
+	}
+	if err := s.Ack(ctx, "tencent", seqs(got)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Fail(ctx, "tencent", seqs(got2[:1]), "upstream said 10000"); err != nil {
+		t.Fatal(err)
+	}
+	st := s.Stats()["tencent"]
+	if st.Depth != 2 || st.InFlight != 1 {
+		t.Fatalf("stats = %+v, want depth 2, in flight 1", st)
+	}
+	closeT(t, s)
+
+	s = openT(t, dir)
+	defer closeT(t, s)
+	if st := s.Stats()["tencent"]; st.Depth != 2 || st.InFlight != 0 || st.Bytes <= 0 {
+		t.Fatalf("stats after reopen = %+v", st)
+	}
+	got, _ = s.Lease(ctx, "tencent", 10, 1<<20)
+	if want := []string{"c", "d"}; fmt.Sprint(ids(got)) != fmt.Sprint(want) {
+		t.Fatalf("lease after reopen = %v, want %v", ids(got), want)
+	}
+	if got[0].Attempts != 1 || got[0].LastError != "upstream said 10000" {
+		t.Fatalf("failed attempt not kept: %+v", got[0])
+	}
+	// Acknowledged ids stay known: no re-store within the dedupe window.
+	if res, _ := s.Append(ctx, recs("tencent", "a")); res.Duplicates != 1 {
+		t.Fatalf("acked id stored again: %+v", res)
+	}
+}
+
+func TestDeadLetterAndReplay(t *testing.T) {
+	ctx := context.Background()
+	s := openT(t, filepath.Join(t.TempDir(), "spool"))
+	defer closeT(t, s)
+	if _, err := s.Append(ctx, recs("tencent", "a", "b", "c")); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := s.Lease(ctx, "tencent", 3, 1<<20)
+	if err := s.DeadLetter(ctx, "tencent", seqs(got[1:2]), "code 31001: bad action_type"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Ack(ctx, "tencent", []uint64{got[0].Seq, got[2].Seq}); err != nil {
+		t.Fatal(err)
+	}
+	st := s.Stats()["tencent"]
+	if st.Depth != 0 || st.DeadLetters != 1 || st.Bytes != 0 {
+		t.Fatalf("stats = %+v", st)
+	}
+	dl, err := s.DeadLetters("tencent", 0, 10)
+	if err != nil || len(dl) != 1 || dl[0].ID != "b" || dl[0].Reason != "code 31001: bad action_type" || dl[0].DeadAt.IsZero() {
+		t.Fatalf("dead letters = %+v, %v", dl, err)
+	}
+	n, err := s.Replay(ctx, "tencent", []string{"b", "zz"}, false)
+	if err != nil || n != 1 {
+		t.Fatalf("replay = %d, %v", n, err)
+	}
+	got, _ = s.Lease(ctx, "tencent", 10, 1<<20)
+	if len(got) != 1 || got[0].ID != "b" || got[0].Attempts != 0 {
+		t.Fatalf("after replay lease = %+v", got)
+	}
+	if st := s.Stats()["tencent"]; st.DeadLetters != 0 || st.Depth != 1 {
+		t.Fatalf("stats after replay = %+v", st)
+	}
+}
+
+func TestFullRefusesAndKeepsStored(t *testing.T) {
+	ctx := context.Background()
+	s := openT(t, filepath.Join(t.TempDir(), "spool"), func(o *Options) { o.MaxBytes = 2000 })
+	defer closeT(t, s)
+	n := 0
+	var err error
+	for err == nil {
+		_, err = s.Append(ctx, recs("tencent", fmt.Sprint("id", n)))
+		n++
+	}
+	if !errors.Is(err, ErrFull) {
+		t.Fatalf("err = %v, want ErrFull", err)
+	}
+	before := s.Stats()["tencent"].Depth
+	if before != int64(n-1) {
+		t.Fatalf("depth %d, want %d", before, n-1)
+	}
+	// A refused multi-record append stores none of its records.
+	if _, err := s.Append(ctx, recs("tencent", "x1", "x2")); !errors.Is(err, ErrFull) {
+		t.Fatalf("err = %v", err)
+	}
+	if d := s.Stats()["tencent"].Depth; d != before {
+		t.Fatalf("depth changed to %d", d)
+	}
+	// Delivery makes room again.
+	got, _ := s.Lease(ctx, "tencent", 5, 1<<20)
+	if err := s.Ack(ctx, "tencent", seqs(got)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Append(ctx, recs("tencent", "after")); err != nil {
+		t.Fatalf("append after room was made: %v", err)
+	}
+}
+
+func TestConcurrentAppendsShareCommits(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "spool")
+	s := openT(t, dir)
+	var wg sync.WaitGroup
+	const workers, per = 32, 50
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < per; i++ {
+				if _, err := s.Append(ctx, recs("tencent", fmt.Sprintf("w%d-%d", w, i))); err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	closeT(t, s)
+	s = openT(t, dir)
+	defer closeT(t, s)
+	seen := map[string]bool{}
+	for {
+		got, err := s.Lease(ctx, "tencent", 100, 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) == 0 {
+			break
+		}
+		for _, e := range got {
+			if seen[e.ID] {
+				t.Fatalf("%s handed out twice", e.ID)
+			}
+			seen[e.ID] = true
+		}
+		if err := s.Ack(ctx, "tencent", seqs(got)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(seen) != workers*per {
+		t.Fatalf("got %d entries back, want %d", len(seen), workers*per)
+	}
+}
+
+func TestClosedSpoolRefuses(t *testing.T) {
+	s := openT(t, filepath.Join(t.TempDir(), "spool"))
+	closeT(t, s)
+	if _, err := s.Append(context.Background(), recs("tencent", "a")); !errors.Is(err, ErrClosed) {
+		t.Fatalf("append after close: %v", err)
+	}
+	if err := s.Close(context.Background()); err != nil {
+		t.Fatalf("second close: %v", err)
+	}
+}
+
+func TestUnknownQueue(t *testing.T) {
+	s := openT(t, filepath.Join(t.TempDir(), "spool"))
+	defer closeT(t, s)
+	if _, err := s.Append(context.Background(), recs("nope", "a")); !errors.Is(err, ErrUnknownQueue) {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestSecondOpenIsRefusedNotQuarantined(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "spool")
+	s := openT(t, dir)
+	defer closeT(t, s)
+	_, err := Open(Options{Dir: dir, Queues: queues})
+	if !errors.Is(err, ErrLocked) {
+		t.Fatalf("second open: %v, want ErrLocked", err)
+	}
+	if _, err := os.Stat(filepath.Join(filepath.Dir(dir), "quarantine")); !os.IsNotExist(err) {
+		t.Fatalf("a locked store must never be quarantined")
+	}
+}
+
+func TestDedupeWindowExpires(t *testing.T) {
+	ctx := context.Background()
+	s := openT(t, filepath.Join(t.TempDir(), "spool"), func(o *Options) { o.DedupeWindow = time.Second })
+	defer closeT(t, s)
+	if _, err := s.Append(ctx, recs("tencent", "a")); err != nil {
+		t.Fatal(err)
+	}
+	// badger TTLs have one-second resolution.
+	time.Sleep(2100 * time.Millisecond)
+	res, err := s.Append(ctx, recs("tencent", "a"))
+	if err != nil || res.Accepted != 1 {
+		t.Fatalf("after the window: %+v %v", res, err)
+	}
+}
