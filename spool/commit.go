@@ -138,7 +138,7 @@ type group struct {
 	s      *Spool
 	txn    *badger.Txn
 	ops    []*op
-	metas  map[string]meta   // staged metadata per touched queue
+	metas  map[string]meta // staged metadata per touched queue
 	count  int64
 	size   int64
 	now    time.Time
