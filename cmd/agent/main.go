@@ -1,0 +1,63 @@
+// Command agent is Outpost, a local edge agent for banks and consumer-finance
+// lenders: apps on the same host post events to it on localhost; it stores
+// them durably and forwards them to the upstreams.
+//
+// Usage:
+//
+//	agent            run the agent (configured from AGENT_* variables)
+//	agent version    print the version
+//
+// Environment (defaults in brackets):
+//
+//	AGENT_LISTEN_ADDR              [127.0.0.1:8470] where the local API listens; a
+//	                               non-loopback address needs AGENT_AUTH_TOKEN
+//	AGENT_DATA_DIR                 [./data] the store lives in DATA_DIR/spool
+//	AGENT_SPOOL_MAX_BYTES          [1GiB] past it new events get 503 + Retry-After
+//	AGENT_ENCRYPTION_KEY_FILE      [] 32-byte key (raw or 64 hex chars, mode 0600):
+//	                               turns on encryption at rest; without it data is
+//	                               stored in clear
+//	AGENT_LOG_LEVEL                [info] debug, info, warn, error
+//	AGENT_LOG_FORMAT               [auto] json, text, or auto (text on a terminal)
+//	AGENT_SHUTDOWN_TIMEOUT         [20s] how long SIGTERM waits for in-flight work
+//	AGENT_MEMORY_LIMIT             [96MiB] Go soft memory limit (GOMEMLIMIT); 0 = none
+//	AGENT_MAX_BODY_BYTES           [1MiB] larger request bodies get 413
+//	AGENT_MAX_CONCURRENT_REQUESTS  [256] beyond it requests get 503 at once
+//	AGENT_AUTH_TOKEN               [] bearer token required on all but /healthz
+//	AGENT_DEDUPE_WINDOW            [168h] an event id seen within it is not stored twice
+//	AGENT_STORE_GC_INTERVAL        [1m] value-log garbage collection period
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+)
+
+func main() {
+	if err := run(context.Background(), os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "agent:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		return serve(ctx)
+	}
+	switch args[0] {
+	case "version", "--version", "-v":
+		fmt.Println(versionString())
+		return nil
+	case "serve":
+		return serve(ctx)
+	case "help", "--help", "-h":
+		fmt.Print(usage)
+		return nil
+	}
+	return fmt.Errorf("unknown command %q\n%s", args[0], usage)
+}
+
+const usage = `usage:
+  agent            run the agent (configured from AGENT_* variables; see README)
+  agent version    print the version
+`

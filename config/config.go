@@ -1,0 +1,200 @@
+// Package config reads the agent's settings from the environment (prefix
+// AGENT_) with envconfig, applies defaults and validates them. Every error
+// names the variable at fault.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kelseyhightower/envconfig"
+)
+
+// Prefix of every variable.
+const Prefix = "AGENT"
+
+// Config is every setting of the agent. The envconfig tags are the single
+// place defaults live; the README lists them.
+type Config struct {
+	ListenAddr        string        `envconfig:"LISTEN_ADDR" default:"127.0.0.1:8470"`
+	DataDir           string        `envconfig:"DATA_DIR" default:"./data"`
+	SpoolMaxBytes     ByteSize      `envconfig:"SPOOL_MAX_BYTES" default:"1GiB"`
+	EncryptionKeyFile string        `envconfig:"ENCRYPTION_KEY_FILE"`
+	LogLevel          string        `envconfig:"LOG_LEVEL" default:"info"`
+	LogFormat         string        `envconfig:"LOG_FORMAT" default:"auto"`
+	ShutdownTimeout   time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"20s"`
+	MemoryLimit       ByteSize      `envconfig:"MEMORY_LIMIT" default:"96MiB"`
+	MaxBodyBytes      ByteSize      `envconfig:"MAX_BODY_BYTES" default:"1MiB"`
+	MaxConcurrent     int           `envconfig:"MAX_CONCURRENT_REQUESTS" default:"256"`
+	AuthToken         string        `envconfig:"AUTH_TOKEN"`
+	DedupeWindow      time.Duration `envconfig:"DEDUPE_WINDOW" default:"168h"`
+	StoreGCInterval   time.Duration `envconfig:"STORE_GC_INTERVAL" default:"1m"`
+	ActionMaxFuture   time.Duration `envconfig:"ACTION_MAX_FUTURE" default:"5m"`
+	ActionMaxAge      time.Duration `envconfig:"ACTION_MAX_AGE" default:"720h"`
+}
+
+// Load reads the process environment and validates the result.
+func Load() (Config, error) {
+	var c Config
+	if err := envconfig.Process(Prefix, &c); err != nil {
+		var pe *envconfig.ParseError
+		if errors.As(err, &pe) {
+			return c, fmt.Errorf("%s_%s=%q: %v", Prefix, pe.KeyName, pe.Value, pe.Err)
+		}
+		return c, fmt.Errorf("configuration: %w", err)
+	}
+	return c, c.Validate()
+}
+
+// Validate checks values envconfig cannot.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(name, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("%s_%s: %s", Prefix, name, fmt.Sprintf(format, a...)))
+	}
+	host, port, err := net.SplitHostPort(c.ListenAddr)
+	if err != nil {
+		bad("LISTEN_ADDR", "%q is not host:port", c.ListenAddr)
+	} else {
+		if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+			bad("LISTEN_ADDR", "port %q is not 0-65535", port)
+		}
+		if !IsLoopback(host) && c.AuthToken == "" {
+			bad("LISTEN_ADDR", "%q is not a loopback address; set AGENT_AUTH_TOKEN to listen beyond this host", c.ListenAddr)
+		}
+	}
+	if c.AuthToken != "" && len(c.AuthToken) < 16 {
+		bad("AUTH_TOKEN", "must be at least 16 characters")
+	}
+	if c.DataDir == "" {
+		bad("DATA_DIR", "must not be empty")
+	}
+	if c.SpoolMaxBytes < 1<<20 {
+		bad("SPOOL_MAX_BYTES", "must be at least 1MiB, got %d", c.SpoolMaxBytes)
+	}
+	if _, err := ParseLevel(c.LogLevel); err != nil {
+		bad("LOG_LEVEL", "%v", err)
+	}
+	switch c.LogFormat {
+	case "auto", "json", "text":
+	default:
+		bad("LOG_FORMAT", "%q is not auto, json or text", c.LogFormat)
+	}
+	if c.ShutdownTimeout <= 0 {
+		bad("SHUTDOWN_TIMEOUT", "must be positive")
+	}
+	if c.MemoryLimit != 0 && c.MemoryLimit < 32<<20 {
+		bad("MEMORY_LIMIT", "must be 0 (no limit) or at least 32MiB")
+	}
+	if c.MaxBodyBytes < 1024 || c.MaxBodyBytes > 64<<20 {
+		bad("MAX_BODY_BYTES", "must be between 1KiB and 64MiB")
+	}
+	if c.MaxConcurrent < 1 {
+		bad("MAX_CONCURRENT_REQUESTS", "must be at least 1")
+	}
+	if c.DedupeWindow < time.Minute {
+		bad("DEDUPE_WINDOW", "must be at least 1m")
+	}
+	if c.StoreGCInterval < time.Second {
+		bad("STORE_GC_INTERVAL", "must be at least 1s")
+	}
+	if c.EncryptionKeyFile != "" {
+		if _, err := ReadKeyFile(c.EncryptionKeyFile); err != nil {
+			bad("ENCRYPTION_KEY_FILE", "%v", err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// IsLoopback reports whether host (a literal address or "localhost") only
+// reaches this machine.
+func IsLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// ParseLevel maps debug, info, warn, error to slog levels.
+func ParseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("%q is not debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+// ReadKeyFile reads a 32-byte encryption key: 32 raw bytes, or 64 hex
+// characters (a trailing newline is allowed). The file must not be readable
+// by group or others.
+func ReadKeyFile(path string) ([]byte, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("read key: %w", err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("key file %s is readable by others (mode %v); chmod 600 it", path, fi.Mode().Perm())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read key: %w", err)
+	}
+	if len(b) == 32 {
+		return b, nil
+	}
+	t := strings.TrimSpace(string(b))
+	if len(t) == 64 {
+		k := make([]byte, 32)
+		for i := range k {
+			v, err := strconv.ParseUint(t[2*i:2*i+2], 16, 8)
+			if err != nil {
+				return nil, errors.New("key file is neither 32 raw bytes nor 64 hex characters")
+			}
+			k[i] = byte(v)
+		}
+		return k, nil
+	}
+	return nil, fmt.Errorf("key file holds %d bytes; want 32 raw bytes or 64 hex characters", len(b))
+}
+
+// ByteSize is a size in bytes that also reads "512KiB", "64MiB", "1GiB",
+// "10MB" (decimal) or a plain number.
+type ByteSize int64
+
+// Decode implements envconfig.Decoder.
+func (b *ByteSize) Decode(v string) error {
+	n, err := ParseByteSize(v)
+	if err != nil {
+		return err
+	}
+	*b = ByteSize(n)
+	return nil
+}
+
+// ParseByteSize parses a size with an optional unit.
+func ParseByteSize(v string) (int64, error) {
+	s := strings.TrimSpace(v)
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"B", 1}}
+	mult := int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("%q is not a size (examples: 1048576, 512KiB, 64MiB, 1GiB)", v)
+	}
+	return n * mult, nil
+}

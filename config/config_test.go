@@ -1,0 +1,83 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestDefaults(t *testing.T) {
+	c, err := Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ListenAddr != "127.0.0.1:8470" || c.DataDir != "./data" || c.SpoolMaxBytes != 1<<30 || c.LogLevel != "info" {
+		t.Fatalf("defaults = %+v", c)
+	}
+}
+
+func TestBadValuesNameTheVariable(t *testing.T) {
+	key := filepath.Join(t.TempDir(), "key")
+	if err := os.WriteFile(key, []byte("short"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	open := filepath.Join(t.TempDir(), "openkey")
+	if err := os.WriteFile(open, make([]byte, 32), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, env, val, want string
+	}{
+		{"size not a number", "AGENT_SPOOL_MAX_BYTES", "lots", "AGENT_SPOOL_MAX_BYTES"},
+		{"size too small", "AGENT_SPOOL_MAX_BYTES", "10", "AGENT_SPOOL_MAX_BYTES"},
+		{"level", "AGENT_LOG_LEVEL", "loud", "AGENT_LOG_LEVEL"},
+		{"addr", "AGENT_LISTEN_ADDR", "nope", "AGENT_LISTEN_ADDR"},
+		{"public addr without token", "AGENT_LISTEN_ADDR", "0.0.0.0:8470", "AGENT_AUTH_TOKEN"},
+		{"duration", "AGENT_SHUTDOWN_TIMEOUT", "soon", "AGENT_SHUTDOWN_TIMEOUT"},
+		{"key missing", "AGENT_ENCRYPTION_KEY_FILE", "/nonexistent/key", "AGENT_ENCRYPTION_KEY_FILE"},
+		{"key wrong size", "AGENT_ENCRYPTION_KEY_FILE", key, "32 raw bytes"},
+		{"key readable by others", "AGENT_ENCRYPTION_KEY_FILE", open, "chmod 600"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv(tt.env, tt.val)
+			_, err := Load()
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want it to mention %s", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestKeyFileForms(t *testing.T) {
+	dir := t.TempDir()
+	raw := filepath.Join(dir, "raw")
+	os.WriteFile(raw, []byte("0123456789abcdef0123456789abcdef"), 0o600)
+	hex := filepath.Join(dir, "hex")
+	os.WriteFile(hex, []byte(strings.Repeat("ab", 32)+"\n"), 0o400)
+	for _, p := range []string{raw, hex} {
+		k, err := ReadKeyFile(p)
+		if err != nil || len(k) != 32 {
+			t.Fatalf("%s: %v, %d bytes", p, err, len(k))
+		}
+	}
+	k, _ := ReadKeyFile(hex)
+	if k[0] != 0xab {
+		t.Fatalf("hex key decoded wrong: %x", k)
+	}
+}
+
+func TestByteSize(t *testing.T) {
+	for in, want := range map[string]int64{"1048576": 1 << 20, "512KiB": 512 << 10, "64MiB": 64 << 20, "1GiB": 1 << 30, "10MB": 10e6, " 2 GiB ": 2 << 30} {
+		got, err := ParseByteSize(in)
+		if err != nil || got != want {
+			t.Errorf("ParseByteSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "-1", "1.5GiB", "GiB", "1XB"} {
+		if _, err := ParseByteSize(in); err == nil {
+			t.Errorf("ParseByteSize(%q) accepted", in)
+		}
+	}
+}

@@ -1,0 +1,103 @@
+package localapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"mime"
+	"net/http"
+	"strconv"
+	"sync"
+
+	"github.com/outpost-agent/outpost/action"
+	"github.com/outpost-agent/outpost/spool"
+)
+
+// QueueTencent is the spool queue user actions go to.
+const QueueTencent = "tencent"
+
+var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// postActions validates a batch of user actions and stores it durably. It
+// answers 202 only after the batch is on disk; any invalid action rejects
+// the whole batch and nothing is stored.
+func (s *Server) postActions(w http.ResponseWriter, r *http.Request) {
+	rid := requestID(w, r)
+	log := s.log.With("request_id", rid)
+	if !isJSON(r.Header.Get("Content-Type")) {
+		writeError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "Content-Type must be application/json", nil)
+		return
+	}
+	buf := bufPool.Get().(*bytes.Buffer)
+	buf.Reset()
+	defer func() {
+		if buf.Cap() <= 4<<20 {
+			bufPool.Put(buf)
+		}
+	}()
+	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeError(w, http.StatusRequestEntityTooLarge, "body_too_large", fmt.Sprintf("body exceeds %d bytes", s.cfg.MaxBodyBytes), nil)
+			return
+		}
+		writeError(w, http.StatusBadRequest, "bad_body", "cannot read body", nil)
+		return
+	}
+	acts, err := action.Decode(buf.Bytes(), s.now())
+	if err != nil {
+		var se *action.SyntaxError
+		var ve *action.ValidationError
+		switch {
+		case errors.As(err, &se):
+			writeError(w, http.StatusBadRequest, "invalid_json", err.Error(),
+				[]Field{{Field: "body", Reason: "malformed JSON at byte offset " + strconv.FormatInt(se.Offset, 10)}})
+		case errors.As(err, &ve):
+			details := make([]Field, len(ve.Problems))
+			for i, p := range ve.Problems {
+				details[i] = Field{Field: p.Field, Reason: p.Reason}
+			}
+			writeError(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf("%d problem(s) in the request; nothing was stored", len(ve.Problems)), details)
+		default:
+			writeError(w, http.StatusBadRequest, "invalid_request", "request refused", nil)
+		}
+		log.Info("actions refused", "reason", "invalid", "bytes", buf.Len())
+		return
+	}
+	recs := make([]spool.Record, len(acts))
+	for i := range acts {
+		p, err := json.Marshal(&acts[i])
+		if err != nil {
+			writeError(w, http.StatusInternalServerError, "internal", "cannot encode action", nil)
+			return
+		}
+		recs[i] = spool.Record{Queue: QueueTencent, ID: acts[i].ID, Payload: p}
+	}
+	res, err := s.cfg.Store.Append(r.Context(), recs)
+	switch {
+	case err == nil:
+	case errors.Is(err, spool.ErrFull):
+		w.Header().Set("Retry-After", "30")
+		writeError(w, http.StatusServiceUnavailable, "spool_full", "the spool is full; nothing was stored; retry later", nil)
+		log.Warn("actions refused", "reason", "spool_full", "actions", len(recs))
+		return
+	case errors.Is(err, spool.ErrClosed):
+		w.Header().Set("Retry-After", "5")
+		writeError(w, http.StatusServiceUnavailable, "shutting_down", "the agent is shutting down; nothing was stored", nil)
+		return
+	case errors.Is(err, r.Context().Err()) && r.Context().Err() != nil:
+		return // the caller went away before we handed the batch over
+	default:
+		w.Header().Set("Retry-After", "5")
+		writeError(w, http.StatusServiceUnavailable, "store_unavailable", "the store could not take the batch; nothing was stored", nil)
+		log.Error("actions refused", "reason", "store_error", "err", err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]int{"accepted": res.Accepted, "duplicates": res.Duplicates})
+}
+
+func isJSON(ct string) bool {
+	mt, _, err := mime.ParseMediaType(ct)
+	return err == nil && (mt == "application/json" || (len(mt) > 5 && mt[len(mt)-5:] == "+json"))
+}

@@ -1,0 +1,240 @@
+// Package localapi is the agent's HTTP API for apps on the same host:
+// intake of user actions (POST /v1/actions), health (/healthz, /readyz)
+// and status (/v1/status).
+//
+// It defends itself like a local daemon should: it refuses browser requests
+// (an Origin header) and unexpected Host values (DNS rebinding), caps body
+// size and concurrent requests, and, when a token is configured, requires
+// it on everything but /healthz.
+package localapi
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/outpost-agent/outpost/spool"
+)
+
+// Store is what the API needs of the spool.
+type Store interface {
+	Append(ctx context.Context, recs []spool.Record) (spool.AppendResult, error)
+	Stats() map[string]spool.QueueStats
+	StoreBytes() int64
+	Probe(ctx context.Context) error
+	Quarantine() *spool.QuarantineInfo
+}
+
+// Config configures the API.
+type Config struct {
+	Store  Store
+	Logger *slog.Logger
+	Clock  func() time.Time
+	// MaxBodyBytes caps a request body (default 1 MiB).
+	MaxBodyBytes int64
+	// MaxConcurrent caps requests served at once; beyond it the API answers
+	// 503 at once rather than queueing without bound (default 256).
+	MaxConcurrent int
+	// AuthToken, when set, is required as "Authorization: Bearer <token>"
+	// on every endpoint but /healthz.
+	AuthToken string
+	// AllowedHosts are extra Host header values accepted besides loopback
+	// names (for a non-loopback listen address).
+	AllowedHosts []string
+	// Notes are start-up facts shown in /v1/status (e.g. "no upstream
+	// configured: queueing only").
+	Notes []string
+}
+
+// Server is the local API. It is an http.Handler.
+type Server struct {
+	cfg   Config
+	log   *slog.Logger
+	now   func() time.Time
+	mux   *http.ServeMux
+	sem   chan struct{}
+	hosts map[string]bool
+}
+
+// New returns a ready Server.
+func New(cfg Config) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = 1 << 20
+	}
+	if cfg.MaxConcurrent <= 0 {
+		cfg.MaxConcurrent = 256
+	}
+	s := &Server{
+		cfg:   cfg,
+		log:   cfg.Logger.With("component", "localapi"),
+		now:   cfg.Clock,
+		mux:   http.NewServeMux(),
+		sem:   make(chan struct{}, cfg.MaxConcurrent),
+		hosts: map[string]bool{"localhost": true, "127.0.0.1": true, "::1": true},
+	}
+	for _, h := range cfg.AllowedHosts {
+		s.hosts[strings.ToLower(h)] = true
+	}
+	s.mux.HandleFunc("GET /healthz", s.healthz)
+	s.mux.HandleFunc("GET /readyz", s.readyz)
+	s.mux.HandleFunc("GET /v1/status", s.status)
+	s.mux.HandleFunc("POST /v1/actions", s.postActions)
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path, nil)
+	})
+	return s
+}
+
+// ServeHTTP applies the API's defences, then routes.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Origin") != "" || r.Header.Get("Sec-Fetch-Site") == "cross-site" {
+		writeError(w, http.StatusForbidden, "forbidden", "browser requests are not accepted", nil)
+		return
+	}
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.Trim(strings.ToLower(host), "[]")
+	if !s.hosts[host] && net.ParseIP(host) == nil {
+		// A name we don't know is how DNS rebinding reaches a local API.
+		writeError(w, http.StatusForbidden, "forbidden", "unexpected Host header", nil)
+		return
+	}
+	if s.cfg.AuthToken != "" && r.URL.Path != "/healthz" {
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(s.cfg.AuthToken)) != 1 {
+			writeError(w, http.StatusUnauthorized, "unauthorized", "missing or wrong bearer token", nil)
+			return
+		}
+	}
+	select {
+	case s.sem <- struct{}{}:
+		defer func() { <-s.sem }()
+	default:
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, "overloaded", "too many concurrent requests", nil)
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+type readiness struct {
+	Status     string                `json:"status"`
+	Error      string                `json:"error,omitempty"`
+	Quarantine *spool.QuarantineInfo `json:"quarantine,omitempty"`
+	Warnings   []string              `json:"warnings,omitempty"`
+}
+
+// readyz proves the store is open and writable with a small synced write.
+// A quarantined store still serves (it is empty and writable), so readyz
+// stays 200 but says so loudly: an operator must look.
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	rd := readiness{Status: "ready", Quarantine: s.cfg.Store.Quarantine()}
+	if rd.Quarantine != nil {
+		rd.Warnings = append(rd.Warnings, "store was quarantined at start-up: "+rd.Quarantine.Path)
+	}
+	if err := s.cfg.Store.Probe(ctx); err != nil {
+		rd.Status, rd.Error = "not_ready", "store is not writable: "+err.Error()
+		writeJSON(w, http.StatusServiceUnavailable, rd)
+		return
+	}
+	writeJSON(w, http.StatusOK, rd)
+}
+
+type queueStatus struct {
+	Depth            int64   `json:"depth"`
+	Bytes            int64   `json:"bytes"`
+	InFlight         int     `json:"in_flight"`
+	OldestAgeSeconds float64 `json:"oldest_age_seconds"`
+	DeadLetters      int64   `json:"dead_letters"`
+}
+
+type storeStatus struct {
+	Bytes       int64                 `json:"bytes"`
+	QueuedBytes int64                 `json:"queued_bytes"`
+	Quarantine  *spool.QuarantineInfo `json:"quarantine,omitempty"`
+}
+
+type status struct {
+	Queues map[string]queueStatus `json:"queues"`
+	Store  storeStatus            `json:"store"`
+	Notes  []string               `json:"notes,omitempty"`
+}
+
+func (s *Server) status(w http.ResponseWriter, r *http.Request) {
+	st := status{Queues: map[string]queueStatus{}, Notes: s.cfg.Notes}
+	for name, q := range s.cfg.Store.Stats() {
+		st.Queues[name] = queueStatus{Depth: q.Depth, Bytes: q.Bytes, InFlight: q.InFlight, OldestAgeSeconds: q.OldestAgeSeconds, DeadLetters: q.DeadLetters}
+		st.Store.QueuedBytes += q.Bytes + q.DeadBytes
+	}
+	st.Store.Bytes = s.cfg.Store.StoreBytes()
+	st.Store.Quarantine = s.cfg.Store.Quarantine()
+	writeJSON(w, http.StatusOK, st)
+}
+
+// ErrorBody is the shape of every error answer.
+type ErrorBody struct {
+	Error ErrorDetail `json:"error"`
+}
+
+// ErrorDetail: a machine-readable code, a human message, and per-field
+// problems where the request was invalid.
+type ErrorDetail struct {
+	Code    string  `json:"code"`
+	Message string  `json:"message"`
+	Details []Field `json:"details,omitempty"`
+}
+
+// Field is one problem with one field of the request.
+type Field struct {
+	Field  string `json:"field"`
+	Reason string `json:"reason"`
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string, details []Field) {
+	writeJSON(w, status, ErrorBody{Error: ErrorDetail{Code: code, Message: msg, Details: details}})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status, b = http.StatusInternalServerError, []byte(`{"error":{"code":"internal","message":"cannot encode answer"}}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	w.Write(append(b, '\n'))
+}
+
+// requestID returns the caller's X-Request-Id when it is short and plain,
+// else a new random one; it is echoed back and put in every log line.
+func requestID(w http.ResponseWriter, r *http.Request) string {
+	id := r.Header.Get("X-Request-Id")
+	if len(id) == 0 || len(id) > 64 || strings.ContainsFunc(id, func(c rune) bool { return c <= ' ' || c > '~' }) {
+		var b [8]byte
+		rand.Read(b[:])
+		id = hex.EncodeToString(b[:])
+	}
+	w.Header().Set("X-Request-Id", id)
+	return id
+}
