@@ -1,0 +1,19 @@
+# Outpost agent. `make help` lists the targets.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+
+.PHONY: help build run test bench fuzz ci
+help: ## this list
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+build: ## static binary in bin/agent, version stamped from git describe
+	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o bin/agent ./cmd/agent
+run: ## run the agent with its embedded defaults
+	go run ./cmd/agent
+test: ## the test suite, as CI runs it
+	go test -race -count=1 ./...
+bench: ## the benchmarks recorded in BENCHMARKS.md
+	go test -run=NONE -bench=. -benchtime=3s ./spool/ ./action/
+fuzz: ## fuzz the action decoder for a minute
+	go test -run=NONE -fuzz=FuzzDecode -fuzztime=60s ./action/
+ci: ## what CI runs
+	bash .ci/run

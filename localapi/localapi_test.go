@@ -1,0 +1,244 @@
+package localapi
+
+import (
+	"bytes"
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/outpost-agent/outpost/spool"
+)
+
+const phone = "13800138000"
+
+func newSpool(t *testing.T, maxBytes int64) *spool.Spool {
+	t.Helper()
+	sp, err := spool.Open(spool.Options{Dir: filepath.Join(t.TempDir(), "spool"), Queues: []string{"tencent", "tongdun", "unionpay"}, MaxBytes: maxBytes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sp.Close(context.Background()) })
+	return sp
+}
+
+type harness struct {
+	srv  *httptest.Server
+	sp   *spool.Spool
+	logs *bytes.Buffer
+}
+
+func newHarness(t *testing.T, mod ...func(*Config)) *harness {
+	t.Helper()
+	h := &harness{sp: newSpool(t, 0), logs: &bytes.Buffer{}}
+	cfg := Config{Store: h.sp, Logger: slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	for _, f := range mod {
+		f(&cfg)
+	}
+	if cfg.Store == nil {
+		cfg.Store = h.sp
+	}
+	h.srv = httptest.NewServer(New(cfg))
+	t.Cleanup(h.srv.Close)
+	return h
+}
+
+func (h *harness) do(t *testing.T, method, path, ctype string, body []byte, hdr ...string) (*http.Response, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest(method, h.srv.URL+path, bytes.NewReader(body))
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		if hdr[i] == "Host" {
+			req.Host = hdr[i+1]
+			continue
+		}
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, b
+}
+
+func act(id string, extra string) string {
+	return fmt.Sprintf(`{"id":%q,"track":"personal_loan","action_type":"CREDIT","action_time":%d,"user_id":{"phone":%q}%s}`,
+		id, time.Now().Unix(), phone, extra)
+}
+
+func body(acts ...string) []byte {
+	return []byte(`{"actions":[` + strings.Join(acts, ",") + `]}`)
+}
+
+func TestPostActions(t *testing.T) {
+	h := newHarness(t)
+	resp, b := h.do(t, "POST", "/v1/actions", "application/json", body(act("a", ""), act("b", `,"action_param":{"credit_level":2}`)))
+	if resp.StatusCode != 202 || strings.TrimSpace(string(b)) != `{"accepted":2,"duplicates":0}` {
+		t.Fatalf("got %d %s", resp.StatusCode, b)
+	}
+	resp, b = h.do(t, "POST", "/v1/actions", "application/json; charset=utf-8", body(act("b", ""), act("c", "")))
+	if resp.StatusCode != 202 || strings.TrimSpace(string(b)) != `{"accepted":1,"duplicates":1}` {
+		t.Fatalf("got %d %s", resp.StatusCode, b)
+	}
+	es, _ := h.sp.Lease(context.Background(), "tencent", 10, 1<<20)
+	if len(es) != 3 {
+		t.Fatalf("stored %d, want 3", len(es))
+	}
+	sum := md5.Sum([]byte(phone))
+	var stored map[string]any
+	json.Unmarshal(es[0].Payload, &stored)
+	if uid := stored["user_id"].(map[string]any); uid["hash_phone"] != hex.EncodeToString(sum[:]) || uid["phone"] != nil {
+		t.Fatalf("stored user_id = %v", uid)
+	}
+	if resp.Header.Get("X-Request-Id") == "" {
+		t.Fatal("no request id echoed")
+	}
+}
+
+func TestRefusalsStoreNothing(t *testing.T) {
+	big := bytes.Repeat([]byte(" "), 1<<20+1)
+	tests := []struct {
+		name   string
+		ctype  string
+		body   []byte
+		status int
+		code   string
+		field  string
+		hdr    []string
+	}{
+		{"invalid param", "application/json", body(act("a", ""), act("b", `,"action_param":{"credit_level":9}`)), 400, "invalid_request", "actions[1].action_param.credit_level", nil},
+		{"malformed json", "application/json", []byte(`{"actions":[{"id":`), 400, "invalid_json", "body", nil},
+		{"too large", "application/json", big, 413, "body_too_large", "", nil},
+		{"form content type", "application/x-www-form-urlencoded", body(act("a", "")), 415, "unsupported_media_type", "", nil},
+		{"no content type", "", body(act("a", "")), 415, "unsupported_media_type", "", nil},
+		{"browser origin", "application/json", body(act("a", "")), 403, "forbidden", "", []string{"Origin", "https://evil.example"}},
+		{"rebinding host", "application/json", body(act("a", "")), 403, "forbidden", "", []string{"Host", "evil.example:8470"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t)
+			resp, b := h.do(t, "POST", "/v1/actions", tt.ctype, tt.body, tt.hdr...)
+			if resp.StatusCode != tt.status {
+				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tt.status, b)
+			}
+			var eb ErrorBody
+			if err := json.Unmarshal(b, &eb); err != nil || eb.Error.Code != tt.code || eb.Error.Message == "" {
+				t.Fatalf("body %s, want code %s", b, tt.code)
+			}
+			if tt.field != "" && (len(eb.Error.Details) == 0 || eb.Error.Details[0].Field != tt.field) {
+				t.Fatalf("details %+v, want field %s", eb.Error.Details, tt.field)
+			}
+			if d := h.sp.Stats()["tencent"].Depth; d != 0 {
+				t.Fatalf("a refused request stored %d entries", d)
+			}
+			if strings.Contains(string(b), phone) || strings.Contains(h.logs.String(), phone) {
+				t.Fatalf("phone number leaked: %s\n%s", b, h.logs)
+			}
+		})
+	}
+}
+
+func TestMalformedJSONGivesOffset(t *testing.T) {
+	h := newHarness(t)
+	_, b := h.do(t, "POST", "/v1/actions", "application/json", []byte(`{"actions":[}`))
+	if !strings.Contains(string(b), "byte offset 13") {
+		t.Fatalf("no byte offset in %s", b)
+	}
+}
+
+func TestSpoolFullIs503WithRetryAfter(t *testing.T) {
+	sp := newSpool(t, 1500)
+	h := newHarness(t, func(c *Config) { c.Store = sp })
+	h.sp = sp
+	var resp *http.Response
+	var b []byte
+	for i := 0; i < 50; i++ {
+		resp, b = h.do(t, "POST", "/v1/actions", "application/json", body(act(fmt.Sprint("id", i), "")))
+		if resp.StatusCode != 202 {
+			break
+		}
+	}
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" || !strings.Contains(string(b), "spool_full") {
+		t.Fatalf("got %d %q %s", resp.StatusCode, resp.Header.Get("Retry-After"), b)
+	}
+}
+
+func TestAuthToken(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.AuthToken = "0123456789abcdef-token" })
+	if resp, _ := h.do(t, "GET", "/healthz", "", nil); resp.StatusCode != 200 {
+		t.Fatalf("healthz needs no token, got %d", resp.StatusCode)
+	}
+	if resp, _ := h.do(t, "GET", "/v1/status", "", nil); resp.StatusCode != 401 {
+		t.Fatalf("status without token: %d", resp.StatusCode)
+	}
+	if resp, _ := h.do(t, "GET", "/v1/status", "", nil, "Authorization", "Bearer wrong"); resp.StatusCode != 401 {
+		t.Fatalf("status with wrong token: %d", resp.StatusCode)
+	}
+	if resp, _ := h.do(t, "GET", "/v1/status", "", nil, "Authorization", "Bearer 0123456789abcdef-token"); resp.StatusCode != 200 {
+		t.Fatalf("status with token: %d", resp.StatusCode)
+	}
+}
+
+func TestStatusAndReadiness(t *testing.T) {
+	h := newHarness(t)
+	h.do(t, "POST", "/v1/actions", "application/json", body(act("a", "")))
+	resp, b := h.do(t, "GET", "/v1/status", "", nil)
+	var st struct {
+		Queues map[string]map[string]float64 `json:"queues"`
+		Store  map[string]any                `json:"store"`
+	}
+	if err := json.Unmarshal(b, &st); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("status %d %s", resp.StatusCode, b)
+	}
+	for _, q := range []string{"tencent", "tongdun", "unionpay"} {
+		for _, k := range []string{"depth", "bytes", "oldest_age_seconds", "dead_letters"} {
+			if _, ok := st.Queues[q][k]; !ok {
+				t.Fatalf("status lacks queues.%s.%s: %s", q, k, b)
+			}
+		}
+	}
+	if st.Queues["tencent"]["depth"] != 1 || st.Queues["tencent"]["bytes"] <= 0 {
+		t.Fatalf("tencent queue %v", st.Queues["tencent"])
+	}
+	if _, ok := st.Store["bytes"]; !ok {
+		t.Fatalf("status lacks store.bytes: %s", b)
+	}
+	if resp, _ := h.do(t, "GET", "/readyz", "", nil); resp.StatusCode != 200 {
+		t.Fatalf("readyz %d", resp.StatusCode)
+	}
+	h.sp.Close(context.Background())
+	if resp, b := h.do(t, "GET", "/readyz", "", nil); resp.StatusCode != 503 {
+		t.Fatalf("readyz on a closed store: %d %s", resp.StatusCode, b)
+	}
+	if resp, b := h.do(t, "POST", "/v1/actions", "application/json", body(act("z", ""))); resp.StatusCode != 503 {
+		t.Fatalf("post on a closed store: %d %s", resp.StatusCode, b)
+	}
+}
+
+func TestConcurrencyCap(t *testing.T) {
+	block := make(chan struct{})
+	st := &slowStore{Store: newSpool(t, 0), block: block}
+	h := newHarness(t, func(c *Config) { c.Store = st; c.MaxConcurrent = 1 })
+	go h.do(t, "POST", "/v1/actions", "application/json", body(act("a", "")))
+	for st.waiting() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	resp, b := h.do(t, "GET", "/v1/status", "", nil)
+	close(block)
+	if resp.StatusCode != 503 || !strings.Contains(string(b), "overloaded") {
+		t.Fatalf("second request while one is served with cap 1: %d %s", resp.StatusCode, b)
+	}
+}
