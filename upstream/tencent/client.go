@@ -1,0 +1,755 @@
+// Package tencent forwards spooled banking user actions to the Tencent Ads
+// Marketing API (POST /v3.0/user_actions/add) and classifies each answer
+// into an upstream.Verdict for the forwarder.
+//
+// The access token travels in the query string, as Tencent requires, so the
+// request URL is a secret: it is never logged, and every error text that may
+// hold it (net/http wraps errors with the URL) is masked before it reaches a
+// log line or a Verdict.Message.
+package tencent
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/hashicorp/go-retryablehttp"
+	"golang.org/x/time/rate"
+
+	"github.com/outpost-agent/outpost/action"
+	"github.com/outpost-agent/outpost/upstream"
+)
+
+// Tencent's documented limits for user_actions/add.
+const (
+	DefaultBaseURL           = "https://api.e.qq.com"
+	DefaultRequestsPerMinute = 4000
+	DefaultTimeout           = 10 * time.Second
+	MaxActionsPerRequest     = 50
+	MaxBodyBytes             = 50 * 1024
+
+	// Path is the endpoint, relative to BaseURL.
+	Path = "/v3.0/user_actions/add"
+)
+
+const (
+	// maxAnswerBytes bounds how much of an answer we read: Tencent's answers
+	// are a few hundred bytes; anything far larger is not an API answer.
+	maxAnswerBytes = 64 * 1024
+	// maxMessageLen keeps Verdict.Message short enough for logs and UIs.
+	maxMessageLen = 300
+	// bisectBudget bounds the extra requests spent isolating bad actions in
+	// one top-level request. Isolating one bad action in 50 costs about
+	// 2*log2(50) ≈ 12 requests, so this finds ~4 bad actions per batch; the
+	// rest are handed back as RetryLater and isolated on the next attempt.
+	bisectBudget = 48
+	// defaultThrottleWait is used when Tencent throttles without saying how
+	// long to wait; its quotas are per minute.
+	defaultThrottleWait = time.Minute
+	// maxClockSkew is Tencent's timestamp window. An unknown error code
+	// answered while our clock is further off than this is blamed on the
+	// clock (Pause) rather than on the actions (which bisection would
+	// dead-letter one by one).
+	maxClockSkew = 300 * time.Second
+)
+
+// Config configures a Client. Zero values take the documented defaults.
+type Config struct {
+	BaseURL         string // default https://api.e.qq.com
+	AccountID       int64
+	UserActionSetID int64
+	// AccessToken is a secret: it never appears in logs, errors, metrics
+	// or Verdict.Message.
+	AccessToken string
+	// RequestsPerMinute is the client-side rate limit (Tencent's documented
+	// per-token default is 4000). Retries count against it too.
+	RequestsPerMinute int
+	Timeout           time.Duration // per attempt, default 10s
+	MaxBatch          int           // actions per request, default and max 50
+	MaxBytes          int           // body bytes per request, default and max 50 KiB
+	Clock             func() time.Time
+	Logger            *slog.Logger
+	// HTTPClient overrides the transport (tests). It is copied: its Timeout
+	// is replaced by Timeout and redirects are never followed, because a
+	// followed redirect would carry the token to another host.
+	HTTPClient *http.Client
+}
+
+// Client sends actions to Tencent. It is safe for concurrent use.
+type Client struct {
+	cfg      Config
+	endpoint *url.URL
+	rc       *retryablehttp.Client
+	limiter  *rate.Limiter
+	log      *slog.Logger
+	redactor *strings.Replacer
+	envelope int // bytes of a request body with an empty actions array
+}
+
+// New checks cfg, fills in defaults and builds a Client. A Client without a
+// token or ids can be built (Configured reports false); its Send pauses.
+func New(cfg Config) (*Client, error) {
+	if cfg.BaseURL == "" {
+		cfg.BaseURL = DefaultBaseURL
+	}
+	base, err := url.Parse(strings.TrimRight(cfg.BaseURL, "/"))
+	if err != nil {
+		return nil, fmt.Errorf("tencent: parse base url: %w", err)
+	}
+	if base.Scheme != "http" && base.Scheme != "https" || base.Host == "" {
+		return nil, fmt.Errorf("tencent: base url %q must be http(s)://host", cfg.BaseURL)
+	}
+	if base.RawQuery != "" || base.User != nil {
+		return nil, errors.New("tencent: base url must not carry a query or credentials")
+	}
+	switch {
+	case cfg.RequestsPerMinute < 0, cfg.Timeout < 0, cfg.MaxBatch < 0, cfg.MaxBytes < 0:
+		return nil, errors.New("tencent: negative limit in config")
+	case cfg.MaxBatch > MaxActionsPerRequest:
+		return nil, fmt.Errorf("tencent: max batch %d exceeds tencent's limit of %d", cfg.MaxBatch, MaxActionsPerRequest)
+	case cfg.MaxBytes > MaxBodyBytes:
+		return nil, fmt.Errorf("tencent: max bytes %d exceeds tencent's limit of %d", cfg.MaxBytes, MaxBodyBytes)
+	}
+	if cfg.RequestsPerMinute == 0 {
+		cfg.RequestsPerMinute = DefaultRequestsPerMinute
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.MaxBatch == 0 {
+		cfg.MaxBatch = MaxActionsPerRequest
+	}
+	if cfg.MaxBytes == 0 {
+		cfg.MaxBytes = MaxBodyBytes
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+
+	c := &Client{
+		cfg:      cfg,
+		endpoint: base.JoinPath(Path),
+		log:      cfg.Logger.With("upstream", "tencent"),
+		redactor: newRedactor(cfg.AccessToken),
+		envelope: len(envelope(cfg.AccountID, cfg.UserActionSetID)) + 2, // + "]}"
+	}
+	if cfg.MaxBytes <= c.envelope {
+		return nil, fmt.Errorf("tencent: max bytes %d leaves no room for an action", cfg.MaxBytes)
+	}
+	// Burst 1: the quota is shared per token (often by a whole fleet), so
+	// requests are paced evenly rather than fired in bursts into 11008.
+	c.limiter = rate.NewLimiter(rate.Limit(float64(cfg.RequestsPerMinute)/60), 1)
+
+	var rt http.RoundTripper = http.DefaultTransport
+	if t, ok := rt.(*http.Transport); ok {
+		rt = t.Clone() // our own idle pool, not shared with the process
+	}
+	hc := &http.Client{Transport: rt}
+	if cfg.HTTPClient != nil {
+		cp := *cfg.HTTPClient
+		hc = &cp
+	}
+	hc.Timeout = cfg.Timeout
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+
+	c.rc = &retryablehttp.Client{
+		HTTPClient: hc,
+		Logger:     retryLogger{log: c.log, redact: c.redact},
+		// Few, short retries: they only smooth over a blip. The forwarder
+		// above owns the long back-off and the spool keeps the items.
+		RetryMax:     2,
+		RetryWaitMin: 200 * time.Millisecond,
+		RetryWaitMax: 2 * time.Second,
+		CheckRetry:   c.checkRetry,
+		Backoff:      retryablehttp.DefaultBackoff,
+		// Hand the last answer back instead of retryablehttp's own error,
+		// whose text holds the URL and so the token.
+		ErrorHandler: retryablehttp.PassthroughErrorHandler,
+		PrepareRetry: c.prepareRetry,
+	}
+	return c, nil
+}
+
+// Configured reports whether the client has what Tencent needs to accept
+// anything: a token, an account and a user action set.
+func (c *Client) Configured() bool {
+	return c.cfg.AccessToken != "" && c.cfg.AccountID != 0 && c.cfg.UserActionSetID != 0
+}
+
+// wireAction is one action as Tencent takes it. Our internal track is not
+// sent; outer_action_id is Tencent's de-duplication key, so re-sending after
+// a crash or a lost answer does not count the action twice.
+type wireAction struct {
+	OuterActionID string         `json:"outer_action_id"`
+	ActionTime    int64          `json:"action_time"`
+	UserID        *action.UserID `json:"user_id,omitempty"`
+	ActionType    string         `json:"action_type"`
+	ActionParam   map[string]int `json:"action_param,omitempty"`
+	Trace         *action.Trace  `json:"trace,omitempty"`
+}
+
+// entry is one item on its way: its index in Send's input and its encoding.
+type entry struct {
+	idx  int
+	json []byte
+	// personal holds this action's identifiers so that they can be cut
+	// out of Tencent's messages, which may echo a field value.
+	personal []string
+}
+
+// sendState is shared by the requests of one Send call.
+type sendState struct {
+	results []upstream.Result
+	// stop, once set (Pause, throttling, cancellation), is given to every
+	// item not yet settled without sending anything more: more requests
+	// would only fail the same way or deepen the throttling.
+	stop *upstream.Verdict
+}
+
+// Send delivers items and returns one Result per item, in the same order.
+// It splits the input into requests of at most MaxBatch actions and
+// MaxBytes bytes, and bisects a rejected request to find the bad actions.
+func (c *Client) Send(ctx context.Context, items []upstream.Item) []upstream.Result {
+	st := &sendState{results: make([]upstream.Result, len(items))}
+	for i, it := range items {
+		st.results[i].ID = it.ID
+	}
+	if !c.Configured() {
+		v := upstream.Verdict{Outcome: upstream.Pause, Code: "not_configured",
+			Message: "tencent upstream is not configured: access token, account_id and user_action_set_id are required"}
+		for i := range st.results {
+			st.results[i].Verdict = v
+		}
+		return st.results
+	}
+
+	pending := make([]entry, 0, len(items))
+	maxAction := c.cfg.MaxBytes - c.envelope
+	for i, it := range items {
+		e, err := encodeItem(i, it)
+		if err != nil {
+			st.results[i].Verdict = upstream.Verdict{Outcome: upstream.Permanent, Code: "bad_payload",
+				Message: "stored payload is not a valid action: " + c.redact(err.Error())}
+			continue
+		}
+		if len(e.json) > maxAction {
+			st.results[i].Verdict = upstream.Verdict{Outcome: upstream.Permanent, Code: "too_large",
+				Message: fmt.Sprintf("action is %d bytes; a request holds at most %d", len(e.json), c.cfg.MaxBytes)}
+			continue
+		}
+		pending = append(pending, e)
+	}
+
+	for _, chunk := range c.chunks(pending) {
+		budget := bisectBudget
+		c.deliver(ctx, st, chunk, &budget)
+	}
+	return st.results
+}
+
+func encodeItem(i int, it upstream.Item) (entry, error) {
+	var a action.Action
+	if err := json.Unmarshal(it.Payload, &a); err != nil {
+		return entry{}, fmt.Errorf("decode action: %w", err)
+	}
+	id := a.ID
+	if id == "" {
+		id = it.ID
+	}
+	if id == "" {
+		return entry{}, errors.New("action has no id")
+	}
+	w := wireAction{
+		OuterActionID: id,
+		ActionTime:    a.ActionTime,
+		UserID:        a.UserID,
+		ActionType:    a.ActionType,
+		ActionParam:   a.ActionParam,
+	}
+	if a.Trace != nil && a.Trace.ClickID != "" {
+		w.Trace = a.Trace
+	}
+	b, err := json.Marshal(w)
+	if err != nil {
+		return entry{}, fmt.Errorf("encode action: %w", err)
+	}
+	e := entry{idx: i, json: b}
+	if u := a.UserID; u != nil {
+		e.personal = append(e.personal, u.HashPhone, u.SHA256Phone, u.WechatOpenID,
+			u.WechatUnionID, u.HashIMEI, u.HashIDFA, u.HashOAID)
+	}
+	if w.Trace != nil {
+		e.personal = append(e.personal, w.Trace.ClickID)
+	}
+	return e, nil
+}
+
+// chunks packs entries, in order, into requests within both limits.
+func (c *Client) chunks(es []entry) [][]entry {
+	var out [][]entry
+	var cur []entry
+	size := c.envelope
+	for _, e := range es {
+		add := len(e.json)
+		if len(cur) > 0 {
+			add++ // comma
+		}
+		if len(cur) == c.cfg.MaxBatch || size+add > c.cfg.MaxBytes {
+			out = append(out, cur)
+			cur, size, add = nil, c.envelope, len(e.json)
+		}
+		cur = append(cur, e)
+		size += add
+	}
+	if len(cur) > 0 {
+		out = append(out, cur)
+	}
+	return out
+}
+
+// deliver sends es as one request and settles every entry, bisecting when
+// Tencent rejects the request for its content.
+func (c *Client) deliver(ctx context.Context, st *sendState, es []entry, budget *int) {
+	v, reject := c.attempt(ctx, st, es)
+	if !reject {
+		c.settle(st, es, v)
+		return
+	}
+	c.bisect(ctx, st, es, v, budget)
+}
+
+// bisect isolates the bad actions of es, which Tencent rejected with v.
+func (c *Client) bisect(ctx context.Context, st *sendState, es []entry, v upstream.Verdict, budget *int) {
+	if len(es) == 1 {
+		v.Outcome = upstream.Permanent
+		c.settle(st, es, v)
+		return
+	}
+	if *budget < 2 {
+		v.Outcome = upstream.RetryLater
+		v.Message = "not yet isolated (bisection budget spent; retry to continue): " + v.Message
+		c.settle(st, es, v)
+		return
+	}
+	*budget -= 2
+	mid := len(es) / 2
+	left, right := es[:mid], es[mid:]
+	lv, lreject := c.attempt(ctx, st, left)
+	if lreject {
+		c.bisect(ctx, st, left, lv, budget)
+	} else {
+		c.settle(st, left, lv)
+		if lv.Outcome == upstream.Delivered && len(right) > 1 {
+			// The whole was rejected and its left half taken, so the bad
+			// action is on the right: split it without sending it whole.
+			*budget++
+			c.bisect(ctx, st, right, v, budget)
+			return
+		}
+	}
+	rv, rreject := c.attempt(ctx, st, right)
+	if rreject {
+		c.bisect(ctx, st, right, rv, budget)
+		return
+	}
+	c.settle(st, right, rv)
+}
+
+func (c *Client) settle(st *sendState, es []entry, v upstream.Verdict) {
+	for _, e := range es {
+		st.results[e.idx].Verdict = v
+	}
+	if v.Outcome == upstream.Delivered {
+		return
+	}
+	if st.stop == nil && (v.Outcome == upstream.Pause || v.Throttled || v.Code == "canceled" || v.Code == "rate_limited") {
+		st.stop = &v
+	}
+}
+
+// attempt sends es once (plus retryablehttp's few retries) and classifies
+// the answer. reject reports that Tencent refused the request for its
+// content, which bisection can narrow down to actions.
+func (c *Client) attempt(ctx context.Context, st *sendState, es []entry) (v upstream.Verdict, reject bool) {
+	if st.stop != nil {
+		return *st.stop, false
+	}
+	if err := ctx.Err(); err != nil {
+		return c.errVerdict(ctx, err), false
+	}
+	if err := c.limiter.Wait(ctx); err != nil {
+		if ctx.Err() != nil {
+			return c.errVerdict(ctx, ctx.Err()), false
+		}
+		// The limiter knows the wait would outlast ctx's deadline.
+		return upstream.Verdict{Outcome: upstream.RetryLater, Code: "rate_limited",
+			Message: "local rate limit (requests per minute) would outlast the send deadline"}, false
+	}
+	body := c.body(es)
+	u, err := c.requestURL()
+	if err != nil {
+		return upstream.Verdict{Outcome: upstream.RetryLater, Code: "network", Message: c.redact(err.Error())}, false
+	}
+	req, err := retryablehttp.NewRequestWithContext(ctx, http.MethodPost, u, body)
+	if err != nil {
+		return upstream.Verdict{Outcome: upstream.RetryLater, Code: "network", Message: c.redact(err.Error())}, false
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+
+	start := time.Now()
+	resp, err := c.rc.Do(req)
+	if err != nil {
+		if resp != nil {
+			resp.Body.Close()
+		}
+		v = c.errVerdict(ctx, err)
+	} else {
+		v, reject = c.classifyResponse(resp)
+	}
+	v.Message = scrub(v.Message, es)
+	c.log.Debug("tencent request", "actions", len(es), "bytes", len(body),
+		"outcome", v.Outcome.String(), "code", v.Code, "elapsed", time.Since(start))
+	if v.Outcome == upstream.Pause {
+		c.log.Warn("tencent upstream paused", "code", v.Code, "message", v.Message)
+	}
+	return v, reject
+}
+
+func envelope(account, set int64) string {
+	return `{"account_id":` + strconv.FormatInt(account, 10) +
+		`,"user_action_set_id":` + strconv.FormatInt(set, 10) + `,"actions":[`
+}
+
+func (c *Client) body(es []entry) []byte {
+	var b bytes.Buffer
+	b.WriteString(envelope(c.cfg.AccountID, c.cfg.UserActionSetID))
+	for i, e := range es {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.Write(e.json)
+	}
+	b.WriteString("]}")
+	return b.Bytes()
+}
+
+// requestURL builds the URL with the token and a fresh timestamp and nonce.
+func (c *Client) requestURL() (string, error) {
+	q, err := c.signQuery(nil)
+	if err != nil {
+		return "", err
+	}
+	u := *c.endpoint
+	u.RawQuery = q.Encode()
+	return u.String(), nil
+}
+
+func (c *Client) signQuery(q url.Values) (url.Values, error) {
+	var n [16]byte
+	if _, err := rand.Read(n[:]); err != nil {
+		return nil, fmt.Errorf("make nonce: %w", err)
+	}
+	if q == nil {
+		q = url.Values{}
+	}
+	q.Set("access_token", c.cfg.AccessToken)
+	q.Set("timestamp", strconv.FormatInt(c.cfg.Clock().Unix(), 10))
+	q.Set("nonce", hex.EncodeToString(n[:])) // 32 chars, Tencent's maximum
+	return q, nil
+}
+
+// prepareRetry gives every retry its own timestamp and nonce (Tencent
+// refuses a nonce it has seen) and makes it wait for the rate limiter.
+func (c *Client) prepareRetry(r *http.Request) error {
+	if err := c.limiter.Wait(r.Context()); err != nil {
+		return err
+	}
+	q, err := c.signQuery(r.URL.Query())
+	if err != nil {
+		return err
+	}
+	u := *r.URL // the previous attempt may still hold the old URL
+	u.RawQuery = q.Encode()
+	r.URL = &u
+	return nil
+}
+
+// checkRetry retries connection errors and 5xx answers a couple of times,
+// but never a 200 answer (its code is classified above), a 4xx, a 429
+// (retrying at once deepens throttling), a 5xx asking to wait longer than we
+// would, or a time-out (a server that slow needs the forwarder's back-off,
+// not two more requests of Timeout each).
+func (c *Client) checkRetry(ctx context.Context, resp *http.Response, err error) (bool, error) {
+	if ctx.Err() != nil {
+		return false, ctx.Err()
+	}
+	if err != nil {
+		var ne interface{ Timeout() bool }
+		if errors.As(err, &ne) && ne.Timeout() {
+			return false, nil
+		}
+		return retryablehttp.DefaultRetryPolicy(ctx, resp, err)
+	}
+	if resp.StatusCode < 500 || resp.StatusCode == http.StatusNotImplemented {
+		return false, nil
+	}
+	if d, ok := retryAfter(resp.Header, c.cfg.Clock()); ok && d > c.rc.RetryWaitMax {
+		return false, nil
+	}
+	return true, nil
+}
+
+// answer is Tencent's reply. Code is a pointer so that a body without one
+// is not mistaken for success.
+type answer struct {
+	Code      *int   `json:"code"`
+	Message   string `json:"message"`
+	MessageCN string `json:"message_cn"`
+}
+
+func (c *Client) classifyResponse(resp *http.Response) (upstream.Verdict, bool) {
+	defer resp.Body.Close()
+	raw, readErr := io.ReadAll(io.LimitReader(resp.Body, maxAnswerBytes))
+	var a answer
+	parsed := json.Unmarshal(raw, &a) == nil && a.Code != nil
+	status := resp.StatusCode
+	now := c.cfg.Clock()
+
+	switch {
+	case status == http.StatusTooManyRequests:
+		d, ok := retryAfter(resp.Header, now)
+		if !ok {
+			d = defaultThrottleWait
+		}
+		return upstream.Verdict{Outcome: upstream.RetryLater, Code: "http_429", Throttled: true, RetryAfter: d,
+			Message: "tencent answered HTTP 429 (too many requests)"}, false
+	case status >= 500:
+		d, _ := retryAfter(resp.Header, now)
+		return upstream.Verdict{Outcome: upstream.RetryLater, Code: "http_" + strconv.Itoa(status), RetryAfter: d,
+			Message: fmt.Sprintf("tencent answered HTTP %d", status)}, false
+	case status == http.StatusOK && readErr != nil:
+		return upstream.Verdict{Outcome: upstream.RetryLater, Code: "bad_answer",
+			Message: "tencent answer was cut short: " + c.redact(readErr.Error())}, false
+	case status == http.StatusOK && !parsed:
+		return upstream.Verdict{Outcome: upstream.RetryLater, Code: "bad_answer",
+			Message: fmt.Sprintf("tencent answer is not the expected JSON (%d bytes)", len(raw))}, false
+	case status == http.StatusOK && *a.Code == 0:
+		return upstream.Verdict{Outcome: upstream.Delivered, Code: "0"}, false
+	case parsed && *a.Code != 0:
+		return c.classifyCode(*a.Code, a.Message, resp.Header, now)
+	}
+	return upstream.Verdict{Outcome: upstream.Pause, Code: "http_" + strconv.Itoa(status),
+		Message: fmt.Sprintf("tencent answered HTTP %d without an error code; check base_url and the network path (likely misconfiguration)", status)}, false
+}
+
+// classifyCode maps a non-zero Tencent code. reject reports a rejection of
+// the request's content, to be bisected.
+func (c *Client) classifyCode(code int, msg string, h http.Header, now time.Time) (upstream.Verdict, bool) {
+	v := upstream.Verdict{Code: strconv.Itoa(code)}
+	detail := fmt.Sprintf("code %d: %s", code, c.redact(msg))
+	switch {
+	case code == 10000 || code == 10001:
+		// System busy / temporary maintenance (10001 is documented too).
+		v.Outcome = upstream.RetryLater
+		v.Message = "tencent system error, retry later (" + detail + ")"
+	case code >= 11000 && code <= 11005:
+		v.Outcome = upstream.Pause
+		v.Message = "tencent rejected the access token (" + detail + "); renew it in the configuration"
+	case isThrottle(code):
+		v.Outcome = upstream.RetryLater
+		v.Throttled = true
+		d, ok := retryAfter(h, now)
+		if !ok {
+			d = defaultThrottleWait
+			if code == 11018 { // the per-day quota resets at midnight, Beijing time
+				d = untilBeijingMidnight(now)
+			}
+		}
+		v.RetryAfter = d
+		v.Message = "tencent throttled the request (" + detail + ")"
+	case code >= 11000 && code <= 11999:
+		// The rest of the 11xxx family is about the app and its grant
+		// (client_id invalid, out of the token's scope, ...): no action is
+		// at fault and only an operator can fix it.
+		v.Outcome = upstream.Pause
+		v.Message = "tencent refused the app's authorisation (" + detail + "); check the token's account and scope"
+	case code == 12000:
+		v.Outcome = upstream.Pause
+		v.Message = "tencent says an authentication parameter is missing (" + detail + ")"
+	default:
+		if skew, ok := clockSkew(h, now); ok && skew > maxClockSkew {
+			v.Outcome = upstream.Pause
+			v.Message = fmt.Sprintf("local clock is %s off tencent's; fix time sync (%s)", skew.Round(time.Second), detail)
+			return v, false
+		}
+		v.Outcome = upstream.Permanent
+		v.Message = "tencent rejected the action (" + detail + ")"
+		return v, true
+	}
+	return v, false
+}
+
+func isThrottle(code int) bool {
+	return code == 11008 || (code >= 11016 && code <= 11019) || code == 11022
+}
+
+func untilBeijingMidnight(now time.Time) time.Duration {
+	bj := now.In(time.FixedZone("CST", 8*3600))
+	next := time.Date(bj.Year(), bj.Month(), bj.Day()+1, 0, 0, 0, 0, bj.Location())
+	return next.Sub(bj)
+}
+
+// clockSkew compares the answer's Date header with our clock.
+func clockSkew(h http.Header, now time.Time) (time.Duration, bool) {
+	d := h.Get("Date")
+	if d == "" {
+		return 0, false
+	}
+	t, err := http.ParseTime(d)
+	if err != nil {
+		return 0, false
+	}
+	skew := now.Sub(t)
+	if skew < 0 {
+		skew = -skew
+	}
+	return skew, true
+}
+
+// retryAfter reads a Retry-After header in seconds or as an HTTP date.
+func retryAfter(h http.Header, now time.Time) (time.Duration, bool) {
+	v := strings.TrimSpace(h.Get("Retry-After"))
+	if v == "" {
+		return 0, false
+	}
+	if s, err := strconv.Atoi(v); err == nil && s >= 0 {
+		return time.Duration(s) * time.Second, true
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		if d := t.Sub(now); d > 0 {
+			return d, true
+		}
+		return 0, true
+	}
+	return 0, false
+}
+
+// errVerdict classifies a failure to get an answer. The error text is
+// masked: net/http puts the URL, token included, into its errors.
+func (c *Client) errVerdict(ctx context.Context, err error) upstream.Verdict {
+	v := upstream.Verdict{Outcome: upstream.RetryLater, Code: "network"}
+	var ne interface{ Timeout() bool }
+	switch {
+	case errors.Is(err, context.Canceled) && ctx.Err() != nil:
+		v.Code = "canceled"
+		v.Message = "send canceled"
+		return v
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		v.Code = "timeout"
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err // drop "Post <url>:"; the redactor below is the backstop
+	}
+	v.Message = "tencent request failed: " + c.redact(err.Error())
+	return v
+}
+
+// newRedactor masks the token in every form it can take in a text: raw,
+// query-escaped and path-escaped.
+func newRedactor(token string) *strings.Replacer {
+	if token == "" {
+		return strings.NewReplacer()
+	}
+	var pairs []string
+	seen := map[string]bool{}
+	for _, f := range []string{token, url.QueryEscape(token), url.PathEscape(token)} {
+		if !seen[f] {
+			seen[f] = true
+			pairs = append(pairs, f, "[REDACTED]")
+		}
+	}
+	return strings.NewReplacer(pairs...)
+}
+
+// redact masks the token, then anything still following "access_token=",
+// then bounds the length.
+func (c *Client) redact(s string) string {
+	s = c.redactor.Replace(s)
+	for off := 0; ; {
+		i := strings.Index(s[off:], "access_token=")
+		if i < 0 {
+			break
+		}
+		start := off + i + len("access_token=")
+		end := start
+		for end < len(s) && !strings.ContainsRune("&\"' \t\r\n", rune(s[end])) {
+			end++
+		}
+		if s[start:end] != "[REDACTED]" {
+			s = s[:start] + "[REDACTED]" + s[end:]
+		}
+		off = start + len("[REDACTED]")
+	}
+	if len(s) > maxMessageLen {
+		n := maxMessageLen
+		for n > 0 && !utf8.RuneStart(s[n]) {
+			n--
+		}
+		s = s[:n] + "…"
+	}
+	return s
+}
+
+// scrub cuts the request's personal identifiers out of a message from
+// Tencent, which may echo a field value back.
+func scrub(msg string, es []entry) string {
+	for _, e := range es {
+		for _, p := range e.personal {
+			if len(p) >= 4 {
+				msg = strings.ReplaceAll(msg, p, "[personal]")
+			}
+		}
+	}
+	return msg
+}
+
+// retryLogger routes retryablehttp's logging to slog at debug level, with
+// every value masked: its messages carry the request URL.
+type retryLogger struct {
+	log    *slog.Logger
+	redact func(string) string
+}
+
+func (l retryLogger) emit(msg string, kv []any) {
+	args := make([]any, len(kv))
+	for i, x := range kv {
+		if i%2 == 0 {
+			args[i] = x
+			continue
+		}
+		args[i] = l.redact(fmt.Sprint(x))
+	}
+	l.log.Debug("retryablehttp: "+l.redact(msg), args...)
+}
+
+func (l retryLogger) Error(msg string, kv ...any) { l.emit(msg, kv) }
+func (l retryLogger) Info(msg string, kv ...any)  { l.emit(msg, kv) }
+func (l retryLogger) Debug(msg string, kv ...any) { l.emit(msg, kv) }
+func (l retryLogger) Warn(msg string, kv ...any)  { l.emit(msg, kv) }

@@ -1,0 +1,700 @@
+package tencent
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/outpost-agent/outpost/action"
+	"github.com/outpost-agent/outpost/upstream"
+	"github.com/outpost-agent/outpost/upstream/tencent/tencentsim"
+)
+
+const (
+	// The token has characters that URL encoding changes, so both of its
+	// forms must be masked.
+	testToken = "s3cr3t+TOKEN/with=chars"
+	account   = 7001
+	set       = 8002
+)
+
+// syncBuffer is a log sink safe for concurrent handlers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// recorder counts what reaches the handler behind it and the size of each
+// body; it is a pass-through, not a mock.
+type recorder struct {
+	next     http.Handler
+	mu       sync.Mutex
+	sizes    []int
+	actions  []int
+	bodies   []string
+	requests atomic.Int64
+	before   func(n int64) // called with the request number, before next
+}
+
+func (r *recorder) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	n := r.requests.Add(1)
+	b, _ := io.ReadAll(req.Body)
+	var env struct {
+		Actions []json.RawMessage `json:"actions"`
+	}
+	_ = json.Unmarshal(b, &env)
+	r.mu.Lock()
+	r.sizes = append(r.sizes, len(b))
+	r.actions = append(r.actions, len(env.Actions))
+	r.bodies = append(r.bodies, string(b))
+	r.mu.Unlock()
+	if r.before != nil {
+		r.before(n)
+	}
+	req.Body = io.NopCloser(bytes.NewReader(b))
+	r.next.ServeHTTP(w, req)
+}
+
+type env struct {
+	sim  *tencentsim.Server
+	rec  *recorder
+	ts   *httptest.Server
+	logs *syncBuffer
+}
+
+func newSim(t *testing.T) *env {
+	t.Helper()
+	sim := tencentsim.New(tencentsim.Options{AccessToken: testToken, AccountID: account, UserActionSetID: set})
+	rec := &recorder{next: sim}
+	ts := httptest.NewServer(rec)
+	t.Cleanup(ts.Close)
+	return &env{sim: sim, rec: rec, ts: ts, logs: &syncBuffer{}}
+}
+
+// newClient builds a fast client: a high rate and millisecond retry waits.
+func newClient(t *testing.T, baseURL string, logs *syncBuffer, mod func(*Config)) *Client {
+	t.Helper()
+	if logs == nil {
+		logs = &syncBuffer{}
+	}
+	cfg := Config{
+		BaseURL: baseURL, AccountID: account, UserActionSetID: set, AccessToken: testToken,
+		RequestsPerMinute: 6_000_000, Timeout: 2 * time.Second,
+		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	c, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.rc.RetryWaitMin = time.Millisecond
+	c.rc.RetryWaitMax = 10 * time.Millisecond
+	return c
+}
+
+func mkAction(id string) action.Action {
+	return action.Action{
+		ID: id, Track: action.TrackPersonalLoan, ActionType: action.TypeRegister,
+		ActionTime: time.Now().Add(-time.Minute).Unix(),
+		UserID:     &action.UserID{HashPhone: "hp-" + id + "-0123456789abcdef"},
+	}
+}
+
+func mkItems(t *testing.T, acts ...action.Action) []upstream.Item {
+	t.Helper()
+	out := make([]upstream.Item, len(acts))
+	for i, a := range acts {
+		b, err := json.Marshal(a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[i] = upstream.Item{ID: a.ID, Payload: b}
+	}
+	return out
+}
+
+func nActions(n int) []action.Action {
+	out := make([]action.Action, n)
+	for i := range out {
+		out[i] = mkAction(fmt.Sprintf("act-%03d", i))
+	}
+	return out
+}
+
+func outcomes(rs []upstream.Result) map[upstream.Outcome]int {
+	m := map[upstream.Outcome]int{}
+	for _, r := range rs {
+		m[r.Verdict.Outcome]++
+	}
+	return m
+}
+
+// fixed is a tiny upstream answering one fixed status, header and body,
+// for the codes the simulator has no fault for.
+func fixed(t *testing.T, status int, hdr map[string]string, body string) *httptest.Server {
+	t.Helper()
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		for k, v := range hdr {
+			w.Header().Set(k, v)
+		}
+		w.WriteHeader(status)
+		io.WriteString(w, body)
+	}))
+	t.Cleanup(ts.Close)
+	return ts
+}
+
+func codeBody(code int, msg string) string {
+	return fmt.Sprintf(`{"code":%d,"message":%q,"message_cn":"","data":{}}`, code, msg)
+}
+
+func TestClassification(t *testing.T) {
+	tests := []struct {
+		name       string
+		status     int
+		hdr        map[string]string
+		body       string
+		outcome    upstream.Outcome
+		code       string
+		throttled  bool
+		retryAfter time.Duration
+	}{
+		{name: "ok", status: 200, body: codeBody(0, ""), outcome: upstream.Delivered, code: "0"},
+		{name: "system error", status: 200, body: codeBody(10000, "busy"), outcome: upstream.RetryLater, code: "10000"},
+		{name: "maintenance", status: 200, body: codeBody(10001, "maintenance"), outcome: upstream.RetryLater, code: "10001"},
+		{name: "11000 expired", status: 200, body: codeBody(11000, "Access token is expired."), outcome: upstream.Pause, code: "11000"},
+		{name: "11001", status: 200, body: codeBody(11001, "x"), outcome: upstream.Pause, code: "11001"},
+		{name: "11002 invalid", status: 200, body: codeBody(11002, "Access token is invalid."), outcome: upstream.Pause, code: "11002"},
+		{name: "11003", status: 200, body: codeBody(11003, "x"), outcome: upstream.Pause, code: "11003"},
+		{name: "11004 malformed", status: 200, body: codeBody(11004, "x"), outcome: upstream.Pause, code: "11004"},
+		{name: "11005 empty", status: 200, body: codeBody(11005, "x"), outcome: upstream.Pause, code: "11005"},
+		{name: "11014 out of scope", status: 200, body: codeBody(11014, "x"), outcome: upstream.Pause, code: "11014"},
+		{name: "11008 throttled", status: 200, body: codeBody(11008, "limit"), outcome: upstream.RetryLater, code: "11008", throttled: true, retryAfter: time.Minute},
+		{name: "11008 with Retry-After", status: 200, hdr: map[string]string{"Retry-After": "17"}, body: codeBody(11008, "limit"), outcome: upstream.RetryLater, code: "11008", throttled: true, retryAfter: 17 * time.Second},
+		{name: "11016 per second", status: 200, body: codeBody(11016, "x"), outcome: upstream.RetryLater, code: "11016", throttled: true, retryAfter: time.Minute},
+		{name: "11017 per minute", status: 200, body: codeBody(11017, "x"), outcome: upstream.RetryLater, code: "11017", throttled: true, retryAfter: time.Minute},
+		{name: "11019 too frequent", status: 200, body: codeBody(11019, "x"), outcome: upstream.RetryLater, code: "11019", throttled: true, retryAfter: time.Minute},
+		{name: "12000 missing auth", status: 200, body: codeBody(12000, "x"), outcome: upstream.Pause, code: "12000"},
+		{name: "param error", status: 200, body: codeBody(31001, "actions[0].action_type: bad"), outcome: upstream.Permanent, code: "31001"},
+		{name: "503 Retry-After", status: 503, hdr: map[string]string{"Retry-After": "7"}, body: "busy", outcome: upstream.RetryLater, code: "http_503", retryAfter: 7 * time.Second},
+		{name: "500", status: 500, body: "oops", outcome: upstream.RetryLater, code: "http_500"},
+		{name: "502 with a code body", status: 502, body: codeBody(31001, "x"), outcome: upstream.RetryLater, code: "http_502"},
+		{name: "429", status: 429, hdr: map[string]string{"Retry-After": "3"}, outcome: upstream.RetryLater, code: "http_429", throttled: true, retryAfter: 3 * time.Second},
+		{name: "429 no header", status: 429, outcome: upstream.RetryLater, code: "http_429", throttled: true, retryAfter: time.Minute},
+		{name: "404 no code", status: 404, body: "not found", outcome: upstream.Pause, code: "http_404"},
+		{name: "401 no code", status: 401, body: "", outcome: upstream.Pause, code: "http_401"},
+		{name: "302 not followed", status: 302, hdr: map[string]string{"Location": "http://127.0.0.1:1/elsewhere"}, outcome: upstream.Pause, code: "http_302"},
+		{name: "400 with token code", status: 400, body: codeBody(11002, "x"), outcome: upstream.Pause, code: "11002"},
+		{name: "malformed", status: 200, body: "<html>gateway</html>", outcome: upstream.RetryLater, code: "bad_answer"},
+		{name: "no code", status: 200, body: `{"message":"ok"}`, outcome: upstream.RetryLater, code: "bad_answer"},
+		{name: "cut short", status: 200, body: `{"code":0,"mess`, outcome: upstream.RetryLater, code: "bad_answer"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ts := fixed(t, tc.status, tc.hdr, tc.body)
+			c := newClient(t, ts.URL, nil, nil)
+			rs := c.Send(context.Background(), mkItems(t, mkAction("a1")))
+			if len(rs) != 1 || rs[0].ID != "a1" {
+				t.Fatalf("results %+v", rs)
+			}
+			v := rs[0].Verdict
+			if v.Outcome != tc.outcome || v.Code != tc.code || v.Throttled != tc.throttled || v.RetryAfter != tc.retryAfter {
+				t.Fatalf("verdict %+v; want %v %s throttled=%v after=%v", v, tc.outcome, tc.code, tc.throttled, tc.retryAfter)
+			}
+			if v.Outcome != upstream.Delivered && v.Message == "" {
+				t.Fatal("no message")
+			}
+			if v.Outcome == upstream.Pause && !v.PauseUntil.IsZero() {
+				t.Fatalf("PauseUntil %v, want zero (until an operator acts)", v.PauseUntil)
+			}
+		})
+	}
+}
+
+func TestDailyQuotaWaitsForBeijingMidnight(t *testing.T) {
+	ts := fixed(t, 200, nil, codeBody(11018, "per day"))
+	now := time.Date(2025, 3, 1, 15, 0, 0, 0, time.UTC) // 23:00 in Beijing
+	c := newClient(t, ts.URL, nil, func(c *Config) { c.Clock = func() time.Time { return now } })
+	v := c.Send(context.Background(), mkItems(t, mkAction("a")))[0].Verdict
+	if v.Outcome != upstream.RetryLater || !v.Throttled || v.RetryAfter != time.Hour {
+		t.Fatalf("verdict %+v, want throttled for 1h", v)
+	}
+}
+
+func TestSimulatorFaults(t *testing.T) {
+	tests := []struct {
+		name      string
+		faults    tencentsim.Faults
+		cfg       func(*Config)
+		outcome   upstream.Outcome
+		code      string
+		throttled bool
+		after     time.Duration
+		delivered int // actions the simulator holds afterwards
+	}{
+		{name: "none", outcome: upstream.Delivered, code: "0", delivered: 2},
+		{name: "token expired", faults: tencentsim.Faults{TokenExpired: true}, outcome: upstream.Pause, code: "11000"},
+		{name: "throttle", faults: tencentsim.Faults{Throttle: true, RetryAfter: 30 * time.Second}, outcome: upstream.RetryLater, code: "11008", throttled: true, after: 30 * time.Second},
+		{name: "system error", faults: tencentsim.Faults{ErrorRate: 1}, outcome: upstream.RetryLater, code: "10000"},
+		{name: "503", faults: tencentsim.Faults{HTTPStatus: 503}, outcome: upstream.RetryLater, code: "http_503"},
+		{name: "outage", faults: tencentsim.Faults{Outage: true}, outcome: upstream.RetryLater, code: "network"},
+		{name: "truncated answer", faults: tencentsim.Faults{Truncate: true}, outcome: upstream.RetryLater, code: "bad_answer", delivered: 2},
+		{name: "slow", faults: tencentsim.Faults{Latency: 300 * time.Millisecond}, cfg: func(c *Config) { c.Timeout = 40 * time.Millisecond }, outcome: upstream.RetryLater, code: "timeout"},
+		{name: "wrong token", cfg: func(c *Config) { c.AccessToken = "other-token" }, outcome: upstream.Pause, code: "11002"},
+		{name: "wrong account", cfg: func(c *Config) { c.AccountID = 1 }, outcome: upstream.Pause, code: "11014"},
+		{name: "clock skew", cfg: func(c *Config) { c.Clock = func() time.Time { return time.Now().Add(time.Hour) } }, outcome: upstream.Pause, code: "12001"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newSim(t)
+			e.sim.SetFaults(tc.faults)
+			c := newClient(t, e.ts.URL, e.logs, tc.cfg)
+			rs := c.Send(context.Background(), mkItems(t, mkAction("a1"), mkAction("a2")))
+			for _, r := range rs {
+				v := r.Verdict
+				if v.Outcome != tc.outcome || v.Code != tc.code || v.Throttled != tc.throttled || v.RetryAfter != tc.after {
+					t.Fatalf("%s: verdict %+v; want %v %s", r.ID, v, tc.outcome, tc.code)
+				}
+				assertNoToken(t, v.Message)
+			}
+			if n := len(e.sim.Delivered()); n != tc.delivered {
+				t.Fatalf("simulator holds %d actions, want %d", n, tc.delivered)
+			}
+			assertNoToken(t, e.logs.String())
+		})
+	}
+}
+
+func TestQuotaShared(t *testing.T) {
+	e := newSim(t)
+	e.sim.SetFaults(tencentsim.Faults{QuotaPerMinute: 1})
+	c := newClient(t, e.ts.URL, nil, nil)
+	if v := c.Send(context.Background(), mkItems(t, mkAction("a")))[0].Verdict; v.Outcome != upstream.Delivered {
+		t.Fatalf("first: %+v", v)
+	}
+	v := c.Send(context.Background(), mkItems(t, mkAction("b")))[0].Verdict
+	if v.Outcome != upstream.RetryLater || !v.Throttled || v.Code != "11017" {
+		t.Fatalf("over quota: %+v", v)
+	}
+}
+
+func TestSplitsAt50Actions(t *testing.T) {
+	e := newSim(t)
+	c := newClient(t, e.ts.URL, nil, nil)
+	rs := c.Send(context.Background(), mkItems(t, nActions(120)...))
+	if o := outcomes(rs); o[upstream.Delivered] != 120 {
+		t.Fatalf("outcomes %v", o)
+	}
+	if fmt.Sprint(e.rec.actions) != "[50 50 20]" {
+		t.Fatalf("actions per request %v, want [50 50 20]", e.rec.actions)
+	}
+	if len(e.sim.Delivered()) != 120 {
+		t.Fatalf("simulator holds %d", len(e.sim.Delivered()))
+	}
+}
+
+func TestSplitsAt50KiB(t *testing.T) {
+	e := newSim(t)
+	c := newClient(t, e.ts.URL, nil, nil)
+	acts := nActions(40)
+	for i := range acts {
+		acts[i].UserID.WechatOpenID = strings.Repeat("o", 3000) // ~3.1 KB per action
+	}
+	rs := c.Send(context.Background(), mkItems(t, acts...))
+	if o := outcomes(rs); o[upstream.Delivered] != 40 {
+		t.Fatalf("outcomes %v: %+v", o, rs[0].Verdict)
+	}
+	total := 0
+	for i, s := range e.rec.sizes {
+		if s > MaxBodyBytes {
+			t.Fatalf("request %d is %d bytes", i, s)
+		}
+		total += e.rec.actions[i]
+	}
+	if len(e.rec.sizes) != 3 || total != 40 || e.rec.actions[0] != 16 {
+		t.Fatalf("sizes %v actions %v", e.rec.sizes, e.rec.actions)
+	}
+	// A body exactly at the limit is fine; the next action would cross it.
+	if e.rec.sizes[0]+3100 <= MaxBodyBytes {
+		t.Fatalf("first request (%d bytes) could have held one more", e.rec.sizes[0])
+	}
+}
+
+func TestLocalRejections(t *testing.T) {
+	e := newSim(t)
+	c := newClient(t, e.ts.URL, nil, nil)
+	huge := mkAction("huge")
+	huge.UserID.WechatOpenID = strings.Repeat("x", MaxBodyBytes)
+	items := mkItems(t, mkAction("ok"), huge)
+	items = append(items, upstream.Item{ID: "junk", Payload: json.RawMessage(`{"id":`)})
+	rs := c.Send(context.Background(), items)
+	want := []struct {
+		id   string
+		out  upstream.Outcome
+		code string
+	}{{"ok", upstream.Delivered, "0"}, {"huge", upstream.Permanent, "too_large"}, {"junk", upstream.Permanent, "bad_payload"}}
+	for i, w := range want {
+		if rs[i].ID != w.id || rs[i].Verdict.Outcome != w.out || rs[i].Verdict.Code != w.code {
+			t.Fatalf("result %d: %+v, want %+v", i, rs[i], w)
+		}
+	}
+	if e.rec.requests.Load() != 1 {
+		t.Fatalf("%d requests, want 1", e.rec.requests.Load())
+	}
+}
+
+func TestNotConfigured(t *testing.T) {
+	e := newSim(t)
+	c := newClient(t, e.ts.URL, nil, func(c *Config) { c.AccessToken = "" })
+	if c.Configured() {
+		t.Fatal("configured without a token")
+	}
+	v := c.Send(context.Background(), mkItems(t, mkAction("a")))[0].Verdict
+	if v.Outcome != upstream.Pause || e.rec.requests.Load() != 0 {
+		t.Fatalf("verdict %+v after %d requests", v, e.rec.requests.Load())
+	}
+}
+
+func TestNewRejectsBadConfig(t *testing.T) {
+	for _, cfg := range []Config{
+		{BaseURL: "ftp://x"},
+		{BaseURL: "http://"},
+		{BaseURL: "http://h?access_token=x"},
+		{MaxBatch: 51},
+		{MaxBytes: MaxBodyBytes + 1},
+		{Timeout: -1},
+	} {
+		if _, err := New(cfg); err == nil {
+			t.Errorf("New(%+v) succeeded", cfg)
+		}
+	}
+	c, err := New(Config{})
+	if err != nil || c.cfg.BaseURL != DefaultBaseURL || c.cfg.MaxBatch != 50 || c.cfg.RequestsPerMinute != 4000 {
+		t.Fatalf("defaults: %v %+v", err, c.cfg)
+	}
+}
+
+func TestBisection(t *testing.T) {
+	tests := []struct {
+		name string
+		bad  []int
+	}{
+		{"one bad", []int{17}},
+		{"three bad", []int{0, 24, 49}},
+		{"two adjacent", []int{30, 31}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newSim(t)
+			acts := nActions(50)
+			var badIDs []string
+			isBad := map[string]bool{}
+			for _, i := range tc.bad {
+				badIDs = append(badIDs, acts[i].ID)
+				isBad[acts[i].ID] = true
+			}
+			e.sim.SetFaults(tencentsim.Faults{BadActionIDs: badIDs})
+			c := newClient(t, e.ts.URL, nil, nil)
+			rs := c.Send(context.Background(), mkItems(t, acts...))
+			for _, r := range rs {
+				v := r.Verdict
+				if isBad[r.ID] {
+					if v.Outcome != upstream.Permanent || v.Code != "31001" || !strings.Contains(v.Message, "rejected") {
+						t.Fatalf("bad %s: %+v", r.ID, v)
+					}
+				} else if v.Outcome != upstream.Delivered {
+					t.Fatalf("good %s: %+v", r.ID, v)
+				}
+			}
+			d := e.sim.Delivered()
+			if len(d) != 50-len(tc.bad) {
+				t.Fatalf("simulator holds %d, want %d", len(d), 50-len(tc.bad))
+			}
+			for _, a := range d {
+				if isBad[a.OuterActionID] || e.sim.DeliveryCount(a.OuterActionID) != 1 {
+					t.Fatalf("simulator holds %s %d times", a.OuterActionID, e.sim.DeliveryCount(a.OuterActionID))
+				}
+			}
+			reqs := int(e.rec.requests.Load())
+			bound := 1 + len(tc.bad)*2*int(math.Ceil(math.Log2(50)))
+			t.Logf("%d bad of 50: %d requests (bound %d)", len(tc.bad), reqs, bound)
+			if reqs > bound {
+				t.Fatalf("%d requests, bound %d", reqs, bound)
+			}
+		})
+	}
+}
+
+func TestBisectionBudget(t *testing.T) {
+	e := newSim(t)
+	acts := nActions(50)
+	var bad []string
+	for i := 0; i < 50; i += 2 { // 25 bad: far more than the budget isolates
+		bad = append(bad, acts[i].ID)
+	}
+	e.sim.SetFaults(tencentsim.Faults{BadActionIDs: bad})
+	c := newClient(t, e.ts.URL, nil, nil)
+	rs := c.Send(context.Background(), mkItems(t, acts...))
+	o := outcomes(rs)
+	if reqs := e.rec.requests.Load(); reqs > 1+bisectBudget {
+		t.Fatalf("%d requests, budget %d", reqs, bisectBudget)
+	}
+	if o[upstream.RetryLater] == 0 || o[upstream.Delivered]+o[upstream.Permanent]+o[upstream.RetryLater] != 50 {
+		t.Fatalf("outcomes %v", o)
+	}
+	for i, r := range rs {
+		if r.Verdict.Outcome == upstream.Permanent && i%2 != 0 {
+			t.Fatalf("good action %s dead-lettered", r.ID)
+		}
+	}
+}
+
+func TestBisectionStopsOnPause(t *testing.T) {
+	e := newSim(t)
+	acts := nActions(50)
+	e.sim.SetFaults(tencentsim.Faults{BadActionIDs: []string{acts[40].ID}})
+	// After the first (rejected) request the token expires.
+	e.rec.before = func(n int64) {
+		if n == 2 {
+			e.sim.SetFaults(tencentsim.Faults{TokenExpired: true})
+		}
+	}
+	c := newClient(t, e.ts.URL, nil, nil)
+	rs := c.Send(context.Background(), mkItems(t, append(acts, nActions(60)[55:]...)...))
+	for _, r := range rs {
+		if r.Verdict.Outcome != upstream.Pause || r.Verdict.Code != "11000" {
+			t.Fatalf("%s: %+v", r.ID, r.Verdict)
+		}
+	}
+	if n := e.rec.requests.Load(); n != 2 {
+		t.Fatalf("%d requests; want 2 (nothing sent after the pause)", n)
+	}
+}
+
+func TestOuterActionIDAndResend(t *testing.T) {
+	e := newSim(t)
+	c := newClient(t, e.ts.URL, nil, nil)
+	a := mkAction("evt-42")
+	a.ActionParam = map[string]int{"credit_level": 2}
+	a.Trace = &action.Trace{ClickID: "clk-1"}
+	b := mkAction("evt-43")
+	b.Trace = &action.Trace{} // empty trace must be omitted
+	items := mkItems(t, a, b)
+	for i := 0; i < 2; i++ {
+		for _, r := range c.Send(context.Background(), items) {
+			if r.Verdict.Outcome != upstream.Delivered {
+				t.Fatalf("send %d: %+v", i, r)
+			}
+		}
+	}
+	d := e.sim.Delivered()
+	if len(d) != 2 || d[0].OuterActionID != "evt-42" || d[1].OuterActionID != "evt-43" {
+		t.Fatalf("delivered %+v", d)
+	}
+	if d[0].UserID["hash_phone"] != a.UserID.HashPhone || d[0].ActionType != "REGISTER" ||
+		d[0].ActionTime != a.ActionTime || d[0].Trace.ClickID != "clk-1" || d[0].ActionParam["credit_level"] != float64(2) {
+		t.Fatalf("wire action %+v", d[0])
+	}
+	if d[1].Trace != nil || d[1].ActionParam != nil {
+		t.Fatalf("empty trace/param sent: %+v", d[1])
+	}
+	if n := e.sim.DeliveryCount("evt-42"); n != 2 {
+		t.Fatalf("DeliveryCount = %d, want 2", n)
+	}
+	for _, body := range e.rec.bodies {
+		if strings.Contains(body, "track") || strings.Contains(body, `"id"`) {
+			t.Fatalf("internal fields sent: %s", body)
+		}
+	}
+}
+
+func TestRetryUsesFreshNonce(t *testing.T) {
+	e := newSim(t)
+	// The first attempt reaches the simulator (which records its nonce and
+	// actions) but its answer is replaced by a 503; the retry must carry a
+	// new nonce or the simulator refuses it as a replay.
+	var first atomic.Bool
+	first.Store(true)
+	wrap := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if first.CompareAndSwap(true, false) {
+			e.rec.ServeHTTP(httptest.NewRecorder(), r)
+			http.Error(w, "busy", http.StatusServiceUnavailable)
+			return
+		}
+		e.rec.ServeHTTP(w, r)
+	})
+	ts := httptest.NewServer(wrap)
+	defer ts.Close()
+	c := newClient(t, ts.URL, nil, nil)
+	v := c.Send(context.Background(), mkItems(t, mkAction("r1")))[0].Verdict
+	if v.Outcome != upstream.Delivered {
+		t.Fatalf("verdict %+v", v)
+	}
+	if n := e.sim.DeliveryCount("r1"); n != 2 {
+		t.Fatalf("DeliveryCount = %d, want 2 (lost answer, then retry)", n)
+	}
+}
+
+func TestCanceledContext(t *testing.T) {
+	e := newSim(t)
+	c := newClient(t, e.ts.URL, nil, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, r := range c.Send(ctx, mkItems(t, nActions(60)...)) {
+		if r.Verdict.Outcome != upstream.RetryLater || r.Verdict.Code != "canceled" {
+			t.Fatalf("%+v", r)
+		}
+	}
+	if e.rec.requests.Load() != 0 {
+		t.Fatal("sent after cancellation")
+	}
+}
+
+func assertNoToken(t *testing.T, s string) {
+	t.Helper()
+	for _, form := range []string{testToken, url.QueryEscape(testToken), url.PathEscape(testToken), "s3cr3t"} {
+		if strings.Contains(s, form) {
+			t.Fatalf("token (%q) leaked in %q", form, s)
+		}
+	}
+}
+
+func TestTokenNeverLeaks(t *testing.T) {
+	closed := httptest.NewServer(http.NotFoundHandler())
+	closedURL := closed.URL
+	closed.Close()
+
+	// echo puts the full request URL, token included, into its message.
+	echo := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, `{"code":31001,"message":"bad request %s"}`, r.URL.String())
+	}))
+	defer echo.Close()
+	echo503 := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, r.URL.String(), http.StatusServiceUnavailable)
+	}))
+	defer echo503.Close()
+
+	tests := []struct {
+		name   string
+		url    func(e *env) string
+		faults tencentsim.Faults
+		cfg    func(*Config)
+		code   string
+	}{
+		{name: "server down", url: func(*env) string { return closedURL }, code: "network"},
+		{name: "connection reset", faults: tencentsim.Faults{Outage: true}, code: "network"},
+		{name: "time-out", faults: tencentsim.Faults{Latency: 300 * time.Millisecond}, cfg: func(c *Config) { c.Timeout = 30 * time.Millisecond }, code: "timeout"},
+		{name: "token expired", faults: tencentsim.Faults{TokenExpired: true}, code: "11000"},
+		{name: "503", faults: tencentsim.Faults{HTTPStatus: 503}, code: "http_503"},
+		{name: "bad answer", faults: tencentsim.Faults{Truncate: true}, code: "bad_answer"},
+		{name: "echoed in message", url: func(*env) string { return echo.URL }, code: "31001"},
+		{name: "echoed in 503 body", url: func(*env) string { return echo503.URL }, code: "http_503"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newSim(t)
+			e.sim.SetFaults(tc.faults)
+			base := e.ts.URL
+			if tc.url != nil {
+				base = tc.url(e)
+			}
+			c := newClient(t, base, e.logs, tc.cfg)
+			for _, r := range c.Send(context.Background(), mkItems(t, mkAction("a"))) {
+				if r.Verdict.Code != tc.code {
+					t.Fatalf("verdict %+v, want code %s", r.Verdict, tc.code)
+				}
+				assertNoToken(t, r.Verdict.Message)
+				t.Logf("message: %s", r.Verdict.Message)
+			}
+			logs := e.logs.String()
+			if logs == "" {
+				t.Fatal("nothing logged: the test would prove nothing")
+			}
+			assertNoToken(t, logs)
+		})
+	}
+}
+
+func TestRedact(t *testing.T) {
+	c := newClient(t, "http://127.0.0.1:1", nil, nil)
+	in := "Post \"http://h/v3.0/user_actions/add?access_token=" + url.QueryEscape(testToken) +
+		"&nonce=1\": x; raw " + testToken + "; other access_token=zzz&y=1"
+	out := c.redact(in)
+	assertNoToken(t, out)
+	if strings.Contains(out, "zzz") || !strings.Contains(out, "nonce=1") {
+		t.Fatalf("redact: %q", out)
+	}
+	if got := c.redact(strings.Repeat("é", 400)); len(got) > maxMessageLen+len("…") || !utf8Valid(got) {
+		t.Fatalf("long message not cut cleanly: %d bytes", len(got))
+	}
+}
+
+func utf8Valid(s string) bool { return strings.ToValidUTF8(s, "\uFFFD") == s }
+
+func TestRateLimit(t *testing.T) {
+	ts := fixed(t, 200, nil, codeBody(0, ""))
+	c := newClient(t, ts.URL, nil, func(c *Config) { c.RequestsPerMinute = 600 }) // one per 100 ms
+	items := mkItems(t, mkAction("a"))
+	start := time.Now()
+	c.Send(context.Background(), items)
+	first := time.Since(start)
+	c.Send(context.Background(), items)
+	second := time.Since(start) - first
+	if first > 80*time.Millisecond {
+		t.Fatalf("first send waited %v; the burst should let it through", first)
+	}
+	if second < 80*time.Millisecond || second > 500*time.Millisecond {
+		t.Fatalf("second send took %v; want ~100ms at 600/min", second)
+	}
+	// A deadline shorter than the wait fails fast instead of sleeping.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	v := c.Send(ctx, items)[0].Verdict
+	if v.Outcome != upstream.RetryLater || v.Code != "rate_limited" {
+		t.Fatalf("verdict %+v", v)
+	}
+}
+
+func TestPersonalFieldsCutFromMessages(t *testing.T) {
+	a := mkAction("p1")
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, `{"code":11002,"message":"token bad for user %s"}`, a.UserID.HashPhone)
+	}))
+	defer ts.Close()
+	logs := &syncBuffer{}
+	c := newClient(t, ts.URL, logs, nil)
+	v := c.Send(context.Background(), mkItems(t, a))[0].Verdict
+	if strings.Contains(v.Message, a.UserID.HashPhone) || !strings.Contains(v.Message, "[personal]") {
+		t.Fatalf("message %q", v.Message)
+	}
+	if strings.Contains(logs.String(), a.UserID.HashPhone) {
+		t.Fatalf("personal field logged: %s", logs.String())
+	}
+}

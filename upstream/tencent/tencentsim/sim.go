@@ -1,0 +1,613 @@
+// Package tencentsim is a simulator of Tencent Ads' user_actions/add
+// endpoint: a real HTTP handler that checks what it receives the way the
+// API does, records what it accepts, and injects faults on demand. Tests
+// and demos mount it with httptest.NewServer or any http.Server.
+//
+// Codes it answers (HTTP 200 with {"code","message","message_cn"} unless
+// said otherwise):
+//
+//	0      accepted
+//	10000  system busy                        (Tencent; ErrorRate default)
+//	11000  access token expired               (Tencent; TokenExpired fault)
+//	11002  access token invalid (wrong token) (Tencent)
+//	11005  access token empty                 (Tencent)
+//	11008  app request limit exceeded         (Tencent; Throttle fault)
+//	11014  out of the token's authority       (Tencent's code; OUR CHOICE to
+//	       use it for an account_id / user_action_set_id that does not
+//	       match the token: Tencent documents no code for this to us, and
+//	       it must not look like a per-action error)
+//	11017  per-minute request limit reached   (Tencent; QuotaPerMinute)
+//	12000  access_token, timestamp or nonce missing (Tencent)
+//	12001  timestamp malformed or more than 300 s off      (OUR CHOICE)
+//	12002  nonce empty or longer than 32 characters        (OUR CHOICE)
+//	12003  nonce already used within the 300 s window      (OUR CHOICE)
+//	31001  invalid parameter: body not JSON, wrong Content-Type, unknown
+//	       field, 0 or >50 actions, action_time missing, unknown
+//	       action_type, no user_id nor trace.click_id, BadActionIDs
+//	       (OUR CHOICE of code; the message names the field and the index,
+//	       e.g. "actions[3].action_type")
+//	31002  body larger than 50 KiB                          (OUR CHOICE)
+//
+// Transport-level answers: 404 for another path, 405 for another method,
+// Faults.HTTPStatus as is, a closed connection for Faults.Outage.
+//
+// Any rejection rejects the whole request and records nothing, as Tencent
+// does. Messages end with " trace_id: <hex>" like Tencent's.
+package tencentsim
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Protocol limits the simulator enforces.
+const (
+	Path           = "/v3.0/user_actions/add"
+	MaxActions     = 50
+	MaxBodyBytes   = 50 * 1024
+	TimestampSkew  = 300 * time.Second
+	MaxNonceLength = 32
+)
+
+// Codes the simulator answers; see the package comment for which are ours.
+const (
+	CodeOK             = 0
+	CodeSystemError    = 10000
+	CodeTokenExpired   = 11000
+	CodeTokenInvalid   = 11002
+	CodeTokenEmpty     = 11005
+	CodeThrottled      = 11008
+	CodeOutOfAuthority = 11014
+	CodeMinuteQuota    = 11017
+	CodeMissingAuth    = 12000
+	CodeBadTimestamp   = 12001
+	CodeBadNonce       = 12002
+	CodeNonceReused    = 12003
+	CodeInvalidParam   = 31001
+	CodeBodyTooLarge   = 31002
+)
+
+// knownActionType reports the banking action types Tencent accepts here.
+// The list is the simulator's own, not the agent's action package, so that
+// a mistake there is caught here.
+func knownActionType(t string) bool {
+	switch t {
+	case "FOLLOW", "REGISTER", "RESERVATION", "APPLY", "CONFIRM_EFFECTIVE_LEADS",
+		"CREDIT", "COMPLETE_ORDER", "WITHDRAW_DEPOSITS", "SCANCODE",
+		"DOWNLOAD_APP", "VIEW_CONTENT":
+		return true
+	}
+	return false
+}
+
+// knownActionField reports the action keys accepted; anything else (our
+// internal "track", say) is an unknown parameter. channel, url and
+// custom_action are optional Tencent fields the agent does not send.
+func knownActionField(k string) bool {
+	switch k {
+	case "outer_action_id", "action_time", "user_id", "action_type",
+		"action_param", "trace", "channel", "url", "custom_action":
+		return true
+	}
+	return false
+}
+
+// Action is one accepted action as it came over the wire.
+type Action struct {
+	OuterActionID string            `json:"outer_action_id,omitempty"`
+	ActionTime    int64             `json:"action_time"`
+	UserID        map[string]string `json:"user_id,omitempty"`
+	ActionType    string            `json:"action_type"`
+	ActionParam   map[string]any    `json:"action_param,omitempty"`
+	Trace         *Trace            `json:"trace,omitempty"`
+	Channel       string            `json:"channel,omitempty"`
+	URL           string            `json:"url,omitempty"`
+	CustomAction  string            `json:"custom_action,omitempty"`
+}
+
+// Trace carries the ad click id.
+type Trace struct {
+	ClickID string `json:"click_id,omitempty"`
+}
+
+// Options configure a Server.
+type Options struct {
+	AccessToken     string
+	AccountID       int64
+	UserActionSetID int64
+	Clock           func() time.Time // default time.Now
+}
+
+// Faults are injected in this order: Outage, Latency, HTTPStatus, then
+// (after the auth checks) TokenExpired, Throttle, QuotaPerMinute,
+// ErrorRate, then (after the body checks) BadActionIDs, and Truncate on
+// an accepted request.
+type Faults struct {
+	// Latency delays every answer; a client that gives up first leaves
+	// the request unprocessed.
+	Latency time.Duration `json:"latency"`
+	// ErrorRate is the fraction of requests answered with ErrorCode. It is
+	// deterministic (an accumulator, not dice): 0.25 fails every 4th.
+	ErrorRate float64 `json:"error_rate"`
+	ErrorCode int     `json:"error_code"` // default 10000
+	// Outage closes each connection without an answer (connection reset).
+	Outage       bool `json:"outage"`
+	HTTPStatus   int  `json:"http_status"`
+	TokenExpired bool `json:"token_expired"`
+	Throttle     bool `json:"throttle"`
+	// Truncate accepts and records the request, then answers a cut-off
+	// JSON body: the answer was lost, the delivery was not.
+	Truncate bool `json:"truncate"`
+	// BadActionIDs make a request holding any of these outer_action_ids
+	// fail whole with 31001.
+	BadActionIDs []string `json:"bad_action_ids,omitempty"`
+	// QuotaPerMinute is the token's quota shared by all clients; requests
+	// over it in a clock minute get 11017.
+	QuotaPerMinute int `json:"quota_per_minute"`
+	// RetryAfter, when set, adds a Retry-After header to HTTPStatus and
+	// throttling answers.
+	RetryAfter time.Duration `json:"retry_after"`
+}
+
+// UnmarshalJSON also takes durations as strings ("250ms") for curl users.
+func (f *Faults) UnmarshalJSON(b []byte) error {
+	type plain Faults
+	var w struct {
+		plain
+		Latency    json.RawMessage `json:"latency"`
+		RetryAfter json.RawMessage `json:"retry_after"`
+	}
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	*f = Faults(w.plain)
+	var err error
+	if f.Latency, err = parseDuration(w.Latency); err != nil {
+		return fmt.Errorf("latency: %w", err)
+	}
+	if f.RetryAfter, err = parseDuration(w.RetryAfter); err != nil {
+		return fmt.Errorf("retry_after: %w", err)
+	}
+	return nil
+}
+
+func parseDuration(raw json.RawMessage) (time.Duration, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return 0, nil
+	}
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return time.ParseDuration(s)
+	}
+	var n int64
+	if err := json.Unmarshal(raw, &n); err != nil {
+		return 0, errors.New("want a duration string or nanoseconds")
+	}
+	return time.Duration(n), nil
+}
+
+// Stats is what GET /_sim/stats answers.
+type Stats struct {
+	Requests         int    `json:"requests"`
+	AcceptedRequests int    `json:"accepted_requests"`
+	Delivered        int    `json:"delivered"`
+	Duplicates       int    `json:"duplicates"`
+	Faults           Faults `json:"faults"`
+}
+
+// Server is the simulator; it is an http.Handler.
+type Server struct {
+	opts Options
+
+	mu        sync.Mutex
+	faults    Faults
+	errAcc    float64
+	requests  int
+	accepted  int
+	delivered []Action
+	counts    map[string]int
+	nonces    map[string]time.Time
+	pruned    time.Time
+	quotaMin  int64
+	quotaUsed int
+}
+
+// New builds a Server.
+func New(opts Options) *Server {
+	if opts.Clock == nil {
+		opts.Clock = time.Now
+	}
+	return &Server{opts: opts, counts: map[string]int{}, nonces: map[string]time.Time{}}
+}
+
+// SetFaults replaces the injected faults.
+func (s *Server) SetFaults(f Faults) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f.BadActionIDs = append([]string(nil), f.BadActionIDs...)
+	s.faults = f
+	s.errAcc = 0
+}
+
+// Delivered returns the unique accepted actions in arrival order.
+func (s *Server) Delivered() []Action {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Action(nil), s.delivered...)
+}
+
+// DeliveryCount is how many times outerID was received in an accepted
+// request, duplicates included.
+func (s *Server) DeliveryCount(outerID string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.counts[outerID]
+}
+
+// Requests is how many requests reached the handler, whatever the answer.
+func (s *Server) Requests() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.requests
+}
+
+// Stats returns counters and the current faults.
+func (s *Server) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := Stats{Requests: s.requests, AcceptedRequests: s.accepted, Delivered: len(s.delivered), Faults: s.faults}
+	for _, n := range s.counts {
+		if n > 1 {
+			st.Duplicates += n - 1
+		}
+	}
+	st.Faults.BadActionIDs = append([]string(nil), s.faults.BadActionIDs...)
+	return st
+}
+
+// ServeHTTP serves the API and the /_sim/ control endpoints.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case "/_sim/faults":
+		s.serveFaults(w, r)
+		return
+	case "/_sim/stats":
+		writeJSON(w, http.StatusOK, s.Stats())
+		return
+	}
+
+	s.mu.Lock()
+	s.requests++
+	f := s.faults
+	s.mu.Unlock()
+
+	if f.Outage {
+		// Close without a byte: what the client sees as a connection reset.
+		if hj, ok := w.(http.Hijacker); ok {
+			if conn, _, err := hj.Hijack(); err == nil {
+				conn.Close()
+				return
+			}
+		}
+		// HTTP/2 cannot be hijacked: a gateway error is the nearest thing.
+		http.Error(w, "upstream connect error", http.StatusBadGateway)
+		return
+	}
+	if f.Latency > 0 {
+		t := time.NewTimer(f.Latency)
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			t.Stop()
+			return // the client gave up; the gateway drops the request
+		}
+	}
+	if f.HTTPStatus != 0 {
+		s.retryAfter(w, f)
+		http.Error(w, http.StatusText(f.HTTPStatus), f.HTTPStatus)
+		return
+	}
+	if r.URL.Path != Path {
+		http.NotFound(w, r)
+		return
+	}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	if code, msg := s.checkAuth(r, f); code != 0 {
+		if code == CodeThrottled || code == CodeMinuteQuota {
+			s.retryAfter(w, f)
+		}
+		s.answer(w, code, msg)
+		return
+	}
+	if code, msg := s.injectedError(f); code != 0 {
+		s.answer(w, code, msg)
+		return
+	}
+	actions, code, msg := s.checkBody(r, f)
+	if code != 0 {
+		s.answer(w, code, msg)
+		return
+	}
+
+	s.mu.Lock()
+	s.accepted++
+	for _, a := range actions {
+		if a.OuterActionID != "" {
+			s.counts[a.OuterActionID]++
+			if s.counts[a.OuterActionID] > 1 {
+				continue // Tencent de-duplicates on outer_action_id
+			}
+		}
+		s.delivered = append(s.delivered, a)
+	}
+	s.mu.Unlock()
+
+	if f.Truncate {
+		full, _ := json.Marshal(s.body(CodeOK, ""))
+		s.header(w)
+		w.WriteHeader(http.StatusOK)
+		w.Write(full[:len(full)/2])
+		return
+	}
+	s.answer(w, CodeOK, "")
+}
+
+func (s *Server) checkAuth(r *http.Request, f Faults) (int, string) {
+	q := r.URL.Query()
+	for _, p := range []string{"access_token", "timestamp", "nonce"} {
+		if !q.Has(p) {
+			return CodeMissingAuth, "Missing required parameter: " + p + "."
+		}
+	}
+	tok := q.Get("access_token")
+	switch {
+	case tok == "":
+		return CodeTokenEmpty, "Access token is empty."
+	case tok != s.opts.AccessToken:
+		return CodeTokenInvalid, "Access token is invalid."
+	case f.TokenExpired:
+		return CodeTokenExpired, "Access token is expired."
+	}
+	now := s.opts.Clock()
+	ts, err := strconv.ParseInt(q.Get("timestamp"), 10, 64)
+	if err != nil {
+		return CodeBadTimestamp, "timestamp: not a Unix time in seconds."
+	}
+	if d := now.Sub(time.Unix(ts, 0)); d > TimestampSkew || d < -TimestampSkew {
+		return CodeBadTimestamp, fmt.Sprintf("timestamp: %d is more than %d seconds from server time %d.", ts, int(TimestampSkew.Seconds()), now.Unix())
+	}
+	nonce := q.Get("nonce")
+	if nonce == "" || len(nonce) > MaxNonceLength {
+		return CodeBadNonce, fmt.Sprintf("nonce: must be 1 to %d characters.", MaxNonceLength)
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if now.Sub(s.pruned) > TimestampSkew/10 {
+		// A nonce outside the timestamp window can never be replayed
+		// successfully, so the map only needs the window; pruning now and
+		// then keeps a fleet-sized run from scanning it on every request.
+		s.pruned = now
+		for n, seen := range s.nonces {
+			if now.Sub(seen) > 2*TimestampSkew {
+				delete(s.nonces, n)
+			}
+		}
+	}
+	if _, used := s.nonces[nonce]; used {
+		return CodeNonceReused, "The nonce has been used before."
+	}
+	s.nonces[nonce] = now
+
+	if f.Throttle {
+		return CodeThrottled, "Application request limit has been exceeded."
+	}
+	if f.QuotaPerMinute > 0 {
+		minute := now.Unix() / 60
+		if minute != s.quotaMin {
+			s.quotaMin, s.quotaUsed = minute, 0
+		}
+		if s.quotaUsed >= f.QuotaPerMinute {
+			return CodeMinuteQuota, "Application has reached the request limit per minute."
+		}
+		s.quotaUsed++
+	}
+	return 0, ""
+}
+
+func (s *Server) injectedError(f Faults) (int, string) {
+	if f.ErrorRate <= 0 {
+		return 0, ""
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.errAcc += f.ErrorRate
+	if s.errAcc < 1 {
+		return 0, ""
+	}
+	s.errAcc--
+	code := f.ErrorCode
+	if code == 0 {
+		code = CodeSystemError
+	}
+	return code, "We are unable to process your request at this time. Please retry your request."
+}
+
+// request is the body; numbers are pointers so that "missing" is seen.
+type request struct {
+	AccountID       *int64            `json:"account_id"`
+	UserActionSetID *int64            `json:"user_action_set_id"`
+	Actions         []json.RawMessage `json:"actions"`
+}
+
+func (s *Server) checkBody(r *http.Request, f Faults) ([]Action, int, string) {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/json" {
+		return nil, CodeInvalidParam, "Content-Type: must be application/json."
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, MaxBodyBytes+1))
+	if err != nil {
+		return nil, CodeInvalidParam, "body: could not be read."
+	}
+	if len(body) > MaxBodyBytes {
+		return nil, CodeBodyTooLarge, fmt.Sprintf("body: larger than %d bytes.", MaxBodyBytes)
+	}
+	var req request
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return nil, CodeInvalidParam, "body: " + err.Error()
+	}
+	switch {
+	case req.AccountID == nil:
+		return nil, CodeInvalidParam, "account_id: required."
+	case req.UserActionSetID == nil:
+		return nil, CodeInvalidParam, "user_action_set_id: required."
+	case *req.AccountID != s.opts.AccountID:
+		return nil, CodeOutOfAuthority, "account_id: not authorised for this access token."
+	case *req.UserActionSetID != s.opts.UserActionSetID:
+		return nil, CodeOutOfAuthority, "user_action_set_id: does not belong to account_id."
+	case len(req.Actions) == 0:
+		return nil, CodeInvalidParam, "actions: at least 1 action is required."
+	case len(req.Actions) > MaxActions:
+		return nil, CodeInvalidParam, fmt.Sprintf("actions: at most %d actions per request, got %d.", MaxActions, len(req.Actions))
+	}
+	bad := map[string]bool{}
+	for _, id := range f.BadActionIDs {
+		bad[id] = true
+	}
+	now := s.opts.Clock()
+	out := make([]Action, 0, len(req.Actions))
+	for i, raw := range req.Actions {
+		a, field, why := checkAction(raw, now)
+		if why == "" && bad[a.OuterActionID] {
+			field, why = "", "rejected by the platform."
+		}
+		if why != "" {
+			name := fmt.Sprintf("actions[%d]", i)
+			if field != "" {
+				name += "." + field
+			}
+			return nil, CodeInvalidParam, name + ": " + why
+		}
+		out = append(out, a)
+	}
+	return out, 0, ""
+}
+
+// checkAction validates one action; on failure it names the field.
+func checkAction(raw json.RawMessage, now time.Time) (Action, string, string) {
+	var keys map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &keys); err != nil {
+		return Action{}, "", "must be a JSON object."
+	}
+	for k := range keys {
+		if !knownActionField(k) {
+			return Action{}, k, "unknown parameter."
+		}
+	}
+	var a Action
+	if err := json.Unmarshal(raw, &a); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return Action{}, te.Field, "wrong type."
+		}
+		return Action{}, "", "malformed."
+	}
+	if _, ok := keys["action_time"]; !ok || a.ActionTime <= 0 {
+		return a, "action_time", "required (Unix seconds)."
+	}
+	if a.ActionTime > now.Add(TimestampSkew).Unix() {
+		return a, "action_time", "must not be in the future."
+	}
+	if !knownActionType(a.ActionType) {
+		return a, "action_type", fmt.Sprintf("unknown value %q.", a.ActionType)
+	}
+	hasUser := false
+	for _, v := range a.UserID {
+		if v != "" {
+			hasUser = true
+		}
+	}
+	if !hasUser && (a.Trace == nil || a.Trace.ClickID == "") {
+		return a, "user_id", "user_id or trace.click_id is required."
+	}
+	return a, "", ""
+}
+
+func (s *Server) serveFaults(w http.ResponseWriter, r *http.Request) {
+	switch r.Method {
+	case http.MethodGet:
+		writeJSON(w, http.StatusOK, s.Stats().Faults)
+	case http.MethodPost, http.MethodPut:
+		var f Faults
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&f); err != nil {
+			http.Error(w, "bad faults: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		s.SetFaults(f)
+		writeJSON(w, http.StatusOK, s.Stats().Faults)
+	default:
+		w.Header().Set("Allow", "GET, POST")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+	}
+}
+
+func (s *Server) retryAfter(w http.ResponseWriter, f Faults) {
+	if f.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int((f.RetryAfter+time.Second-1)/time.Second)))
+	}
+}
+
+type answerBody struct {
+	Code      int            `json:"code"`
+	Message   string         `json:"message"`
+	MessageCN string         `json:"message_cn"`
+	Data      map[string]any `json:"data"`
+}
+
+func (s *Server) body(code int, msg string) answerBody {
+	a := answerBody{Code: code, Data: map[string]any{}}
+	if code != CodeOK {
+		var b [16]byte
+		rand.Read(b[:])
+		tid := " trace_id: " + hex.EncodeToString(b[:])
+		a.Message = msg + tid
+		a.MessageCN = msg + tid
+	}
+	return a
+}
+
+// header sets the Date from the simulator's clock, which lets a client
+// detect clock skew as it would against Tencent.
+func (s *Server) header(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Date", s.opts.Clock().UTC().Format(http.TimeFormat))
+}
+
+func (s *Server) answer(w http.ResponseWriter, code int, msg string) {
+	s.header(w)
+	b, _ := json.Marshal(s.body(code, msg))
+	w.WriteHeader(http.StatusOK)
+	w.Write(b)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
