@@ -1,0 +1,584 @@
+// Package upsim is a UnionPay FireEye simulator: a real HTTP handler for
+// transationAuthentication and UnionPayModelScore that checks what it
+// receives the way FireEye does, with a table of known transactions, a
+// deterministic model score, the seed's respCd/resp quirk, and faults to
+// inject.
+//
+// Choices where the seed is silent:
+//   - a request that cannot be read (POST not form-encoded, no data field,
+//     data not JSON), a missing required field or a malformed one (transDate
+//     not YYYYMMDD, transAmount not a number): 0004 "处理异常", the only
+//     generic error code the seed has.
+//   - unknown or missing id: 0001 (the institution is not enabled); right id
+//     with a wrong appKey: 0002 (wrong password).
+//   - 0003 answers carry data 0; error answers carry data null.
+//   - a transaction matches on cardNo + transDate + transAmount; if it
+//     exists but a given optional field (certid, mobile, transLocation)
+//     disagrees with the recorded one, data is 0; if none exists, 0003.
+//   - GET with ?data= is accepted too (the seed says GET/POST); other
+//     methods get HTTP 405. Every FireEye code comes with HTTP 200.
+//   - by default transationAuthentication answers its code as respCd and
+//     UnionPayModelScore as resp, like the seed's two samples.
+//
+// Test hooks over HTTP: POST /_sim/faults (JSON Faults), GET /_sim/faults,
+// GET /_sim/stats (cards masked). Every other path ending in one of the two
+// call names is the API.
+package upsim
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"math"
+	"math/rand/v2"
+	"mime"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/outpost-agent/outpost/upstream/unionpay"
+)
+
+// Code field spellings for Options.AuthCodeField / ScoreCodeField.
+const (
+	FieldRespCd = "respCd"
+	FieldResp   = "resp"
+	// FieldBoth writes the code under both names.
+	FieldBoth = "both"
+)
+
+// Options configures the simulator.
+type Options struct {
+	// ID and AppKey are the credentials UnionPay would have issued.
+	ID     string
+	AppKey string
+	// Clock is for the record only (default time.Now).
+	Clock func() time.Time
+	// AuthCodeField is how transationAuthentication names its code
+	// (default respCd); ScoreCodeField likewise for UnionPayModelScore
+	// (default resp).
+	AuthCodeField  string
+	ScoreCodeField string
+	// Seed makes ErrorRate draws reproducible.
+	Seed uint64
+}
+
+// Faults are injected failures. The zero value injects nothing.
+type Faults struct {
+	// Latency delays every API answer (or until the client gives up).
+	Latency time.Duration `json:"-"`
+	// ErrorRate (0..1) of authenticated requests answer ErrorCode (default
+	// 0004).
+	ErrorRate float64 `json:"error_rate,omitempty"`
+	ErrorCode string  `json:"error_code,omitempty"`
+	// Outage closes the connection without an answer (a reset).
+	Outage bool `json:"outage,omitempty"`
+	// HTTPStatus answers this status before any check; RetryAfter (seconds)
+	// adds a Retry-After header.
+	HTTPStatus int `json:"http_status,omitempty"`
+	RetryAfter int `json:"retry_after,omitempty"`
+	// Truncate cuts every JSON answer in half.
+	Truncate bool `json:"truncate,omitempty"`
+	// Code answers this FireEye code (0001, 0002, 0004...) to every
+	// authenticated request.
+	Code string `json:"code,omitempty"`
+	// Data, when set, replaces data in every 0000 answer (to send
+	// impossible values: a score of 1200, a match of 2).
+	Data *int `json:"data,omitempty"`
+}
+
+// MarshalJSON writes Latency as a Go duration string ("150ms").
+func (f Faults) MarshalJSON() ([]byte, error) {
+	type plain Faults
+	w := struct {
+		plain
+		Latency string `json:"latency,omitempty"`
+	}{plain: plain(f)}
+	if f.Latency > 0 {
+		w.Latency = f.Latency.String()
+	}
+	return json.Marshal(w)
+}
+
+// UnmarshalJSON reads Latency as a Go duration string or nanoseconds.
+func (f *Faults) UnmarshalJSON(b []byte) error {
+	type plain Faults
+	var w struct {
+		plain
+		Latency json.RawMessage `json:"latency"`
+	}
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	*f = Faults(w.plain)
+	if len(w.Latency) == 0 || string(w.Latency) == "null" {
+		return nil
+	}
+	var s string
+	if err := json.Unmarshal(w.Latency, &s); err == nil {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return fmt.Errorf("latency: %w", err)
+		}
+		f.Latency = d
+		return nil
+	}
+	var ns int64
+	if err := json.Unmarshal(w.Latency, &ns); err != nil {
+		return fmt.Errorf("latency: want a duration string or nanoseconds: %w", err)
+	}
+	f.Latency = time.Duration(ns)
+	return nil
+}
+
+// Call is one accepted call (answered 0000 or 0003), as received.
+type Call struct {
+	Kind string
+	// Auth is set for transaction_auth, Score for model_score.
+	Auth  *unionpay.TransactionQuery
+	Score *unionpay.ScoreQuery
+	// Code and Data are what the simulator answered.
+	Code string
+	Data int
+	At   time.Time
+}
+
+// Stats is what GET /_sim/stats answers. Cards are masked.
+type Stats struct {
+	Requests int            `json:"requests"`
+	Accepted int            `json:"accepted"`
+	ByCode   map[string]int `json:"by_code"`
+	// ByCard counts accepted calls per masked card number.
+	ByCard map[string]int `json:"by_card"`
+	Faults Faults         `json:"faults"`
+}
+
+// Server is the simulator; it is an http.Handler.
+type Server struct {
+	opts Options
+
+	mu       sync.Mutex
+	faults   Faults
+	rng      *rand.Rand
+	txs      []unionpay.TransactionQuery
+	scores   map[string]int
+	requests int
+	received []Call
+	byCode   map[string]int
+	byCard   map[string]int
+}
+
+// New builds a simulator.
+func New(opts Options) *Server {
+	if opts.Clock == nil {
+		opts.Clock = time.Now
+	}
+	if opts.AuthCodeField == "" {
+		opts.AuthCodeField = FieldRespCd
+	}
+	if opts.ScoreCodeField == "" {
+		opts.ScoreCodeField = FieldResp
+	}
+	return &Server{
+		opts:   opts,
+		rng:    rand.New(rand.NewPCG(opts.Seed, opts.Seed^0x5eed)),
+		scores: map[string]int{},
+		byCode: map[string]int{},
+		byCard: map[string]int{},
+	}
+}
+
+// SetFaults replaces the injected faults.
+func (s *Server) SetFaults(f Faults) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults = f
+}
+
+// Faults returns the injected faults.
+func (s *Server) Faults() Faults {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.faults
+}
+
+// AddTransaction records a transaction that transationAuthentication will
+// find. Optional fields left empty match anything.
+func (s *Server) AddTransaction(tx unionpay.TransactionQuery) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.txs = append(s.txs, tx)
+}
+
+// SetScore fixes the model score of a card (any value: out-of-range ones
+// test the client).
+func (s *Server) SetScore(cardNo string, score int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.scores[cardNo] = score
+}
+
+// Requests counts every API request, rejected ones included.
+func (s *Server) Requests() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.requests
+}
+
+// Received returns the accepted calls, in order.
+func (s *Server) Received() []Call {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Call(nil), s.received...)
+}
+
+// Count is how many calls about cardNo were accepted.
+func (s *Server) Count(cardNo string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.byCard[cardNo]
+}
+
+// Stats snapshots the counters, cards masked.
+func (s *Server) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := Stats{Requests: s.requests, Accepted: len(s.received), ByCode: map[string]int{}, ByCard: map[string]int{}, Faults: s.faults}
+	for k, v := range s.byCode {
+		st.ByCode[k] = v
+	}
+	for k, v := range s.byCard {
+		st.ByCard[unionpay.MaskCard(k)] += v
+	}
+	return st
+}
+
+// Predict is the model score the simulator gives when SetScore does not
+// apply: a hash of the three fields mapped onto 300-1000.
+func Predict(cardNo, certID, mobile string) int {
+	h := fnv.New64a()
+	for _, s := range []string{cardNo, certID, mobile} {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
+	}
+	return unionpay.MinScore + int(h.Sum64()%uint64(unionpay.MaxScore-unionpay.MinScore+1))
+}
+
+// ServeHTTP serves the API and the /_sim/ hooks.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if strings.HasPrefix(r.URL.Path, "/_sim/") {
+		s.serveSim(w, r)
+		return
+	}
+	var kind, field string
+	switch {
+	case strings.HasSuffix(r.URL.Path, "/"+unionpay.PathTransactionAuth):
+		kind, field = unionpay.KindTransactionAuth, s.opts.AuthCodeField
+	case strings.HasSuffix(r.URL.Path, "/"+unionpay.PathModelScore):
+		kind, field = unionpay.KindModelScore, s.opts.ScoreCodeField
+	default:
+		http.NotFound(w, r)
+		return
+	}
+	s.mu.Lock()
+	s.requests++
+	f := s.faults
+	s.mu.Unlock()
+
+	// Read the body before any delay: net/http only notices a client that
+	// hung up once the body is consumed.
+	raw, readErr := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+
+	if f.Latency > 0 {
+		t := time.NewTimer(f.Latency)
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			t.Stop()
+			return
+		}
+	}
+	if f.Outage {
+		s.count("outage")
+		reset(w)
+		return
+	}
+	if f.HTTPStatus != 0 {
+		s.count("http_" + strconv.Itoa(f.HTTPStatus))
+		if f.RetryAfter > 0 {
+			w.Header().Set("Retry-After", strconv.Itoa(f.RetryAfter))
+		}
+		http.Error(w, http.StatusText(f.HTTPStatus), f.HTTPStatus)
+		return
+	}
+
+	var data string
+	switch r.Method {
+	case http.MethodGet:
+		data = r.URL.Query().Get("data")
+	case http.MethodPost:
+		mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+		if err != nil || mt != "application/x-www-form-urlencoded" || readErr != nil {
+			s.answer(w, f, field, unionpay.CodeProcessing, nil)
+			return
+		}
+		vals, err := url.ParseQuery(string(raw))
+		if err != nil {
+			s.answer(w, f, field, unionpay.CodeProcessing, nil)
+			return
+		}
+		data = vals.Get("data")
+	default:
+		w.Header().Set("Allow", "GET, POST")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+
+	var env struct {
+		ID     string          `json:"id"`
+		AppKey string          `json:"appKey"`
+		Data   json.RawMessage `json:"data"`
+	}
+	if data == "" || json.Unmarshal([]byte(data), &env) != nil {
+		s.answer(w, f, field, unionpay.CodeProcessing, nil)
+		return
+	}
+	if env.ID == "" || env.ID != s.opts.ID {
+		s.answer(w, f, field, unionpay.CodeNotEnabled, nil)
+		return
+	}
+	if env.AppKey != s.opts.AppKey {
+		s.answer(w, f, field, unionpay.CodeWrongPassword, nil)
+		return
+	}
+	if f.Code != "" {
+		s.answer(w, f, field, f.Code, nil)
+		return
+	}
+	if f.ErrorRate > 0 && s.draw() < f.ErrorRate {
+		code := f.ErrorCode
+		if code == "" {
+			code = unionpay.CodeProcessing
+		}
+		s.answer(w, f, field, code, nil)
+		return
+	}
+
+	fields, ok := fieldsOf(env.Data)
+	if !ok {
+		s.answer(w, f, field, unionpay.CodeProcessing, nil)
+		return
+	}
+	call := Call{Kind: kind, At: s.opts.Clock()}
+	var card string
+	if kind == unionpay.KindTransactionAuth {
+		q, ok := authQuery(fields)
+		if !ok {
+			s.answer(w, f, field, unionpay.CodeProcessing, nil)
+			return
+		}
+		call.Auth, card = &q, q.CardNo
+		call.Code, call.Data = s.lookup(q)
+	} else {
+		q, ok := scoreQuery(fields)
+		if !ok {
+			s.answer(w, f, field, unionpay.CodeProcessing, nil)
+			return
+		}
+		call.Score, card = &q, q.CardNo
+		s.mu.Lock()
+		score, set := s.scores[q.CardNo]
+		s.mu.Unlock()
+		if !set {
+			score = Predict(q.CardNo, q.CertID, q.Mobile)
+		}
+		call.Code, call.Data = unionpay.CodeOK, score
+	}
+	if f.Data != nil && call.Code == unionpay.CodeOK {
+		call.Data = *f.Data
+	}
+	s.mu.Lock()
+	s.received = append(s.received, call)
+	s.byCard[card]++
+	s.mu.Unlock()
+	d := call.Data
+	s.answer(w, f, field, call.Code, &d)
+}
+
+// lookup finds the transaction: 0003 when no transaction has this card, date
+// and amount; data 0 when one does but a given optional field disagrees.
+func (s *Server) lookup(q unionpay.TransactionQuery) (string, int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	found := false
+	for _, tx := range s.txs {
+		if tx.CardNo != q.CardNo || tx.TransDate != q.TransDate || math.Abs(tx.TransAmount-q.TransAmount) >= 0.005 {
+			continue
+		}
+		found = true
+		if agree(tx.CertID, q.CertID) && agree(tx.Mobile, q.Mobile) && agree(tx.TransLocation, q.TransLocation) {
+			return unionpay.CodeOK, 1
+		}
+	}
+	if found {
+		return unionpay.CodeOK, 0
+	}
+	return unionpay.CodeNoTransaction, 0
+}
+
+func agree(recorded, given string) bool { return recorded == "" || given == "" || recorded == given }
+
+// fieldsOf reads the inner data object: string values as they are, numbers
+// as their text (the seed's sample sends transAmount as a string).
+func fieldsOf(raw json.RawMessage) (map[string]string, bool) {
+	var m map[string]any
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if err := dec.Decode(&m); err != nil || m == nil {
+		return nil, false
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		switch x := v.(type) {
+		case string:
+			out[k] = strings.TrimSpace(x)
+		case json.Number:
+			out[k] = x.String()
+		case nil:
+		default:
+			return nil, false
+		}
+	}
+	return out, true
+}
+
+func authQuery(f map[string]string) (unionpay.TransactionQuery, bool) {
+	q := unionpay.TransactionQuery{
+		CardNo: f["cardNo"], TransDate: f["transDate"],
+		CertID: f["certid"], Mobile: f["mobile"], TransLocation: f["transLocation"],
+	}
+	if q.CardNo == "" || len(q.TransDate) != 8 {
+		return q, false
+	}
+	if _, err := time.Parse(unionpay.TransDateLayout, q.TransDate); err != nil {
+		return q, false
+	}
+	amount, err := strconv.ParseFloat(f["transAmount"], 64)
+	if err != nil || math.IsNaN(amount) || math.IsInf(amount, 0) {
+		return q, false
+	}
+	q.TransAmount = amount
+	return q, true
+}
+
+func scoreQuery(f map[string]string) (unionpay.ScoreQuery, bool) {
+	q := unionpay.ScoreQuery{CardNo: f["cardNo"], CertID: f["certid"], Mobile: f["mobile"]}
+	return q, q.CardNo != "" && q.CertID != "" && q.Mobile != ""
+}
+
+func (s *Server) draw() float64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rng.Float64()
+}
+
+func (s *Server) count(key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.byCode[key]++
+}
+
+// answer writes a FireEye answer with HTTP 200, the code under the
+// configured name(s).
+func (s *Server) answer(w http.ResponseWriter, f Faults, field, code string, data *int) {
+	s.count(code)
+	msg := "Failed"
+	if code == unionpay.CodeOK {
+		msg = "Success"
+	}
+	var b []byte
+	var err error
+	switch field {
+	case FieldResp:
+		b, err = json.Marshal(struct {
+			Resp string `json:"resp"`
+			Msg  string `json:"msg"`
+			Data *int   `json:"data"`
+		}{code, msg, data})
+	case FieldBoth:
+		b, err = json.Marshal(struct {
+			RespCd string `json:"respCd"`
+			Resp   string `json:"resp"`
+			Msg    string `json:"msg"`
+			Data   *int   `json:"data"`
+		}{code, code, msg, data})
+	default:
+		b, err = json.Marshal(struct {
+			RespCd string `json:"respCd"`
+			Msg    string `json:"msg"`
+			Data   *int   `json:"data"`
+		}{code, msg, data})
+	}
+	if err != nil {
+		http.Error(w, "encode", http.StatusInternalServerError)
+		return
+	}
+	if f.Truncate {
+		b = b[:len(b)/2]
+	}
+	w.Header().Set("Content-Type", "application/json;charset=UTF-8")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(b)
+}
+
+// reset drops the connection with an RST.
+func reset(w http.ResponseWriter) {
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		http.Error(w, "outage", http.StatusBadGateway)
+		return
+	}
+	conn, _, err := hj.Hijack()
+	if err != nil {
+		return
+	}
+	if tc, ok := conn.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	_ = conn.Close()
+}
+
+func (s *Server) serveSim(w http.ResponseWriter, r *http.Request) {
+	switch {
+	case r.URL.Path == "/_sim/faults" && r.Method == http.MethodPost:
+		var f Faults
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&f); err != nil {
+			http.Error(w, "bad faults: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		s.SetFaults(f)
+		w.WriteHeader(http.StatusNoContent)
+	case r.URL.Path == "/_sim/faults" && r.Method == http.MethodGet:
+		writeJSON(w, s.Faults())
+	case r.URL.Path == "/_sim/stats" && r.Method == http.MethodGet:
+		writeJSON(w, s.Stats())
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, "encode", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(b)
+}
