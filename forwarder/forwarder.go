@@ -1,0 +1,508 @@
+// Package forwarder delivers the spool to the upstreams: one worker per
+// upstream queue, so a stuck upstream never delays the others.
+//
+// A worker leases a batch from its queue, hands it to the upstream's Sender,
+// and settles each item by the verdict: delivered items are acknowledged
+// (deleted), permanent failures go to the dead letters with their code, a
+// retryable failure counts an attempt and backs off (exponential, jittered,
+// Retry-After honoured), and a pause (token expired, daily cap, service not
+// bought) releases the batch untouched and waits until the pause ends, or,
+// for pauses only an operator can lift, probes with one item every few
+// minutes. Network-level failures trip a circuit breaker that stops sending
+// and probes before resuming. Nothing leaves the spool unless its upstream
+// confirmed it or it was moved to the dead letters with a reason.
+package forwarder
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/outpost-agent/outpost/spool"
+	"github.com/outpost-agent/outpost/upstream"
+)
+
+// Sender delivers items to one upstream. The upstream clients implement it.
+type Sender interface {
+	Send(ctx context.Context, items []upstream.Item) []upstream.Result
+}
+
+// Queue is what a worker needs of the spool.
+type Queue interface {
+	Lease(ctx context.Context, queue string, max int, maxBytes int) ([]spool.Entry, error)
+	Ack(ctx context.Context, queue string, seqs []uint64) error
+	Fail(ctx context.Context, queue string, seqs []uint64, msg string) error
+	Release(queue string, seqs []uint64)
+	DeadLetter(ctx context.Context, queue string, seqs []uint64, reason string) error
+}
+
+var _ Queue = (*spool.Spool)(nil)
+
+// Config of one worker.
+type Config struct {
+	// Name of the upstream, which is also its queue's name.
+	Name string
+	// Sender is nil when the upstream is not configured: the worker then
+	// only reports not_configured and the queue keeps growing.
+	Sender Sender
+	Queue  Queue
+	// BatchSize items per Send (default 50) and about MaxBatchBytes of
+	// payload (default 256 KiB).
+	BatchSize     int
+	MaxBatchBytes int
+	// FlushInterval: a batch smaller than BatchSize waits until its oldest
+	// item is this old, so a trickle still goes out in batches (default 1s).
+	// IdlePoll is how often an empty queue is looked at (default 250ms).
+	FlushInterval time.Duration
+	IdlePoll      time.Duration
+	// MaxAttempts and MaxAge: an item past either is dead-lettered with its
+	// last error (defaults 1000 attempts, 7 days). 0 keeps the default.
+	MaxAttempts int
+	MaxAge      time.Duration
+	// Back-off after a retryable failure: BackoffBase doubling to
+	// BackoffMax, with full jitter (defaults 1s, 5m).
+	BackoffBase, BackoffMax time.Duration
+	// ProbeInterval: how often an upstream paused until an operator acts
+	// is probed with one item (default 5m).
+	ProbeInterval time.Duration
+	// BreakerThreshold consecutive network-level failures open the circuit
+	// for BreakerOpen, doubling to BreakerMaxOpen (defaults 5, 10s, 5m).
+	BreakerThreshold            int
+	BreakerOpen, BreakerMaxOpen time.Duration
+	// OnResult, when set, sees each delivered item's result (the score
+	// cache and late verdicts feed on it).
+	OnResult func(e spool.Entry, r upstream.Result)
+	Clock    Clock
+	Logger   *slog.Logger
+	// Wake, when set, is signalled when new items are queued, so an idle
+	// worker need not wait for the next poll.
+	Wake <-chan struct{}
+}
+
+// State of an upstream as the status reports it.
+type State string
+
+const (
+	StateOK            State = "ok"
+	StateRetrying      State = "retrying"
+	StatePaused        State = "paused"
+	StateCircuitOpen   State = "circuit_open"
+	StateNotConfigured State = "not_configured"
+)
+
+// Status is a snapshot of a worker.
+type Status struct {
+	State          State      `json:"state"`
+	PausedUntil    *time.Time `json:"paused_until"`
+	Reason         string     `json:"reason"`
+	InFlight       int        `json:"in_flight"`
+	DeliveredTotal int64      `json:"delivered_total"`
+	FailedTotal    int64      `json:"failed_total"`
+	DeadLettered   int64      `json:"dead_lettered_total"`
+	Requests       int64      `json:"send_calls_total"`
+	LastSuccessAt  *time.Time `json:"last_success_at"`
+	LastError      string     `json:"last_error"`
+}
+
+// Worker forwards one queue to one upstream.
+type Worker struct {
+	cfg Config
+	log *slog.Logger
+	clk Clock
+	rng *rand.Rand
+
+	mu        sync.Mutex
+	st        Status
+	br        breaker
+	retries   int       // consecutive retryable failures, for back-off
+	paused    time.Time // paused until (zero: not paused)
+	manual    bool      // paused until an operator acts: probe periodically
+	lastPause string    // code of the current pause, to log it once
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// New returns a worker; Start runs it.
+func New(cfg Config) *Worker {
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = 50
+	}
+	if cfg.MaxBatchBytes <= 0 {
+		cfg.MaxBatchBytes = 256 << 10
+	}
+	if cfg.FlushInterval <= 0 {
+		cfg.FlushInterval = time.Second
+	}
+	if cfg.IdlePoll <= 0 {
+		cfg.IdlePoll = 250 * time.Millisecond
+	}
+	if cfg.MaxAttempts <= 0 {
+		cfg.MaxAttempts = 1000
+	}
+	if cfg.MaxAge <= 0 {
+		cfg.MaxAge = 7 * 24 * time.Hour
+	}
+	if cfg.BackoffBase <= 0 {
+		cfg.BackoffBase = time.Second
+	}
+	if cfg.BackoffMax <= 0 {
+		cfg.BackoffMax = 5 * time.Minute
+	}
+	if cfg.ProbeInterval <= 0 {
+		cfg.ProbeInterval = 5 * time.Minute
+	}
+	if cfg.BreakerThreshold <= 0 {
+		cfg.BreakerThreshold = 5
+	}
+	if cfg.BreakerOpen <= 0 {
+		cfg.BreakerOpen = 10 * time.Second
+	}
+	if cfg.BreakerMaxOpen <= 0 {
+		cfg.BreakerMaxOpen = 5 * time.Minute
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = realClock{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	w := &Worker{
+		cfg: cfg,
+		log: cfg.Logger.With("component", "forwarder", "upstream", cfg.Name),
+		clk: cfg.Clock,
+		rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0x9e3779b97f4a7c15)),
+		br:  breaker{threshold: cfg.BreakerThreshold, base: cfg.BreakerOpen, max: cfg.BreakerMaxOpen},
+	}
+	w.st.State = StateOK
+	if cfg.Sender == nil {
+		w.st.State = StateNotConfigured
+		w.st.Reason = "no credentials configured for this upstream: its queue is kept, nothing is sent"
+	}
+	return w
+}
+
+// Start runs the worker until Close.
+func (w *Worker) Start() {
+	if w.cfg.Sender == nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	w.cancel = cancel
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		w.run(ctx)
+	}()
+}
+
+// Close stops the worker: the batch in flight is finished or abandoned
+// (abandoned items are simply leased again after a restart), then it
+// returns, within ctx.
+func (w *Worker) Close(ctx context.Context) error {
+	if w.cancel == nil {
+		return nil
+	}
+	w.cancel()
+	done := make(chan struct{})
+	go func() { w.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("close forwarder %s: %w", w.cfg.Name, ctx.Err())
+	}
+}
+
+// Status is a snapshot for /v1/status.
+func (w *Worker) Status() Status {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	st := w.st
+	if !w.paused.IsZero() {
+		t := w.paused
+		st.PausedUntil = &t
+	}
+	return st
+}
+
+// Healthy reports whether a live call to this upstream is worth making now
+// (configured, not paused, circuit closed): the decision path asks.
+func (w *Worker) Healthy() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.cfg.Sender != nil && w.st.State == StateOK
+}
+
+func (w *Worker) sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	select {
+	case <-ctx.Done():
+		return false
+	case <-w.clk.After(d):
+		return true
+	}
+}
+
+func (w *Worker) idle(ctx context.Context, d time.Duration) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-w.clk.After(d):
+		return true
+	case <-w.cfg.Wake:
+		return true
+	}
+}
+
+func (w *Worker) run(ctx context.Context) {
+	for ctx.Err() == nil {
+		// 1. Wait out a pause or an open circuit. When it ends, send one
+		// item only: a probe.
+		probe := false
+		w.mu.Lock()
+		now := w.clk.Now()
+		var wait time.Duration
+		switch {
+		case !w.paused.IsZero() && now.Before(w.paused):
+			wait = w.paused.Sub(now)
+		case !w.paused.IsZero():
+			probe = true
+		case w.br.state(now) == breakerOpen:
+			wait = w.br.openUntil.Sub(now)
+		case w.br.state(now) == breakerHalfOpen:
+			probe = true
+		}
+		w.mu.Unlock()
+		if wait > 0 {
+			if !w.sleep(ctx, wait) {
+				return
+			}
+			continue
+		}
+
+		// 2. Lease a batch.
+		n := w.cfg.BatchSize
+		if probe {
+			n = 1
+		}
+		es, err := w.cfg.Queue.Lease(ctx, w.cfg.Name, n, w.cfg.MaxBatchBytes)
+		if err != nil {
+			if errors.Is(err, context.Canceled) || errors.Is(err, spool.ErrClosed) {
+				return
+			}
+			w.log.Error("lease failed", "err", err)
+			if !w.sleep(ctx, time.Second) {
+				return
+			}
+			continue
+		}
+		if len(es) == 0 {
+			if !w.idle(ctx, w.cfg.IdlePoll) {
+				return
+			}
+			continue
+		}
+		if !probe && len(es) < n {
+			// A partial batch waits for company until its oldest is
+			// FlushInterval old.
+			if age := w.clk.Now().Sub(es[0].EnqueuedAt); age < w.cfg.FlushInterval {
+				w.cfg.Queue.Release(w.cfg.Name, seqsOf(es))
+				if !w.idle(ctx, w.cfg.FlushInterval-age) {
+					return
+				}
+				continue
+			}
+		}
+
+		// 3. Send and settle.
+		w.mu.Lock()
+		w.st.InFlight = len(es)
+		w.st.Requests++
+		w.mu.Unlock()
+		items := make([]upstream.Item, len(es))
+		for i, e := range es {
+			items[i] = upstream.Item{ID: e.ID, Payload: e.Payload}
+		}
+		results := w.cfg.Sender.Send(ctx, items)
+		if ctx.Err() != nil {
+			// Shutting down mid-send: the outcome is unknown; leave the
+			// items in the spool (the upstream de-duplicates re-sends).
+			w.cfg.Queue.Release(w.cfg.Name, seqsOf(es))
+			return
+		}
+		backoff := w.settle(ctx, es, results)
+		w.mu.Lock()
+		w.st.InFlight = 0
+		w.mu.Unlock()
+		if backoff > 0 && !w.sleep(ctx, backoff) {
+			return
+		}
+	}
+}
+
+// settle applies each item's verdict to the spool and the worker's state.
+// It returns how long to back off before the next batch.
+func (w *Worker) settle(ctx context.Context, es []spool.Entry, results []upstream.Result) time.Duration {
+	now := w.clk.Now()
+	var ack, release []uint64
+	dead := map[string][]uint64{}
+	var fail []spool.Entry
+	var retry, pause *upstream.Verdict
+	delivered, answered := 0, false
+	for i, e := range es {
+		var v upstream.Verdict
+		if i < len(results) {
+			v = results[i].Verdict
+		} else {
+			v = upstream.Verdict{Outcome: upstream.RetryLater, Code: "no_result", Message: "the client returned no result for this item"}
+		}
+		switch v.Outcome {
+		case upstream.Delivered:
+			ack = append(ack, e.Seq)
+			delivered++
+			answered = true
+			if w.cfg.OnResult != nil {
+				w.cfg.OnResult(e, results[i])
+			}
+		case upstream.Permanent:
+			answered = true
+			reason := fmt.Sprintf("rejected by %s: code %s: %s", w.cfg.Name, v.Code, v.Message)
+			dead[reason] = append(dead[reason], e.Seq)
+		case upstream.Pause:
+			answered = true
+			vv := v
+			pause = &vv
+			release = append(release, e.Seq)
+		default: // RetryLater
+			vv := v
+			retry = &vv
+			if v.Throttled {
+				answered = true
+			}
+			msg := fmt.Sprintf("code %s: %s", v.Code, v.Message)
+			switch {
+			case e.Attempts+1 >= w.cfg.MaxAttempts:
+				r := fmt.Sprintf("gave up after %d attempts; last error: %s", e.Attempts+1, msg)
+				dead[r] = append(dead[r], e.Seq)
+			case now.Sub(e.EnqueuedAt) > w.cfg.MaxAge:
+				r := fmt.Sprintf("gave up: older than %s; last error: %s", w.cfg.MaxAge, msg)
+				dead[r] = append(dead[r], e.Seq)
+			default:
+				fail = append(fail, e)
+			}
+		}
+	}
+	// Spool writes. A failure here leaves items leased until restart at
+	// worst (at-least-once), so log and go on.
+	if err := w.cfg.Queue.Ack(ctx, w.cfg.Name, ack); err != nil {
+		w.log.Error("ack failed", "err", err)
+	}
+	for reason, seqs := range dead {
+		if err := w.cfg.Queue.DeadLetter(ctx, w.cfg.Name, seqs, reason); err != nil {
+			w.log.Error("dead-letter failed", "err", err)
+		} else {
+			w.log.Warn("moved to dead letters", "items", len(seqs), "reason", reason)
+		}
+	}
+	if len(fail) > 0 {
+		if err := w.cfg.Queue.Fail(ctx, w.cfg.Name, seqsOf(fail), fmt.Sprintf("code %s: %s", retry.Code, retry.Message)); err != nil {
+			w.log.Error("recording a failed attempt failed", "err", err)
+		}
+	}
+	w.cfg.Queue.Release(w.cfg.Name, release)
+
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	ndead := 0
+	for _, s := range dead {
+		ndead += len(s)
+	}
+	w.st.DeliveredTotal += int64(delivered)
+	w.st.DeadLettered += int64(ndead)
+	w.st.FailedTotal += int64(len(fail) + ndead)
+	if delivered > 0 {
+		t := now
+		w.st.LastSuccessAt = &t
+	}
+	switch {
+	case pause != nil:
+		// The same pause is logged once, not at every probe.
+		repeated := w.st.State == StatePaused && w.lastPause == pause.Code
+		w.lastPause = pause.Code
+		w.st.State, w.st.LastError = StatePaused, pause.Code+": "+pause.Message
+		w.br.success() // it answered: the network is fine
+		w.retries = 0
+		if pause.PauseUntil.IsZero() {
+			w.manual = true
+			w.paused = now.Add(w.cfg.ProbeInterval)
+			w.st.Reason = fmt.Sprintf("%s (code %s); needs an operator; probing every %s", pause.Message, pause.Code, w.cfg.ProbeInterval)
+		} else {
+			w.manual = false
+			w.paused = pause.PauseUntil
+			w.st.Reason = fmt.Sprintf("%s (code %s); resumes at %s", pause.Message, pause.Code, pause.PauseUntil.Format(time.RFC3339))
+		}
+		if !repeated {
+			w.log.Warn("upstream paused", "code", pause.Code, "reason", w.st.Reason)
+		}
+		return 0
+	case retry != nil:
+		w.paused, w.manual = time.Time{}, false
+		w.st.LastError = retry.Code + ": " + retry.Message
+		w.retries++
+		d := w.backoff()
+		if retry.RetryAfter > d {
+			d = retry.RetryAfter
+		}
+		if answered || retry.Throttled {
+			// The upstream answered (throttling, 5xx with a body): not a
+			// network failure, no breaker, but back off.
+			w.br.success()
+			w.st.State, w.st.Reason = StateRetrying, "retrying after "+retry.Code
+			if retry.Throttled {
+				w.st.Reason = "throttled by the upstream; slowing down"
+			}
+			return d
+		}
+		if w.br.failure(now) {
+			w.st.State = StateCircuitOpen
+			w.st.Reason = fmt.Sprintf("%d consecutive failures (%s); not sending until %s, then one probe",
+				w.br.failures, retry.Code, w.br.openUntil.Format(time.RFC3339))
+			w.log.Warn("circuit open", "code", retry.Code, "until", w.br.openUntil)
+			return 0 // the breaker does the waiting
+		}
+		w.st.State, w.st.Reason = StateRetrying, "retrying after "+retry.Code
+		return d
+	default:
+		if w.st.State != StateOK {
+			w.log.Info("upstream recovered", "previous_state", w.st.State)
+		}
+		w.paused, w.manual, w.retries = time.Time{}, false, 0
+		w.br.success()
+		w.st.State, w.st.Reason = StateOK, ""
+		return 0
+	}
+}
+
+func (w *Worker) backoff() time.Duration {
+	exp := w.cfg.BackoffBase << min(w.retries-1, 20)
+	if exp <= 0 || exp > w.cfg.BackoffMax {
+		exp = w.cfg.BackoffMax
+	}
+	// Full jitter: a fleet recovering from the same outage spreads out.
+	return time.Duration(w.rng.Int64N(int64(exp)) + 1)
+}
+
+func seqsOf(es []spool.Entry) []uint64 {
+	out := make([]uint64, len(es))
+	for i, e := range es {
+		out[i] = e.Seq
+	}
+	return out
+}
