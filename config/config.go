@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -35,8 +37,30 @@ type Config struct {
 	AuthToken         string        `envconfig:"AUTH_TOKEN"`
 	DedupeWindow      time.Duration `envconfig:"DEDUPE_WINDOW" default:"168h"`
 	StoreGCInterval   time.Duration `envconfig:"STORE_GC_INTERVAL" default:"1m"`
-	ActionMaxFuture   time.Duration `envconfig:"ACTION_MAX_FUTURE" default:"5m"`
-	ActionMaxAge      time.Duration `envconfig:"ACTION_MAX_AGE" default:"720h"`
+
+	TencentURL             string `envconfig:"TENCENT_URL" default:"https://api.e.qq.com"`
+	TencentAccountID       int64  `envconfig:"TENCENT_ACCOUNT_ID"`
+	TencentUserActionSetID int64  `envconfig:"TENCENT_USER_ACTION_SET_ID"`
+	TencentAccessToken     string `envconfig:"TENCENT_ACCESS_TOKEN"`
+	TencentRequestsPerMin  int    `envconfig:"TENCENT_REQUESTS_PER_MINUTE" default:"4000"`
+
+	TongdunURL         string `envconfig:"TONGDUN_URL"`
+	TongdunPartnerCode string `envconfig:"TONGDUN_PARTNER_CODE"`
+	TongdunPartnerKey  string `envconfig:"TONGDUN_PARTNER_KEY"`
+	TongdunChannel     string `envconfig:"TONGDUN_CHANNEL"`
+
+	UnionpayURL    string `envconfig:"UNIONPAY_URL" default:"https://risktech.unionpay.com/fireeye/creditScore"`
+	UnionpayID     string `envconfig:"UNIONPAY_ID"`
+	UnionpayAppKey string `envconfig:"UNIONPAY_APP_KEY"`
+
+	ForwardBatchSize     int           `envconfig:"FORWARD_BATCH_SIZE" default:"50"`
+	ForwardFlushInterval time.Duration `envconfig:"FORWARD_FLUSH_INTERVAL" default:"1s"`
+	ForwardMaxAttempts   int           `envconfig:"FORWARD_MAX_ATTEMPTS" default:"1000"`
+	ForwardMaxAge        time.Duration `envconfig:"FORWARD_MAX_AGE" default:"168h"`
+	ForwardBackoffMax    time.Duration `envconfig:"FORWARD_BACKOFF_MAX" default:"5m"`
+	ForwardProbeInterval time.Duration `envconfig:"FORWARD_PROBE_INTERVAL" default:"5m"`
+	ActionMaxFuture      time.Duration `envconfig:"ACTION_MAX_FUTURE" default:"5m"`
+	ActionMaxAge         time.Duration `envconfig:"ACTION_MAX_AGE" default:"720h"`
 }
 
 // Load reads the process environment and validates the result.
@@ -104,6 +128,45 @@ func (c Config) Validate() error {
 	if c.StoreGCInterval < time.Second {
 		bad("STORE_GC_INTERVAL", "must be at least 1s")
 	}
+	// An upstream is configured when any of its credentials is set; then
+	// all of them must be, or it would fail at 3 am instead of at start-up.
+	need := func(upstream string, vars map[string]bool) {
+		set, missing := 0, []string{}
+		for name, ok := range vars {
+			if ok {
+				set++
+			} else {
+				missing = append(missing, Prefix+"_"+name)
+			}
+		}
+		if set > 0 && len(missing) > 0 {
+			sort.Strings(missing)
+			bad(strings.ToUpper(upstream), "partly configured; also set %s", strings.Join(missing, ", "))
+		}
+	}
+	need("tencent", map[string]bool{"TENCENT_ACCOUNT_ID": c.TencentAccountID != 0, "TENCENT_USER_ACTION_SET_ID": c.TencentUserActionSetID != 0, "TENCENT_ACCESS_TOKEN": c.TencentAccessToken != ""})
+	need("tongdun", map[string]bool{"TONGDUN_URL": c.TongdunURL != "", "TONGDUN_PARTNER_CODE": c.TongdunPartnerCode != "", "TONGDUN_PARTNER_KEY": c.TongdunPartnerKey != "", "TONGDUN_CHANNEL": c.TongdunChannel != ""})
+	need("unionpay", map[string]bool{"UNIONPAY_ID": c.UnionpayID != "", "UNIONPAY_APP_KEY": c.UnionpayAppKey != ""})
+	for name, u := range map[string]string{"TENCENT_URL": c.TencentURL, "TONGDUN_URL": c.TongdunURL, "UNIONPAY_URL": c.UnionpayURL} {
+		if u == "" {
+			continue
+		}
+		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "https" && pu.Scheme != "http") || pu.Host == "" {
+			bad(name, "%q is not an http(s) URL", u)
+		}
+	}
+	if c.TencentRequestsPerMin < 1 {
+		bad("TENCENT_REQUESTS_PER_MINUTE", "must be at least 1")
+	}
+	if c.ForwardBatchSize < 1 || c.ForwardBatchSize > 50 {
+		bad("FORWARD_BATCH_SIZE", "must be 1-50 (Tencent takes at most 50 actions a request)")
+	}
+	if c.ForwardFlushInterval <= 0 || c.ForwardBackoffMax <= 0 || c.ForwardProbeInterval <= 0 || c.ForwardMaxAge <= 0 {
+		bad("FORWARD_*", "intervals and ages must be positive")
+	}
+	if c.ForwardMaxAttempts < 1 {
+		bad("FORWARD_MAX_ATTEMPTS", "must be at least 1")
+	}
 	if c.EncryptionKeyFile != "" {
 		if _, err := ReadKeyFile(c.EncryptionKeyFile); err != nil {
 			bad("ENCRYPTION_KEY_FILE", "%v", err)
@@ -111,6 +174,11 @@ func (c Config) Validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// TencentConfigured and its siblings say whether an upstream has credentials.
+func (c Config) TencentConfigured() bool  { return c.TencentAccessToken != "" }
+func (c Config) TongdunConfigured() bool  { return c.TongdunPartnerKey != "" }
+func (c Config) UnionpayConfigured() bool { return c.UnionpayAppKey != "" }
 
 // IsLoopback reports whether host (a literal address or "localhost") only
 // reaches this machine.

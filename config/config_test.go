@@ -38,6 +38,10 @@ func TestBadValuesNameTheVariable(t *testing.T) {
 		{"key missing", "AGENT_ENCRYPTION_KEY_FILE", "/nonexistent/key", "AGENT_ENCRYPTION_KEY_FILE"},
 		{"key wrong size", "AGENT_ENCRYPTION_KEY_FILE", key, "32 raw bytes"},
 		{"key readable by others", "AGENT_ENCRYPTION_KEY_FILE", open, "chmod 600"},
+		{"tencent half configured", "AGENT_TENCENT_ACCESS_TOKEN", "tok", "AGENT_TENCENT_ACCOUNT_ID, AGENT_TENCENT_USER_ACTION_SET_ID"},
+		{"tongdun half configured", "AGENT_TONGDUN_PARTNER_KEY", "k", "AGENT_TONGDUN_CHANNEL"},
+		{"unionpay url", "AGENT_UNIONPAY_URL", "ftp://x", "AGENT_UNIONPAY_URL"},
+		{"batch over tencent's limit", "AGENT_FORWARD_BATCH_SIZE", "51", "AGENT_FORWARD_BATCH_SIZE"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

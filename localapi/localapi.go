@@ -30,6 +30,23 @@ type Store interface {
 	StoreBytes() int64
 	Probe(ctx context.Context) error
 	Quarantine() *spool.QuarantineInfo
+	DeadLetters(queue string, after uint64, limit int) ([]spool.Entry, error)
+	Replay(ctx context.Context, queue string, ids []string, all bool) (int, error)
+}
+
+// UpstreamStatus is one upstream's delivery state as /v1/status shows it.
+// Queued and DeadLetters are filled in from the spool.
+type UpstreamStatus struct {
+	State          string     `json:"state"`
+	PausedUntil    *time.Time `json:"paused_until"`
+	Reason         string     `json:"reason"`
+	Queued         int64      `json:"queued"`
+	InFlight       int        `json:"in_flight"`
+	DeliveredTotal int64      `json:"delivered_total"`
+	FailedTotal    int64      `json:"failed_total"`
+	DeadLetters    int64      `json:"dead_letters"`
+	LastSuccessAt  *time.Time `json:"last_success_at"`
+	LastError      string     `json:"last_error"`
 }
 
 // Config configures the API.
@@ -48,6 +65,8 @@ type Config struct {
 	// AllowedHosts are extra Host header values accepted besides loopback
 	// names (for a non-loopback listen address).
 	AllowedHosts []string
+	// Upstreams reports the forwarder's view of each upstream.
+	Upstreams func() map[string]UpstreamStatus
 	// Notes are start-up facts shown in /v1/status (e.g. "no upstream
 	// configured: queueing only").
 	Notes []string
@@ -92,6 +111,8 @@ func New(cfg Config) *Server {
 	s.mux.HandleFunc("GET /readyz", s.readyz)
 	s.mux.HandleFunc("GET /v1/status", s.status)
 	s.mux.HandleFunc("POST /v1/actions", s.postActions)
+	s.mux.HandleFunc("GET /v1/deadletters", s.listDeadLetters)
+	s.mux.HandleFunc("POST /v1/deadletters/replay", s.replayDeadLetters)
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path, nil)
 	})
@@ -176,9 +197,10 @@ type storeStatus struct {
 }
 
 type status struct {
-	Queues map[string]queueStatus `json:"queues"`
-	Store  storeStatus            `json:"store"`
-	Notes  []string               `json:"notes,omitempty"`
+	Queues    map[string]queueStatus    `json:"queues"`
+	Upstreams map[string]UpstreamStatus `json:"upstreams,omitempty"`
+	Store     storeStatus               `json:"store"`
+	Notes     []string                  `json:"notes,omitempty"`
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
@@ -186,6 +208,14 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	for name, q := range s.cfg.Store.Stats() {
 		st.Queues[name] = queueStatus{Depth: q.Depth, Bytes: q.Bytes, InFlight: q.InFlight, OldestAgeSeconds: q.OldestAgeSeconds, DeadLetters: q.DeadLetters}
 		st.Store.QueuedBytes += q.Bytes + q.DeadBytes
+	}
+	if s.cfg.Upstreams != nil {
+		st.Upstreams = s.cfg.Upstreams()
+		for name, u := range st.Upstreams {
+			q := st.Queues[name]
+			u.Queued, u.DeadLetters = q.Depth, q.DeadLetters
+			st.Upstreams[name] = u
+		}
 	}
 	st.Store.Bytes = s.cfg.Store.StoreBytes()
 	st.Store.Quarantine = s.cfg.Store.Quarantine()
