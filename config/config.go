@@ -59,6 +59,7 @@ type Config struct {
 	ForwardMaxAge        time.Duration `envconfig:"FORWARD_MAX_AGE" default:"168h"`
 	ForwardBackoffMax    time.Duration `envconfig:"FORWARD_BACKOFF_MAX" default:"5m"`
 	ForwardProbeInterval time.Duration `envconfig:"FORWARD_PROBE_INTERVAL" default:"5m"`
+	ForwardBreakerOpen   time.Duration `envconfig:"FORWARD_BREAKER_OPEN" default:"10s"`
 	ActionMaxFuture      time.Duration `envconfig:"ACTION_MAX_FUTURE" default:"5m"`
 	ActionMaxAge         time.Duration `envconfig:"ACTION_MAX_AGE" default:"720h"`
 }
@@ -161,7 +162,7 @@ func (c Config) Validate() error {
 	if c.ForwardBatchSize < 1 || c.ForwardBatchSize > 50 {
 		bad("FORWARD_BATCH_SIZE", "must be 1-50 (Tencent takes at most 50 actions a request)")
 	}
-	if c.ForwardFlushInterval <= 0 || c.ForwardBackoffMax <= 0 || c.ForwardProbeInterval <= 0 || c.ForwardMaxAge <= 0 {
+	if c.ForwardFlushInterval <= 0 || c.ForwardBackoffMax <= 0 || c.ForwardProbeInterval <= 0 || c.ForwardMaxAge <= 0 || c.ForwardBreakerOpen <= 0 {
 		bad("FORWARD_*", "intervals and ages must be positive")
 	}
 	if c.ForwardMaxAttempts < 1 {

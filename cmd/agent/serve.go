@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/outpost-agent/outpost/config"
+	"github.com/outpost-agent/outpost/forwarder"
 	"github.com/outpost-agent/outpost/localapi"
 	"github.com/outpost-agent/outpost/spool"
 )
@@ -61,9 +62,32 @@ func serve(ctx context.Context) error {
 		}
 	}
 
-	notes := []string{"no upstream configured: events are queued, not forwarded"}
-	log.Info("no upstream configured: events are queued, not forwarded")
+	ws, err := forwarders(cfg, sp, log)
+	if err != nil {
+		closeSpool()
+		return err
+	}
+	var notes []string
+	if !cfg.TencentConfigured() && !cfg.TongdunConfigured() && !cfg.UnionpayConfigured() {
+		notes = append(notes, "no upstream configured: events are queued, not forwarded")
+		log.Info("no upstream configured: events are queued, not forwarded")
+	} else {
+		for _, name := range queues {
+			if st := ws[name].Status(); st.State == forwarder.StateNotConfigured {
+				log.Info("upstream not configured: its queue is kept, nothing is sent", "upstream", name)
+			}
+		}
+	}
+	for _, w := range ws {
+		w.Start()
+	}
+	stopForwarders := func() {
+		cctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+		defer cancel()
+		closeForwarders(cctx, ws, log)
+	}
 	api := localapi.New(localapi.Config{
+		Upstreams:     upstreamStatus(ws),
 		Store:         sp,
 		Logger:        log,
 		MaxBodyBytes:  int64(cfg.MaxBodyBytes),
@@ -73,6 +97,7 @@ func serve(ctx context.Context) error {
 	})
 	ln, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
+		stopForwarders()
 		closeSpool()
 		return fmt.Errorf("AGENT_LISTEN_ADDR: %w", err)
 	}
@@ -97,6 +122,7 @@ func serve(ctx context.Context) error {
 	case sig := <-sigs:
 		log.Info("shutting down: finishing in-flight requests", "signal", sig.String())
 	case err := <-served:
+		stopForwarders()
 		closeSpool()
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
@@ -113,6 +139,7 @@ func serve(ctx context.Context) error {
 		}
 	}()
 	err = srv.Shutdown(sctx)
+	stopForwarders()
 	closeSpool()
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return fmt.Errorf("shutdown: %w", err)
