@@ -26,6 +26,7 @@ const (
 	opDead
 	opReplay
 	opProbe
+	opPut
 )
 
 // op is one caller's request to the committer. The committer applies many
@@ -33,6 +34,7 @@ const (
 type op struct {
 	kind    opKind
 	recs    []Record
+	kvs     []KV
 	queue   string
 	seqs    []uint64
 	msg     string   // failure message or dead-letter reason
@@ -188,6 +190,15 @@ func estimate(o *op) (count, size int64) {
 		size = int64(len(o.seqs)) * 128
 	case opReplay:
 		count, size = 2*maxReplay+2, maxReplay*256
+	case opPut:
+		for _, r := range o.recs {
+			count += 2
+			size += 2*int64(len(r.Queue)+len(r.ID)) + val(len(r.Payload)+64) + 64
+		}
+		for _, kv := range o.kvs {
+			count++
+			size += int64(len(kv.Key)) + val(len(kv.Value)) + 32
+		}
 	}
 	return count + 4, size + 256
 }
@@ -237,6 +248,8 @@ func (g *group) apply(o *op) error {
 		return g.applyDead(o)
 	case opReplay:
 		return g.applyReplay(o)
+	case opPut:
+		return g.applyPut(o)
 	case opProbe:
 		return g.txn.Set([]byte("m\x00probe"), []byte(g.now.UTC().Format(time.RFC3339Nano)))
 	}
