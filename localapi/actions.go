@@ -24,28 +24,15 @@ var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 // the whole batch and nothing is stored.
 func (s *Server) postActions(w http.ResponseWriter, r *http.Request) {
 	rid := requestID(w, r)
-	log := s.log.With("request_id", rid)
 	if !isJSON(r.Header.Get("Content-Type")) {
 		writeError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "Content-Type must be application/json", nil)
 		return
 	}
-	buf := bufPool.Get().(*bytes.Buffer)
-	buf.Reset()
-	defer func() {
-		if buf.Cap() <= 4<<20 {
-			bufPool.Put(buf)
-		}
-	}()
-	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)); err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			writeError(w, http.StatusRequestEntityTooLarge, "body_too_large", fmt.Sprintf("body exceeds %d bytes", s.cfg.MaxBodyBytes), nil)
-			return
-		}
-		writeError(w, http.StatusBadRequest, "bad_body", "cannot read body", nil)
+	body, ok := s.readBody(w, r)
+	if !ok {
 		return
 	}
-	acts, err := action.Decode(buf.Bytes(), s.now())
+	acts, err := action.Decode(body, s.now())
 	if err != nil {
 		var se *action.SyntaxError
 		var ve *action.ValidationError
@@ -62,7 +49,7 @@ func (s *Server) postActions(w http.ResponseWriter, r *http.Request) {
 		default:
 			writeError(w, http.StatusBadRequest, "invalid_request", "request refused", nil)
 		}
-		log.Info("actions refused", "reason", "invalid", "bytes", buf.Len())
+		s.log.Info("actions refused", "request_id", rid, "reason", "invalid", "bytes", len(body))
 		return
 	}
 	recs := make([]spool.Record, len(acts))
@@ -80,7 +67,7 @@ func (s *Server) postActions(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, spool.ErrFull):
 		w.Header().Set("Retry-After", "30")
 		writeError(w, http.StatusServiceUnavailable, "spool_full", "the spool is full; nothing was stored; retry later", nil)
-		log.Warn("actions refused", "reason", "spool_full", "actions", len(recs))
+		s.log.Warn("actions refused", "request_id", rid, "reason", "spool_full", "actions", len(recs))
 		return
 	case errors.Is(err, spool.ErrClosed):
 		w.Header().Set("Retry-After", "5")
@@ -91,10 +78,38 @@ func (s *Server) postActions(w http.ResponseWriter, r *http.Request) {
 	default:
 		w.Header().Set("Retry-After", "5")
 		writeError(w, http.StatusServiceUnavailable, "store_unavailable", "the store could not take the batch; nothing was stored", nil)
-		log.Error("actions refused", "reason", "store_error", "err", err)
+		s.log.Error("actions refused", "request_id", rid, "reason", "store_error", "err", err)
 		return
 	}
-	writeJSON(w, http.StatusAccepted, map[string]int{"accepted": res.Accepted, "duplicates": res.Duplicates})
+	b := make([]byte, 0, 48)
+	b = append(b, `{"accepted":`...)
+	b = strconv.AppendInt(b, int64(res.Accepted), 10)
+	b = append(b, `,"duplicates":`...)
+	b = strconv.AppendInt(b, int64(res.Duplicates), 10)
+	writeRaw(w, http.StatusAccepted, append(b, "}\n"...))
+}
+
+// readBody reads a capped body; on failure it has answered (413 or 400).
+// The body is a fresh slice: handlers keep it past the call (the spool
+// holds payloads until commit).
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	buf := bufPool.Get().(*bytes.Buffer)
+	buf.Reset()
+	defer func() {
+		if buf.Cap() <= 4<<20 {
+			bufPool.Put(buf)
+		}
+	}()
+	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeError(w, http.StatusRequestEntityTooLarge, "body_too_large", fmt.Sprintf("body exceeds %d bytes", s.cfg.MaxBodyBytes), nil)
+			return nil, false
+		}
+		writeError(w, http.StatusBadRequest, "bad_body", "cannot read body", nil)
+		return nil, false
+	}
+	return bytes.Clone(buf.Bytes()), true
 }
 
 func isJSON(ct string) bool {

@@ -17,7 +17,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/outpost-agent/outpost/spool"
@@ -65,6 +67,10 @@ type Config struct {
 	// AllowedHosts are extra Host header values accepted besides loopback
 	// names (for a non-loopback listen address).
 	AllowedHosts []string
+	// Decider answers /v1/decisions; nil disables them.
+	Decider Decider
+	// DefaultChannel fills a decision request's absent TongDun channel.
+	DefaultChannel string
 	// Upstreams reports the forwarder's view of each upstream.
 	Upstreams func() map[string]UpstreamStatus
 	// Notes are start-up facts shown in /v1/status (e.g. "no upstream
@@ -111,6 +117,8 @@ func New(cfg Config) *Server {
 	s.mux.HandleFunc("GET /readyz", s.readyz)
 	s.mux.HandleFunc("GET /v1/status", s.status)
 	s.mux.HandleFunc("POST /v1/actions", s.postActions)
+	s.mux.HandleFunc("POST /v1/decisions", s.postDecision)
+	s.mux.HandleFunc("GET /v1/decisions/{id}", s.getDecision)
 	s.mux.HandleFunc("GET /v1/deadletters", s.listDeadLetters)
 	s.mux.HandleFunc("POST /v1/deadletters/replay", s.replayDeadLetters)
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -250,21 +258,39 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	if err != nil {
 		status, b = http.StatusInternalServerError, []byte(`{"error":{"code":"internal","message":"cannot encode answer"}}`)
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
+	writeRaw(w, status, append(b, '\n'))
+}
+
+var (
+	hdrJSON    = []string{"application/json"}
+	hdrNoStore = []string{"no-store"}
+)
+
+func writeRaw(w http.ResponseWriter, status int, b []byte) {
+	h := w.Header()
+	h["Content-Type"] = hdrJSON
+	h["Cache-Control"] = hdrNoStore
 	w.WriteHeader(status)
-	w.Write(append(b, '\n'))
+	w.Write(b)
 }
 
 // requestID returns the caller's X-Request-Id when it is short and plain,
-// else a new random one; it is echoed back and put in every log line.
+// else a new one (a random per-process prefix and a counter: unique, and
+// far cheaper than crypto/rand per request); it is echoed back and put in
+// every log line about the request.
 func requestID(w http.ResponseWriter, r *http.Request) string {
 	id := r.Header.Get("X-Request-Id")
 	if len(id) == 0 || len(id) > 64 || strings.ContainsFunc(id, func(c rune) bool { return c <= ' ' || c > '~' }) {
-		var b [8]byte
-		rand.Read(b[:])
-		id = hex.EncodeToString(b[:])
+		b := make([]byte, 0, 24)
+		b = append(b, idPrefix...)
+		b = strconv.AppendUint(b, idCounter.Add(1), 36)
+		id = string(b)
 	}
-	w.Header().Set("X-Request-Id", id)
+	w.Header()["X-Request-Id"] = []string{id}
 	return id
 }
+
+var (
+	idPrefix  = func() string { var b [4]byte; rand.Read(b[:]); return hex.EncodeToString(b[:]) + "-" }()
+	idCounter atomic.Uint64
+)
