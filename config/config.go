@@ -60,8 +60,18 @@ type Config struct {
 	ForwardBackoffMax    time.Duration `envconfig:"FORWARD_BACKOFF_MAX" default:"5m"`
 	ForwardProbeInterval time.Duration `envconfig:"FORWARD_PROBE_INTERVAL" default:"5m"`
 	ForwardBreakerOpen   time.Duration `envconfig:"FORWARD_BREAKER_OPEN" default:"10s"`
-	ActionMaxFuture      time.Duration `envconfig:"ACTION_MAX_FUTURE" default:"5m"`
-	ActionMaxAge         time.Duration `envconfig:"ACTION_MAX_AGE" default:"720h"`
+
+	PolicyFile            string        `envconfig:"POLICY_FILE"`
+	PolicyPollInterval    time.Duration `envconfig:"POLICY_POLL_INTERVAL" default:"2s"`
+	DecisionTimeout       time.Duration `envconfig:"DECISION_TIMEOUT" default:"300ms"`
+	DecisionRetention     time.Duration `envconfig:"DECISION_RETENTION" default:"2160h"`
+	TongdunCacheTTL       time.Duration `envconfig:"TONGDUN_CACHE_TTL" default:"10m"`
+	TongdunCacheMaxStale  time.Duration `envconfig:"TONGDUN_CACHE_MAX_STALE" default:"1h"`
+	UnionpayCacheTTL      time.Duration `envconfig:"UNIONPAY_CACHE_TTL" default:"24h"`
+	UnionpayCacheMaxStale time.Duration `envconfig:"UNIONPAY_CACHE_MAX_STALE" default:"168h"`
+	CacheNegativeTTL      time.Duration `envconfig:"CACHE_NEGATIVE_TTL" default:"30s"`
+	ActionMaxFuture       time.Duration `envconfig:"ACTION_MAX_FUTURE" default:"5m"`
+	ActionMaxAge          time.Duration `envconfig:"ACTION_MAX_AGE" default:"720h"`
 }
 
 // Load reads the process environment and validates the result.
@@ -167,6 +177,24 @@ func (c Config) Validate() error {
 	}
 	if c.ForwardMaxAttempts < 1 {
 		bad("FORWARD_MAX_ATTEMPTS", "must be at least 1")
+	}
+	if c.DecisionTimeout < time.Millisecond || c.DecisionTimeout > 30*time.Second {
+		bad("DECISION_TIMEOUT", "must be between 1ms and 30s")
+	}
+	if c.DecisionRetention < time.Hour {
+		bad("DECISION_RETENTION", "must be at least 1h")
+	}
+	if c.PolicyPollInterval < 100*time.Millisecond {
+		bad("POLICY_POLL_INTERVAL", "must be at least 100ms")
+	}
+	if c.TongdunCacheTTL <= 0 || c.TongdunCacheMaxStale < c.TongdunCacheTTL {
+		bad("TONGDUN_CACHE_MAX_STALE", "TTL must be positive and MAX_STALE at least the TTL")
+	}
+	if c.UnionpayCacheTTL <= 0 || c.UnionpayCacheMaxStale < c.UnionpayCacheTTL {
+		bad("UNIONPAY_CACHE_MAX_STALE", "TTL must be positive and MAX_STALE at least the TTL")
+	}
+	if c.CacheNegativeTTL <= 0 {
+		bad("CACHE_NEGATIVE_TTL", "must be positive")
 	}
 	if c.EncryptionKeyFile != "" {
 		if _, err := ReadKeyFile(c.EncryptionKeyFile); err != nil {

@@ -71,6 +71,9 @@ type Config struct {
 	Decider Decider
 	// DefaultChannel fills a decision request's absent TongDun channel.
 	DefaultChannel string
+	// Policy reports the policy in force (version, hash, reloads, last
+	// refusal).
+	Policy func() any
 	// Upstreams reports the forwarder's view of each upstream.
 	Upstreams func() map[string]UpstreamStatus
 	// Notes are start-up facts shown in /v1/status (e.g. "no upstream
@@ -207,6 +210,7 @@ type storeStatus struct {
 type status struct {
 	Queues    map[string]queueStatus    `json:"queues"`
 	Upstreams map[string]UpstreamStatus `json:"upstreams,omitempty"`
+	Policy    any                       `json:"policy,omitempty"`
 	Store     storeStatus               `json:"store"`
 	Notes     []string                  `json:"notes,omitempty"`
 }
@@ -224,6 +228,9 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 			u.Queued, u.DeadLetters = q.Depth, q.DeadLetters
 			st.Upstreams[name] = u
 		}
+	}
+	if s.cfg.Policy != nil {
+		st.Policy = s.cfg.Policy()
 	}
 	st.Store.Bytes = s.cfg.Store.StoreBytes()
 	st.Store.Quarantine = s.cfg.Store.Quarantine()

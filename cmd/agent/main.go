@@ -6,6 +6,8 @@
 //
 //	agent            run the agent (configured from AGENT_* variables)
 //	agent version    print the version
+//	agent policy check FILE
+//	agent policy test FILE CASES.yaml
 //
 // Environment (defaults in brackets):
 //
@@ -50,6 +52,8 @@ func run(ctx context.Context, args []string) error {
 		return nil
 	case "serve":
 		return serve(ctx)
+	case "policy":
+		return policyCmd(args[1:], os.Stdout)
 	case "help", "--help", "-h":
 		fmt.Print(usage)
 		return nil
@@ -60,4 +64,6 @@ func run(ctx context.Context, args []string) error {
 const usage = `usage:
   agent            run the agent (configured from AGENT_* variables; see README)
   agent version    print the version
+  agent policy check FILE              parse, type-check and self-test a policy file
+  agent policy test FILE CASES.yaml    run test cases (request + signals -> expected result)
 `

@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,10 +18,39 @@ import (
 	"time"
 
 	"github.com/outpost-agent/outpost/config"
+	"github.com/outpost-agent/outpost/decision"
 	"github.com/outpost-agent/outpost/forwarder"
 	"github.com/outpost-agent/outpost/localapi"
 	"github.com/outpost-agent/outpost/spool"
+	"github.com/outpost-agent/outpost/upstream"
 )
+
+// hashKey keys the HMAC of card, ID and mobile numbers. With an encryption
+// key it is derived from it; otherwise a random key is made once and kept
+// in the store, so hashes stay stable across restarts.
+func hashKey(sp *spool.Spool, encKey []byte) ([]byte, error) {
+	if encKey != nil {
+		m := hmac.New(sha256.New, encKey)
+		m.Write([]byte("outpost personal-data hash key v1"))
+		return m.Sum(nil), nil
+	}
+	const name = "meta/hash-key"
+	k, ok, err := sp.Get(name)
+	if err != nil {
+		return nil, fmt.Errorf("read hash key: %w", err)
+	}
+	if ok && len(k) == 32 {
+		return k, nil
+	}
+	k = make([]byte, 32)
+	if _, err := rand.Read(k); err != nil {
+		return nil, err
+	}
+	if _, err := sp.Write(context.Background(), []spool.KV{{Key: name, Value: k}}, nil); err != nil {
+		return nil, fmt.Errorf("store hash key: %w", err)
+	}
+	return k, nil
+}
 
 // queues are the spool's queues, one per upstream.
 var queues = []string{"tencent", "tongdun", "unionpay"}
@@ -62,12 +94,44 @@ func serve(ctx context.Context) error {
 		}
 	}
 
-	ws, err := forwarders(cfg, sp, log)
+	pols, err := newPolicyHolder(cfg.PolicyFile, log)
+	if err != nil {
+		closeSpool()
+		return fmt.Errorf("AGENT_POLICY_FILE: %w", err)
+	}
+	cs, err := newClients(cfg, log)
 	if err != nil {
 		closeSpool()
 		return err
 	}
+	hashKey, err := hashKey(sp, key)
+	if err != nil {
+		closeSpool()
+		return err
+	}
+	var eng *decision.Engine
+	ws := forwarders(cfg, cs, sp, log, func(q string, e spool.Entry, r upstream.Result) { eng.Delivered(q, e, r) })
+	dc := decision.Config{
+		Store: sp, Policies: pols, Timeout: cfg.DecisionTimeout, HashKey: hashKey,
+		QueueUnionPay: key != nil, Retention: cfg.DecisionRetention, Logger: log,
+		TongDunCache:  decision.SourcePolicy{TTL: cfg.TongdunCacheTTL, MaxStale: cfg.TongdunCacheMaxStale, NegativeTTL: cfg.CacheNegativeTTL},
+		UnionPayCache: decision.SourcePolicy{TTL: cfg.UnionpayCacheTTL, MaxStale: cfg.UnionpayCacheMaxStale, NegativeTTL: cfg.CacheNegativeTTL},
+		TongDunHealth: ws["tongdun"], UnionPayHealth: ws["unionpay"],
+	}
+	if cs.tongdun != nil {
+		dc.TongDun = cs.tongdun
+	}
+	if cs.unionpay != nil {
+		dc.UnionPay = cs.unionpay
+	}
+	eng = decision.New(dc)
+	defer eng.Close()
 	var notes []string
+	if cs.unionpay != nil && key == nil {
+		n := "UnionPay checks are not queued for later: they carry card and ID numbers and the spool is not encrypted (set AGENT_ENCRYPTION_KEY_FILE); decisions needing them while UnionPay is unreachable are decided degraded"
+		notes = append(notes, n)
+		log.Warn(n)
+	}
 	if !cfg.TencentConfigured() && !cfg.TongdunConfigured() && !cfg.UnionpayConfigured() {
 		notes = append(notes, "no upstream configured: events are queued, not forwarded")
 		log.Info("no upstream configured: events are queued, not forwarded")
@@ -86,14 +150,20 @@ func serve(ctx context.Context) error {
 		defer cancel()
 		closeForwarders(cctx, ws, log)
 	}
+	wctx, stopWatch := context.WithCancel(context.Background())
+	defer stopWatch()
+	go pols.watch(wctx, cfg.PolicyPollInterval)
 	api := localapi.New(localapi.Config{
-		Upstreams:     upstreamStatus(ws),
-		Store:         sp,
-		Logger:        log,
-		MaxBodyBytes:  int64(cfg.MaxBodyBytes),
-		MaxConcurrent: cfg.MaxConcurrent,
-		AuthToken:     cfg.AuthToken,
-		Notes:         notes,
+		Decider:        eng,
+		DefaultChannel: cfg.TongdunChannel,
+		Policy:         func() any { return pols.status() },
+		Upstreams:      upstreamStatus(ws),
+		Store:          sp,
+		Logger:         log,
+		MaxBodyBytes:   int64(cfg.MaxBodyBytes),
+		MaxConcurrent:  cfg.MaxConcurrent,
+		AuthToken:      cfg.AuthToken,
+		Notes:          notes,
 	})
 	ln, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
@@ -118,14 +188,24 @@ func serve(ctx context.Context) error {
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
-	select {
-	case sig := <-sigs:
-		log.Info("shutting down: finishing in-flight requests", "signal", sig.String())
-	case err := <-served:
-		stopForwarders()
-		closeSpool()
-		return fmt.Errorf("serve: %w", err)
-	case <-ctx.Done():
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+wait:
+	for {
+		select {
+		case <-hup:
+			pols.reload("SIGHUP")
+		case sig := <-sigs:
+			log.Info("shutting down: finishing in-flight requests", "signal", sig.String())
+			break wait
+		case err := <-served:
+			stopForwarders()
+			closeSpool()
+			return fmt.Errorf("serve: %w", err)
+		case <-ctx.Done():
+			break wait
+		}
 	}
 	// A second signal aborts the drain.
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)

@@ -9,16 +9,21 @@ import (
 	"github.com/outpost-agent/outpost/forwarder"
 	"github.com/outpost-agent/outpost/localapi"
 	"github.com/outpost-agent/outpost/spool"
+	"github.com/outpost-agent/outpost/upstream"
 	"github.com/outpost-agent/outpost/upstream/tencent"
 	"github.com/outpost-agent/outpost/upstream/tongdun"
 	"github.com/outpost-agent/outpost/upstream/unionpay"
 )
 
-// forwarders builds one worker per upstream. An upstream without
-// credentials gets a worker with no Sender: it reports not_configured and
-// its queue is kept.
-func forwarders(cfg config.Config, sp *spool.Spool, log *slog.Logger) (map[string]*forwarder.Worker, error) {
-	senders := map[string]forwarder.Sender{}
+// clients are the configured upstream clients (nil when not configured).
+type clients struct {
+	tencent  *tencent.Client
+	tongdun  *tongdun.Client
+	unionpay *unionpay.Client
+}
+
+func newClients(cfg config.Config, log *slog.Logger) (clients, error) {
+	var cs clients
 	if cfg.TencentConfigured() {
 		c, err := tencent.New(tencent.Config{
 			BaseURL: cfg.TencentURL, AccountID: cfg.TencentAccountID, UserActionSetID: cfg.TencentUserActionSetID,
@@ -26,9 +31,9 @@ func forwarders(cfg config.Config, sp *spool.Spool, log *slog.Logger) (map[strin
 			Logger: log.With("component", "upstream", "upstream", "tencent"),
 		})
 		if err != nil {
-			return nil, fmt.Errorf("tencent: %w", err)
+			return cs, fmt.Errorf("tencent: %w", err)
 		}
-		senders["tencent"] = c
+		cs.tencent = c
 	}
 	if cfg.TongdunConfigured() {
 		c, err := tongdun.New(tongdun.Config{
@@ -36,9 +41,9 @@ func forwarders(cfg config.Config, sp *spool.Spool, log *slog.Logger) (map[strin
 			Channel: cfg.TongdunChannel, Logger: log.With("component", "upstream", "upstream", "tongdun"),
 		})
 		if err != nil {
-			return nil, fmt.Errorf("tongdun: %w", err)
+			return cs, fmt.Errorf("tongdun: %w", err)
 		}
-		senders["tongdun"] = c
+		cs.tongdun = c
 	}
 	if cfg.UnionpayConfigured() {
 		c, err := unionpay.New(unionpay.Config{
@@ -46,9 +51,27 @@ func forwarders(cfg config.Config, sp *spool.Spool, log *slog.Logger) (map[strin
 			Logger: log.With("component", "upstream", "upstream", "unionpay"),
 		})
 		if err != nil {
-			return nil, fmt.Errorf("unionpay: %w", err)
+			return cs, fmt.Errorf("unionpay: %w", err)
 		}
-		senders["unionpay"] = c
+		cs.unionpay = c
+	}
+	return cs, nil
+}
+
+// forwarders builds one worker per upstream. An upstream without
+// credentials gets a worker with no Sender: it reports not_configured and
+// its queue is kept. onResult sees what TongDun and UnionPay answered for
+// queued checks (late verdicts, cache refresh).
+func forwarders(cfg config.Config, cs clients, sp *spool.Spool, log *slog.Logger, onResult func(queue string, e spool.Entry, r upstream.Result)) map[string]*forwarder.Worker {
+	senders := map[string]forwarder.Sender{}
+	if cs.tencent != nil {
+		senders["tencent"] = cs.tencent
+	}
+	if cs.tongdun != nil {
+		senders["tongdun"] = cs.tongdun
+	}
+	if cs.unionpay != nil {
+		senders["unionpay"] = cs.unionpay
 	}
 	ws := map[string]*forwarder.Worker{}
 	for _, name := range queues {
@@ -64,10 +87,12 @@ func forwarders(cfg config.Config, sp *spool.Spool, log *slog.Logger) (map[strin
 		}
 		if name != "tencent" {
 			wc.BatchSize = 10 // one event per request upstream; the batch only bounds a lease
+			q := name
+			wc.OnResult = func(e spool.Entry, r upstream.Result) { onResult(q, e, r) }
 		}
 		ws[name] = forwarder.New(wc)
 	}
-	return ws, nil
+	return ws
 }
 
 func upstreamStatus(ws map[string]*forwarder.Worker) func() map[string]localapi.UpstreamStatus {

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 
 	"github.com/outpost-agent/outpost/action"
 )
@@ -58,11 +59,16 @@ type template struct {
 
 // generator holds the pool of bodies for one run.
 type generator struct {
-	prefix  string // "lg-<run id>-": ids are prefix + sequence number
-	batch   int
-	dupRate float64
-	mix     [][]kind
-	pool    []template
+	// decisions makes POST /v1/decisions bodies instead of actions: one
+	// TongDun-shaped request each, over a small set of accounts so that a
+	// warm run measures the score-cache hit path.
+	decisions bool
+	accounts  int
+	prefix    string // "lg-<run id>-": ids are prefix + sequence number
+	batch     int
+	dupRate   float64
+	mix       [][]kind
+	pool      []template
 }
 
 // approxActionBytes is a rough size of one generated action, used to size
@@ -76,8 +82,8 @@ func defaultPoolSize(batch int) int {
 	return min(max(n, 16), 1024)
 }
 
-func newGenerator(runID string, batch, poolSize int, dupRate float64, seed uint64) *generator {
-	g := &generator{prefix: "lg-" + runID + "-", batch: batch, dupRate: dupRate, mix: mix()}
+func newGenerator(runID string, batch, poolSize int, dupRate float64, seed uint64, decisions bool, accounts int) *generator {
+	g := &generator{prefix: "lg-" + runID + "-", batch: batch, dupRate: dupRate, mix: mix(), decisions: decisions, accounts: accounts}
 	rng := rand.New(rand.NewPCG(seed, 0x6c6f616467656e))
 	g.pool = make([]template, poolSize)
 	for i := range g.pool {
@@ -86,8 +92,37 @@ func newGenerator(runID string, batch, poolSize int, dupRate float64, seed uint6
 	return g
 }
 
+// buildDecision makes one decision request body; it has no placeholders
+// (the agent gives each decision its own id).
+func (g *generator) buildDecision(rng *rand.Rand) template {
+	events := []string{"withdraw", "marketing", "get_coupon", "withdraw", "withdraw"}
+	ev := events[rng.IntN(len(events))]
+	b := make([]byte, 0, 400)
+	b = append(b, `{"session_id":"`...)
+	b = append(b, g.prefix...)
+	b = strconv.AppendUint(b, rng.Uint64N(1<<40), 36)
+	b = append(b, `","decision_event":"`...)
+	b = append(b, ev...)
+	b = append(b, `","event_time":"2026-11-23T14:20:50.521+08:00","account_id":"lg-acct-`...)
+	b = strconv.AppendInt(b, int64(rng.IntN(max(g.accounts, 1))), 10)
+	b = append(b, `","terminal":{"black_box":"bb-`...)
+	b = strconv.AppendUint(b, rng.Uint64N(1<<32), 36)
+	b = append(b, `","ip":"210.20.10.33"},"event_detail":{"`...)
+	b = append(b, ev...)
+	b = append(b, `":{}},"amount":`...)
+	b = strconv.AppendInt(b, int64(100+rng.IntN(5000)), 10)
+	if ev == "withdraw" {
+		b = append(b, `,"credit":{"mode":"revolving","line":10000,"outstanding":2000,"overdue_days":0,"apr":0.18}`...)
+	}
+	b = append(b, '}')
+	return template{body: b, actions: 1}
+}
+
 // build makes a template of n actions.
 func (g *generator) build(n int, rng *rand.Rand) template {
+	if g.decisions {
+		return g.buildDecision(rng)
+	}
 	t := template{actions: n, idOffs: make([]int, 0, n), timeOffs: make([]int, 0, n)}
 	b := make([]byte, 0, 16+n*(approxActionBytes+40))
 	b = append(b, `{"actions":[`...)

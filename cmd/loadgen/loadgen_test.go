@@ -6,6 +6,7 @@ import (
 	"encoding/xml"
 	"errors"
 	"flag"
+	"github.com/outpost-agent/outpost/decision"
 	"io"
 	"math"
 	"math/rand/v2"
@@ -30,7 +31,7 @@ func TestBodiesDecode(t *testing.T) {
 	users := map[string]int{}
 	now := time.Now()
 	for _, batch := range []int{1, 7, 100, action.MaxActions} {
-		g := newGenerator("testrun1", batch, 40, 0, uint64(batch))
+		g := newGenerator("testrun1", batch, 40, 0, uint64(batch), false, 0)
 		rng := rand.New(rand.NewPCG(1, 2))
 		var buf []byte
 		var first uint64
@@ -133,7 +134,7 @@ func TestMixParams(t *testing.T) {
 // With -dup-rate, some ids repeat earlier ones but never within one body
 // (which the agent would refuse whole).
 func TestBodiesDuplicates(t *testing.T) {
-	g := newGenerator("dups", 200, 4, 0.3, 7)
+	g := newGenerator("dups", 200, 4, 0.3, 7, false, 0)
 	rng := rand.New(rand.NewPCG(3, 4))
 	now := time.Now()
 	var buf []byte
@@ -373,7 +374,7 @@ func noop(t *testing.T, handler func(n int64)) *url.URL {
 }
 
 func spec(u *url.URL, c int) runSpec {
-	return runSpec{url: u, client: newClient(c, 5*time.Second), gen: newGenerator("unit", 1, 16, 0, 1),
+	return runSpec{url: u, client: newClient(c, 5*time.Second), gen: newGenerator("unit", 1, 16, 0, 1, false, 0),
 		seq: new(seqCounter), concurrency: c, duration: 5 * time.Second, seed: 1}
 }
 
@@ -412,5 +413,16 @@ func TestOpenLoopCoordinatedOmission(t *testing.T) {
 	}
 	if r.ReqPerSec < 80 || r.ReqPerSec > 110 {
 		t.Errorf("achieved %.1f req/s at 100 offered", r.ReqPerSec)
+	}
+}
+
+// TestDecisionBodiesAreValid: every generated decision body passes the
+// agent's own request validation.
+func TestDecisionBodiesAreValid(t *testing.T) {
+	g := newGenerator("dec", 1, 50, 0, 3, true, 10)
+	for i, tpl := range g.pool {
+		if _, err := decision.ParseRequest(tpl.body, "lg"); err != nil {
+			t.Fatalf("body %d refused: %v\n%s", i, err, tpl.body)
+		}
 	}
 }

@@ -69,6 +69,7 @@ type config struct {
 	token       string
 	keepData    bool
 	mode        string
+	accounts    int
 	batch       int
 	batchSet    bool
 	concurrency int
@@ -157,7 +158,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.Var(&env, "extra-env", "K=V passed to the started agent (repeatable)")
 	fs.StringVar(&c.token, "token", "", "bearer token to send (default: AGENT_AUTH_TOKEN from -extra-env)")
 	fs.BoolVar(&c.keepData, "keep-data", false, "keep the started agent's data dir (printed) instead of removing it")
-	fs.StringVar(&c.mode, "mode", "actions", "what to load: actions (POST /v1/actions); decisions is not implemented yet")
+	fs.StringVar(&c.mode, "mode", "actions", "what to load: actions (POST /v1/actions) or decisions (POST /v1/decisions, one per request)")
+	fs.IntVar(&c.accounts, "accounts", 200, "decisions: distinct accounts (few = a warm score cache after the warm-up)")
 	fs.IntVar(&c.batch, "batch", 1, "actions per request (1-"+strconv.Itoa(action.MaxActions)+"); -fill defaults to 500")
 	fs.IntVar(&c.concurrency, "concurrency", 64, "workers, each with at most one request in flight")
 	fs.Float64Var(&c.rate, "rate", 0, "requests/s, open loop (0 = flat out, closed loop)")
@@ -225,10 +227,10 @@ func usageErr(fs *flag.FlagSet, format string, a ...any) error {
 
 func (c *config) validate(fs *flag.FlagSet) error {
 	switch {
-	case c.mode == "decisions":
-		return usageErr(fs, "-mode decisions is not implemented yet (only actions)")
-	case c.mode != "actions":
-		return usageErr(fs, "-mode %q: unknown (only actions)", c.mode)
+	case c.mode == "decisions" && (c.batch != 1 || c.fill > 0):
+		return usageErr(fs, "-mode decisions takes one decision per request (no -batch, no -fill)")
+	case c.mode != "actions" && c.mode != "decisions":
+		return usageErr(fs, "-mode %q: unknown (actions or decisions)", c.mode)
 	case (c.agentBin == "") == (c.url == ""):
 		return usageErr(fs, "give exactly one of -agent-bin PATH or -url http://127.0.0.1:PORT")
 	case c.pid != 0 && c.url == "":
@@ -371,9 +373,9 @@ func execute(ctx context.Context, c *config, rep *Report, stderr io.Writer) erro
 	if poolSize <= 0 {
 		poolSize = defaultPoolSize(c.batch)
 	}
-	gen := newGenerator(rep.RunID, c.batch, poolSize, c.dupRate, c.seed)
+	gen := newGenerator(rep.RunID, c.batch, poolSize, c.dupRate, c.seed, c.mode == "decisions", c.accounts)
 	proto := runSpec{
-		url: endpoint(base.u, "/v1/actions"), client: client, token: c.token, gen: gen,
+		url: endpoint(base.u, "/v1/"+c.mode), client: client, token: c.token, gen: gen,
 		seq: new(seqCounter), concurrency: c.concurrency, seed: c.seed,
 	}
 

@@ -385,6 +385,8 @@ func (w *worker) send(ctx context.Context, t *template, intended time.Time, meas
 		err = rerr
 		if code == http.StatusAccepted {
 			acc, dup = jsonInt(w.resp[:nr], `"accepted":`), jsonInt(w.resp[:nr], `"duplicates":`)
+		} else if code == http.StatusOK && s.gen.decisions {
+			acc, code = 1, http.StatusAccepted // a decision answered counts as accepted
 		} else {
 			errCode = jsonString(w.resp[:nr], `"code":`)
 		}

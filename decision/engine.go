@@ -1,0 +1,684 @@
+// Package decision answers fraud questions locally: accept, review or
+// decline, with reasons, from the policy, cached upstream scores, live
+// calls within a fixed budget, velocity counters and lists. When an
+// upstream is unhealthy or too slow it decides degraded, by the policy's
+// offline rules, and queues the check for the forwarder; the upstream's
+// late verdict is attached to the stored decision when it arrives.
+package decision
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/outpost-agent/outpost/policy"
+	"github.com/outpost-agent/outpost/redact"
+	"github.com/outpost-agent/outpost/spool"
+	"github.com/outpost-agent/outpost/upstream"
+	"github.com/outpost-agent/outpost/upstream/tongdun"
+	"github.com/outpost-agent/outpost/upstream/unionpay"
+)
+
+// Store is what decisions need of the spool.
+type Store interface {
+	Write(ctx context.Context, kvs []spool.KV, recs []spool.Record) (spool.AppendResult, error)
+	Get(key string) ([]byte, bool, error)
+	Scan(prefix, start string, fn func(key string, value []byte) bool) error
+}
+
+// TongDun is the live risk verification call.
+type TongDun interface {
+	Verify(ctx context.Context, req *tongdun.Request) (*tongdun.Response, upstream.Verdict)
+}
+
+// UnionPay is the two live FireEye calls.
+type UnionPay interface {
+	ModelScore(ctx context.Context, q unionpay.ScoreQuery) (int, upstream.Verdict)
+	TransactionAuth(ctx context.Context, q unionpay.TransactionQuery) (bool, upstream.Verdict)
+}
+
+// Health says whether an upstream is worth calling live right now (the
+// forwarder's view: configured, not paused, circuit closed).
+type Health interface{ Healthy() bool }
+
+// Policies gives the policy in force (it is swapped on reload).
+type Policies interface{ Current() *policy.Policy }
+
+// Queue names the checks are queued on.
+const (
+	QueueTongDun  = "tongdun"
+	QueueUnionPay = "unionpay"
+)
+
+// Config of the engine. TongDun/UnionPay nil means not configured.
+type Config struct {
+	Store    Store
+	Policies Policies
+	TongDun  TongDun
+	UnionPay UnionPay
+	// TongDunHealth / UnionPayHealth gate live calls; nil = always healthy
+	// when the client is set.
+	TongDunHealth, UnionPayHealth Health
+	// Timeout is the budget for live calls (AGENT_DECISION_TIMEOUT).
+	Timeout time.Duration
+	// TongDunCache and UnionPayCache are the score-cache policies.
+	TongDunCache, UnionPayCache SourcePolicy
+	// HashKey keys the HMAC of card, ID and mobile numbers (cache keys,
+	// list and velocity keys). Must be stable across restarts.
+	HashKey []byte
+	// QueueUnionPay allows queueing UnionPay checks, which hold raw card,
+	// ID and mobile numbers: only when the spool is encrypted.
+	QueueUnionPay bool
+	// Retention of decision records (default 90 days).
+	Retention time.Duration
+	Clock     func() time.Time
+	Logger    *slog.Logger
+}
+
+// Engine decides. Safe for concurrent use.
+type Engine struct {
+	cfg  Config
+	log  *slog.Logger
+	now  func() time.Time
+	mem  *memCache
+	vel  *velocity
+	bg   sync.WaitGroup
+	ctx  context.Context
+	stop context.CancelFunc
+	mu   sync.Mutex
+	inbg map[string]bool // background refreshes in flight
+}
+
+// New returns an engine.
+func New(cfg Config) *Engine {
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 300 * time.Millisecond
+	}
+	if cfg.Retention <= 0 {
+		cfg.Retention = 90 * 24 * time.Hour
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	def := func(p *SourcePolicy, ttl, stale, neg time.Duration) {
+		if p.TTL <= 0 {
+			p.TTL = ttl
+		}
+		if p.MaxStale < p.TTL {
+			p.MaxStale = max(stale, p.TTL)
+		}
+		if p.NegativeTTL <= 0 {
+			p.NegativeTTL = neg
+		}
+	}
+	def(&cfg.TongDunCache, 10*time.Minute, time.Hour, 30*time.Second)
+	def(&cfg.UnionPayCache, 24*time.Hour, 7*24*time.Hour, 30*time.Second)
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Engine{cfg: cfg, log: cfg.Logger.With("component", "decision"), now: cfg.Clock,
+		mem: newMemCache(100_000), vel: newVelocity(100_000), ctx: ctx, stop: cancel, inbg: map[string]bool{}}
+}
+
+// Close waits for background refreshes.
+func (e *Engine) Close() {
+	e.stop()
+	e.bg.Wait()
+}
+
+// SignalView is one signal as the answer shows it.
+type SignalView struct {
+	Status     string          `json:"status"`
+	Source     string          `json:"source"` // live | cache | none
+	Score      *int            `json:"score,omitempty"`
+	Result     string          `json:"result,omitempty"`
+	Match      *bool           `json:"match,omitempty"`
+	AgeSeconds float64         `json:"age_seconds"`
+	Reasons    []policy.Reason `json:"reasons,omitempty"`
+	Queued     bool            `json:"queued,omitempty"`
+	Note       string          `json:"note,omitempty"`
+}
+
+// Result is the answer of POST /v1/decisions and the stored record.
+type Result struct {
+	DecisionID    string                `json:"decision_id"`
+	Result        string                `json:"result"`
+	Score         float64               `json:"score"`
+	Reasons       []policy.Reason       `json:"reasons"`
+	PolicyVersion string                `json:"policy_version"`
+	PolicySHA256  string                `json:"policy_sha256"`
+	Degraded      bool                  `json:"degraded"`
+	Signals       map[string]SignalView `json:"signals"`
+	// Recorded only (not in the answer):
+	DecidedAt time.Time        `json:"decided_at"`
+	Fired     []policy.Fired   `json:"fired,omitempty"`
+	Shadow    []policy.Fired   `json:"shadow,omitempty"`
+	Errors    []policy.Fired   `json:"rule_errors,omitempty"`
+	Velocity  map[string]int64 `json:"velocity,omitempty"`
+	Input     json.RawMessage  `json:"input,omitempty"`
+	Late      map[string]Late  `json:"late_verdicts,omitempty"`
+}
+
+// Late is an upstream's verdict delivered after the decision (its check
+// had been queued).
+type Late struct {
+	At     time.Time       `json:"at"`
+	Answer json.RawMessage `json:"answer"`
+}
+
+const (
+	sigTD    = "tongdun"
+	sigModel = "unionpay_model"
+	sigTxn   = "unionpay_transaction"
+)
+
+// Decide answers one request. Errors are store failures only: upstream
+// trouble makes a degraded decision, not an error.
+func (e *Engine) Decide(ctx context.Context, req *Request) (*Result, error) {
+	now := e.now()
+	if req.ID != "" {
+		if r, ok, err := e.Get(req.ID); err != nil {
+			return nil, err
+		} else if ok {
+			return r, nil // the same id returns the same decision
+		}
+	}
+	id := req.ID
+	if id == "" {
+		id = newID(now)
+	}
+	pol := e.cfg.Policies.Current()
+	in := &policy.Input{
+		Event: req.DecisionEvent, AccountID: req.AccountID, Now: now,
+		Velocity: map[string]int64{},
+	}
+	if req.Terminal != nil {
+		in.Device, in.IP = req.Terminal.BlackBox, req.Terminal.IP
+	}
+	if req.Amount != nil {
+		in.Amount = *req.Amount
+	}
+	if req.Card != nil {
+		in.CardHash = e.hash("card", req.Card.CardNo)
+	}
+	if c := req.Credit; c != nil {
+		in.Credit = &policy.Credit{Mode: c.Mode, Line: c.Line, Outstanding: c.Outstanding, OverdueDays: c.OverdueDays, APR: c.APR}
+		if c.ValidUntil != "" {
+			// The line is valid through the end of that day, in the
+			// request's own offset.
+			d, _ := time.Parse(time.DateOnly, c.ValidUntil)
+			in.Credit.ValidUntil = d.Add(24*time.Hour - time.Nanosecond)
+		}
+	}
+	if t := req.Transaction; t != nil {
+		in.Transaction = &policy.Transaction{Amount: t.Amount, Date: t.Date}
+	}
+
+	views := map[string]SignalView{}
+	var kvs []spool.KV
+	var recs []spool.Record
+	var kvMu sync.Mutex
+	addKV := func(kv spool.KV) { kvMu.Lock(); kvs = append(kvs, kv); kvMu.Unlock() }
+
+	// Signals: cache first, then live calls in parallel within the budget.
+	lctx, cancel := context.WithTimeout(ctx, e.cfg.Timeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	var sigMu sync.Mutex
+	set := func(name string, v SignalView, s policy.Signal) {
+		sigMu.Lock()
+		defer sigMu.Unlock()
+		views[name] = v
+		switch name {
+		case sigTD:
+			in.Signals.TongDun = s
+		case sigModel:
+			in.Signals.UnionPayModel = s
+		case sigTxn:
+			in.Signals.UnionPayTransaction = s
+		}
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); e.tongdunSignal(lctx, now, req, set, addKV) }()
+	if req.Card != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); e.modelSignal(lctx, now, req, set, addKV) }()
+	}
+	if req.Transaction != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); e.txnSignal(lctx, now, req, set) }()
+	}
+	wg.Wait()
+
+	// Checks that could not be had live are queued for the forwarder.
+	for name, v := range views {
+		if v.Status != "missing" && v.Status != "error" {
+			continue
+		}
+		in.Degraded = true
+		rec, note := e.queueCheck(name, id, req)
+		if rec != nil {
+			recs = append(recs, *rec)
+			v.Queued = true
+		}
+		if note != "" {
+			v.Note = note
+		}
+		views[name] = v
+	}
+
+	// Velocity: count this event in each of the policy's windows.
+	for _, vd := range pol.Velocity() {
+		if len(vd.Events) > 0 && !contains(vd.Events, req.DecisionEvent) {
+			continue
+		}
+		subject := e.velocitySubject(vd.Key, in)
+		if subject == "" {
+			continue
+		}
+		prefix := "vel/" + vd.Name + "/" + subject + "/"
+		n, err := e.vel.add(prefix, now, vd.Window, func() ([]int64, error) { return e.stored(prefix, now.Add(-vd.Window)) })
+		if err != nil {
+			return nil, err
+		}
+		// The policy's counters count earlier events in the window, not
+		// this one ("the 6th withdrawal this hour" sees 5).
+		in.Velocity[vd.Name] = n - 1
+		addKV(spool.KV{Key: prefix + fmt.Sprintf("%020d", now.UnixNano()) + "-" + id, Value: []byte{1}, TTL: vd.Window + time.Minute})
+	}
+
+	d := pol.Decide(in)
+	res := &Result{
+		DecisionID: id, Result: d.Result, Score: d.Score, Reasons: d.Reasons,
+		PolicyVersion: d.PolicyVersion, PolicySHA256: d.PolicySHA256, Degraded: in.Degraded,
+		Signals: views, DecidedAt: now, Fired: d.Fired, Shadow: d.Shadow, Errors: d.Errors, Velocity: in.Velocity,
+		Input: maskedInput(req),
+	}
+	if res.Reasons == nil {
+		res.Reasons = []policy.Reason{}
+	}
+	rec, _ := json.Marshal(res)
+	kvs = append(kvs, spool.KV{Key: "dec/" + id, Value: rec, TTL: e.cfg.Retention})
+	_, err := e.cfg.Store.Write(ctx, kvs, recs)
+	if errors.Is(err, spool.ErrFull) && len(recs) > 0 {
+		// The spool is full: still record and answer the decision; the
+		// checks just cannot be queued.
+		for name, v := range views {
+			if v.Queued {
+				v.Queued, v.Note = false, "not queued: the spool is full"
+				views[name] = v
+			}
+		}
+		rec, _ = json.Marshal(res)
+		kvs[len(kvs)-1].Value = rec
+		_, err = e.cfg.Store.Write(ctx, kvs, nil)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("record decision: %w", err)
+	}
+	return res, nil
+}
+
+// Get returns a stored decision with the late verdicts that arrived since.
+func (e *Engine) Get(id string) (*Result, bool, error) {
+	b, ok, err := e.cfg.Store.Get("dec/" + id)
+	if err != nil || !ok {
+		return nil, false, err
+	}
+	var r Result
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, false, fmt.Errorf("decision %s: %w", id, err)
+	}
+	err = e.cfg.Store.Scan("late/"+id+"/", "", func(k string, v []byte) bool {
+		var l Late
+		if json.Unmarshal(v, &l) == nil {
+			if r.Late == nil {
+				r.Late = map[string]Late{}
+			}
+			r.Late[k[strings.LastIndexByte(k, '/')+1:]] = l
+		}
+		return true
+	})
+	return &r, true, err
+}
+
+// Delivered is the forwarder's OnResult for the tongdun and unionpay
+// queues: it refreshes the score cache and attaches the late verdict to
+// the decision that queued the check.
+func (e *Engine) Delivered(queue string, entry spool.Entry, r upstream.Result) {
+	decID, kind, ok := strings.Cut(entry.ID, "#")
+	if !ok {
+		return
+	}
+	now := e.now()
+	kvs := []spool.KV{}
+	switch kind {
+	case sigTD:
+		var req tongdun.Request
+		var resp tongdun.Response
+		if json.Unmarshal(entry.Payload, &req) == nil && json.Unmarshal(r.Answer, &resp) == nil {
+			if k := e.tdKey(&req); k != "" {
+				c := cached{At: now, Score: resp.Score, Result: resp.Result, SequenceID: resp.SequenceID}
+				for _, rr := range resp.Reasons {
+					c.Reasons = append(c.Reasons, reason{rr.ID, rr.Reason})
+				}
+				e.mem.put(k, c)
+				kvs = append(kvs, spool.KV{Key: k, Value: encodeCached(c), TTL: e.cfg.TongDunCache.MaxStale})
+			}
+		}
+	case sigModel:
+		var chk unionpay.Check
+		var q unionpay.ScoreQuery
+		var ans unionpay.Answer
+		if json.Unmarshal(entry.Payload, &chk) == nil && json.Unmarshal(chk.Query, &q) == nil &&
+			json.Unmarshal(r.Answer, &ans) == nil && ans.Score != nil {
+			k := e.modelKey(q.CardNo, q.CertID, q.Mobile)
+			c := cached{At: now, Score: *ans.Score}
+			e.mem.put(k, c)
+			kvs = append(kvs, spool.KV{Key: k, Value: encodeCached(c), TTL: e.cfg.UnionPayCache.MaxStale})
+		}
+	}
+	late, _ := json.Marshal(Late{At: now, Answer: r.Answer})
+	kvs = append(kvs, spool.KV{Key: "late/" + decID + "/" + kind, Value: late, TTL: e.cfg.Retention})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := e.cfg.Store.Write(ctx, kvs, nil); err != nil {
+		e.log.Error("recording a late verdict failed", "decision_id", decID, "err", err)
+	}
+}
+
+func (e *Engine) hash(kind, v string) string {
+	m := hmac.New(sha256.New, e.cfg.HashKey)
+	m.Write([]byte(kind))
+	m.Write([]byte{0})
+	m.Write([]byte(v))
+	return hex.EncodeToString(m.Sum(nil)[:16])
+}
+
+// tdKey caches TongDun results by account, or by device/IP where there is
+// no account, and event type. Subjects are hashed: keys hold no personal
+// data.
+func (e *Engine) tdKey(r *tongdun.Request) string {
+	var subject string
+	switch {
+	case r.AccountID != "":
+		subject = e.hash("account", r.AccountID)
+	case r.Terminal != nil && r.Terminal.BlackBox != "":
+		subject = e.hash("device", r.Terminal.BlackBox)
+	case r.Terminal != nil && r.Terminal.IP != "":
+		subject = e.hash("ip", r.Terminal.IP)
+	default:
+		return ""
+	}
+	return "sc/td/" + subject + "/" + r.DecisionEvent
+}
+
+func (e *Engine) modelKey(card, cert, mobile string) string {
+	return "sc/up/" + e.hash("model", card+"\x00"+strings.ToUpper(cert)+"\x00"+mobile)
+}
+
+func (e *Engine) velocitySubject(key string, in *policy.Input) string {
+	var v string
+	switch key {
+	case "account":
+		v = in.AccountID
+	case "device":
+		v = in.Device
+	case "ip":
+		v = in.IP
+	case "card":
+		return in.CardHash
+	}
+	if v == "" {
+		return ""
+	}
+	return e.hash(key, v)
+}
+
+// stored reads the velocity events under prefix at or after since. Each
+// event is a key (time, decision id) with a TTL of its window.
+func (e *Engine) stored(prefix string, since time.Time) ([]int64, error) {
+	var ts []int64
+	start := prefix + fmt.Sprintf("%020d", since.UnixNano())
+	err := e.cfg.Store.Scan(prefix, start, func(k string, _ []byte) bool {
+		if len(k) >= len(prefix)+20 {
+			if n, err := strconv.ParseInt(k[len(prefix):len(prefix)+20], 10, 64); err == nil {
+				ts = append(ts, n)
+			}
+		}
+		return true
+	})
+	return ts, err
+}
+
+// lookup reads the score cache: memory, then the store.
+func (e *Engine) lookup(k string) (cached, bool) {
+	if c, ok := e.mem.get(k); ok {
+		return c, true
+	}
+	b, ok, err := e.cfg.Store.Get(k)
+	if err != nil || !ok {
+		return cached{}, false
+	}
+	var c cached
+	if json.Unmarshal(b, &c) != nil {
+		return cached{}, false
+	}
+	e.mem.put(k, c)
+	return c, true
+}
+
+func status(age time.Duration, p SourcePolicy) string {
+	switch {
+	case age < p.TTL:
+		return "fresh"
+	case age < p.MaxStale:
+		return "stale"
+	}
+	return "missing"
+}
+
+func healthy(h Health) bool { return h == nil || h.Healthy() }
+
+func (e *Engine) tongdunSignal(ctx context.Context, now time.Time, req *Request, set func(string, SignalView, policy.Signal), addKV func(spool.KV)) {
+	k := e.tdKey(&req.Request)
+	if c, ok := e.lookup(k); ok && k != "" {
+		age := now.Sub(c.At)
+		if st := status(age, e.cfg.TongDunCache); st != "missing" {
+			if st == "stale" {
+				e.refreshTD(k, req)
+			}
+			set(sigTD, tdView(c, st, "cache", age), tdSignal(c, st, age))
+			return
+		}
+	}
+	if e.cfg.TongDun == nil || !healthy(e.cfg.TongDunHealth) || e.mem.negative(k, now) {
+		set(sigTD, SignalView{Status: "missing", Source: "none", Note: "TongDun not reachable now"}, policy.Signal{Status: "missing"})
+		return
+	}
+	resp, v := e.cfg.TongDun.Verify(ctx, &req.Request)
+	if v.Outcome != upstream.Delivered || resp == nil {
+		if v.Outcome == upstream.Permanent {
+			set(sigTD, SignalView{Status: "error", Source: "live", Note: "TongDun refused the request: " + redact.Digits(v.Code+" "+v.Message)}, policy.Signal{Status: "error"})
+			return
+		}
+		e.mem.failed(k, now.Add(e.cfg.TongDunCache.NegativeTTL))
+		set(sigTD, SignalView{Status: "error", Source: "live", Note: "TongDun: " + v.Code}, policy.Signal{Status: "error"})
+		return
+	}
+	c := cached{At: now, Score: resp.Score, Result: resp.Result, SequenceID: resp.SequenceID}
+	for _, r := range resp.Reasons {
+		c.Reasons = append(c.Reasons, reason{r.ID, r.Reason})
+	}
+	if k != "" {
+		e.mem.put(k, c)
+		addKV(spool.KV{Key: k, Value: encodeCached(c), TTL: e.cfg.TongDunCache.MaxStale})
+	}
+	set(sigTD, tdView(c, "fresh", "live", 0), tdSignal(c, "fresh", 0))
+}
+
+// refreshTD asks TongDun again in the background for a stale entry, once
+// per key at a time, with a budget of its own.
+func (e *Engine) refreshTD(k string, req *Request) {
+	if e.cfg.TongDun == nil || !healthy(e.cfg.TongDunHealth) {
+		return
+	}
+	e.mu.Lock()
+	if e.inbg[k] || e.ctx.Err() != nil {
+		e.mu.Unlock()
+		return
+	}
+	e.inbg[k] = true
+	e.bg.Add(1)
+	e.mu.Unlock()
+	r := req.Request
+	go func() {
+		defer e.bg.Done()
+		defer func() { e.mu.Lock(); delete(e.inbg, k); e.mu.Unlock() }()
+		ctx, cancel := context.WithTimeout(e.ctx, 5*time.Second)
+		defer cancel()
+		resp, v := e.cfg.TongDun.Verify(ctx, &r)
+		if v.Outcome != upstream.Delivered || resp == nil {
+			return // keep serving stale until MaxStale
+		}
+		c := cached{At: e.now(), Score: resp.Score, Result: resp.Result, SequenceID: resp.SequenceID}
+		for _, rr := range resp.Reasons {
+			c.Reasons = append(c.Reasons, reason{rr.ID, rr.Reason})
+		}
+		e.mem.put(k, c)
+		if _, err := e.cfg.Store.Write(ctx, []spool.KV{{Key: k, Value: encodeCached(c), TTL: e.cfg.TongDunCache.MaxStale}}, nil); err != nil {
+			e.log.Warn("storing a refreshed score failed", "err", err)
+		}
+	}()
+}
+
+func tdView(c cached, st, src string, age time.Duration) SignalView {
+	s := c.Score
+	v := SignalView{Status: st, Source: src, Score: &s, Result: c.Result, AgeSeconds: age.Seconds()}
+	for _, r := range c.Reasons {
+		v.Reasons = append(v.Reasons, policy.Reason{ID: r.ID, Reason: r.Reason})
+	}
+	return v
+}
+
+func tdSignal(c cached, st string, age time.Duration) policy.Signal {
+	s := policy.Signal{Status: st, Score: c.Score, Result: c.Result, AgeSeconds: age.Seconds()}
+	for _, r := range c.Reasons {
+		s.Reasons = append(s.Reasons, policy.Reason{ID: r.ID, Reason: r.Reason})
+	}
+	return s
+}
+
+func (e *Engine) modelSignal(ctx context.Context, now time.Time, req *Request, set func(string, SignalView, policy.Signal), addKV func(spool.KV)) {
+	k := e.modelKey(req.Card.CardNo, req.Card.CertID, req.Card.Mobile)
+	if c, ok := e.lookup(k); ok {
+		age := now.Sub(c.At)
+		if st := status(age, e.cfg.UnionPayCache); st != "missing" {
+			s := c.Score
+			set(sigModel, SignalView{Status: st, Source: "cache", Score: &s, AgeSeconds: age.Seconds()},
+				policy.Signal{Status: st, Score: s, AgeSeconds: age.Seconds()})
+			return
+		}
+	}
+	if e.cfg.UnionPay == nil || !healthy(e.cfg.UnionPayHealth) || e.mem.negative(k, now) {
+		set(sigModel, SignalView{Status: "missing", Source: "none", Note: "UnionPay not reachable now"}, policy.Signal{Status: "missing"})
+		return
+	}
+	score, v := e.cfg.UnionPay.ModelScore(ctx, unionpay.ScoreQuery{CardNo: req.Card.CardNo, CertID: req.Card.CertID, Mobile: req.Card.Mobile})
+	if v.Outcome != upstream.Delivered {
+		e.mem.failed(k, now.Add(e.cfg.UnionPayCache.NegativeTTL))
+		set(sigModel, SignalView{Status: "error", Source: "live", Note: "UnionPay: " + v.Code}, policy.Signal{Status: "error"})
+		return
+	}
+	c := cached{At: now, Score: score}
+	e.mem.put(k, c)
+	addKV(spool.KV{Key: k, Value: encodeCached(c), TTL: e.cfg.UnionPayCache.MaxStale})
+	set(sigModel, SignalView{Status: "fresh", Source: "live", Score: &score}, policy.Signal{Status: "fresh", Score: score})
+}
+
+// txnSignal asks UnionPay's transaction authentication: an answer belongs
+// to one transaction and is never cached.
+func (e *Engine) txnSignal(ctx context.Context, now time.Time, req *Request, set func(string, SignalView, policy.Signal)) {
+	if e.cfg.UnionPay == nil || !healthy(e.cfg.UnionPayHealth) {
+		set(sigTxn, SignalView{Status: "missing", Source: "none", Note: "UnionPay not reachable now"}, policy.Signal{Status: "missing"})
+		return
+	}
+	q := unionpay.TransactionQuery{CardNo: req.Card.CardNo, TransDate: req.Transaction.Date, TransAmount: req.Transaction.Amount,
+		CertID: req.Card.CertID, Mobile: req.Card.Mobile, TransLocation: req.Transaction.Location}
+	match, v := e.cfg.UnionPay.TransactionAuth(ctx, q)
+	if v.Outcome != upstream.Delivered {
+		set(sigTxn, SignalView{Status: "error", Source: "live", Note: "UnionPay: " + v.Code}, policy.Signal{Status: "error"})
+		return
+	}
+	m := match
+	set(sigTxn, SignalView{Status: "fresh", Source: "live", Match: &m}, policy.Signal{Status: "fresh", Match: match})
+}
+
+// queueCheck makes the spool record that asks the upstream later. UnionPay
+// checks hold raw card, ID and mobile numbers, so they are queued only when
+// the spool is encrypted.
+func (e *Engine) queueCheck(name, id string, req *Request) (*spool.Record, string) {
+	switch name {
+	case sigTD:
+		if e.cfg.TongDun == nil {
+			return nil, "TongDun is not configured: check not queued"
+		}
+		b, _ := json.Marshal(&req.Request)
+		return &spool.Record{Queue: QueueTongDun, ID: id + "#" + sigTD, Payload: b}, ""
+	case sigModel, sigTxn:
+		if e.cfg.UnionPay == nil {
+			return nil, "UnionPay is not configured: check not queued"
+		}
+		if !e.cfg.QueueUnionPay {
+			return nil, "not queued: UnionPay checks carry card and ID numbers and the spool is not encrypted (set AGENT_ENCRYPTION_KEY_FILE)"
+		}
+		var p json.RawMessage
+		var err error
+		if name == sigModel {
+			p, err = unionpay.ScoreQuery{CardNo: req.Card.CardNo, CertID: req.Card.CertID, Mobile: req.Card.Mobile}.Payload()
+		} else {
+			p, err = unionpay.TransactionQuery{CardNo: req.Card.CardNo, TransDate: req.Transaction.Date, TransAmount: req.Transaction.Amount,
+				CertID: req.Card.CertID, Mobile: req.Card.Mobile, TransLocation: req.Transaction.Location}.Payload()
+		}
+		if err != nil {
+			return nil, "not queued: " + err.Error()
+		}
+		return &spool.Record{Queue: QueueUnionPay, ID: id + "#" + name, Payload: p}, ""
+	}
+	return nil, ""
+}
+
+// maskedInput is the request as recorded: personal fields masked.
+func maskedInput(req *Request) json.RawMessage {
+	b, err := json.Marshal(req)
+	if err != nil {
+		return nil
+	}
+	return redact.JSON(b)
+}
+
+func newID(now time.Time) string {
+	var b [6]byte
+	rand.Read(b[:])
+	return fmt.Sprintf("d%x%s", now.UnixMilli(), hex.EncodeToString(b[:]))
+}
+
+func contains(xs []string, x string) bool {
+	for _, y := range xs {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}

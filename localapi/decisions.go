@@ -1,0 +1,93 @@
+package localapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/outpost-agent/outpost/decision"
+	"github.com/outpost-agent/outpost/policy"
+)
+
+// Decider is what the API needs of the decision engine.
+type Decider interface {
+	Decide(ctx context.Context, req *decision.Request) (*decision.Result, error)
+	Get(id string) (*decision.Result, bool, error)
+}
+
+// answer is the body of POST /v1/decisions: the outcome and what it rests
+// on. The full record (fired rules, counters, masked input, late verdicts)
+// is at GET /v1/decisions/{id}.
+type answer struct {
+	DecisionID    string                         `json:"decision_id"`
+	Result        string                         `json:"result"`
+	Score         float64                        `json:"score"`
+	Reasons       []policy.Reason                `json:"reasons"`
+	PolicyVersion string                         `json:"policy_version"`
+	Degraded      bool                           `json:"degraded"`
+	Signals       map[string]decision.SignalView `json:"signals"`
+}
+
+func (s *Server) postDecision(w http.ResponseWriter, r *http.Request) {
+	rid := requestID(w, r)
+	if s.cfg.Decider == nil {
+		writeError(w, http.StatusServiceUnavailable, "not_available", "decisions are not enabled", nil)
+		return
+	}
+	if !isJSON(r.Header.Get("Content-Type")) {
+		writeError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "Content-Type must be application/json", nil)
+		return
+	}
+	body, ok := s.readBody(w, r)
+	if !ok {
+		return
+	}
+	req, err := decision.ParseRequest(body, s.cfg.DefaultChannel)
+	if err != nil {
+		var ie *decision.InvalidError
+		if errors.As(err, &ie) {
+			details := make([]Field, len(ie.Problems))
+			for i, p := range ie.Problems {
+				details[i] = Field{Field: p.Field, Reason: p.Reason}
+			}
+			code := "invalid_request"
+			if len(details) == 1 && details[0].Field == "body" {
+				code = "invalid_json"
+			}
+			writeError(w, http.StatusBadRequest, code, fmt.Sprintf("%d problem(s) in the request", len(details)), details)
+			return
+		}
+		writeError(w, http.StatusBadRequest, "invalid_request", "request refused", nil)
+		return
+	}
+	start := time.Now()
+	res, err := s.cfg.Decider.Decide(r.Context(), req)
+	if err != nil {
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, "store_unavailable", "the decision could not be recorded; retry", nil)
+		s.log.Error("decision failed", "request_id", rid, "err", err)
+		return
+	}
+	s.log.Debug("decided", "request_id", rid, "decision_id", res.DecisionID, "result", res.Result,
+		"degraded", res.Degraded, "took", time.Since(start))
+	writeJSON(w, http.StatusOK, answer{DecisionID: res.DecisionID, Result: res.Result, Score: res.Score, Reasons: res.Reasons,
+		PolicyVersion: res.PolicyVersion, Degraded: res.Degraded, Signals: res.Signals})
+}
+
+func (s *Server) getDecision(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.Decider == nil {
+		writeError(w, http.StatusServiceUnavailable, "not_available", "decisions are not enabled", nil)
+		return
+	}
+	res, ok, err := s.cfg.Decider.Get(r.PathValue("id"))
+	switch {
+	case err != nil:
+		writeError(w, http.StatusServiceUnavailable, "store_unavailable", "cannot read the decision", nil)
+	case !ok:
+		writeError(w, http.StatusNotFound, "not_found", "no such decision (or past its retention)", nil)
+	default:
+		writeJSON(w, http.StatusOK, res)
+	}
+}
