@@ -243,7 +243,7 @@ func TestFlags(t *testing.T) {
 	for _, args := range [][]string{
 		{}, // no target
 		{"-agent-bin", "x", "-url", "http://127.0.0.1:1"}, // two targets
-		{"-agent-bin", "x", "-mode", "decisions"},
+		{"-agent-bin", "x", "-mode", "decisions", "-batch", "5"}, // one decision per request
 		{"-agent-bin", "x", "-mode", "nope"},
 		{"-agent-bin", "x", "-batch", "1001"},
 		{"-agent-bin", "x", "-rate", "10", "-sweep", "1,2"},
