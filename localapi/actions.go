@@ -50,6 +50,7 @@ func (s *Server) postActions(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusBadRequest, "invalid_request", "request refused", nil)
 		}
 		s.log.Info("actions refused", "request_id", rid, "reason", "invalid", "bytes", len(body))
+		s.cfg.Observer.Actions("invalid", 1)
 		return
 	}
 	recs := make([]spool.Record, len(acts))
@@ -68,6 +69,7 @@ func (s *Server) postActions(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Retry-After", "30")
 		writeError(w, http.StatusServiceUnavailable, "spool_full", "the spool is full; nothing was stored; retry later", nil)
 		s.log.Warn("actions refused", "request_id", rid, "reason", "spool_full", "actions", len(recs))
+		s.cfg.Observer.Actions("spool_full", len(recs))
 		return
 	case errors.Is(err, spool.ErrClosed):
 		w.Header().Set("Retry-After", "5")
@@ -79,7 +81,12 @@ func (s *Server) postActions(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Retry-After", "5")
 		writeError(w, http.StatusServiceUnavailable, "store_unavailable", "the store could not take the batch; nothing was stored", nil)
 		s.log.Error("actions refused", "request_id", rid, "reason", "store_error", "err", err)
+		s.cfg.Observer.Actions("unavailable", len(recs))
 		return
+	}
+	s.cfg.Observer.Actions("accepted", res.Accepted)
+	if res.Duplicates > 0 {
+		s.cfg.Observer.Actions("duplicate", res.Duplicates)
 	}
 	b := make([]byte, 0, 48)
 	b = append(b, `{"accepted":`...)

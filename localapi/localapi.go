@@ -76,9 +76,38 @@ type Config struct {
 	Policy func() any
 	// Upstreams reports the forwarder's view of each upstream.
 	Upstreams func() map[string]UpstreamStatus
+	// Observer, when set, counts requests and outcomes (the metrics).
+	Observer Observer
+	// Metrics, when set, is served at GET /metrics.
+	Metrics http.Handler
 	// Notes are start-up facts shown in /v1/status (e.g. "no upstream
 	// configured: queueing only").
 	Notes []string
+}
+
+// Observer sees each request (route pattern, status, duration) and the
+// outcome of actions and decisions.
+type Observer interface {
+	Request(route string, code int, d time.Duration)
+	Actions(outcome string, n int)
+	Decision(result string, degraded bool)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) Request(string, int, time.Duration) {}
+func (nopObserver) Actions(string, int)                {}
+func (nopObserver) Decision(string, bool)              {}
+
+// statusWriter remembers the status code for the observer.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.code = code
+	w.ResponseWriter.WriteHeader(code)
 }
 
 // Server is the local API. It is an http.Handler.
@@ -105,6 +134,9 @@ func New(cfg Config) *Server {
 	if cfg.MaxConcurrent <= 0 {
 		cfg.MaxConcurrent = 256
 	}
+	if cfg.Observer == nil {
+		cfg.Observer = nopObserver{}
+	}
 	s := &Server{
 		cfg:   cfg,
 		log:   cfg.Logger.With("component", "localapi"),
@@ -115,6 +147,9 @@ func New(cfg Config) *Server {
 	}
 	for _, h := range cfg.AllowedHosts {
 		s.hosts[strings.ToLower(h)] = true
+	}
+	if cfg.Metrics != nil {
+		s.mux.Handle("GET /metrics", cfg.Metrics)
 	}
 	s.mux.HandleFunc("GET /healthz", s.healthz)
 	s.mux.HandleFunc("GET /readyz", s.readyz)
@@ -159,9 +194,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusServiceUnavailable, "overloaded", "too many concurrent requests", nil)
+		s.cfg.Observer.Request("overloaded", http.StatusServiceUnavailable, 0)
 		return
 	}
-	s.mux.ServeHTTP(w, r)
+	start := time.Now()
+	sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+	s.mux.ServeHTTP(sw, r)
+	route := r.Pattern // set by the mux: a bounded label, never a raw path
+	if route == "" || route == "/" {
+		route = "other"
+	}
+	s.cfg.Observer.Request(route, sw.code, time.Since(start))
 }
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {

@@ -40,6 +40,7 @@ type op struct {
 	msg     string   // failure message or dead-letter reason
 	ids     []string // replay: these ids (nil with all)
 	all     bool
+	limit   int  // replay: most dead letters to move in this commit
 	release bool // fail: attempts are counted; the lease is released
 
 	// results
@@ -189,7 +190,8 @@ func estimate(o *op) (count, size int64) {
 		count = int64(len(o.seqs)) * 2
 		size = int64(len(o.seqs)) * 128
 	case opReplay:
-		count, size = 2*maxReplay+2, maxReplay*256
+		n := int64(max(o.limit, 1))
+		count, size = 2*n+2, n*256
 	case opPut:
 		for _, r := range o.recs {
 			count += 2
@@ -449,7 +451,7 @@ func (g *group) applyReplay(o *op) error {
 		}
 		if o.all || want[r.ID] {
 			ms = append(ms, moved{it.Item().KeyCopy(nil), r})
-			if len(ms) >= maxReplay {
+			if len(ms) >= o.limit {
 				break // bounded per commit; the caller loops for more
 			}
 		}
@@ -499,7 +501,11 @@ func (s *Spool) commitGroup(g *group) {
 		}
 	}
 	if err == nil {
+		start := time.Now()
 		err = g.txn.Commit() // SyncWrites: on disk when this returns
+		if s.opts.OnCommit != nil {
+			s.opts.OnCommit(time.Since(start), len(g.ops), err)
+		}
 	}
 	if err != nil {
 		err = fmt.Errorf("commit: %w", err)
@@ -525,9 +531,7 @@ func (s *Spool) commitGroup(g *group) {
 				if o.release {
 					for _, seq := range o.seqs {
 						delete(q.inflight, seq)
-						if seq < q.next {
-							q.next = seq // retried first, in order
-						}
+						_ = seq
 					}
 				}
 			}

@@ -69,6 +69,9 @@ type Options struct {
 	MemTableSize int64
 	Logger       *slog.Logger
 	Clock        func() time.Time
+	// OnCommit, when set, hears of each commit: how long the synced
+	// commit took, how many writes shared it, and its error.
+	OnCommit func(d time.Duration, writes int, err error)
 }
 
 // Record is one item to append.
@@ -176,7 +179,7 @@ func Open(opts Options) (*Spool, error) {
 	}
 	s := &Spool{opts: opts, log: opts.Logger, now: opts.Clock, queues: map[string]*queueState{}}
 
-	db, err := openDB(opts)
+	err := s.openAndLoad()
 	if err != nil {
 		if errors.Is(err, ErrLocked) || errors.Is(err, ErrKeyMismatch) || errors.Is(err, os.ErrPermission) {
 			return nil, fmt.Errorf("open spool: %w", err)
@@ -188,15 +191,9 @@ func Open(opts Options) (*Spool, error) {
 		s.quar = q
 		s.log.Error("STORE QUARANTINED: the store would not open and was moved aside; starting with an empty store",
 			"path", q.Path, "reason", q.Reason)
-		db, err = openDB(opts)
-		if err != nil {
+		if err := s.openAndLoad(); err != nil {
 			return nil, fmt.Errorf("open spool after quarantine: %w", err)
 		}
-	}
-	s.db = db
-	if err := s.load(); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open spool: %w", err)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.ops = make(chan *op, 1024)
@@ -204,6 +201,24 @@ func Open(opts Options) (*Spool, error) {
 	go s.commitLoop()
 	go s.gcLoop()
 	return s, nil
+}
+
+// openAndLoad opens badger and reads the queues' metadata. Metadata that
+// does not decode is damage like a table that does not open: the caller
+// quarantines the store either way.
+func (s *Spool) openAndLoad() error {
+	db, err := openDB(s.opts)
+	if err != nil {
+		return err
+	}
+	s.db = db
+	s.queues = map[string]*queueState{}
+	if err := s.load(); err != nil {
+		db.Close()
+		s.db = nil
+		return err
+	}
+	return nil
 }
 
 func badgerOptions(o Options) badger.Options {
@@ -228,7 +243,12 @@ func badgerOptions(o Options) badger.Options {
 		// compactions stay small.
 		WithValueThreshold(valueThreshold).
 		WithValueLogFileSize(64 << 20).
-		WithBlockSize(4 << 10)
+		WithBlockSize(4 << 10).
+		// A value-log entry whose checksum fails reads as missing (badger
+		// logs the error and returns no value), which the record decoder
+		// rejects. Without this a flipped bit in a payload is handed out
+		// as if it were the payload.
+		WithVerifyValueChecksum(true)
 	if len(o.EncryptionKey) > 0 {
 		// Encryption needs caches for decrypted blocks and indices.
 		bo = bo.WithEncryptionKey(o.EncryptionKey).
@@ -245,6 +265,10 @@ func openDB(o Options) (db *badger.DB, err error) {
 	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
 		return nil, err
 	}
+	// Damaged tables are found here, where a panic can be recovered.
+	if err := verifyTables(o); err != nil {
+		return nil, err
+	}
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("badger panicked while opening: %v\n%s", r, debug.Stack())
@@ -252,17 +276,20 @@ func openDB(o Options) (db *badger.DB, err error) {
 	}()
 	db, err = badger.Open(badgerOptions(o))
 	if err != nil {
-		return nil, classifyOpenError(err)
+		return nil, classifyOpenError(o.Dir, err)
 	}
 	return db, nil
 }
 
-func classifyOpenError(err error) error {
+func classifyOpenError(dir string, err error) error {
 	msg := err.Error()
 	switch {
 	case containsAny(msg, "Cannot acquire directory lock", "resource temporarily unavailable"):
 		return fmt.Errorf("%w: %v", ErrLocked, err)
 	case errors.Is(err, badger.ErrEncryptionKeyMismatch) || containsAny(msg, "Encryption key mismatch"):
+		if keyRegistryDamaged(dir) {
+			return fmt.Errorf("key registry is damaged (badger: %v)", err)
+		}
 		return fmt.Errorf("%w: %v", ErrKeyMismatch, err)
 	}
 	return err
@@ -276,6 +303,9 @@ func (s *Spool) load() error {
 			it, err := txn.Get(metaKey(q))
 			switch {
 			case errors.Is(err, badger.ErrKeyNotFound):
+				// A new queue numbers its entries from 1: DeadLetters pages
+				// with "seq > after", so after=0 must cover every entry.
+				st.meta = meta{Head: 1, Tail: 1}
 			case err != nil:
 				return fmt.Errorf("read metadata of %s: %w", q, err)
 			default:

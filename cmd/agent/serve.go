@@ -21,6 +21,7 @@ import (
 	"github.com/outpost-agent/outpost/decision"
 	"github.com/outpost-agent/outpost/forwarder"
 	"github.com/outpost-agent/outpost/localapi"
+	"github.com/outpost-agent/outpost/metrics"
 	"github.com/outpost-agent/outpost/spool"
 	"github.com/outpost-agent/outpost/upstream"
 )
@@ -73,7 +74,39 @@ func serve(ctx context.Context) error {
 		log.Warn("encryption at rest is off: the spool is stored in clear; set AGENT_ENCRYPTION_KEY_FILE to encrypt it")
 	}
 
-	sp, err := spool.Open(spool.Options{
+	// The metrics read the parts at scrape time; the parts are set below,
+	// before the API (and so /metrics) serves.
+	var (
+		sp   *spool.Spool
+		ws   map[string]*forwarder.Worker
+		pols *policyHolder
+	)
+	mets := metrics.New(version, metrics.Sources{
+		Queues: func() map[string]metrics.QueueStats {
+			out := map[string]metrics.QueueStats{}
+			for q, st := range sp.Stats() {
+				out[q] = metrics.QueueStats{Depth: st.Depth, Bytes: st.Bytes, DeadLetters: st.DeadLetters, OldestAgeSeconds: st.OldestAgeSeconds}
+			}
+			return out
+		},
+		StoreBytes:  func() int64 { return sp.StoreBytes() },
+		Quarantined: func() bool { return sp.Quarantine() != nil },
+		Upstreams: func() map[string]metrics.UpstreamStats {
+			out := map[string]metrics.UpstreamStats{}
+			for name, w := range ws {
+				st := w.Status()
+				out[name] = metrics.UpstreamStats{State: string(st.State), Delivered: st.DeliveredTotal, Failed: st.FailedTotal, DeadLettered: st.DeadLettered, Sent: st.Requests}
+			}
+			return out
+		},
+		Policy: func() metrics.PolicyStats {
+			st := pols.status()
+			return metrics.PolicyStats{Version: st.Version, SHA256: st.SHA256, Reloads: st.Reloads, Refusals: st.Refusals}
+		},
+	})
+
+	sp, err = spool.Open(spool.Options{
+		OnCommit:      mets.Commit,
 		Dir:           filepath.Join(cfg.DataDir, "spool"),
 		QuarantineDir: filepath.Join(cfg.DataDir, "quarantine"),
 		Queues:        queues,
@@ -94,7 +127,7 @@ func serve(ctx context.Context) error {
 		}
 	}
 
-	pols, err := newPolicyHolder(cfg.PolicyFile, log)
+	pols, err = newPolicyHolder(cfg.PolicyFile, log)
 	if err != nil {
 		closeSpool()
 		return fmt.Errorf("AGENT_POLICY_FILE: %w", err)
@@ -110,7 +143,7 @@ func serve(ctx context.Context) error {
 		return err
 	}
 	var eng *decision.Engine
-	ws := forwarders(cfg, cs, sp, log, func(q string, e spool.Entry, r upstream.Result) { eng.Delivered(q, e, r) })
+	ws = forwarders(cfg, cs, sp, log, func(q string, e spool.Entry, r upstream.Result) { eng.Delivered(q, e, r) })
 	dc := decision.Config{
 		Store: sp, Policies: pols, Timeout: cfg.DecisionTimeout, HashKey: hashKey,
 		QueueUnionPay: key != nil, Retention: cfg.DecisionRetention, Logger: log,
@@ -155,6 +188,8 @@ func serve(ctx context.Context) error {
 	go pols.watch(wctx, cfg.PolicyPollInterval)
 	api := localapi.New(localapi.Config{
 		Decider:        eng,
+		Observer:       mets,
+		Metrics:        mets.Handler(),
 		DefaultChannel: cfg.TongdunChannel,
 		Policy:         func() any { return pols.status() },
 		Upstreams:      upstreamStatus(ws),
