@@ -71,6 +71,7 @@ func (s *Server) postDecision(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.cfg.Observer.Decision(res.Result, res.Degraded)
+	s.hour.add(res.Result, s.now())
 	s.log.Debug("decided", "request_id", rid, "decision_id", res.DecisionID, "result", res.Result,
 		"degraded", res.Degraded, "took", time.Since(start))
 	writeJSON(w, http.StatusOK, answer{DecisionID: res.DecisionID, Result: res.Result, Score: res.Score, Reasons: res.Reasons,

@@ -117,6 +117,7 @@ type Server struct {
 	now   func() time.Time
 	mux   *http.ServeMux
 	sem   chan struct{}
+	hour  hourly
 	hosts map[string]bool
 }
 
@@ -159,6 +160,7 @@ func New(cfg Config) *Server {
 	s.mux.HandleFunc("GET /v1/decisions/{id}", s.getDecision)
 	s.mux.HandleFunc("GET /v1/deadletters", s.listDeadLetters)
 	s.mux.HandleFunc("POST /v1/deadletters/replay", s.replayDeadLetters)
+	s.mux.HandleFunc("GET /{$}", s.page)
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path, nil)
 	})
@@ -254,12 +256,13 @@ type status struct {
 	Queues    map[string]queueStatus    `json:"queues"`
 	Upstreams map[string]UpstreamStatus `json:"upstreams,omitempty"`
 	Policy    any                       `json:"policy,omitempty"`
+	Decisions map[string]int64          `json:"decisions_last_hour"`
 	Store     storeStatus               `json:"store"`
 	Notes     []string                  `json:"notes,omitempty"`
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
-	st := status{Queues: map[string]queueStatus{}, Notes: s.cfg.Notes}
+	st := status{Queues: map[string]queueStatus{}, Notes: s.cfg.Notes, Decisions: s.hour.sum(s.now())}
 	for name, q := range s.cfg.Store.Stats() {
 		st.Queues[name] = queueStatus{Depth: q.Depth, Bytes: q.Bytes, InFlight: q.InFlight, OldestAgeSeconds: q.OldestAgeSeconds, DeadLetters: q.DeadLetters}
 		st.Store.QueuedBytes += q.Bytes + q.DeadBytes

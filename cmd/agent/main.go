@@ -6,6 +6,9 @@
 //
 //	agent            run the agent (configured from AGENT_* variables)
 //	agent version    print the version
+//	agent status [--json]
+//	agent deadletters list|replay UPSTREAM
+//	agent drain [--timeout 5m]
 //	agent policy check FILE
 //	agent policy test FILE CASES.yaml
 //
@@ -54,6 +57,12 @@ func run(ctx context.Context, args []string) error {
 		return serve(ctx)
 	case "policy":
 		return policyCmd(args[1:], os.Stdout)
+	case "status":
+		return statusCmd(ctx, args[1:], os.Stdout)
+	case "deadletters":
+		return deadLettersCmd(ctx, args[1:], os.Stdout)
+	case "drain":
+		return drainCmd(ctx, args[1:], os.Stdout)
 	case "help", "--help", "-h":
 		fmt.Print(usage)
 		return nil
@@ -64,6 +73,10 @@ func run(ctx context.Context, args []string) error {
 const usage = `usage:
   agent            run the agent (configured from AGENT_* variables; see README)
   agent version    print the version
+  agent status [--json]                queues, upstreams, store and policy of the running agent
+  agent deadletters list UPSTREAM      what was set aside, masked
+  agent deadletters replay UPSTREAM (--all | ID...)
+  agent drain [--timeout 5m]           wait until everything queued is forwarded; non-zero if not
   agent policy check FILE              parse, type-check and self-test a policy file
   agent policy test FILE CASES.yaml    run test cases (request + signals -> expected result)
 `

@@ -242,7 +242,7 @@ func TestLoopbackOnly(t *testing.T) {
 func TestFlags(t *testing.T) {
 	for _, args := range [][]string{
 		{}, // no target
-		{"-agent-bin", "x", "-url", "http://127.0.0.1:1"}, // two targets
+		{"-agent-bin", "x", "-url", "http://127.0.0.1:1"},        // two targets
 		{"-agent-bin", "x", "-mode", "decisions", "-batch", "5"}, // one decision per request
 		{"-agent-bin", "x", "-mode", "nope"},
 		{"-agent-bin", "x", "-batch", "1001"},

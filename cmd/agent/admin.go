@@ -1,0 +1,258 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+type statusDoc struct {
+	Queues map[string]struct {
+		Depth            int64   `json:"depth"`
+		Bytes            int64   `json:"bytes"`
+		OldestAgeSeconds float64 `json:"oldest_age_seconds"`
+		DeadLetters      int64   `json:"dead_letters"`
+	} `json:"queues"`
+	Upstreams map[string]struct {
+		State          string     `json:"state"`
+		PausedUntil    *time.Time `json:"paused_until"`
+		Reason         string     `json:"reason"`
+		DeliveredTotal int64      `json:"delivered_total"`
+		FailedTotal    int64      `json:"failed_total"`
+		LastSuccessAt  *time.Time `json:"last_success_at"`
+		LastError      string     `json:"last_error"`
+	} `json:"upstreams"`
+	Store struct {
+		Bytes      int64           `json:"bytes"`
+		Quarantine json.RawMessage `json:"quarantine"`
+	} `json:"store"`
+	Policy struct {
+		Version     string `json:"version"`
+		File        string `json:"file"`
+		LastRefusal string `json:"last_refusal"`
+	} `json:"policy"`
+	Decisions map[string]int64 `json:"decisions_last_hour"`
+	Notes     []string         `json:"notes"`
+}
+
+// statusCmd: agent status [--json]
+func statusCmd(ctx context.Context, args []string, out io.Writer) error {
+	c, fs, _ := adminFlags("status", args)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	c.setBase(fs.Lookup("addr").Value.String())
+	var raw json.RawMessage
+	if err := c.do(ctx, "GET", "/v1/status", nil, &raw); err != nil {
+		return err
+	}
+	if c.json {
+		_, err := fmt.Fprintln(out, string(raw))
+		return err
+	}
+	var st statusDoc
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "UPSTREAM\tSTATE\tQUEUED\tOLDEST\tDEAD\tDELIVERED\tFAILED\tREASON")
+	for _, name := range sortedKeys(st.Queues) {
+		q := st.Queues[name]
+		u := st.Upstreams[name]
+		reason := u.Reason
+		if reason == "" && u.LastError != "" && u.State != "ok" {
+			reason = u.LastError
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%d\t%d\t%s\n", name, orDash(u.State), q.Depth,
+			age(q.OldestAgeSeconds), q.DeadLetters, u.DeliveredTotal, u.FailedTotal, truncate(reason, 90))
+	}
+	tw.Flush()
+	fmt.Fprintf(out, "\nstore %s on disk", humanBytes(st.Store.Bytes))
+	if len(st.Store.Quarantine) > 0 && string(st.Store.Quarantine) != "null" {
+		fmt.Fprintf(out, "  QUARANTINED at start-up: %s", st.Store.Quarantine)
+	}
+	fmt.Fprintf(out, "\npolicy %s (%s)", st.Policy.Version, st.Policy.File)
+	if st.Policy.LastRefusal != "" {
+		fmt.Fprintf(out, "  last file REFUSED: %s", truncate(st.Policy.LastRefusal, 200))
+	}
+	if len(st.Decisions) > 0 {
+		fmt.Fprintf(out, "\ndecisions last hour:")
+		for _, k := range sortedKeys(st.Decisions) {
+			fmt.Fprintf(out, " %s %d", k, st.Decisions[k])
+		}
+	}
+	fmt.Fprintln(out)
+	for _, n := range st.Notes {
+		fmt.Fprintf(out, "note: %s\n", n)
+	}
+	return nil
+}
+
+// deadLettersCmd: agent deadletters list UPSTREAM | replay UPSTREAM (--all | ID...)
+func deadLettersCmd(ctx context.Context, args []string, out io.Writer) error {
+	if len(args) < 2 || (args[0] != "list" && args[0] != "replay") {
+		return fmt.Errorf("usage: agent deadletters list UPSTREAM | agent deadletters replay UPSTREAM (--all | ID...)")
+	}
+	verb, upstream := args[0], args[1]
+	c, fs, _ := adminFlags("deadletters", args)
+	all := fs.Bool("all", false, "replay: every dead letter of the upstream")
+	if err := fs.Parse(args[2:]); err != nil {
+		return err
+	}
+	c.setBase(fs.Lookup("addr").Value.String())
+	if verb == "replay" {
+		ids := fs.Args()
+		if *all == (len(ids) > 0) {
+			return fmt.Errorf("replay: give --all or ids, not both or neither")
+		}
+		var res struct {
+			Replayed int `json:"replayed"`
+		}
+		body := map[string]any{"upstream": upstream}
+		if *all {
+			body["all"] = true
+		} else {
+			body["ids"] = ids
+		}
+		if err := c.do(ctx, "POST", "/v1/deadletters/replay", body, &res); err != nil {
+			return err
+		}
+		if c.json {
+			return json.NewEncoder(out).Encode(res)
+		}
+		_, err := fmt.Fprintf(out, "replayed %d dead letter(s) of %s\n", res.Replayed, upstream)
+		return err
+	}
+	var after uint64
+	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+	if !c.json {
+		fmt.Fprintln(tw, "SEQ\tID\tDEAD AT\tATTEMPTS\tREASON")
+	}
+	var all2 []json.RawMessage
+	for {
+		var page struct {
+			DeadLetters []json.RawMessage `json:"dead_letters"`
+		}
+		if err := c.do(ctx, "GET", fmt.Sprintf("/v1/deadletters?upstream=%s&after=%d&limit=1000", upstream, after), nil, &page); err != nil {
+			return err
+		}
+		for _, raw := range page.DeadLetters {
+			var d struct {
+				Seq      uint64    `json:"seq"`
+				ID       string    `json:"id"`
+				DeadAt   time.Time `json:"dead_at"`
+				Attempts int       `json:"attempts"`
+				Reason   string    `json:"reason"`
+			}
+			json.Unmarshal(raw, &d)
+			after = d.Seq
+			if c.json {
+				all2 = append(all2, raw)
+				continue
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\n", d.Seq, d.ID, d.DeadAt.Format(time.RFC3339), d.Attempts, truncate(d.Reason, 100))
+		}
+		if len(page.DeadLetters) < 1000 {
+			break
+		}
+	}
+	if c.json {
+		if all2 == nil {
+			all2 = []json.RawMessage{}
+		}
+		return json.NewEncoder(out).Encode(map[string]any{"dead_letters": all2})
+	}
+	return tw.Flush()
+}
+
+// drainCmd: agent drain [--timeout 5m] — wait until the running agent has
+// forwarded everything queued; exit non-zero if anything is left (queued
+// or dead-lettered) when the time is up.
+func drainCmd(ctx context.Context, args []string, out io.Writer) error {
+	c, fs, _ := adminFlags("drain", args)
+	timeout := fs.Duration("timeout", 5*time.Minute, "how long to wait")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	c.setBase(fs.Lookup("addr").Value.String())
+	deadline := time.Now().Add(*timeout)
+	for {
+		var st statusDoc
+		if err := c.do(ctx, "GET", "/v1/status", nil, &st); err != nil {
+			return err
+		}
+		var queued, dead int64
+		var stuck []string
+		for _, name := range sortedKeys(st.Queues) {
+			q := st.Queues[name]
+			queued += q.Depth
+			dead += q.DeadLetters
+			if q.Depth > 0 {
+				u := st.Upstreams[name]
+				stuck = append(stuck, fmt.Sprintf("%s: %d queued (%s %s)", name, q.Depth, u.State, truncate(u.Reason, 80)))
+			}
+		}
+		if queued == 0 {
+			if dead > 0 {
+				return fmt.Errorf("queues drained, but %d item(s) are in the dead letters (agent deadletters list UPSTREAM)", dead)
+			}
+			fmt.Fprintln(out, "drained: nothing left to forward")
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not drained after %s: %s", *timeout, strings.Join(stuck, "; "))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func age(sec float64) string {
+	if sec <= 0 {
+		return "-"
+	}
+	return (time.Duration(sec) * time.Second).String()
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}

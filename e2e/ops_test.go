@@ -1,0 +1,136 @@
+package e2e
+
+import (
+	"context"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/outpost-agent/outpost/upstream/tencent/tencentsim"
+)
+
+func runCLI(t *testing.T, a *agent, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(agentBinary(t), args...)
+	cmd.Env = append(os.Environ(), "AGENT_LISTEN_ADDR="+a.addr)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// TestAdminCLI drives `agent status`, `agent deadletters list|replay` and
+// `agent drain` against a running agent whose Tencent upstream rejects one
+// action and is then fixed.
+func TestAdminCLI(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end")
+	}
+	sim, env := tencentSim(t)
+	sim.SetFaults(tencentsim.Faults{BadActionIDs: []string{"cli-000003"}})
+	a := startAgent(t, t.TempDir(), env...)
+	acked := sendActions(t, a, "cli", 10, 10)
+	waitFor(t, "settled", 20*time.Second, func() bool {
+		st, _ := getStatus(t, a)
+		return st.Queues["tencent"].Depth == 0 && st.Queues["tencent"].DeadLetters == 1
+	})
+
+	out, err := runCLI(t, a, "status")
+	if err != nil || !strings.Contains(out, "UPSTREAM") || !strings.Contains(out, "tencent") || !strings.Contains(out, "not_configured") {
+		t.Fatalf("agent status: %v\n%s", err, out)
+	}
+	if out, err := runCLI(t, a, "status", "--json"); err != nil || !strings.HasPrefix(strings.TrimSpace(out), "{") {
+		t.Fatalf("agent status --json: %v\n%s", err, out)
+	}
+	out, err = runCLI(t, a, "deadletters", "list", "tencent")
+	if err != nil || !strings.Contains(out, "cli-000003") || !strings.Contains(out, "31001") {
+		t.Fatalf("deadletters list: %v\n%s", err, out)
+	}
+	out, err = runCLI(t, a, "drain", "--timeout", "2s")
+	if err == nil || !strings.Contains(out, "dead letters") {
+		t.Fatalf("drain with a dead letter must fail and say why: %v\n%s", err, out)
+	}
+	sim.SetFaults(tencentsim.Faults{})
+	out, err = runCLI(t, a, "deadletters", "replay", "tencent", "--all")
+	if err != nil || !strings.Contains(out, "replayed 1") {
+		t.Fatalf("replay: %v\n%s", err, out)
+	}
+	out, err = runCLI(t, a, "drain", "--timeout", "20s")
+	if err != nil || !strings.Contains(out, "drained") {
+		t.Fatalf("drain: %v\n%s", err, out)
+	}
+	checkAllDelivered(t, sim, acked)
+	if out, err := runCLI(t, a, "deadletters", "replay", "tencent"); err == nil {
+		t.Fatalf("replay without ids or --all accepted:\n%s", out)
+	}
+	a.stop()
+	if out, err := runCLI(t, a, "status"); err == nil || !strings.Contains(out, "is the agent running") {
+		t.Fatalf("status against a stopped agent: %v\n%s", err, out)
+	}
+}
+
+// TestStatusPageInChromium loads GET / in headless Chromium (Debian's
+// chromium; .ci/run installs it) and checks what a person sees: a row per
+// upstream with its state and queue, and the decision counts.
+func TestStatusPageInChromium(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end")
+	}
+	chromium, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Fatal("chromium is not installed (apt-get install chromium); .ci/run installs it")
+	}
+	sim, env := tencentSim(t)
+	sim.SetFaults(tencentsim.Faults{TokenExpired: true})
+	a := startAgent(t, t.TempDir(), env...)
+	sendActions(t, a, "page", 30, 10)
+	waitFor(t, "tencent paused", 20*time.Second, func() bool {
+		st, _ := getStatus(t, a)
+		return st.Upstreams["tencent"].State == "paused"
+	})
+	profile := t.TempDir()
+	shot := filepath.Join(t.TempDir(), "status.png")
+	args := []string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+		"--disable-background-networking", "--disable-component-update", "--disable-sync",
+		"--user-data-dir=" + profile, "--virtual-time-budget=5000", "--window-size=1200,800"}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	dom, err := exec.CommandContext(ctx, chromium, append(args, "--dump-dom", a.url("/"))...).Output()
+	if err != nil {
+		t.Fatalf("chromium: %v", err)
+	}
+	page := string(dom)
+	for _, want := range []string{`data-upstream="tencent"`, `data-state="paused"`, `data-state="not_configured"`,
+		`data-result="accept"`, "Outpost agent"} {
+		if !strings.Contains(page, want) {
+			t.Fatalf("the page as Chromium rendered it lacks %s:\n%s", want, page)
+		}
+	}
+	if !strings.Contains(page, `<span id="err"></span>`) {
+		t.Fatalf("the page could not fetch the status:\n%s", page)
+	}
+	if strings.Contains(page, simToken) {
+		t.Fatal("the access token is on the page")
+	}
+	// A screenshot for a person to look at (kept under the test's temp dir).
+	exec.CommandContext(ctx, chromium, append(args, "--screenshot="+shot, a.url("/"))...).Run()
+	if fi, err := os.Stat(shot); err == nil && fi.Size() > 0 {
+		t.Logf("screenshot: %s (%d bytes)", shot, fi.Size())
+		if dst := os.Getenv("OUTPOST_SCREENSHOT"); dst != "" {
+			b, _ := os.ReadFile(shot)
+			os.WriteFile(dst, b, 0o644)
+		}
+	}
+	// The page is self-contained: no external asset.
+	resp, err := http.Get(a.url("/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'none'") {
+		t.Fatalf("CSP %q", csp)
+	}
+	a.stop()
+}
