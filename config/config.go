@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -61,6 +62,7 @@ type Config struct {
 	ForwardProbeInterval time.Duration `envconfig:"FORWARD_PROBE_INTERVAL" default:"5m"`
 	ForwardBreakerOpen   time.Duration `envconfig:"FORWARD_BREAKER_OPEN" default:"10s"`
 
+	ListenUnix            string        `envconfig:"LISTEN_UNIX"`
 	PolicyFile            string        `envconfig:"POLICY_FILE"`
 	PolicyPollInterval    time.Duration `envconfig:"POLICY_POLL_INTERVAL" default:"2s"`
 	DecisionTimeout       time.Duration `envconfig:"DECISION_TIMEOUT" default:"300ms"`
@@ -103,6 +105,9 @@ func (c Config) Validate() error {
 		if !IsLoopback(host) && c.AuthToken == "" {
 			bad("LISTEN_ADDR", "%q is not a loopback address; set AGENT_AUTH_TOKEN to listen beyond this host", c.ListenAddr)
 		}
+	}
+	if c.ListenUnix != "" && !filepath.IsAbs(c.ListenUnix) {
+		bad("LISTEN_UNIX", "must be an absolute path")
 	}
 	if c.AuthToken != "" && len(c.AuthToken) < 16 {
 		bad("AUTH_TOKEN", "must be at least 16 characters")

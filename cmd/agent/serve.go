@@ -215,8 +215,19 @@ func serve(ctx context.Context) error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	served := make(chan error, 1)
+	served := make(chan error, 2)
 	go func() { served <- srv.Serve(ln) }()
+	if cfg.ListenUnix != "" {
+		uln, err := listenUnix(cfg.ListenUnix)
+		if err != nil {
+			srv.Close()
+			stopForwarders()
+			closeSpool()
+			return fmt.Errorf("AGENT_LISTEN_UNIX: %w", err)
+		}
+		go func() { served <- srv.Serve(uln) }()
+		log.Info("also listening on a unix socket", "path", cfg.ListenUnix, "mode", "0660")
+	}
 	log.Info("agent ready", "listen", ln.Addr().String(), "data_dir", cfg.DataDir,
 		"encrypted", key != nil, "version", version)
 
@@ -261,6 +272,29 @@ wait:
 	}
 	log.Info("stopped cleanly")
 	return nil
+}
+
+// listenUnix listens on a unix socket readable and writable by the
+// agent's user and group only (0660): apps in the agent's group reach it,
+// nobody else does. A stale socket file from a previous run is replaced.
+func listenUnix(path string) (net.Listener, error) {
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("%s exists and is not a socket", path)
+		}
+		os.Remove(path)
+	}
+	old := syscall.Umask(0o117)
+	ln, err := net.Listen("unix", path)
+	syscall.Umask(old)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
 }
 
 func newLogger(cfg config.Config) *slog.Logger {
