@@ -72,8 +72,6 @@ type Config struct {
 	UnionpayCacheTTL      time.Duration `envconfig:"UNIONPAY_CACHE_TTL" default:"24h"`
 	UnionpayCacheMaxStale time.Duration `envconfig:"UNIONPAY_CACHE_MAX_STALE" default:"168h"`
 	CacheNegativeTTL      time.Duration `envconfig:"CACHE_NEGATIVE_TTL" default:"30s"`
-	ActionMaxFuture       time.Duration `envconfig:"ACTION_MAX_FUTURE" default:"5m"`
-	ActionMaxAge          time.Duration `envconfig:"ACTION_MAX_AGE" default:"720h"`
 }
 
 // Load reads the process environment and validates the result.

@@ -30,6 +30,38 @@
 //	AGENT_AUTH_TOKEN               [] bearer token required on all but /healthz
 //	AGENT_DEDUPE_WINDOW            [168h] an event id seen within it is not stored twice
 //	AGENT_STORE_GC_INTERVAL        [1m] value-log garbage collection period
+//	AGENT_LISTEN_UNIX              [] also listen on this unix socket (mode 0660)
+//
+// Upstreams (each is configured by all its credentials, or none):
+//
+//	AGENT_TENCENT_URL              [https://api.e.qq.com]
+//	AGENT_TENCENT_ACCOUNT_ID, AGENT_TENCENT_USER_ACTION_SET_ID, AGENT_TENCENT_ACCESS_TOKEN
+//	AGENT_TENCENT_REQUESTS_PER_MINUTE [4000] client-side rate limit
+//	AGENT_TONGDUN_URL, AGENT_TONGDUN_PARTNER_CODE, AGENT_TONGDUN_PARTNER_KEY, AGENT_TONGDUN_CHANNEL
+//	AGENT_UNIONPAY_URL             [https://risktech.unionpay.com/fireeye/creditScore]
+//	AGENT_UNIONPAY_ID, AGENT_UNIONPAY_APP_KEY
+//
+// Forwarding:
+//
+//	AGENT_FORWARD_BATCH_SIZE       [50] actions per Tencent request
+//	AGENT_FORWARD_FLUSH_INTERVAL   [1s] a partial batch waits until its oldest is this old
+//	AGENT_FORWARD_MAX_ATTEMPTS     [1000] then the item is dead-lettered
+//	AGENT_FORWARD_MAX_AGE          [168h] likewise
+//	AGENT_FORWARD_BACKOFF_MAX      [5m] ceiling of back-off and circuit open time
+//	AGENT_FORWARD_BREAKER_OPEN     [10s] first circuit open time
+//	AGENT_FORWARD_PROBE_INTERVAL   [5m] probe of an upstream paused for an operator
+//
+// Decisions:
+//
+//	AGENT_POLICY_FILE              [] policy YAML; the embedded default when unset
+//	AGENT_POLICY_POLL_INTERVAL     [2s] how often the file is checked for changes
+//	AGENT_DECISION_TIMEOUT         [300ms] budget for live upstream calls
+//	AGENT_DECISION_RETENTION       [2160h] how long decision records are kept
+//	AGENT_TONGDUN_CACHE_TTL        [10m] fresh TongDun scores
+//	AGENT_TONGDUN_CACHE_MAX_STALE  [1h] served stale (refreshed in the background) until
+//	AGENT_UNIONPAY_CACHE_TTL       [24h] fresh UnionPay model scores
+//	AGENT_UNIONPAY_CACHE_MAX_STALE [168h]
+//	AGENT_CACHE_NEGATIVE_TTL       [30s] a failing upstream is not asked again for this long
 package main
 
 import (
