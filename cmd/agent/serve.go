@@ -22,6 +22,7 @@ import (
 	"github.com/outpost-agent/outpost/forwarder"
 	"github.com/outpost-agent/outpost/localapi"
 	"github.com/outpost-agent/outpost/metrics"
+	"github.com/outpost-agent/outpost/sdnotify"
 	"github.com/outpost-agent/outpost/spool"
 	"github.com/outpost-agent/outpost/upstream"
 )
@@ -230,6 +231,22 @@ func serve(ctx context.Context) error {
 	}
 	log.Info("agent ready", "listen", ln.Addr().String(), "data_dir", cfg.DataDir,
 		"encrypted", key != nil, "version", version)
+	// systemd (Type=notify): ready now that the store is open and the API
+	// listens; the watchdog is fed while the store answers a synced probe,
+	// so a wedged agent is restarted. Both are no-ops outside systemd.
+	if err := sdnotify.Ready(); err != nil {
+		log.Warn("sd_notify READY failed", "err", err)
+	}
+	wdCtx, stopWD := context.WithCancel(context.Background())
+	defer stopWD() // runs after the store is closed: pings go on through the drain
+	go sdnotify.RunWatchdog(wdCtx, func(ctx context.Context) error {
+		// A store that answers with an error (disk full) is not wedged; one
+		// that does not answer in time is.
+		if err := sp.Probe(ctx); errors.Is(err, context.DeadlineExceeded) {
+			return err
+		}
+		return nil
+	})
 
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
@@ -253,20 +270,36 @@ wait:
 			break wait
 		}
 	}
-	// A second signal aborts the drain.
+	// One deadline for the whole drain (API, forwarders, store), so the
+	// unit's and the pod's stop timeouts can be sized from it. A second
+	// signal aborts the drain.
+	_ = sdnotify.Stopping()
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
+	aborted := make(chan struct{})
 	go func() {
 		select {
 		case sig := <-sigs:
 			log.Warn("second signal: aborting the drain", "signal", sig.String())
+			close(aborted)
 			cancel()
 		case <-sctx.Done():
 		}
 	}()
 	err = srv.Shutdown(sctx)
-	stopForwarders()
-	closeSpool()
+	closeForwarders(sctx, ws, log)
+	// The store is closed even past the deadline: a clean close is what
+	// makes the next start fast, and acknowledged data is on disk anyway.
+	cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer ccancel()
+	if cerr := sp.Close(cctx); cerr != nil {
+		log.Error("closing the store", "err", cerr)
+	}
+	select {
+	case <-aborted:
+		return errors.New("drain aborted by a second signal")
+	default:
+	}
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return fmt.Errorf("shutdown: %w", err)
 	}

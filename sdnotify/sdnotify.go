@@ -1,0 +1,164 @@
+// Package sdnotify speaks systemd's service notification protocol (sd_notify(3))
+// without cgo or libsystemd: newline-separated KEY=VALUE assignments sent as one
+// datagram to the AF_UNIX socket named by $NOTIFY_SOCKET. A name that starts
+// with '@' is in the abstract namespace.
+//
+// Every function is a no-op returning nil when NOTIFY_SOCKET is unset, so the
+// agent calls them unconditionally: under `Type=notify` systemd waits for
+// READY=1, elsewhere (a terminal, a container, a test) nothing happens.
+//
+// With `WatchdogSec=` systemd sets WATCHDOG_USEC (and WATCHDOG_PID); the
+// service must send WATCHDOG=1 more often than that, conventionally at half
+// the interval: RunWatchdog does so while a health check passes.
+package sdnotify
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// The assignments systemd understands that this package sends.
+const (
+	StateReady    = "READY=1"
+	StateStopping = "STOPPING=1"
+	StateWatchdog = "WATCHDOG=1"
+)
+
+// writeTimeout bounds one send: systemd drains its notify socket promptly, and
+// a manager that does not must not block the agent.
+const writeTimeout = time.Second
+
+// Ready tells systemd that start-up is finished: the store is open and the API
+// listens. Units ordered after the agent start only then.
+func Ready() error { return Send(StateReady) }
+
+// Stopping tells systemd the agent is shutting down (draining).
+func Stopping() error { return Send(StateStopping) }
+
+// Watchdog pings the watchdog: the agent is alive.
+func Watchdog() error { return Send(StateWatchdog) }
+
+// Status sets the one-line status `systemctl status` shows. Newlines would end
+// the assignment, so they are replaced by spaces.
+func Status(s string) error {
+	return Send("STATUS=" + strings.Map(func(r rune) rune {
+		if r == '\n' || r == '\r' {
+			return ' '
+		}
+		return r
+	}, s))
+}
+
+// ExtendTimeout asks systemd for d more before it gives up on the current
+// start-up or shutdown (EXTEND_TIMEOUT_USEC): for a long store recovery.
+func ExtendTimeout(d time.Duration) error {
+	return Send("EXTEND_TIMEOUT_USEC=" + strconv.FormatInt(d.Microseconds(), 10))
+}
+
+// Send sends the assignments (each "KEY=VALUE") in one datagram to
+// $NOTIFY_SOCKET. It returns nil without doing anything when the variable is
+// unset or empty.
+func Send(states ...string) error {
+	name := os.Getenv("NOTIFY_SOCKET")
+	if name == "" {
+		return nil
+	}
+	if len(states) == 0 {
+		return nil
+	}
+	for _, s := range states {
+		if !strings.Contains(s, "=") || strings.ContainsAny(s, "\n") {
+			return fmt.Errorf("sdnotify: %q is not one KEY=VALUE assignment", s)
+		}
+	}
+	if name[0] != '/' && name[0] != '@' {
+		// systemd 254+ may also hand out vsock: addresses (VMs); the agent
+		// does not run there.
+		return fmt.Errorf("sdnotify: unsupported NOTIFY_SOCKET %q: want a path or an @abstract name", name)
+	}
+	// Go maps a leading '@' to the abstract namespace (a leading NUL byte).
+	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: name, Net: "unixgram"})
+	if err != nil {
+		return fmt.Errorf("sdnotify: %w", err)
+	}
+	defer conn.Close()
+	if err := conn.SetWriteDeadline(time.Now().Add(writeTimeout)); err != nil {
+		return fmt.Errorf("sdnotify: %w", err)
+	}
+	msg := strings.Join(states, "\n")
+	if _, err := conn.Write([]byte(msg)); err != nil {
+		return fmt.Errorf("sdnotify: %w", err)
+	}
+	return nil
+}
+
+// WatchdogInterval reports the watchdog time-out systemd expects this process
+// to honour (WATCHDOG_USEC), and false when there is none: the variable is
+// unset, not a positive number, or WATCHDOG_PID names another process (the
+// variables were inherited from a parent). Ping at half the interval.
+func WatchdogInterval() (time.Duration, bool) {
+	usec := os.Getenv("WATCHDOG_USEC")
+	if usec == "" {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(usec, 10, 63)
+	if err != nil || n == 0 {
+		return 0, false
+	}
+	if pid := os.Getenv("WATCHDOG_PID"); pid != "" {
+		p, err := strconv.Atoi(pid)
+		if err != nil || p != os.Getpid() {
+			return 0, false
+		}
+	}
+	return time.Duration(n) * time.Microsecond, true
+}
+
+// RunWatchdog pings the watchdog every half interval until ctx is done, each
+// time only after check(ctx) returned nil within that half interval (check
+// may be nil: then the ping proves only that the process is scheduled). A
+// failing or hanging check skips the ping, so systemd kills and restarts a
+// hung agent once the interval passes. It returns nil at once when the
+// watchdog is not enabled, and ctx.Err() when ctx ends.
+func RunWatchdog(ctx context.Context, check func(context.Context) error) error {
+	interval, ok := WatchdogInterval()
+	if !ok || os.Getenv("NOTIFY_SOCKET") == "" {
+		return nil
+	}
+	period := interval / 2
+	if period <= 0 {
+		period = interval
+	}
+	ping := func() error {
+		if check != nil {
+			cctx, cancel := context.WithTimeout(ctx, period)
+			err := check(cctx)
+			cancel()
+			if err != nil {
+				return nil // no ping: let the interval run out
+			}
+		}
+		return Watchdog()
+	}
+	// Ping at once: start-up may have used part of the first interval. A
+	// socket error is not fatal: the next tick tries again.
+	_ = ping()
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+			_ = ping()
+		}
+	}
+}
+
+// Enabled reports whether a service manager listens for notifications.
+func Enabled() bool { return os.Getenv("NOTIFY_SOCKET") != "" }
