@@ -529,9 +529,12 @@ func (s *Spool) commitGroup(g *group) {
 				}
 			case opFail:
 				if o.release {
+					q.rewinds++
 					for _, seq := range o.seqs {
 						delete(q.inflight, seq)
-						_ = seq
+						if seq < q.next {
+							q.next = seq // retried first, in order
+						}
 					}
 				}
 			}

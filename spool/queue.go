@@ -54,6 +54,7 @@ func (s *Spool) Lease(ctx context.Context, queue string, max int, maxBytes int) 
 	if from < q.meta.Head {
 		from = q.meta.Head
 	}
+	rewinds := q.rewinds
 	s.mu.Unlock()
 
 	var out []Entry
@@ -105,7 +106,7 @@ func (s *Spool) Lease(ctx context.Context, queue string, max int, maxBytes int) 
 		q.inflight[e.Seq] = storedSize(e.ID, len(e.Payload))
 		kept = append(kept, e)
 	}
-	if len(out) > 0 && last+1 > q.next {
+	if len(out) > 0 && last+1 > q.next && q.rewinds == rewinds {
 		q.next = last + 1
 	}
 	s.mu.Unlock()
@@ -142,6 +143,7 @@ func (s *Spool) Release(queue string, seqs []uint64) {
 	if !ok {
 		return
 	}
+	q.rewinds++
 	for _, seq := range seqs {
 		delete(q.inflight, seq)
 		if seq < q.next {
@@ -177,16 +179,28 @@ func (s *Spool) Replay(ctx context.Context, queue string, ids []string, all bool
 		return 0, fmt.Errorf("replay: %w %q", ErrUnknownQueue, queue)
 	}
 	total := 0
+	limit := s.replayBatch()
 	for {
-		o := &op{kind: opReplay, queue: queue, ids: ids, all: all}
+		o := &op{kind: opReplay, queue: queue, ids: ids, all: all, limit: limit}
 		if err := s.submit(ctx, o); err != nil {
 			return total, fmt.Errorf("replay: %w", err)
 		}
 		total += o.n
-		if o.n < maxReplay {
+		if o.n < limit {
 			return total, nil
 		}
 	}
+}
+
+// replayBatch is how many dead letters one replay commit may move:
+// maxReplay, or fewer when badger's transactions are smaller (their limits
+// follow MemTableSize; with the 8 MiB default 1000 fit, below about 2 MiB
+// they would not, and every Replay failed with ErrTooLarge).
+func (s *Spool) replayBatch() int {
+	maxCount := s.db.MaxBatchCount() * 8 / 10 // as the committer counts
+	maxSize := s.db.MaxBatchSize() * 8 / 10
+	n := min(int64(maxReplay), (maxSize-256)/256-1, (maxCount-4)/2-1)
+	return int(max(n, 1))
 }
 
 // DeadLetters lists up to limit dead letters of a queue with seq > after.

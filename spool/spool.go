@@ -67,6 +67,10 @@ type Options struct {
 	// MemTableSize (default 8 MiB) bounds badger's memory; see memory notes
 	// in BENCHMARKS.md.
 	MemTableSize int64
+	// TrimInterval is how often the pages of the store's memory-mapped
+	// files are handed back to the kernel (Linux; see trim_linux.go).
+	// Default 1 s; negative: never.
+	TrimInterval time.Duration
 	Logger       *slog.Logger
 	Clock        func() time.Time
 	// OnCommit, when set, hears of each commit: how long the synced
@@ -147,11 +151,21 @@ type queueState struct {
 	meta     meta             // committed state
 	inflight map[uint64]int64 // leased seq -> stored size
 	next     uint64           // next seq to consider for leasing
+	// rewinds counts leases given back (Fail, Release). A Lease that saw
+	// it change while it read does not move next forward: it could move it
+	// past an entry given back meanwhile, which would then not be handed
+	// out again until a restart.
+	rewinds uint64
 }
 
 // Open opens (or creates) the store. A store that fails to open for a reason
 // other than a held lock or a wrong key is moved to QuarantineDir and a new
-// empty store is created; Quarantine() then reports it.
+// empty store is created; Quarantine() then reports it. "Fails to open"
+// includes a table whose checksums fail (every table is checked first, see
+// verifyTables), a damaged key registry and queue metadata that does not
+// decode. Damage badger repairs by itself at open (a value log or MANIFEST
+// with a bad tail, which it cuts off as after a crash) is not detected:
+// see the notes in quarantine_test.go.
 func Open(opts Options) (*Spool, error) {
 	if opts.Dir == "" {
 		return nil, errors.New("open spool: no directory")
@@ -173,6 +187,9 @@ func Open(opts Options) (*Spool, error) {
 	}
 	if opts.MemTableSize <= 0 {
 		opts.MemTableSize = 8 << 20
+	}
+	if opts.TrimInterval == 0 {
+		opts.TrimInterval = time.Second
 	}
 	if n := len(opts.EncryptionKey); n != 0 && n != 32 {
 		return nil, fmt.Errorf("open spool: encryption key is %d bytes, want 32", n)
@@ -197,9 +214,10 @@ func Open(opts Options) (*Spool, error) {
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.ops = make(chan *op, 1024)
-	s.wg.Add(2)
+	s.wg.Add(3)
 	go s.commitLoop()
 	go s.gcLoop()
+	go s.trimLoop()
 	return s, nil
 }
 
@@ -352,10 +370,11 @@ func (s *Spool) Close(ctx context.Context) error {
 	return err
 }
 
-// StoreBytes is the store's size on disk (LSM + value log).
+// StoreBytes is the disk space the store's files take now (allocated
+// blocks: badger's own size figure is refreshed only once a minute, and
+// its preallocated files are sparse).
 func (s *Spool) StoreBytes() int64 {
-	lsm, vlog := s.db.Size()
-	return lsm + vlog
+	return dirBytes(s.opts.Dir)
 }
 
 func (s *Spool) queue(name string) (*queueState, error) {

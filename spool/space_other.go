@@ -1,0 +1,5 @@
+//go:build !unix
+
+package spool
+
+func freeBytes(dir string) int64 { return -1 }
