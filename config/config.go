@@ -62,6 +62,7 @@ type Config struct {
 	ForwardProbeInterval time.Duration `envconfig:"FORWARD_PROBE_INTERVAL" default:"5m"`
 	ForwardBreakerOpen   time.Duration `envconfig:"FORWARD_BREAKER_OPEN" default:"10s"`
 
+	MinFreeDisk           ByteSize      `envconfig:"MIN_FREE_DISK" default:"128MiB"`
 	ListenUnix            string        `envconfig:"LISTEN_UNIX"`
 	PolicyFile            string        `envconfig:"POLICY_FILE"`
 	PolicyPollInterval    time.Duration `envconfig:"POLICY_POLL_INTERVAL" default:"2s"`

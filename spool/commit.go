@@ -27,6 +27,7 @@ const (
 	opReplay
 	opProbe
 	opPut
+	opDamaged
 )
 
 // op is one caller's request to the committer. The committer applies many
@@ -35,6 +36,7 @@ type op struct {
 	kind    opKind
 	recs    []Record
 	kvs     []KV
+	damaged []damagedEntry
 	queue   string
 	seqs    []uint64
 	msg     string   // failure message or dead-letter reason
@@ -147,6 +149,8 @@ type group struct {
 	now    time.Time
 	dirty  map[string]bool
 	broken bool
+	// diskLow: the filesystem is below MinFreeBytes; new data is refused.
+	diskLow bool
 }
 
 // writeError marks a failure after an op has started writing into the
@@ -162,6 +166,19 @@ func werr(format string, err error) error {
 
 func (s *Spool) newGroup() *group {
 	g := &group{s: s, txn: s.db.NewTransaction(true), metas: map[string]meta{}, now: s.now(), dirty: map[string]bool{}}
+	if s.opts.MinFreeBytes > 0 {
+		if free := freeBytes(s.opts.Dir); free >= 0 && free < s.opts.MinFreeBytes {
+			g.diskLow = true
+			if !s.diskLowLogged {
+				s.diskLowLogged = true
+				s.log.Error("the store's disk is nearly full: new data is refused until space is freed",
+					"free_bytes", free, "min_free_bytes", s.opts.MinFreeBytes)
+			}
+		} else if s.diskLowLogged && free >= 0 {
+			s.diskLowLogged = false
+			s.log.Info("disk space is back: new data is accepted again", "free_bytes", free)
+		}
+	}
 	s.mu.Lock()
 	for name, q := range s.queues {
 		g.metas[name] = q.meta
@@ -192,6 +209,9 @@ func estimate(o *op) (count, size int64) {
 	case opReplay:
 		n := int64(max(o.limit, 1))
 		count, size = 2*n+2, n*256
+	case opDamaged:
+		count = int64(len(o.damaged)) * 2
+		size = int64(len(o.damaged)) * 256
 	case opPut:
 		for _, r := range o.recs {
 			count += 2
@@ -252,6 +272,8 @@ func (g *group) apply(o *op) error {
 		return g.applyReplay(o)
 	case opPut:
 		return g.applyPut(o)
+	case opDamaged:
+		return g.applyDamaged(o)
 	case opProbe:
 		return g.txn.Set([]byte("m\x00probe"), []byte(g.now.UTC().Format(time.RFC3339Nano)))
 	}
@@ -267,6 +289,9 @@ func (g *group) total() int64 {
 }
 
 func (g *group) applyAppend(o *op) error {
+	if g.diskLow {
+		return fmt.Errorf("%w: the data disk is nearly full", ErrFull)
+	}
 	// Validate first: queues, duplicates, room. Nothing is written until all
 	// records of this op are known to fit.
 	o.res.Duplicate = make([]bool, len(o.recs))
@@ -598,4 +623,40 @@ func putSeq(b []byte, seq uint64) {
 		b[i] = byte(seq)
 		seq >>= 8
 	}
+}
+
+// damagedEntry is a queue entry whose value cannot be read back.
+type damagedEntry struct {
+	seq uint64
+	err string
+}
+
+// applyDamaged moves unreadable entries to the dead letters as a record
+// saying so (their id and payload are lost with the damage). Their size is
+// unknown, so the byte counters drop by the fixed overhead only.
+func (g *group) applyDamaged(o *op) error {
+	m := g.metas[o.queue]
+	for _, d := range o.damaged {
+		k := seqKey(kindEntry, o.queue, d.seq)
+		if _, err := g.txn.Get(k); errors.Is(err, badger.ErrKeyNotFound) {
+			continue
+		}
+		r := record{ID: fmt.Sprintf("unreadable-%s-%d", o.queue, d.seq), EnqueuedAt: 0, DeadAt: unixNano(g.now),
+			Reason: truncate("unreadable in the store (damaged data): "+d.err, 512)}
+		if err := g.txn.Delete(k); err != nil {
+			return werr("set aside damaged entry: %w", err)
+		}
+		if err := g.txn.Set(seqKey(kindDead, o.queue, d.seq), r.encode()); err != nil {
+			return werr("set aside damaged entry: %w", err)
+		}
+		sz := storedSize(r.ID, 0)
+		m.Count--
+		m.Bytes = max(0, m.Bytes-sz)
+		m.DeadCount++
+		m.DeadBytes += sz
+		o.n++
+	}
+	g.metas[o.queue] = m
+	g.dirty[o.queue] = true
+	return nil
 }

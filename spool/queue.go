@@ -59,6 +59,7 @@ func (s *Spool) Lease(ctx context.Context, queue string, max int, maxBytes int) 
 
 	var out []Entry
 	var bytes int
+	var damaged []damagedEntry
 	last := from
 	err = s.db.View(func(txn *badger.Txn) error {
 		opt := badger.DefaultIteratorOptions
@@ -78,12 +79,17 @@ func (s *Spool) Lease(ctx context.Context, queue string, max int, maxBytes int) 
 				continue
 			}
 			v, err := it.Item().ValueCopy(nil)
-			if err != nil {
-				return err
+			var r record
+			if err == nil {
+				r, err = decodeRecord(v)
 			}
-			r, err := decodeRecord(v)
 			if err != nil {
-				return fmt.Errorf("seq %d: %w", seq, err)
+				// An entry the store cannot give back (a damaged or
+				// truncated value log) would stop the queue here forever:
+				// it is set aside as a dead letter, with the reason, and
+				// the queue goes on.
+				damaged = append(damaged, damagedEntry{seq, err.Error()})
+				continue
 			}
 			if len(out) > 0 && bytes+len(r.Payload) > maxBytes {
 				break
@@ -96,6 +102,12 @@ func (s *Spool) Lease(ctx context.Context, queue string, max int, maxBytes int) 
 	})
 	if err != nil {
 		return nil, fmt.Errorf("lease: %w", err)
+	}
+	if len(damaged) > 0 {
+		if err := s.submit(ctx, &op{kind: opDamaged, queue: queue, damaged: damaged}); err != nil {
+			return nil, fmt.Errorf("lease: setting aside %d unreadable entries: %w", len(damaged), err)
+		}
+		s.log.Error("unreadable entries set aside as dead letters: the store was damaged", "queue", queue, "entries", len(damaged), "first_error", damaged[0].err)
 	}
 	s.mu.Lock()
 	kept := out[:0]

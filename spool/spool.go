@@ -39,6 +39,9 @@ var (
 	ErrTooLarge = errors.New("append too large for one commit")
 	// ErrLocked: another process holds the store's directory lock.
 	ErrLocked = errors.New("store is locked by another process")
+	// ErrDiskLow: the store's filesystem has too little free space to open
+	// the store safely.
+	ErrDiskLow = errors.New("too little free disk space")
 	// ErrKeyMismatch: the store was written with another encryption key
 	// (or none). The store is left untouched.
 	ErrKeyMismatch = errors.New("encryption key does not match the store")
@@ -73,6 +76,12 @@ type Options struct {
 	TrimInterval time.Duration
 	Logger       *slog.Logger
 	Clock        func() time.Time
+	// MinFreeBytes: below this much free space on the store's filesystem
+	// new data is refused with ErrFull (acks, failures and dead letters,
+	// which free space, still go through), and Open refuses to start below
+	// half of it. Badger writes through mmaps: running out of disk under
+	// one is a SIGBUS, not an error. Default 128 MiB; negative disables.
+	MinFreeBytes int64
 	// OnCommit, when set, hears of each commit: how long the synced
 	// commit took, how many writes shared it, and its error.
 	OnCommit func(d time.Duration, writes int, err error)
@@ -144,6 +153,8 @@ type Spool struct {
 	lastErr error // last commit error, cleared by a successful commit
 
 	closeOnce sync.Once
+
+	diskLowLogged bool // only the committer goroutine touches it
 }
 
 type queueState struct {
@@ -185,6 +196,9 @@ func Open(opts Options) (*Spool, error) {
 	if opts.GCInterval <= 0 {
 		opts.GCInterval = time.Minute
 	}
+	if opts.MinFreeBytes == 0 {
+		opts.MinFreeBytes = 128 << 20
+	}
 	if opts.MemTableSize <= 0 {
 		opts.MemTableSize = 8 << 20
 	}
@@ -195,6 +209,16 @@ func Open(opts Options) (*Spool, error) {
 		return nil, fmt.Errorf("open spool: encryption key is %d bytes, want 32", n)
 	}
 	s := &Spool{opts: opts, log: opts.Logger, now: opts.Clock, queues: map[string]*queueState{}}
+
+	// Replaying a store writes (memtable files through mmaps): on a full
+	// disk badger dies of SIGBUS. Refuse with a clear error instead.
+	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("open spool: %w", err)
+	}
+	if free := freeBytes(opts.Dir); opts.MinFreeBytes > 0 && free >= 0 && free < opts.MinFreeBytes/2 {
+		return nil, fmt.Errorf("open spool: %w on %s: %d bytes free, at least %d needed to open the store safely; free some space",
+			ErrDiskLow, opts.Dir, free, opts.MinFreeBytes/2)
+	}
 
 	err := s.openAndLoad()
 	if err != nil {

@@ -108,6 +108,7 @@ func serve(ctx context.Context) error {
 
 	sp, err = spool.Open(spool.Options{
 		OnCommit:      mets.Commit,
+		MinFreeBytes:  int64(cfg.MinFreeDisk),
 		Dir:           filepath.Join(cfg.DataDir, "spool"),
 		QuarantineDir: filepath.Join(cfg.DataDir, "quarantine"),
 		Queues:        queues,
