@@ -549,6 +549,7 @@ func (s *Spool) commitGroup(g *group) {
 			}
 			switch o.kind {
 			case opAck, opDead:
+				q.removals++
 				for _, seq := range o.seqs {
 					delete(q.inflight, seq)
 				}

@@ -54,7 +54,7 @@ func (s *Spool) Lease(ctx context.Context, queue string, max int, maxBytes int) 
 	if from < q.meta.Head {
 		from = q.meta.Head
 	}
-	rewinds := q.rewinds
+	rewinds, removals := q.rewinds, q.removals
 	s.mu.Unlock()
 
 	var out []Entry
@@ -110,6 +110,14 @@ func (s *Spool) Lease(ctx context.Context, queue string, max int, maxBytes int) 
 		s.log.Error("unreadable entries set aside as dead letters: the store was damaged", "queue", queue, "entries", len(damaged), "first_error", damaged[0].err)
 	}
 	s.mu.Lock()
+	for q.removals != removals && len(out) > 0 {
+		// Entries were deleted while we read: drop any that are gone, and
+		// look again if more were deleted meanwhile.
+		removals = q.removals
+		s.mu.Unlock()
+		out = s.stillThere(queue, out)
+		s.mu.Lock()
+	}
 	kept := out[:0]
 	for _, e := range out {
 		if _, busy := q.inflight[e.Seq]; busy {
@@ -308,4 +316,18 @@ func (s *Spool) Probe(ctx context.Context) error {
 		return fmt.Errorf("probe: %w", err)
 	}
 	return nil
+}
+
+// stillThere keeps the entries whose keys still exist.
+func (s *Spool) stillThere(queue string, es []Entry) []Entry {
+	kept := es[:0]
+	_ = s.db.View(func(txn *badger.Txn) error {
+		for _, e := range es {
+			if _, err := txn.Get(seqKey(kindEntry, queue, e.Seq)); err == nil {
+				kept = append(kept, e)
+			}
+		}
+		return nil
+	})
+	return kept
 }

@@ -167,6 +167,10 @@ type queueState struct {
 	// past an entry given back meanwhile, which would then not be handed
 	// out again until a restart.
 	rewinds uint64
+	// removals counts commits that deleted entries (ack, dead letter). A
+	// Lease whose read overlapped one re-checks that what it read still
+	// exists, so it never hands out an entry just acknowledged.
+	removals uint64
 }
 
 // Open opens (or creates) the store. A store that fails to open for a reason

@@ -58,6 +58,15 @@ func hashKey(sp *spool.Spool, encKey []byte) ([]byte, error) {
 var queues = []string{"tencent", "tongdun", "unionpay"}
 
 func serve(ctx context.Context) error {
+	// Signals are caught before anything starts: a SIGTERM that arrives the
+	// moment the agent says it is ready must drain, not kill it.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
 	cfg, err := config.Load()
 	if err != nil {
 		return fmt.Errorf("configuration:\n%w", err)
@@ -249,12 +258,6 @@ func serve(ctx context.Context) error {
 		return nil
 	})
 
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(sigs)
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 wait:
 	for {
 		select {
