@@ -62,6 +62,7 @@ type Config struct {
 	ForwardProbeInterval time.Duration `envconfig:"FORWARD_PROBE_INTERVAL" default:"5m"`
 	ForwardBreakerOpen   time.Duration `envconfig:"FORWARD_BREAKER_OPEN" default:"10s"`
 
+	Pprof                 bool          `envconfig:"PPROF" default:"false"`
 	MinFreeDisk           ByteSize      `envconfig:"MIN_FREE_DISK" default:"128MiB"`
 	ListenUnix            string        `envconfig:"LISTEN_UNIX"`
 	PolicyFile            string        `envconfig:"POLICY_FILE"`

@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -78,6 +79,8 @@ type Config struct {
 	Upstreams func() map[string]UpstreamStatus
 	// Observer, when set, counts requests and outcomes (the metrics).
 	Observer Observer
+	// Pprof serves Go's profiler under /debug/pprof/ (off by default).
+	Pprof bool
 	// Metrics, when set, is served at GET /metrics.
 	Metrics http.Handler
 	// Notes are start-up facts shown in /v1/status (e.g. "no upstream
@@ -151,6 +154,12 @@ func New(cfg Config) *Server {
 	}
 	if cfg.Metrics != nil {
 		s.mux.Handle("GET /metrics", cfg.Metrics)
+	}
+	if cfg.Pprof {
+		s.mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		s.mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		s.mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+		s.mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 	}
 	s.mux.HandleFunc("GET /healthz", s.healthz)
 	s.mux.HandleFunc("GET /readyz", s.readyz)

@@ -31,6 +31,7 @@
 //	AGENT_DEDUPE_WINDOW            [168h] an event id seen within it is not stored twice
 //	AGENT_STORE_GC_INTERVAL        [1m] value-log garbage collection period
 //	AGENT_LISTEN_UNIX              [] also listen on this unix socket (mode 0660)
+//	AGENT_PPROF                    [false] serve Go's profiler under /debug/pprof/
 //	AGENT_MIN_FREE_DISK            [128MiB] below it new data gets 503 (badger writes
 //	                               through mmaps: a full disk would be a crash)
 //

@@ -200,6 +200,7 @@ func serve(ctx context.Context) error {
 	api := localapi.New(localapi.Config{
 		Decider:        eng,
 		Observer:       mets,
+		Pprof:          cfg.Pprof,
 		Metrics:        mets.Handler(),
 		DefaultChannel: cfg.TongdunChannel,
 		Policy:         func() any { return pols.status() },
