@@ -57,7 +57,9 @@ func (v *velocity) add(key string, now time.Time, win time.Duration, load func()
 	}
 	cut := now.Add(-win).UnixNano()
 	i := sort.Search(len(w.times), func(i int) bool { return w.times[i] >= cut })
-	w.times = append(w.times[:0], w.times[i:]...)
+	if i > 0 { // drop what left the window; nothing to move otherwise
+		w.times = append(w.times[:0], w.times[i:]...)
+	}
 	n := now.UnixNano()
 	// Keep order even if the clock steps back.
 	j := sort.Search(len(w.times), func(i int) bool { return w.times[i] > n })

@@ -1,0 +1,154 @@
+package monitoring
+
+import (
+	"encoding/json"
+	"io"
+	"net/http/httptest"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/outpost-agent/outpost/metrics"
+)
+
+// exposed returns the metric family names the agent really exposes, from
+// a scrape of the metrics package with every source filled in.
+func exposed(t *testing.T) map[string]bool {
+	t.Helper()
+	m := metrics.New("test", metrics.Sources{
+		Queues:      func() map[string]metrics.QueueStats { return map[string]metrics.QueueStats{"tencent": {}} },
+		StoreBytes:  func() int64 { return 1 },
+		Quarantined: func() bool { return false },
+		Upstreams:   func() map[string]metrics.UpstreamStats { return map[string]metrics.UpstreamStats{"tencent": {State: "ok"}} },
+		Policy:      func() metrics.PolicyStats { return metrics.PolicyStats{Version: "v"} },
+	})
+	m.Request("GET /v1/status", 200, 0)
+	m.Actions("accepted", 1)
+	m.Decision("accept", false)
+	m.Commit(0, 1, nil)
+	srv := httptest.NewServer(m.Handler())
+	defer srv.Close()
+	resp, err := srv.Client().Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	names := map[string]bool{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "# TYPE ") {
+			f := strings.Fields(line)
+			names[f[2]] = true
+			if f[3] == "histogram" {
+				names[f[2]+"_bucket"], names[f[2]+"_sum"], names[f[2]+"_count"] = true, true, true
+			}
+		}
+	}
+	return names
+}
+
+var metricRef = regexp.MustCompile(`\boutpost_[a-z_]+`)
+
+func checkExpr(t *testing.T, where, expr string, names map[string]bool) {
+	t.Helper()
+	refs := metricRef.FindAllString(expr, -1)
+	if len(refs) == 0 {
+		t.Errorf("%s: expression uses no outpost metric: %s", where, expr)
+	}
+	for _, r := range refs {
+		if !names[r] {
+			t.Errorf("%s: %s is not a metric the agent exposes", where, r)
+		}
+	}
+	if strings.Count(expr, "(") != strings.Count(expr, ")") || strings.Count(expr, "{") != strings.Count(expr, "}") {
+		t.Errorf("%s: unbalanced brackets: %s", where, expr)
+	}
+}
+
+// TestAlertRules: the rules file decodes strictly, every rule has a name,
+// an expression over metrics the agent really exposes, a severity and a
+// summary.
+func TestAlertRules(t *testing.T) {
+	names := exposed(t)
+	f, err := os.Open("alerts.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var doc struct {
+		Groups []struct {
+			Name  string `yaml:"name"`
+			Rules []struct {
+				Alert       string            `yaml:"alert"`
+				Expr        string            `yaml:"expr"`
+				For         string            `yaml:"for"`
+				Labels      map[string]string `yaml:"labels"`
+				Annotations map[string]string `yaml:"annotations"`
+			} `yaml:"rules"`
+		} `yaml:"groups"`
+	}
+	dec := yaml.NewDecoder(f)
+	dec.KnownFields(true)
+	if err := dec.Decode(&doc); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, g := range doc.Groups {
+		for _, r := range g.Rules {
+			n++
+			if r.Alert == "" || r.Labels["severity"] == "" || r.Annotations["summary"] == "" {
+				t.Errorf("rule %+v lacks a name, severity or summary", r)
+			}
+			checkExpr(t, r.Alert, r.Expr, names)
+		}
+	}
+	for _, want := range []string{"OutpostQueueStale", "OutpostUpstreamPaused", "OutpostDeadLettersGrowing", "OutpostStoreQuarantined"} {
+		if !strings.Contains(mustRead(t, "alerts.yaml"), want) {
+			t.Errorf("no %s alert", want)
+		}
+	}
+	if n < 5 {
+		t.Fatalf("%d rules", n)
+	}
+}
+
+// TestGrafanaDashboard: valid JSON, and every panel queries metrics the
+// agent exposes.
+func TestGrafanaDashboard(t *testing.T) {
+	names := exposed(t)
+	var d struct {
+		Title  string `json:"title"`
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal([]byte(mustRead(t, "grafana-dashboard.json")), &d); err != nil {
+		t.Fatal(err)
+	}
+	if d.Title == "" || len(d.Panels) < 6 {
+		t.Fatalf("dashboard %q with %d panels", d.Title, len(d.Panels))
+	}
+	for _, p := range d.Panels {
+		if len(p.Targets) == 0 {
+			t.Errorf("panel %q has no query", p.Title)
+		}
+		for _, q := range p.Targets {
+			checkExpr(t, p.Title, q.Expr, names)
+		}
+	}
+}
+
+func mustRead(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
