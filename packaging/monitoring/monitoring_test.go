@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
@@ -22,8 +23,10 @@ func exposed(t *testing.T) map[string]bool {
 		Queues:      func() map[string]metrics.QueueStats { return map[string]metrics.QueueStats{"tencent": {}} },
 		StoreBytes:  func() int64 { return 1 },
 		Quarantined: func() bool { return false },
-		Upstreams:   func() map[string]metrics.UpstreamStats { return map[string]metrics.UpstreamStats{"tencent": {State: "ok"}} },
-		Policy:      func() metrics.PolicyStats { return metrics.PolicyStats{Version: "v"} },
+		Upstreams: func() map[string]metrics.UpstreamStats {
+			return map[string]metrics.UpstreamStats{"tencent": {State: "ok"}}
+		},
+		Policy: func() metrics.PolicyStats { return metrics.PolicyStats{Version: "v"} },
 	})
 	m.Request("GET /v1/status", 200, 0)
 	m.Actions("accepted", 1)
@@ -151,4 +154,17 @@ func mustRead(t *testing.T, p string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// TestPromtool checks the rules with Prometheus' own promtool (Debian's
+// prometheus package; .ci/run installs it).
+func TestPromtool(t *testing.T) {
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Fatal("promtool is not installed (apt-get install prometheus); .ci/run installs it")
+	}
+	out, err := exec.Command(promtool, "check", "rules", "alerts.yaml").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "SUCCESS") {
+		t.Fatalf("promtool check rules: %v\n%s", err, out)
+	}
 }
