@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -116,7 +115,7 @@ func New(cfg Config) (*Client, error) {
 	// A transport of our own: retryablehttp closes idle connections after
 	// a failed call, which must not hit other clients sharing
 	// http.DefaultTransport.
-	hc := &http.Client{Timeout: cfg.Timeout, Transport: newTransport()}
+	hc := &http.Client{Timeout: cfg.Timeout, Transport: upstream.NewTransport()}
 	if cfg.HTTPClient != nil {
 		cp := *cfg.HTTPClient
 		if cp.Timeout == 0 {
@@ -137,7 +136,7 @@ func New(cfg Config) (*Client, error) {
 	rc.RetryMax = cfg.RetryMax
 	rc.RetryWaitMin = cfg.RetryWait
 	rc.RetryWaitMax = 10 * cfg.RetryWait
-	rc.CheckRetry = checkRetry
+	rc.CheckRetry = upstream.CheckRetryTransient
 	// Hand back the last response/error untouched: its default wraps the
 	// error with the URL, and we want the status and Retry-After ourselves.
 	rc.ErrorHandler = retryablehttp.PassthroughErrorHandler
@@ -147,23 +146,6 @@ func New(cfg Config) (*Client, error) {
 
 // Configured reports whether TD is set up (URL and credentials).
 func (c *Client) Configured() bool { return c != nil && c.base != nil }
-
-// checkRetry retries only what a second attempt may fix quickly: transport
-// errors and 5xx without a Retry-After. A well-formed TD answer (any HTTP 2xx
-// or 4xx, whatever its code) is final, and 429 or a Retry-After goes back to
-// the forwarder, whose back-off honours it, instead of sleeping here.
-func checkRetry(ctx context.Context, resp *http.Response, err error) (bool, error) {
-	if ctx.Err() != nil {
-		return false, ctx.Err()
-	}
-	if err != nil {
-		return true, nil
-	}
-	if resp.StatusCode >= 500 && resp.Header.Get("Retry-After") == "" {
-		return true, nil
-	}
-	return false, nil
-}
 
 // Verify asks TD about one business event. A nil *Response comes with a
 // verdict other than Delivered when TD gave no well-formed answer.
@@ -194,7 +176,7 @@ func (c *Client) Send(ctx context.Context, items []upstream.Item) []upstream.Res
 	out := make([]upstream.Result, 0, len(items))
 	for i, it := range items {
 		if err := ctx.Err(); err != nil {
-			v := transportVerdict(err, c.cfg.Timeout, c.redact)
+			v := upstream.TransportVerdict("tongdun", err, c.cfg.Timeout, c.redact)
 			return fillRest(out, items[i:], v)
 		}
 		body, event, v, ok := c.prepare(it.Payload)
@@ -276,7 +258,7 @@ func (c *Client) post(ctx context.Context, body []byte, event string) (*Response
 		if hresp != nil {
 			hresp.Body.Close()
 		}
-		v := transportVerdict(err, c.cfg.Timeout, c.redact)
+		v := upstream.TransportVerdict("tongdun", err, c.cfg.Timeout, c.redact)
 		c.logVerdict(v, 0, event, start)
 		return nil, v
 	}
@@ -322,7 +304,7 @@ type wireResponse struct {
 // classify turns one HTTP answer into a verdict.
 func (c *Client) classify(hresp *http.Response, raw []byte, readErr error) (*Response, upstream.Verdict) {
 	status := hresp.StatusCode
-	retryAfter := parseRetryAfter(hresp.Header.Get("Retry-After"), c.clock())
+	retryAfter := upstream.RetryAfter(hresp.Header.Get("Retry-After"), c.clock())
 	if status == http.StatusTooManyRequests {
 		return nil, upstream.Verdict{Outcome: upstream.RetryLater, Code: "http_429", Throttled: true, RetryAfter: retryAfter,
 			Message: "tongdun: throttled (HTTP 429)"}
@@ -333,7 +315,7 @@ func (c *Client) classify(hresp *http.Response, raw []byte, readErr error) (*Res
 	}
 	if readErr != nil {
 		// A reset or time-out half-way through the body.
-		v := transportVerdict(readErr, c.cfg.Timeout, c.redact)
+		v := upstream.TransportVerdict("tongdun", readErr, c.cfg.Timeout, c.redact)
 		v.Message = "tongdun: answer cut short: " + v.Message
 		return nil, v
 	}
@@ -430,54 +412,4 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return string(r[:n]) + "…"
-}
-
-// transportVerdict classifies a failure to get an answer. The message is built
-// from the innermost error only: *url.Error and retryablehttp put the full
-// URL, partner_key included, in their text.
-func transportVerdict(err error, timeout time.Duration, redact func(string) string) upstream.Verdict {
-	inner := err
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		inner = ue.Err
-	}
-	var ne net.Error
-	switch {
-	case errors.Is(err, context.Canceled):
-		return upstream.Verdict{Outcome: upstream.RetryLater, Code: "canceled", Message: "tongdun: call canceled"}
-	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
-		return upstream.Verdict{Outcome: upstream.RetryLater, Code: "timeout",
-			Message: fmt.Sprintf("tongdun: no answer in time (per-attempt limit %s)", timeout)}
-	}
-	detail := "connection failed"
-	if inner != nil && (ue != nil || !strings.Contains(inner.Error(), "://")) {
-		detail = inner.Error()
-	}
-	return upstream.Verdict{Outcome: upstream.RetryLater, Code: "network", Message: "tongdun: " + redact(detail)}
-}
-
-// parseRetryAfter reads Retry-After as seconds or an HTTP date.
-func parseRetryAfter(h string, now time.Time) time.Duration {
-	if h == "" {
-		return 0
-	}
-	if s, err := strconv.Atoi(strings.TrimSpace(h)); err == nil {
-		if s < 0 {
-			return 0
-		}
-		return time.Duration(s) * time.Second
-	}
-	if t, err := http.ParseTime(h); err == nil {
-		if d := t.Sub(now); d > 0 {
-			return d
-		}
-	}
-	return 0
-}
-
-func newTransport() http.RoundTripper {
-	if t, ok := http.DefaultTransport.(*http.Transport); ok {
-		return t.Clone()
-	}
-	return http.DefaultTransport
 }

@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -101,7 +100,7 @@ func New(cfg Config) (*Client, error) {
 	// A transport of our own: retryablehttp closes idle connections after
 	// a failed call, which must not hit other clients sharing
 	// http.DefaultTransport.
-	hc := &http.Client{Timeout: cfg.Timeout, Transport: newTransport()}
+	hc := &http.Client{Timeout: cfg.Timeout, Transport: upstream.NewTransport()}
 	if cfg.HTTPClient != nil {
 		cp := *cfg.HTTPClient
 		if cp.Timeout == 0 {
@@ -122,7 +121,7 @@ func New(cfg Config) (*Client, error) {
 	rc.RetryMax = cfg.RetryMax
 	rc.RetryWaitMin = cfg.RetryWait
 	rc.RetryWaitMax = 10 * cfg.RetryWait
-	rc.CheckRetry = checkRetry
+	rc.CheckRetry = upstream.CheckRetryTransient
 	rc.ErrorHandler = retryablehttp.PassthroughErrorHandler
 	c.http = rc
 	return c, nil
@@ -130,22 +129,6 @@ func New(cfg Config) (*Client, error) {
 
 // Configured reports whether FireEye credentials are set.
 func (c *Client) Configured() bool { return c != nil && c.cfg.ID != "" && c.cfg.AppKey != "" }
-
-// checkRetry retries transport errors and 5xx without Retry-After only. A
-// FireEye answer, even 0004, is final for this call: the forwarder decides
-// when to come back, honouring any Retry-After.
-func checkRetry(ctx context.Context, resp *http.Response, err error) (bool, error) {
-	if ctx.Err() != nil {
-		return false, ctx.Err()
-	}
-	if err != nil {
-		return true, nil
-	}
-	if resp.StatusCode >= 500 && resp.Header.Get("Retry-After") == "" {
-		return true, nil
-	}
-	return false, nil
-}
 
 // TransactionAuth asks whether the transaction exists. 0003 (no such
 // transaction) is an answer: Delivered with match false.
@@ -213,7 +196,7 @@ func (c *Client) Send(ctx context.Context, items []upstream.Item) []upstream.Res
 	out := make([]upstream.Result, 0, len(items))
 	for i, it := range items {
 		if err := ctx.Err(); err != nil {
-			return fillRest(out, items[i:], transportVerdict(err, c.cfg.Timeout))
+			return fillRest(out, items[i:], upstream.TransportVerdict("unionpay", err, c.cfg.Timeout, nil))
 		}
 		res := upstream.Result{ID: it.ID}
 		var ch Check
@@ -293,13 +276,13 @@ func (c *Client) call(ctx context.Context, path string, query any) (string, *int
 		if hresp != nil {
 			hresp.Body.Close()
 		}
-		return "", nil, transportVerdict(err, c.cfg.Timeout)
+		return "", nil, upstream.TransportVerdict("unionpay", err, c.cfg.Timeout, nil)
 	}
 	defer hresp.Body.Close()
 	raw, rerr := io.ReadAll(io.LimitReader(hresp.Body, maxAnswer))
 
 	status := hresp.StatusCode
-	retryAfter := parseRetryAfter(hresp.Header.Get("Retry-After"), c.clock())
+	retryAfter := upstream.RetryAfter(hresp.Header.Get("Retry-After"), c.clock())
 	switch {
 	case status == http.StatusTooManyRequests:
 		return "", nil, upstream.Verdict{Outcome: upstream.RetryLater, Code: "http_429", Throttled: true, RetryAfter: retryAfter,
@@ -308,7 +291,7 @@ func (c *Client) call(ctx context.Context, path string, query any) (string, *int
 		return "", nil, upstream.Verdict{Outcome: upstream.RetryLater, Code: "http_" + strconv.Itoa(status), RetryAfter: retryAfter,
 			Message: fmt.Sprintf("unionpay: server error (HTTP %d)", status)}
 	case rerr != nil:
-		v := transportVerdict(rerr, c.cfg.Timeout)
+		v := upstream.TransportVerdict("unionpay", rerr, c.cfg.Timeout, nil)
 		v.Message = "unionpay: answer cut short: " + v.Message
 		return "", nil, v
 	}
@@ -457,53 +440,4 @@ func badAnswer(why string) upstream.Verdict {
 		why = "unionpay: " + why
 	}
 	return upstream.Verdict{Outcome: upstream.RetryLater, Code: "bad_answer", Message: why}
-}
-
-// transportVerdict classifies a failure to get an answer. Only the innermost
-// error's text is used: the *url.Error around it quotes the URL.
-func transportVerdict(err error, timeout time.Duration) upstream.Verdict {
-	inner := err
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		inner = ue.Err
-	}
-	var ne net.Error
-	switch {
-	case errors.Is(err, context.Canceled):
-		return upstream.Verdict{Outcome: upstream.RetryLater, Code: "canceled", Message: "unionpay: call canceled"}
-	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
-		return upstream.Verdict{Outcome: upstream.RetryLater, Code: "timeout",
-			Message: fmt.Sprintf("unionpay: no answer in time (per-attempt limit %s)", timeout)}
-	}
-	detail := "connection failed"
-	if inner != nil && (ue != nil || !strings.Contains(inner.Error(), "://")) {
-		detail = inner.Error()
-	}
-	return upstream.Verdict{Outcome: upstream.RetryLater, Code: "network", Message: "unionpay: " + detail}
-}
-
-// parseRetryAfter reads Retry-After as seconds or an HTTP date.
-func parseRetryAfter(h string, now time.Time) time.Duration {
-	if h == "" {
-		return 0
-	}
-	if s, err := strconv.Atoi(strings.TrimSpace(h)); err == nil {
-		if s < 0 {
-			return 0
-		}
-		return time.Duration(s) * time.Second
-	}
-	if t, err := http.ParseTime(h); err == nil {
-		if d := t.Sub(now); d > 0 {
-			return d
-		}
-	}
-	return 0
-}
-
-func newTransport() http.RoundTripper {
-	if t, ok := http.DefaultTransport.(*http.Transport); ok {
-		return t.Clone()
-	}
-	return http.DefaultTransport
 }

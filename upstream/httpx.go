@@ -1,0 +1,91 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// What the one-event-per-request clients (TongDun, UnionPay) share about
+// HTTP: their own transport, which retries are worth making at once, how a
+// transport failure is reported, and Retry-After.
+
+// NewTransport returns a transport of the client's own: retryablehttp
+// closes idle connections after a failed call, which must not hit other
+// clients sharing http.DefaultTransport.
+func NewTransport() http.RoundTripper {
+	if t, ok := http.DefaultTransport.(*http.Transport); ok {
+		return t.Clone()
+	}
+	return http.DefaultTransport
+}
+
+// CheckRetryTransient is a retryablehttp.CheckRetry that retries only what a
+// second attempt may fix at once: transport errors, and 5xx without a
+// Retry-After. Any answer of the upstream's own is final for this call: the
+// forwarder decides when to come back, honouring Retry-After.
+func CheckRetryTransient(ctx context.Context, resp *http.Response, err error) (bool, error) {
+	if ctx.Err() != nil {
+		return false, ctx.Err()
+	}
+	if err != nil {
+		return true, nil
+	}
+	if resp.StatusCode >= 500 && resp.Header.Get("Retry-After") == "" {
+		return true, nil
+	}
+	return false, nil
+}
+
+// TransportVerdict classifies a failure to get an answer: canceled,
+// timed out, or a network error. net/http's messages embed the request URL,
+// which may carry credentials: only the innermost error is kept, and mask
+// (nil for none) is applied to it.
+func TransportVerdict(name string, err error, timeout time.Duration, mask func(string) string) Verdict {
+	inner := err
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		inner = ue.Err
+	}
+	var ne net.Error
+	switch {
+	case errors.Is(err, context.Canceled):
+		return Verdict{Outcome: RetryLater, Code: "canceled", Message: name + ": call canceled"}
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return Verdict{Outcome: RetryLater, Code: "timeout",
+			Message: fmt.Sprintf("%s: no answer in time (per-attempt limit %s)", name, timeout)}
+	}
+	detail := "connection failed"
+	if inner != nil && (ue != nil || !strings.Contains(inner.Error(), "://")) {
+		detail = inner.Error()
+	}
+	if mask != nil {
+		detail = mask(detail)
+	}
+	return Verdict{Outcome: RetryLater, Code: "network", Message: name + ": " + detail}
+}
+
+// RetryAfter reads a Retry-After header: seconds or an HTTP date.
+func RetryAfter(h string, now time.Time) time.Duration {
+	if h == "" {
+		return 0
+	}
+	if s, err := strconv.Atoi(strings.TrimSpace(h)); err == nil {
+		if s < 0 {
+			return 0
+		}
+		return time.Duration(s) * time.Second
+	}
+	if t, err := http.ParseTime(h); err == nil {
+		if d := t.Sub(now); d > 0 {
+			return d
+		}
+	}
+	return 0
+}
