@@ -65,6 +65,9 @@ type Config struct {
 	Pprof                 bool          `envconfig:"PPROF" default:"false"`
 	MinFreeDisk           ByteSize      `envconfig:"MIN_FREE_DISK" default:"128MiB"`
 	ListenUnix            string        `envconfig:"LISTEN_UNIX"`
+	ForwardConcurrency    int           `envconfig:"FORWARD_CONCURRENCY" default:"1"`
+	TongdunRatePerSec     float64       `envconfig:"TONGDUN_REQUESTS_PER_SECOND" default:"0"`
+	UnionpayRatePerSec    float64       `envconfig:"UNIONPAY_REQUESTS_PER_SECOND" default:"0"`
 	PolicyFile            string        `envconfig:"POLICY_FILE"`
 	PolicyPollInterval    time.Duration `envconfig:"POLICY_POLL_INTERVAL" default:"2s"`
 	DecisionTimeout       time.Duration `envconfig:"DECISION_TIMEOUT" default:"300ms"`
@@ -179,6 +182,12 @@ func (c Config) Validate() error {
 	}
 	if c.ForwardFlushInterval <= 0 || c.ForwardBackoffMax <= 0 || c.ForwardProbeInterval <= 0 || c.ForwardMaxAge <= 0 || c.ForwardBreakerOpen <= 0 {
 		bad("FORWARD_*", "intervals and ages must be positive")
+	}
+	if c.ForwardConcurrency < 1 || c.ForwardConcurrency > 64 {
+		bad("FORWARD_CONCURRENCY", "must be 1-64")
+	}
+	if c.TongdunRatePerSec < 0 || c.UnionpayRatePerSec < 0 {
+		bad("TONGDUN_REQUESTS_PER_SECOND", "rates must be 0 (no cap) or positive")
 	}
 	if c.ForwardMaxAttempts < 1 {
 		bad("FORWARD_MAX_ATTEMPTS", "must be at least 1")

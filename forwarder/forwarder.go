@@ -24,6 +24,7 @@ import (
 
 	"github.com/outpost-agent/outpost/spool"
 	"github.com/outpost-agent/outpost/upstream"
+	"golang.org/x/time/rate"
 )
 
 // Sender delivers items to one upstream. The upstream clients implement it.
@@ -73,6 +74,14 @@ type Config struct {
 	// for BreakerOpen, doubling to BreakerMaxOpen (defaults 5, 10s, 5m).
 	BreakerThreshold            int
 	BreakerOpen, BreakerMaxOpen time.Duration
+	// Concurrency is how many batches are in flight at once (default 1,
+	// which also keeps delivery in queue order; more trades order for
+	// throughput on a slow upstream).
+	Concurrency int
+	// ItemsPerSecond caps the items handed to the upstream (one request
+	// each for TongDun and UnionPay); 0 = no cap here (Tencent's client
+	// has its own requests-a-minute limit).
+	ItemsPerSecond float64
 	// OnResult, when set, sees each delivered item's result (the score
 	// cache and late verdicts feed on it).
 	OnResult func(e spool.Entry, r upstream.Result)
@@ -118,10 +127,11 @@ type Worker struct {
 	mu        sync.Mutex
 	st        Status
 	br        breaker
-	retries   int       // consecutive retryable failures, for back-off
-	paused    time.Time // paused until (zero: not paused)
-	manual    bool      // paused until an operator acts: probe periodically
-	lastPause string    // code of the current pause, to log it once
+	retries   int           // consecutive retryable failures, for back-off
+	paused    time.Time     // paused until (zero: not paused)
+	manual    bool          // paused until an operator acts: probe periodically
+	lastPause string        // code of the current pause, to log it once
+	limit     *rate.Limiter // ItemsPerSecond
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -131,6 +141,9 @@ type Worker struct {
 func New(cfg Config) *Worker {
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = 50
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 1
 	}
 	if cfg.MaxBatchBytes <= 0 {
 		cfg.MaxBatchBytes = 256 << 10
@@ -178,6 +191,9 @@ func New(cfg Config) *Worker {
 		rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0x9e3779b97f4a7c15)),
 		br:  breaker{threshold: cfg.BreakerThreshold, base: cfg.BreakerOpen, max: cfg.BreakerMaxOpen},
 	}
+	if cfg.ItemsPerSecond > 0 {
+		w.limit = rate.NewLimiter(rate.Limit(cfg.ItemsPerSecond), max(cfg.BatchSize, 1))
+	}
 	w.st.State = StateOK
 	if cfg.Sender == nil {
 		w.st.State = StateNotConfigured
@@ -193,11 +209,13 @@ func (w *Worker) Start() {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	w.cancel = cancel
-	w.wg.Add(1)
-	go func() {
-		defer w.wg.Done()
-		w.run(ctx)
-	}()
+	for range w.cfg.Concurrency {
+		w.wg.Add(1)
+		go func() {
+			defer w.wg.Done()
+			w.run(ctx)
+		}()
+	}
 }
 
 // Close stops the worker: the batch in flight is finished or abandoned
@@ -321,9 +339,18 @@ func (w *Worker) run(ctx context.Context) {
 			}
 		}
 
-		// 3. Send and settle.
+		// 3. Send and settle, within the upstream's rate.
+		if w.limit != nil {
+			if err := w.limit.WaitN(ctx, min(len(es), w.limit.Burst())); err != nil {
+				w.cfg.Queue.Release(w.cfg.Name, seqsOf(es))
+				if ctx.Err() != nil {
+					return
+				}
+				continue
+			}
+		}
 		w.mu.Lock()
-		w.st.InFlight = len(es)
+		w.st.InFlight += len(es)
 		w.st.Requests++
 		w.mu.Unlock()
 		items := make([]upstream.Item, len(es))
@@ -339,7 +366,7 @@ func (w *Worker) run(ctx context.Context) {
 		}
 		backoff := w.settle(ctx, es, results)
 		w.mu.Lock()
-		w.st.InFlight = 0
+		w.st.InFlight -= len(es)
 		w.mu.Unlock()
 		if backoff > 0 && !w.sleep(ctx, backoff) {
 			return

@@ -342,3 +342,50 @@ func TestPauseUntilHonoursInjectedClock(t *testing.T) {
 	clk.Set(midnight.Add(time.Second))
 	eventually(t, "resumed after midnight", func() bool { return sp.Stats()["tencent"].Depth == 0 })
 }
+
+func TestConcurrentWorkersDeliverEverythingOnce(t *testing.T) {
+	sp := newSpool(t)
+	sim, c := tencentPair(t)
+	sim.SetFaults(tencentsim.Faults{Latency: 20 * time.Millisecond})
+	ids := appendActions(t, sp, 0, 400)
+	cfg := fastConfig(sp, c)
+	cfg.Concurrency = 4
+	w := start(t, cfg)
+	eventually(t, "all delivered", func() bool { return sp.Stats()["tencent"].Depth == 0 })
+	if n := len(sim.Delivered()); n != len(ids) {
+		t.Fatalf("delivered %d, want %d", n, len(ids))
+	}
+	for _, id := range ids {
+		if sim.DeliveryCount(id) != 1 {
+			t.Fatalf("%s delivered %d times", id, sim.DeliveryCount(id))
+		}
+	}
+	if st := w.Status(); st.DeliveredTotal != 400 || st.InFlight != 0 {
+		t.Fatalf("status %+v", st)
+	}
+}
+
+func TestItemsPerSecondLimitsTheUpstream(t *testing.T) {
+	sp := newSpool(t)
+	var sent atomic.Int64
+	s := &scriptedSender{fn: func(items []upstream.Item) []upstream.Result {
+		sent.Add(int64(len(items)))
+		out := make([]upstream.Result, len(items))
+		for i, it := range items {
+			out[i] = upstream.Result{ID: it.ID, Verdict: upstream.Verdict{Outcome: upstream.Delivered}}
+		}
+		return out
+	}}
+	appendActions(t, sp, 0, 30)
+	cfg := fastConfig(sp, s)
+	cfg.BatchSize, cfg.ItemsPerSecond = 5, 50
+	start := time.Now()
+	startW := New(cfg)
+	startW.Start()
+	t.Cleanup(func() { startW.Close(context.Background()) })
+	eventually(t, "all sent", func() bool { return sent.Load() == 30 })
+	// A burst of 5, then 25 more at 50 a second: at least 0.5 s.
+	if took := time.Since(start); took < 400*time.Millisecond {
+		t.Fatalf("30 items at 50/s (burst 5) took only %s", took)
+	}
+}

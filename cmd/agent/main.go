@@ -47,6 +47,8 @@
 // Forwarding:
 //
 //	AGENT_FORWARD_BATCH_SIZE       [50] actions per Tencent request
+//	AGENT_FORWARD_CONCURRENCY      [1] batches in flight per upstream (1 keeps queue order)
+//	AGENT_TONGDUN_REQUESTS_PER_SECOND, AGENT_UNIONPAY_REQUESTS_PER_SECOND [0 = no cap]
 //	AGENT_FORWARD_FLUSH_INTERVAL   [1s] a partial batch waits until its oldest is this old
 //	AGENT_FORWARD_MAX_ATTEMPTS     [1000] then the item is dead-lettered
 //	AGENT_FORWARD_MAX_AGE          [168h] likewise

@@ -80,10 +80,17 @@ func forwarders(cfg config.Config, cs clients, sp *spool.Spool, log *slog.Logger
 			BatchSize: cfg.ForwardBatchSize, FlushInterval: cfg.ForwardFlushInterval,
 			MaxAttempts: cfg.ForwardMaxAttempts, MaxAge: cfg.ForwardMaxAge,
 			BackoffMax: cfg.ForwardBackoffMax, ProbeInterval: cfg.ForwardProbeInterval,
+			Concurrency: cfg.ForwardConcurrency,
 			BreakerOpen: cfg.ForwardBreakerOpen, BreakerMaxOpen: max(cfg.ForwardBreakerOpen, cfg.ForwardBackoffMax),
 		}
 		if s, ok := senders[name]; ok {
 			wc.Sender = s
+		}
+		switch name {
+		case "tongdun":
+			wc.ItemsPerSecond = cfg.TongdunRatePerSec
+		case "unionpay":
+			wc.ItemsPerSecond = cfg.UnionpayRatePerSec
 		}
 		if name != "tencent" {
 			wc.BatchSize = 10 // one event per request upstream; the batch only bounds a lease
