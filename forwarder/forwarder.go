@@ -71,7 +71,7 @@ type Config struct {
 	// is probed with one item (default 5m).
 	ProbeInterval time.Duration
 	// BreakerThreshold consecutive network-level failures open the circuit
-	// for BreakerOpen, doubling to BreakerMaxOpen (defaults 5, 10s, 5m).
+	// for BreakerOpen, doubling to BreakerMaxOpen (defaults 3, 10s, 5m).
 	BreakerThreshold            int
 	BreakerOpen, BreakerMaxOpen time.Duration
 	// Concurrency is how many batches are in flight at once (default 1,
@@ -170,7 +170,7 @@ func New(cfg Config) *Worker {
 		cfg.ProbeInterval = 5 * time.Minute
 	}
 	if cfg.BreakerThreshold <= 0 {
-		cfg.BreakerThreshold = 5
+		cfg.BreakerThreshold = 3
 	}
 	if cfg.BreakerOpen <= 0 {
 		cfg.BreakerOpen = 10 * time.Second
