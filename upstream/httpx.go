@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/hashicorp/go-retryablehttp"
 )
 
 // What the one-event-per-request clients (TongDun, UnionPay) share about
@@ -24,6 +27,38 @@ func NewTransport() http.RoundTripper {
 		return t.Clone()
 	}
 	return http.DefaultTransport
+}
+
+// NewRetryClient builds the retryablehttp client of a one-event-per-request
+// upstream: its own transport (or a copy of base, for tests) with a
+// per-attempt timeout; retryMax quick retries of what CheckRetryTransient
+// allows, waiting retryWait to 10×retryWait; no logging of its own (it
+// would print URLs, which carry credentials), only the attempt number at
+// debug level; and the last answer or error handed back untouched (its
+// default handler wraps the error with the URL).
+func NewRetryClient(base *http.Client, timeout time.Duration, retryMax int, retryWait time.Duration, log *slog.Logger) *retryablehttp.Client {
+	hc := &http.Client{Timeout: timeout, Transport: NewTransport()}
+	if base != nil {
+		cp := *base
+		if cp.Timeout == 0 {
+			cp.Timeout = timeout
+		}
+		hc = &cp
+	}
+	rc := retryablehttp.NewClient()
+	rc.HTTPClient = hc
+	rc.Logger = nil
+	rc.RequestLogHook = func(_ retryablehttp.Logger, _ *http.Request, attempt int) {
+		if attempt > 0 {
+			log.Debug("retrying request", "attempt", attempt+1)
+		}
+	}
+	rc.RetryMax = retryMax
+	rc.RetryWaitMin = retryWait
+	rc.RetryWaitMax = 10 * retryWait
+	rc.CheckRetry = CheckRetryTransient
+	rc.ErrorHandler = retryablehttp.PassthroughErrorHandler
+	return rc
 }
 
 // CheckRetryTransient is a retryablehttp.CheckRetry that retries only what a

@@ -112,35 +112,7 @@ func New(cfg Config) (*Client, error) {
 		c.base = u
 	}
 
-	// A transport of our own: retryablehttp closes idle connections after
-	// a failed call, which must not hit other clients sharing
-	// http.DefaultTransport.
-	hc := &http.Client{Timeout: cfg.Timeout, Transport: upstream.NewTransport()}
-	if cfg.HTTPClient != nil {
-		cp := *cfg.HTTPClient
-		if cp.Timeout == 0 {
-			cp.Timeout = cfg.Timeout
-		}
-		hc = &cp
-	}
-	rc := retryablehttp.NewClient()
-	rc.HTTPClient = hc
-	// retryablehttp logs the URL, which holds partner_key: no logger, and a
-	// hook of our own that logs nothing but the attempt number.
-	rc.Logger = nil
-	rc.RequestLogHook = func(_ retryablehttp.Logger, _ *http.Request, attempt int) {
-		if attempt > 0 {
-			c.log.Debug("retrying request", "attempt", attempt+1)
-		}
-	}
-	rc.RetryMax = cfg.RetryMax
-	rc.RetryWaitMin = cfg.RetryWait
-	rc.RetryWaitMax = 10 * cfg.RetryWait
-	rc.CheckRetry = upstream.CheckRetryTransient
-	// Hand back the last response/error untouched: its default wraps the
-	// error with the URL, and we want the status and Retry-After ourselves.
-	rc.ErrorHandler = retryablehttp.PassthroughErrorHandler
-	c.http = rc
+	c.http = upstream.NewRetryClient(cfg.HTTPClient, cfg.Timeout, cfg.RetryMax, cfg.RetryWait, c.log)
 	return c, nil
 }
 

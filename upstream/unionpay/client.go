@@ -97,33 +97,7 @@ func New(cfg Config) (*Client, error) {
 		c.clock = time.Now
 	}
 
-	// A transport of our own: retryablehttp closes idle connections after
-	// a failed call, which must not hit other clients sharing
-	// http.DefaultTransport.
-	hc := &http.Client{Timeout: cfg.Timeout, Transport: upstream.NewTransport()}
-	if cfg.HTTPClient != nil {
-		cp := *cfg.HTTPClient
-		if cp.Timeout == 0 {
-			cp.Timeout = cfg.Timeout
-		}
-		hc = &cp
-	}
-	rc := retryablehttp.NewClient()
-	rc.HTTPClient = hc
-	// Our own logging only: retryablehttp's would print URLs and errors we
-	// have not vetted.
-	rc.Logger = nil
-	rc.RequestLogHook = func(_ retryablehttp.Logger, _ *http.Request, attempt int) {
-		if attempt > 0 {
-			c.log.Debug("retrying request", "attempt", attempt+1)
-		}
-	}
-	rc.RetryMax = cfg.RetryMax
-	rc.RetryWaitMin = cfg.RetryWait
-	rc.RetryWaitMax = 10 * cfg.RetryWait
-	rc.CheckRetry = upstream.CheckRetryTransient
-	rc.ErrorHandler = retryablehttp.PassthroughErrorHandler
-	c.http = rc
+	c.http = upstream.NewRetryClient(cfg.HTTPClient, cfg.Timeout, cfg.RetryMax, cfg.RetryWait, c.log)
 	return c, nil
 }
 
