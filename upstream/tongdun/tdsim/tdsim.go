@@ -31,13 +31,13 @@ import (
 	"io"
 	"math/rand/v2"
 	"mime"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/outpost-agent/outpost/upstream/simctl"
 	"github.com/outpost-agent/outpost/upstream/tongdun"
 )
 
@@ -273,7 +273,7 @@ func dayOf(t time.Time) string {
 // ServeHTTP serves the API and the /_sim/ hooks.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if strings.HasPrefix(r.URL.Path, "/_sim/") {
-		s.serveSim(w, r)
+		simctl.Serve(w, r, s.Faults, s.SetFaults, func() any { return s.Stats() })
 		return
 	}
 	s.mu.Lock()
@@ -297,7 +297,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if f.Outage {
 		s.count("outage")
-		reset(w)
+		simctl.Reset(w)
 		return
 	}
 	if f.HTTPStatus != 0 {
@@ -476,52 +476,5 @@ func (s *Server) answer(w http.ResponseWriter, f Faults, code int, msg string, r
 	}
 	w.Header().Set("Content-Type", "application/json;charset=UTF-8")
 	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(b)
-}
-
-// reset drops the connection with an RST, as a crashed upstream or a
-// middlebox would.
-func reset(w http.ResponseWriter) {
-	hj, ok := w.(http.Hijacker)
-	if !ok {
-		http.Error(w, "outage", http.StatusBadGateway)
-		return
-	}
-	conn, _, err := hj.Hijack()
-	if err != nil {
-		return
-	}
-	if tc, ok := conn.(*net.TCPConn); ok {
-		_ = tc.SetLinger(0)
-	}
-	_ = conn.Close()
-}
-
-func (s *Server) serveSim(w http.ResponseWriter, r *http.Request) {
-	switch {
-	case r.URL.Path == "/_sim/faults" && r.Method == http.MethodPost:
-		var f Faults
-		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&f); err != nil {
-			http.Error(w, "bad faults: "+err.Error(), http.StatusBadRequest)
-			return
-		}
-		s.SetFaults(f)
-		w.WriteHeader(http.StatusNoContent)
-	case r.URL.Path == "/_sim/faults" && r.Method == http.MethodGet:
-		writeJSON(w, s.Faults())
-	case r.URL.Path == "/_sim/stats" && r.Method == http.MethodGet:
-		writeJSON(w, s.Stats())
-	default:
-		http.NotFound(w, r)
-	}
-}
-
-func writeJSON(w http.ResponseWriter, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		http.Error(w, "encode", http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
 	_, _ = w.Write(b)
 }
