@@ -30,12 +30,12 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/outpost-agent/outpost/internal/agenttest"
 )
 
 var soakFlag = flag.Bool("soak", false, "run the long version of each chaos scenario")
@@ -43,38 +43,8 @@ var soakFlag = flag.Bool("soak", false, "run the long version of each chaos scen
 // soak reports whether the long version runs (-soak or OUTPOST_SOAK=1).
 func soak() bool { return *soakFlag || os.Getenv("OUTPOST_SOAK") == "1" }
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-// agentBinary builds cmd/agent once per test run, with the race detector
-// when the tests run with it (as e2e does).
-func agentBinary(t testing.TB) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "outpost-chaos-bin")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "agent")
-		args := []string{"build", "-o", binPath}
-		if raceEnabled {
-			args = append(args, "-race")
-		}
-		cmd := exec.Command("go", append(args, "../cmd/agent")...)
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
-}
+// agentBinary is the real binary, built once per test run.
+func agentBinary(t testing.TB) string { return agenttest.Binary(t) }
 
 type agent struct {
 	t    testing.TB
@@ -85,22 +55,8 @@ type agent struct {
 	err  error         // cmd.Wait's answer, once done is closed
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer holds the agent's log lines.
+type syncBuffer = agenttest.SyncBuffer
 
 // tail is the last n lines of the agent's log.
 func (a *agent) tail(n int) string {
