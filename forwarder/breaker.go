@@ -15,6 +15,9 @@ type breaker struct {
 	openFor   time.Duration
 	openUntil time.Time
 	halfOpen  bool
+	// jitter spreads the open time, so agents whose circuits opened
+	// together (one outage hits a whole fleet) do not probe together.
+	jitter func(time.Duration) time.Duration
 }
 
 type breakerState int
@@ -50,7 +53,11 @@ func (b *breaker) failure(now time.Time) bool {
 		} else {
 			b.openFor = min(2*b.openFor, b.max)
 		}
-		b.openUntil = now.Add(b.openFor)
+		d := b.openFor
+		if b.jitter != nil {
+			d = b.jitter(d)
+		}
+		b.openUntil = now.Add(d)
 		return true
 	}
 	return false

@@ -191,6 +191,9 @@ func New(cfg Config) *Worker {
 		rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0x9e3779b97f4a7c15)),
 		br:  breaker{threshold: cfg.BreakerThreshold, base: cfg.BreakerOpen, max: cfg.BreakerMaxOpen},
 	}
+	w.br.jitter = func(d time.Duration) time.Duration { // 0.75× to 1.25×
+		return d*3/4 + time.Duration(w.rng.Int64N(int64(d)/2+1))
+	}
 	if cfg.ItemsPerSecond > 0 {
 		w.limit = rate.NewLimiter(rate.Limit(cfg.ItemsPerSecond), max(cfg.BatchSize, 1))
 	}
@@ -485,7 +488,9 @@ func (w *Worker) settle(ctx context.Context, es []spool.Entry, results []upstrea
 		w.retries++
 		d := w.backoff()
 		if retry.RetryAfter > d {
-			d = retry.RetryAfter
+			// Up to a quarter more than the upstream asked: a fleet told
+			// to come back at the same moment does not all come back at it.
+			d = retry.RetryAfter + time.Duration(w.rng.Int64N(int64(retry.RetryAfter)/4+1))
 		}
 		if answered || retry.Throttled {
 			// The upstream answered (throttling, 5xx with a body): not a

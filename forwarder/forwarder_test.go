@@ -389,3 +389,20 @@ func TestItemsPerSecondLimitsTheUpstream(t *testing.T) {
 		t.Fatalf("30 items at 50/s (burst 5) took only %s", took)
 	}
 }
+
+// TestBreakerOpenTimeIsJittered: circuits opened by the same outage
+// across a fleet must not all probe at the same instant (docs/fleet.md).
+func TestBreakerOpenTimeIsJittered(t *testing.T) {
+	w := New(Config{Name: "tencent", BreakerOpen: time.Second})
+	seen := map[time.Duration]bool{}
+	for range 200 {
+		d := w.br.jitter(time.Second)
+		if d < 750*time.Millisecond || d > 1250*time.Millisecond {
+			t.Fatalf("open time %s outside 0.75-1.25 s", d)
+		}
+		seen[d] = true
+	}
+	if len(seen) < 50 {
+		t.Fatalf("only %d distinct open times in 200: not jittered", len(seen))
+	}
+}
