@@ -333,7 +333,10 @@ func (w *Worker) run(ctx context.Context) {
 		if !probe && len(es) < n {
 			// A partial batch waits for company until its oldest is
 			// FlushInterval old.
-			if age := w.clk.Now().Sub(es[0].EnqueuedAt); age < w.cfg.FlushInterval {
+			// A wall clock stepped back (an NTP correction) makes the oldest
+			// item look younger than zero: then it is not waited for at all,
+			// or the batch would wait for the size of the step.
+			if age := w.clk.Now().Sub(es[0].EnqueuedAt); age >= 0 && age < w.cfg.FlushInterval {
 				w.cfg.Queue.Release(w.cfg.Name, seqsOf(es))
 				if !w.idle(ctx, w.cfg.FlushInterval-age) {
 					return

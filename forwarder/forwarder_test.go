@@ -281,6 +281,18 @@ func (c *fakeClock) Advance(d time.Duration) {
 
 func (c *fakeClock) Set(t time.Time) { c.Advance(t.Sub(c.Now())) }
 
+// Jump steps the wall clock, as an NTP correction does, without time
+// passing: pending timers keep their remaining durations (Go's timers run
+// on the monotonic clock).
+func (c *fakeClock) Jump(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+	for i := range c.waiters {
+		c.waiters[i].at = c.waiters[i].at.Add(d)
+	}
+}
+
 // scriptedSender answers from a function, counting calls.
 type scriptedSender struct {
 	calls atomic.Int64
@@ -404,5 +416,64 @@ func TestBreakerOpenTimeIsJittered(t *testing.T) {
 	}
 	if len(seen) < 50 {
 		t.Fatalf("only %d distinct open times in 200: not jittered", len(seen))
+	}
+}
+
+// TestClockJumps: a clock that jumps forward past MaxAge dead-letters the
+// items that are now too old, with why; a clock that jumps back neither
+// drops anything nor wedges the worker.
+func TestClockJumps(t *testing.T) {
+	clk := &fakeClock{now: time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)}
+	sp := newSpool(t, clk.Now)
+	var up atomic.Bool // the upstream fails until told otherwise
+	s := &scriptedSender{fn: func(items []upstream.Item) []upstream.Result {
+		out := make([]upstream.Result, len(items))
+		for i, it := range items {
+			v := upstream.Verdict{Outcome: upstream.RetryLater, Code: "http_503", Message: "unavailable"}
+			if up.Load() {
+				v = upstream.Verdict{Outcome: upstream.Delivered}
+			}
+			out[i] = upstream.Result{ID: it.ID, Verdict: v}
+		}
+		return out
+	}}
+	cfg := fastConfig(sp, s)
+	cfg.Clock, cfg.MaxAge, cfg.BreakerThreshold = clk, time.Hour, 1000
+	w := start(t, cfg)
+	appendActions(t, sp, 0, 3)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() { // fake time runs (polls, back-off) in small steps
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Millisecond):
+				clk.Advance(20 * time.Millisecond)
+			}
+		}
+	}()
+	eventually(t, "a failed attempt", func() bool { return w.Status().FailedTotal > 0 })
+
+	// Forward past MaxAge: the next failure dead-letters them as too old.
+	clk.Jump(2 * time.Hour)
+	eventually(t, "dead-lettered as too old", func() bool { return sp.Stats()["tencent"].DeadLetters == 3 })
+	dl, _ := sp.DeadLetters("tencent", 0, 10)
+	if !strings.Contains(dl[0].Reason, "older than 1h0m0s") {
+		t.Fatalf("reason %q", dl[0].Reason)
+	}
+
+	// Back in time by a day, with items enqueued before the step (they
+	// now look a day in the future): still delivered promptly, none lost.
+	up.Store(true)
+	appendActions(t, sp, 10, 3)
+	clk.Jump(-24 * time.Hour)
+	appendActions(t, sp, 20, 3)
+	eventually(t, "delivered after the clock went back", func() bool {
+		st := sp.Stats()["tencent"]
+		return st.Depth == 0 && st.DeadLetters == 3
+	})
+	if st := w.Status(); st.DeliveredTotal != 6 {
+		t.Fatalf("delivered %d, want 6", st.DeliveredTotal)
 	}
 }
