@@ -556,10 +556,12 @@ func (e *Engine) refreshTD(k string, req *Request) {
 		for _, rr := range resp.Reasons {
 			c.Reasons = append(c.Reasons, reason{rr.ID, rr.Reason})
 		}
-		e.mem.put(k, c)
+		// Stored first, then served from memory: what memory shows has
+		// been written (or its write has failed and been logged).
 		if _, err := e.cfg.Store.Write(ctx, []spool.KV{{Key: k, Value: encodeCached(c), TTL: e.cfg.TongDunCache.MaxStale}}, nil); err != nil {
 			e.log.Warn("storing a refreshed score failed", "err", err)
 		}
+		e.mem.put(k, c)
 	}()
 }
 

@@ -215,7 +215,20 @@ func TestStaleServedWhileRefreshing(t *testing.T) {
 	if res.Signals["tongdun"].Status != "stale" || res.Result != "accept" {
 		t.Fatalf("stale served? %+v %s", res.Signals["tongdun"], res.Result)
 	}
-	r.eng.Close() // waits for the background refresh
+	// The refresh runs in the background: wait until its answer is served,
+	// then check it was also stored, with a new engine (an empty memory).
+	deadline := time.Now().Add(10 * time.Second)
+	for i := 0; ; i++ {
+		res = decide(t, r, withdraw(fmt.Sprint("s2-", i), "acct-6", 10))
+		if *res.Signals["tongdun"].Score == 90 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the background refresh never landed: %+v", res.Signals["tongdun"])
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	r.eng.Close()
 	r.eng = New(r.cfg)
 	res = decide(t, r, withdraw("s3", "acct-6", 10))
 	if *res.Signals["tongdun"].Score != 90 || res.Result != "decline" {
