@@ -48,6 +48,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/outpost-agent/outpost/upstream/simctl"
 )
 
 // Protocol limits the simulator enforces.
@@ -172,28 +174,13 @@ func (f *Faults) UnmarshalJSON(b []byte) error {
 	}
 	*f = Faults(w.plain)
 	var err error
-	if f.Latency, err = parseDuration(w.Latency); err != nil {
+	if f.Latency, err = simctl.ParseDuration(w.Latency); err != nil {
 		return fmt.Errorf("latency: %w", err)
 	}
-	if f.RetryAfter, err = parseDuration(w.RetryAfter); err != nil {
+	if f.RetryAfter, err = simctl.ParseDuration(w.RetryAfter); err != nil {
 		return fmt.Errorf("retry_after: %w", err)
 	}
 	return nil
-}
-
-func parseDuration(raw json.RawMessage) (time.Duration, error) {
-	if len(raw) == 0 || string(raw) == "null" {
-		return 0, nil
-	}
-	var s string
-	if json.Unmarshal(raw, &s) == nil {
-		return time.ParseDuration(s)
-	}
-	var n int64
-	if err := json.Unmarshal(raw, &n); err != nil {
-		return 0, errors.New("want a duration string or nanoseconds")
-	}
-	return time.Duration(n), nil
 }
 
 // Stats is what GET /_sim/stats answers.

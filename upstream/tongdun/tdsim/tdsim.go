@@ -101,23 +101,10 @@ func (f *Faults) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	*f = Faults(w.plain)
-	if len(w.Latency) == 0 || string(w.Latency) == "null" {
-		return nil
+	var err error
+	if f.Latency, err = simctl.ParseDuration(w.Latency); err != nil {
+		return fmt.Errorf("latency: %w", err)
 	}
-	var s string
-	if err := json.Unmarshal(w.Latency, &s); err == nil {
-		d, err := time.ParseDuration(s)
-		if err != nil {
-			return fmt.Errorf("latency: %w", err)
-		}
-		f.Latency = d
-		return nil
-	}
-	var ns int64
-	if err := json.Unmarshal(w.Latency, &ns); err != nil {
-		return fmt.Errorf("latency: want a duration string or nanoseconds: %w", err)
-	}
-	f.Latency = time.Duration(ns)
 	return nil
 }
 
