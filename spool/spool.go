@@ -72,10 +72,15 @@ type Options struct {
 	MemTableSize int64
 	// TrimInterval is how often the pages of the store's memory-mapped
 	// files are handed back to the kernel (Linux; see trim_linux.go).
-	// Default 1 s; negative: never.
-	TrimInterval time.Duration
-	Logger       *slog.Logger
-	Clock        func() time.Time
+	// Default 1 s; negative: never. Between those trims the mapped pages
+	// are checked every 100 ms and trimmed early once the
+	// process's resident file-backed memory has grown TrimAboveBytes
+	// (default 8 MiB) since the last trim, so a burst of writes does not
+	// grow the RSS by a second's worth of mapped pages.
+	TrimInterval   time.Duration
+	TrimAboveBytes int64
+	Logger         *slog.Logger
+	Clock          func() time.Time
 	// MinFreeBytes: below this much free space on the store's filesystem
 	// new data is refused with ErrFull (acks, failures and dead letters,
 	// which free space, still go through), and Open refuses to start below
@@ -209,6 +214,9 @@ func Open(opts Options) (*Spool, error) {
 	if opts.TrimInterval == 0 {
 		opts.TrimInterval = time.Second
 	}
+	if opts.TrimAboveBytes == 0 {
+		opts.TrimAboveBytes = 8 << 20
+	}
 	if n := len(opts.EncryptionKey); n != 0 && n != 32 {
 		return nil, fmt.Errorf("open spool: encryption key is %d bytes, want 32", n)
 	}
@@ -278,7 +286,10 @@ func badgerOptions(o Options) badger.Options {
 		WithNumMemtables(2).
 		WithNumLevelZeroTables(2).
 		WithNumLevelZeroTablesStall(8).
-		WithBaseTableSize(2 << 20).
+		// Compactions hold a table builder (about twice the table size)
+		// per parallel sub-compaction in Go memory: 1 MiB tables instead
+		// of 2 took about 10 MiB off the peak of a 1M-action fill.
+		WithBaseTableSize(1 << 20).
 		WithBaseLevelSize(8 << 20).
 		WithNumCompactors(2).
 		WithCompression(options.None).

@@ -42,19 +42,62 @@ func (s *Spool) trimLoop() {
 		s.log.Warn("spool: not trimming mapped pages", "err", err)
 		return
 	}
-	t := time.NewTicker(s.opts.TrimInterval)
+	// Check often, trim when the mapped pages passed the threshold or a
+	// whole interval went by (pages of deleted files and of reads count
+	// too, and are not worth measuring one by one).
+	check := min(s.opts.TrimInterval, 100*time.Millisecond)
+	t := time.NewTicker(check)
 	defer t.Stop()
+	// The baseline is what stays resident right after a trim (the
+	// binary's own code pages, mostly): growth past it is the store's.
+	last := time.Now()
+	base, _ := residentFileBytes()
 	for {
 		select {
 		case <-s.ctx.Done():
 			return
 		case <-t.C:
 		}
+		if time.Since(last) < s.opts.TrimInterval {
+			if n, err := residentFileBytes(); err != nil || n-base < s.opts.TrimAboveBytes {
+				continue
+			}
+		}
+		last = time.Now()
 		if _, err := trimMappings(dir); err != nil {
 			s.log.Info("spool: not trimming mapped pages", "err", err)
 			return
 		}
+		if n, err := residentFileBytes(); err == nil {
+			base = n
+		}
 	}
+}
+
+// residentFileBytes is the process's resident shared (file-backed and
+// shmem) memory, from /proc/self/statm: one short read, cheap enough to do
+// ten times a second.
+func residentFileBytes() (int64, error) {
+	var buf [128]byte
+	f, err := os.Open("/proc/self/statm")
+	if err != nil {
+		return 0, err
+	}
+	n, err := f.Read(buf[:])
+	f.Close()
+	if err != nil {
+		return 0, err
+	}
+	// size resident shared text lib data dt
+	fields := bytes.Fields(buf[:n])
+	if len(fields) < 3 {
+		return 0, errors.New("short /proc/self/statm")
+	}
+	pages, err := strconv.ParseInt(string(fields[2]), 10, 64)
+	if err != nil {
+		return 0, err
+	}
+	return pages * int64(os.Getpagesize()), nil
 }
 
 var errNoPageout = errors.New("madvise(MADV_PAGEOUT) not supported")
