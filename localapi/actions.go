@@ -2,7 +2,6 @@ package localapi
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"mime"
@@ -53,14 +52,14 @@ func (s *Server) postActions(w http.ResponseWriter, r *http.Request) {
 		s.cfg.Observer.Actions("invalid", 1)
 		return
 	}
+	// One buffer holds every payload of the request; each record keeps a
+	// capacity-capped slice of it, so no payload can grow into the next.
 	recs := make([]spool.Record, len(acts))
+	buf := make([]byte, 0, len(body)+len(acts)*16)
 	for i := range acts {
-		p, err := json.Marshal(&acts[i])
-		if err != nil {
-			writeError(w, http.StatusInternalServerError, "internal", "cannot encode action", nil)
-			return
-		}
-		recs[i] = spool.Record{Queue: QueueTencent, ID: acts[i].ID, Payload: p}
+		start := len(buf)
+		buf = acts[i].AppendJSON(buf)
+		recs[i] = spool.Record{Queue: QueueTencent, ID: acts[i].ID, Payload: buf[start:len(buf):len(buf)]}
 	}
 	res, err := s.cfg.Store.Append(r.Context(), recs)
 	switch {
