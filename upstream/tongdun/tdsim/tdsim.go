@@ -120,8 +120,18 @@ type Stats struct {
 	// BySession counts accepted events per session_id (the delivery key).
 	BySession map[string]int `json:"by_session"`
 	// Today is the accepted count in the current Shanghai day.
-	Today  int    `json:"today"`
-	Faults Faults `json:"faults"`
+	Today int `json:"today"`
+	// ByDay counts, per Shanghai day ("2026-11-23", on the injected clock),
+	// the events accepted and those refused with 305 (daily cap): what a
+	// fleet sharing one daily quota got of it, and how often it asked past it.
+	ByDay  map[string]DayStats `json:"by_day"`
+	Faults Faults              `json:"faults"`
+}
+
+// DayStats is one Shanghai day's share of the daily cap.
+type DayStats struct {
+	Accepted int `json:"accepted"`
+	Capped   int `json:"capped"`
 }
 
 type verdict struct {
@@ -145,6 +155,7 @@ type Server struct {
 	seq       uint64
 	day       string
 	today     int
+	byDay     map[string]DayStats
 }
 
 // New builds a simulator.
@@ -158,6 +169,7 @@ func New(opts Options) *Server {
 		overrides: map[string]verdict{},
 		byCode:    map[string]int{},
 		bySession: map[string]int{},
+		byDay:     map[string]DayStats{},
 	}
 }
 
@@ -212,6 +224,7 @@ func (s *Server) Stats() Stats {
 		Accepted:  len(s.received),
 		ByCode:    make(map[string]int, len(s.byCode)),
 		BySession: make(map[string]int, len(s.bySession)),
+		ByDay:     make(map[string]DayStats, len(s.byDay)),
 		Today:     s.today,
 		Faults:    s.faults,
 	}
@@ -223,6 +236,9 @@ func (s *Server) Stats() Stats {
 	}
 	for k, v := range s.bySession {
 		st.BySession[k] = v
+	}
+	for k, v := range s.byDay {
+		st.ByDay[k] = v
 	}
 	return st
 }
@@ -342,12 +358,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if d := dayOf(now); d != s.day {
 		s.day, s.today = d, 0
 	}
+	ds := s.byDay[s.day]
 	if f.DailyCap > 0 && s.today >= f.DailyCap {
+		ds.Capped++
+		s.byDay[s.day] = ds
 		s.mu.Unlock()
 		s.answer(w, f, tongdun.CodeDailyCap, "日流量已封顶", nil)
 		return
 	}
 	s.today++
+	ds.Accepted++
+	s.byDay[s.day] = ds
 	s.seq++
 	v, ok := s.overrides[req.AccountID]
 	if !ok {

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -235,5 +236,43 @@ func TestPredictIsStable(t *testing.T) {
 	}
 	if len(seen) < 2 {
 		t.Errorf("predictions are not spread: %v", seen)
+	}
+}
+
+// TestDailyCapPerShanghaiDay: the cap counts accepted events per Asia/Shanghai
+// day on the injected clock, answers 305 past it until local midnight, and
+// Stats.ByDay tells each day's accepted and capped events apart.
+func TestDailyCapPerShanghaiDay(t *testing.T) {
+	cst := time.FixedZone("CST", 8*3600)
+	var mu sync.Mutex
+	now := time.Date(2026, 11, 23, 23, 59, 0, 0, cst)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	set := func(t time.Time) { mu.Lock(); defer mu.Unlock(); now = t }
+	sim := tdsim.New(tdsim.Options{PartnerCode: "pc", PartnerKey: "pk", Channel: "ch", Clock: clock})
+	sim.SetFaults(tdsim.Faults{DailyCap: 2})
+	srv := httptest.NewServer(sim)
+	t.Cleanup(srv.Close)
+	api := srv.URL + "/api?partner_code=pc&partner_key=pk"
+
+	for i, want := range []int{200, 200, 305, 305} {
+		if _, r := post(t, api, "application/json", good); r.Code != want {
+			t.Fatalf("event %d on the 23rd: code %d, want %d", i, r.Code, want)
+		}
+	}
+	set(time.Date(2026, 11, 23, 23, 59, 59, 999e6, cst)) // still the 23rd in Shanghai
+	if _, r := post(t, api, "application/json", good); r.Code != 305 {
+		t.Fatalf("a millisecond before midnight: code %d, want 305", r.Code)
+	}
+	set(time.Date(2026, 11, 23, 16, 0, 0, 0, time.UTC)) // 00:00 on the 24th in Shanghai
+	for i, want := range []int{200, 200, 305} {
+		if _, r := post(t, api, "application/json", good); r.Code != want {
+			t.Fatalf("event %d on the 24th: code %d, want %d", i, r.Code, want)
+		}
+	}
+	st := sim.Stats()
+	want := map[string]tdsim.DayStats{"2026-11-23": {Accepted: 2, Capped: 3}, "2026-11-24": {Accepted: 2, Capped: 1}}
+	if len(st.ByDay) != 2 || st.ByDay["2026-11-23"] != want["2026-11-23"] || st.ByDay["2026-11-24"] != want["2026-11-24"] ||
+		st.Today != 2 || st.ByCode["305"] != 4 || st.Accepted != 4 {
+		t.Fatalf("stats: by day %+v, today %d, 305s %d, accepted %d", st.ByDay, st.Today, st.ByCode["305"], st.Accepted)
 	}
 }
