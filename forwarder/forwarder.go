@@ -70,6 +70,14 @@ type Config struct {
 	// ProbeInterval: how often an upstream paused until an operator acts
 	// is probed with one item (default 5m).
 	ProbeInterval time.Duration
+	// ClockSkew is how far behind ours the upstream's clock may be (default
+	// 1m). A pause until a set time (TongDun's daily cap: until midnight in
+	// Shanghai, by our clock) that the upstream answers again to the probe
+	// at its end may only mean that its day has not turned yet: for this
+	// long after the pause ended, the worker probes again with a short,
+	// doubling, jittered wait instead of believing a whole new pause.
+	// Negative: believe every pause as answered.
+	ClockSkew time.Duration
 	// BreakerThreshold consecutive network-level failures open the circuit
 	// for BreakerOpen, doubling to BreakerMaxOpen (defaults 3, 10s, 5m).
 	BreakerThreshold            int
@@ -131,6 +139,8 @@ type Worker struct {
 	paused    time.Time     // paused until (zero: not paused)
 	manual    bool          // paused until an operator acts: probe periodically
 	lastPause string        // code of the current pause, to log it once
+	pauseEnd  time.Time     // end of the current timed pause, as the upstream set it
+	reprobes  int           // probes since pauseEnd answered with the same pause
 	limit     *rate.Limiter // ItemsPerSecond
 
 	cancel context.CancelFunc
@@ -168,6 +178,9 @@ func New(cfg Config) *Worker {
 	}
 	if cfg.ProbeInterval <= 0 {
 		cfg.ProbeInterval = 5 * time.Minute
+	}
+	if cfg.ClockSkew == 0 {
+		cfg.ClockSkew = time.Minute
 	}
 	if cfg.BreakerThreshold <= 0 {
 		cfg.BreakerThreshold = 3
@@ -475,10 +488,17 @@ func (w *Worker) settle(ctx context.Context, es []spool.Entry, results []upstrea
 		if pause.PauseUntil.IsZero() {
 			w.manual = true
 			w.paused = now.Add(w.cfg.ProbeInterval)
+			w.pauseEnd, w.reprobes = time.Time{}, 0
 			w.st.Reason = fmt.Sprintf("%s (code %s); needs an operator; probing every %s", pause.Message, pause.Code, w.cfg.ProbeInterval)
+		} else if next, ok := w.reprobe(now, repeated, pause.PauseUntil); ok {
+			w.manual = false
+			w.paused = next
+			w.st.Reason = fmt.Sprintf("%s (code %s) again when the pause should have ended at %s: the upstream's clock may be behind ours; probing again at %s",
+				pause.Message, pause.Code, w.pauseEnd.Format(time.RFC3339), next.Format(time.RFC3339Nano))
 		} else {
 			w.manual = false
 			w.paused = pause.PauseUntil
+			w.pauseEnd, w.reprobes = pause.PauseUntil, 0
 			w.st.Reason = fmt.Sprintf("%s (code %s); resumes at %s", pause.Message, pause.Code, pause.PauseUntil.Format(time.RFC3339))
 		}
 		if !repeated {
@@ -487,6 +507,7 @@ func (w *Worker) settle(ctx context.Context, es []spool.Entry, results []upstrea
 		return 0
 	case retry != nil:
 		w.paused, w.manual = time.Time{}, false
+		w.pauseEnd, w.reprobes = time.Time{}, 0
 		w.st.LastError = retry.Code + ": " + retry.Message
 		w.retries++
 		d := w.backoff()
@@ -519,10 +540,38 @@ func (w *Worker) settle(ctx context.Context, es []spool.Entry, results []upstrea
 			w.log.Info("upstream recovered", "previous_state", w.st.State)
 		}
 		w.paused, w.manual, w.retries = time.Time{}, false, 0
+		w.pauseEnd, w.reprobes = time.Time{}, 0
 		w.br.success()
 		w.st.State, w.st.Reason = StateOK, ""
 		return 0
 	}
+}
+
+// reprobe decides, when a timed pause is answered again (same code) by a
+// probe made once it ended, whether to probe again soon rather than wait
+// for the new end: within ClockSkew of the end, while the new end is later
+// still. The end was computed on our clock (TongDun's 305 lasts until
+// midnight in Shanghai); if the upstream's clock is behind ours, its day has
+// not turned when ours has, and believing the new pause would stop this
+// agent for a whole extra day. The waits double from BackoffBase with
+// jitter (0.5× to 1×), so a cap that really is used up again costs a handful
+// of probes. Called with w.mu held.
+func (w *Worker) reprobe(now time.Time, repeated bool, until time.Time) (time.Time, bool) {
+	if !repeated || w.cfg.ClockSkew < 0 || w.manual || w.pauseEnd.IsZero() || now.Before(w.pauseEnd) ||
+		now.Sub(w.pauseEnd) >= w.cfg.ClockSkew || !until.After(w.pauseEnd) {
+		return time.Time{}, false
+	}
+	w.reprobes++
+	d := w.cfg.BackoffBase << min(w.reprobes-1, 20)
+	if d <= 0 || d > w.cfg.ClockSkew {
+		d = w.cfg.ClockSkew
+	}
+	d = d/2 + time.Duration(w.rng.Int64N(int64(d)/2+1))
+	next := now.Add(d)
+	if !next.Before(until) {
+		return time.Time{}, false
+	}
+	return next, true
 }
 
 func (w *Worker) backoff() time.Duration {

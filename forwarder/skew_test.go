@@ -1,0 +1,127 @@
+package forwarder
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/outpost-agent/outpost/upstream"
+)
+
+// runFakeTime advances clk in small steps until stop is closed or until
+// pauses returns true (then it holds still: a worker paused for a day
+// would otherwise make it run through the day).
+func runFakeTime(clk *fakeClock, step time.Duration, hold func() bool) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(time.Millisecond):
+				if hold == nil || !hold() {
+					clk.Advance(step)
+				}
+			}
+		}
+	}()
+	return func() { close(done) }
+}
+
+// dailyCapSender is TongDun behind a daily cap, as the client reports it:
+// the upstream refuses while its own clock (ours minus lag) is before
+// open, and the pause it answers lasts until the next midnight in
+// Shanghai on our clock, the client's.
+func dailyCapSender(clk *fakeClock, lag time.Duration, open func() time.Time) *scriptedSender {
+	cst := time.FixedZone("CST", 8*3600)
+	return &scriptedSender{fn: func(items []upstream.Item) []upstream.Result {
+		out := make([]upstream.Result, len(items))
+		ours := clk.Now()
+		for i, it := range items {
+			v := upstream.Verdict{Outcome: upstream.Delivered}
+			if ours.Add(-lag).Before(open()) {
+				y, m, d := ours.In(cst).Date()
+				v = upstream.Verdict{Outcome: upstream.Pause, Code: "305", Message: "daily cap reached",
+					PauseUntil: time.Date(y, m, d+1, 0, 0, 0, 0, cst)}
+			}
+			out[i] = upstream.Result{ID: it.ID, Verdict: v}
+		}
+		return out
+	}}
+}
+
+// TestDailyPauseSurvivesUpstreamClockBehind: the agent's clock is 300 ms
+// ahead of TongDun's. At the agent's midnight TongDun's day has not turned
+// and it answers 305 again, with a pause until the next midnight: the
+// worker must probe again shortly (docs/fleet.md, bench/fleet -skew), not
+// stop for a whole day.
+func TestDailyPauseSurvivesUpstreamClockBehind(t *testing.T) {
+	cst := time.FixedZone("CST", 8*3600)
+	clk := &fakeClock{now: time.Date(2026, 11, 23, 23, 0, 0, 0, cst)}
+	sp := newSpool(t, clk.Now)
+	midnight := time.Date(2026, 11, 24, 0, 0, 0, 0, cst)
+	s := dailyCapSender(clk, 300*time.Millisecond, func() time.Time { return midnight })
+	cfg := fastConfig(sp, s)
+	cfg.Clock, cfg.BackoffBase = clk, time.Second // the deployed first wait
+	w := start(t, cfg)
+	appendActions(t, sp, 0, 3)
+	stop := runFakeTime(clk, 20*time.Millisecond, func() bool { return w.Status().State == StatePaused })
+	eventually(t, "paused by the cap", func() bool { return w.Status().State == StatePaused })
+	stop()
+	if pu := w.Status().PausedUntil; pu == nil || !pu.Equal(midnight) {
+		t.Fatalf("paused until %v, want %v", pu, midnight)
+	}
+
+	calls := s.calls.Load()
+	clk.Set(midnight) // ours; TongDun's is 23:59:59.700
+	eventually(t, "the probe at midnight refused", func() bool { return s.calls.Load() == calls+1 && w.Status().PausedUntil != nil })
+	st := w.Status()
+	if st.PausedUntil.After(midnight.Add(time.Second)) || !strings.Contains(st.Reason, "clock may be behind") {
+		t.Fatalf("after a 305 at its midnight the worker is paused until %v (%s); want a probe within a second", st.PausedUntil, st.Reason)
+	}
+	stop = runFakeTime(clk, 20*time.Millisecond, nil)
+	defer stop()
+	eventually(t, "delivered just after midnight", func() bool { return sp.Stats()["tencent"].Depth == 0 })
+	if late := clk.Now().Sub(midnight); late > 5*time.Second {
+		t.Fatalf("delivered %s after midnight", late)
+	}
+	if n := s.calls.Load() - calls; n > 4 {
+		t.Fatalf("%d calls after midnight for 3 items", n)
+	}
+}
+
+// TestRepeatedDailyPauseIsBelievedAfterClockSkew: when the cap really is
+// used up again as the day begins, the worker probes a handful of times
+// within ClockSkew, then believes the pause until the next midnight.
+func TestRepeatedDailyPauseIsBelievedAfterClockSkew(t *testing.T) {
+	cst := time.FixedZone("CST", 8*3600)
+	clk := &fakeClock{now: time.Date(2026, 11, 23, 23, 0, 0, 0, cst)}
+	sp := newSpool(t, clk.Now)
+	midnight := time.Date(2026, 11, 24, 0, 0, 0, 0, cst)
+	never := time.Date(2100, 1, 1, 0, 0, 0, 0, cst)
+	s := dailyCapSender(clk, 0, func() time.Time { return never })
+	cfg := fastConfig(sp, s)
+	cfg.Clock, cfg.BackoffBase = clk, time.Second
+	w := start(t, cfg)
+	appendActions(t, sp, 0, 3)
+	stop := runFakeTime(clk, 20*time.Millisecond, func() bool { return w.Status().State == StatePaused })
+	eventually(t, "paused by the cap", func() bool { return w.Status().State == StatePaused })
+	stop()
+	calls := s.calls.Load()
+	clk.Set(midnight)
+	nextDay := midnight.Add(24 * time.Hour)
+	believed := func() bool { pu := w.Status().PausedUntil; return pu != nil && pu.Equal(nextDay) }
+	stop = runFakeTime(clk, 50*time.Millisecond, believed)
+	defer stop()
+	eventually(t, "paused until the next midnight", believed)
+	n := s.calls.Load() - calls
+	if n < 2 || n > 10 {
+		t.Fatalf("%d probes between midnight and believing the pause; want a handful", n)
+	}
+	if d := clk.Now().Sub(midnight); d < time.Minute || d > 3*time.Minute {
+		t.Fatalf("believed the pause %s after midnight; want after ClockSkew (1m) and soon after", d)
+	}
+	if sp.Stats()["tencent"].Depth != 3 {
+		t.Fatal("items left the queue")
+	}
+}
