@@ -1,34 +1,37 @@
-// Command fleet simulates a bank's fleet of agents sharing one Tencent
-// access token: N agents (each its own forwarder worker and Tencent client,
-// configured as deployed, each believing it has the token's whole quota)
-// drain their backlogs into one simulator that enforces the token's shared
+// Command fleet simulates a bank's fleet of agents sharing one upstream
+// quota, each agent its own forwarder worker, circuit breaker and client,
+// configured as deployed (each believes it has the quota to itself).
+//
+// -scenario tencent (the default): N agents share one Tencent access token
+// and drain their backlogs into one tencentsim that enforces the token's
 // per-minute quota, optionally after an outage. It samples, every second,
-// the requests the simulator saw, how many it throttled, and the actions
-// delivered, and reports per-agent completion times (starvation) and the
-// requests in the first seconds after an outage ends (retry storm).
+// the requests the simulator saw, how many it refused, and the actions
+// delivered, and reports per-agent completion times (starvation), the
+// requests during and after the outage (retry storm) and what the fleet
+// got of each minute's quota.
+//
+// -scenario tongdun: N agents share one TongDun daily quota (tdsim's
+// DailyCap, per Asia/Shanghai day). The simulated clock runs at real speed
+// and jumps over the night once every agent is paused, so a day boundary
+// passes in seconds. It reports the 305 answers (one per agent, or a
+// storm), what each agent got of the quota (fairness), how the fleet comes
+// back at midnight (herd), and that every queued check is delivered.
 //
 // The agents' queues are an in-memory model of the spool (forwarder.Queue):
-// a hundred badger stores on one disk would measure the disk, not the
+// hundreds of badger stores on one disk would measure the disk, not the
 // fleet's behaviour. Loopback only; bounded by -max.
 //
-//	go run ./bench/fleet -agents 100 -backlog 300 -quota 200 -outage 20s
+//	go run ./bench/fleet -agents 300 -backlog 300 -quota 600 -outage 20s -json tencent.json
+//	go run ./bench/fleet -scenario tongdun -agents 300 -backlog 100 -cap 20000 -json tongdun.json
+//	go run ./bench/fleet -chart-from tongdun.json -chart tongdun.svg -title "..."
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
-	"net/http/httptest"
 	"os"
-	"sort"
-	"sync"
 	"time"
-
-	"github.com/outpost-agent/outpost/forwarder"
-	"github.com/outpost-agent/outpost/spool"
-	"github.com/outpost-agent/outpost/upstream/tencent"
-	"github.com/outpost-agent/outpost/upstream/tencent/tencentsim"
 )
 
 func main() {
@@ -38,88 +41,20 @@ func main() {
 	}
 }
 
-// memQueue is the spool as the forwarder sees it, in memory.
-type memQueue struct {
-	mu       sync.Mutex
-	entries  []spool.Entry // FIFO, by seq
-	inflight map[uint64]bool
-	acked    int
-	doneAt   time.Time
-}
-
-func (q *memQueue) Lease(ctx context.Context, _ string, max, _ int) ([]spool.Entry, error) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	var out []spool.Entry
-	for _, e := range q.entries {
-		if len(out) == max {
-			break
-		}
-		if !q.inflight[e.Seq] {
-			q.inflight[e.Seq] = true
-			out = append(out, e)
-		}
-	}
-	return out, nil
-}
-
-func (q *memQueue) remove(seqs []uint64) {
-	drop := map[uint64]bool{}
-	for _, s := range seqs {
-		drop[s] = true
-		delete(q.inflight, s)
-	}
-	kept := q.entries[:0]
-	for _, e := range q.entries {
-		if !drop[e.Seq] {
-			kept = append(kept, e)
-		}
-	}
-	q.entries = kept
-}
-
-func (q *memQueue) Ack(_ context.Context, _ string, seqs []uint64) error {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	q.remove(seqs)
-	q.acked += len(seqs)
-	if len(q.entries) == 0 && q.doneAt.IsZero() {
-		q.doneAt = time.Now()
-	}
-	return nil
-}
-
-func (q *memQueue) DeadLetter(ctx context.Context, name string, seqs []uint64, _ string) error {
-	return q.Ack(ctx, name, seqs)
-}
-
-func (q *memQueue) Fail(_ context.Context, _ string, seqs []uint64, _ string) error {
-	q.Release("", seqs)
-	return nil
-}
-
-func (q *memQueue) Release(_ string, seqs []uint64) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	for _, s := range seqs {
-		delete(q.inflight, s)
-	}
-}
-
-// counting wraps the simulator to sample what it saw each second.
-type sample struct {
-	T         int `json:"t"`
-	Requests  int `json:"requests"`
-	Throttled int `json:"throttled"`
-	Delivered int `json:"delivered"`
-}
-
 func run() error {
+	scenario := flag.String("scenario", "tencent", "tencent (shared per-minute token quota) or tongdun (shared daily quota)")
 	agents := flag.Int("agents", 100, "agents in the fleet")
-	backlog := flag.Int("backlog", 300, "actions queued at each agent")
-	quota := flag.Int("quota", 200, "the shared token's requests per minute")
-	outage := flag.Duration("outage", 0, "Tencent unreachable for this long at the start")
-	maxRun := flag.Duration("max", 6*time.Minute, "stop after this long whatever happened")
+	backlog := flag.Int("backlog", 300, "actions (tencent) or checks (tongdun) queued at each agent")
+	quota := flag.Int("quota", 200, "tencent: the shared token's requests per minute")
+	outage := flag.Duration("outage", 0, "tencent: Tencent unreachable for this long at the start")
+	nextMinute := flag.Bool("next-minute", false, "tencent, an experiment: an 11017 waits until the next clock minute (plus up to 5 s) rather than the client's minute")
+	dailyCap := flag.Int("cap", 20000, "tongdun: the fleet's daily quota (tdsim DailyCap, per Asia/Shanghai day)")
+	skew := flag.Duration("skew", 0, "tongdun: each agent's clock is off TongDun's by up to ± this much")
+	latency := flag.Duration("latency", 0, "tongdun: tdsim answers each request after this long")
+	startAt := flag.String("start", "2026-11-23T20:00:00+08:00", "tongdun: simulated time at the start (RFC 3339)")
+	seed := flag.Uint64("seed", 1, "tongdun: seed of the agents' clock offsets")
+	reprobe := flag.Duration("reprobe", 0, "tongdun: the forwarder's ClockSkew: 0 keeps its default (1m); negative believes every 305 as answered (the forwarder before 2026-11-23)")
+	maxRun := flag.Duration("max", 6*time.Minute, "stop after this long (real time) whatever happened")
 	out := flag.String("json", "", "write the samples and results here")
 	chartIn := flag.String("chart-from", "", "draw the chart of an earlier -json result (with -chart) and exit")
 	chartOut := flag.String("chart", "", "SVG file for -chart-from")
@@ -128,106 +63,51 @@ func run() error {
 	if *chartIn != "" {
 		return chartFromJSON(*chartIn, *chartOut, *title)
 	}
-
-	const token = "fleet-token-0123456789"
-	sim := tencentsim.New(tencentsim.Options{AccessToken: token, AccountID: 1, UserActionSetID: 2})
-	srv := httptest.NewServer(sim)
-	defer srv.Close()
-	if *outage > 0 {
-		sim.SetFaults(tencentsim.Faults{Outage: true})
-	} else {
-		sim.SetFaults(tencentsim.Faults{QuotaPerMinute: *quota})
+	if *agents <= 0 || *backlog <= 0 {
+		return fmt.Errorf("-agents and -backlog must be positive")
 	}
-	start := time.Now()
-	queues := make([]*memQueue, *agents)
-	var workers []*forwarder.Worker
-	now := time.Now().Unix()
-	for a := range *agents {
-		q := &memQueue{inflight: map[uint64]bool{}}
-		for i := range *backlog {
-			id := fmt.Sprintf("a%03d-%05d", a, i)
-			q.entries = append(q.entries, spool.Entry{Seq: uint64(i + 1), ID: id, EnqueuedAt: start, Payload: []byte(fmt.Sprintf(
-				`{"id":%q,"track":"payment","action_type":"REGISTER","action_time":%d,"user_id":{"hash_phone":"9d2a2b1c3f3e4d5c6b7a8990a1b2c3d4"}}`, id, now))})
-		}
-		queues[a] = q
-		c, err := tencent.New(tencent.Config{BaseURL: srv.URL, AccessToken: token, AccountID: 1, UserActionSetID: 2, Timeout: 5 * time.Second})
+
+	var res any
+	switch *scenario {
+	case "tencent":
+		r, err := runTencent(tencentOptions{agents: *agents, backlog: *backlog, quota: *quota, outage: *outage,
+			nextMinute: *nextMinute, maxRun: *maxRun, progress: os.Stderr})
 		if err != nil {
 			return err
 		}
-		// Deployed defaults, except the first circuit-breaker open time and
-		// back-off ceiling, shortened so that a run takes minutes.
-		w := forwarder.New(forwarder.Config{Name: "tencent", Sender: c, Queue: q,
-			FlushInterval: 100 * time.Millisecond, BackoffMax: 30 * time.Second, BreakerOpen: 5 * time.Second})
-		workers = append(workers, w)
-		w.Start()
+		res = r
+	case "tongdun":
+		start, err := time.Parse(time.RFC3339, *startAt)
+		if err != nil {
+			return fmt.Errorf("-start: %w", err)
+		}
+		r, err := runTongDun(tongdunOptions{agents: *agents, backlog: *backlog, dailyCap: *dailyCap, skew: *skew,
+			latency: *latency, start: start, seed: *seed, reprobe: *reprobe, maxRun: *maxRun, progress: os.Stderr})
+		if err != nil {
+			return err
+		}
+		res = r
+	default:
+		return fmt.Errorf("-scenario %q: want tencent or tongdun", *scenario)
 	}
-	defer func() {
-		for _, w := range workers {
-			w.Close(context.Background())
-		}
-	}()
-
-	var samples []sample
-	var lastReq, lastThr, lastDel int
-	total := *agents * *backlog
-	outageEnded := time.Time{}
-	var afterOutage []int
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for t := 1; ; t++ {
-		<-tick.C
-		if *outage > 0 && outageEnded.IsZero() && time.Since(start) >= *outage {
-			sim.SetFaults(tencentsim.Faults{QuotaPerMinute: *quota})
-			outageEnded = time.Now()
-		}
-		st := sim.Stats()
-		del := 0
-		for _, q := range queues {
-			q.mu.Lock()
-			del += q.acked
-			q.mu.Unlock()
-		}
-		s := sample{T: t, Requests: st.Requests - lastReq, Throttled: throttled(st) - lastThr, Delivered: del - lastDel}
-		lastReq, lastThr, lastDel = st.Requests, throttled(st), del
-		samples = append(samples, s)
-		if !outageEnded.IsZero() && len(afterOutage) < 10 {
-			afterOutage = append(afterOutage, s.Requests)
-		}
-		fmt.Fprintf(os.Stderr, "t=%3ds requests %4d throttled %4d delivered %5d (total %d/%d)\n", t, s.Requests, s.Throttled, s.Delivered, del, total)
-		if del == total || time.Since(start) > *maxRun {
-			break
-		}
+	b, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return err
 	}
-	elapsed := time.Since(start)
-	var done []float64
-	for _, q := range queues {
-		if !q.doneAt.IsZero() {
-			done = append(done, q.doneAt.Sub(start).Seconds())
-		}
-	}
-	sort.Float64s(done)
-	st := sim.Stats()
-	res := map[string]any{
-		"agents": *agents, "backlog": *backlog, "quota_per_minute": *quota, "outage_s": outage.Seconds(),
-		"elapsed_s": elapsed.Seconds(), "delivered": lastDel, "requests": st.Requests, "throttled": throttled(st),
-		"accepted_requests": st.Requests - throttled(st),
-		"ideal_s":           float64(total/50) / float64(*quota) * 60, "agents_done": len(done),
-		"requests_first_10s_after_outage": afterOutage, "samples": samples,
-	}
-	if len(done) > 0 {
-		res["agent_done_s_min"], res["agent_done_s_median"], res["agent_done_s_max"] = done[0], done[len(done)/2], done[len(done)-1]
-	}
-	b, _ := json.MarshalIndent(res, "", "  ")
 	if *out != "" {
 		if err := os.WriteFile(*out, b, 0o644); err != nil {
 			return err
 		}
 	}
-	delete(res, "samples")
-	b, _ = json.MarshalIndent(res, "", "  ")
+	// The summary without the time series.
+	var summary map[string]any
+	if err := json.Unmarshal(b, &summary); err != nil {
+		return err
+	}
+	for _, k := range []string{"samples", "timeline", "per_agent"} {
+		delete(summary, k)
+	}
+	b, _ = json.MarshalIndent(summary, "", "  ")
 	fmt.Println(string(b))
 	return nil
 }
-
-// throttled counts refused requests (over the quota; resets during an outage).
-func throttled(st tencentsim.Stats) int { return st.Requests - st.AcceptedRequests }
