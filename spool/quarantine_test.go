@@ -534,3 +534,45 @@ func TestUndecodableMetadataIsQuarantined(t *testing.T) {
 		t.Fatalf("quarantine %+v, want one for the metadata", q)
 	}
 }
+
+// A power cut during a start (or a log rotation) can leave badger's new,
+// not yet synced .mem and .vlog files on disk with no size. Badger refuses
+// to open them; they hold nothing, so the spool removes them and opens the
+// store with everything in it, instead of quarantining it.
+func TestEmptyLogsFromAPowerCutAreRemoved(t *testing.T) {
+	for _, tc := range []struct{ name, file string }{
+		{"memtable", "%05d.mem"},
+		{"value log", "%06d.vlog"},
+		{"both", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			want := fillStore(t, dir, 40)
+			files := []string{tc.file}
+			if tc.file == "" {
+				files = []string{"%05d.mem", "%06d.vlog"}
+			}
+			for _, f := range files {
+				// Past every fid in use, as a new file at a start is.
+				writeFile(t, filepath.Join(dir, fmt.Sprintf(f, 99)), nil)
+			}
+			s := openT(t, dir)
+			defer closeT(t, s)
+			if q := s.Quarantine(); q != nil {
+				t.Fatalf("store quarantined: %+v", q)
+			}
+			got, err := leaseOneByOne(t, s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(want) {
+				t.Fatalf("%d entries after reopening, want %d", len(got), len(want))
+			}
+			for _, f := range files {
+				if _, err := os.Stat(filepath.Join(dir, fmt.Sprintf(f, 99))); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("%s still there (err %v)", fmt.Sprintf(f, 99), err)
+				}
+			}
+		})
+	}
+}

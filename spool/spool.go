@@ -322,6 +322,12 @@ func openDB(o Options) (db *badger.DB, err error) {
 	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
 		return nil, err
 	}
+	if removed, err := removeEmptyLogs(o.Dir); err != nil {
+		return nil, err
+	} else if len(removed) > 0 {
+		o.Logger.Warn("spool: removed empty log files left by a power cut during a start; they held no data",
+			"files", removed)
+	}
 	// Damaged tables are found here, where a panic can be recovered.
 	if err := verifyTables(o); err != nil {
 		return nil, err

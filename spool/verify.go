@@ -17,6 +17,50 @@ import (
 	"github.com/dgraph-io/ristretto/v2/z"
 )
 
+// removeEmptyLogs deletes zero-length memtable (.mem) and value log (.vlog)
+// files, which badger refuses to open ("Create a new file") and which would
+// otherwise get a healthy store quarantined.
+//
+// Badger creates both files when it opens a store (and when it rotates
+// them) and sizes them with ftruncate, but syncs them only at their first
+// write. A power cut in between can leave the names on disk without their
+// size (ext4 may commit the directory entry in another fsync's journal
+// transaction): empty files. An empty file holds nothing; no acknowledged
+// write can be in it, because a commit syncs the value log, which makes
+// its size durable, before it is acknowledged. Found by the power-cut test
+// (chaos/powercut_test.go, a FUSE file system that drops unsynced writes).
+func removeEmptyLogs(dir string) ([]string, error) {
+	unlock, ok, err := lockDir(dir)
+	if err != nil || !ok {
+		return nil, err // ErrLocked, or no lock to be had: badger.Open decides
+	}
+	defer unlock()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("read store directory: %w", err)
+	}
+	var removed []string
+	for _, e := range ents {
+		if ext := filepath.Ext(e.Name()); !e.Type().IsRegular() || (ext != ".mem" && ext != ".vlog") {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil || fi.Size() != 0 {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+			return removed, fmt.Errorf("remove empty %s: %w", e.Name(), err)
+		}
+		removed = append(removed, e.Name())
+	}
+	if len(removed) > 0 {
+		if err := syncDir(dir); err != nil {
+			return removed, err
+		}
+	}
+	return removed, nil
+}
+
 // verifyTables checks every table the MANIFEST refers to (index and block
 // checksums) before badger opens the store.
 //
@@ -172,4 +216,17 @@ func keyRegistryDamaged(dir string) bool {
 		rest = rest[8+n:]
 	}
 	return false
+}
+
+// syncDir makes the directory's entries durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
 }
