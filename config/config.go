@@ -32,7 +32,7 @@ type Config struct {
 	LogLevel          string        `envconfig:"LOG_LEVEL" default:"info"`
 	LogFormat         string        `envconfig:"LOG_FORMAT" default:"auto"`
 	ShutdownTimeout   time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"20s"`
-	MemoryLimit       ByteSize      `envconfig:"MEMORY_LIMIT" default:"80MiB"`
+	MemoryLimit       ByteSize      `envconfig:"MEMORY_LIMIT" default:"88MiB"`
 	MaxBodyBytes      ByteSize      `envconfig:"MAX_BODY_BYTES" default:"1MiB"`
 	MaxConcurrent     int           `envconfig:"MAX_CONCURRENT_REQUESTS" default:"256"`
 	AuthToken         string        `envconfig:"AUTH_TOKEN"`
