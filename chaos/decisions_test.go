@@ -1,0 +1,252 @@
+package chaos
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/outpost-agent/outpost/upstream/tongdun"
+	"github.com/outpost-agent/outpost/upstream/tongdun/tdsim"
+)
+
+const tdPartnerKey = "chaos-td-partner-key"
+
+// decisionLedger is the oracle's memory for decisions: what each id got.
+type decisionLedger struct {
+	mu       sync.Mutex
+	account  map[string]string // id -> account posted
+	result   map[string]string // 200: the result answered
+	queued   map[string]bool   // 200 with the TongDun check queued: must reach TongDun
+	live     map[string]bool   // 200 answered with TongDun asked live
+	refused  map[string]bool   // 4xx: must never reach TongDun
+	unknown  map[string]bool   // anything else: either outcome is fine
+	next     atomic.Int64
+	requests atomic.Int64
+}
+
+func newDecisionLedger() *decisionLedger {
+	return &decisionLedger{account: map[string]string{}, result: map[string]string{}, queued: map[string]bool{},
+		live: map[string]bool{}, refused: map[string]bool{}, unknown: map[string]bool{}}
+}
+
+// decisionJSON is a withdrawal check; invalid names a decision_event that
+// TongDun does not have, which the agent must refuse.
+func decisionJSON(id, account string, invalid bool) []byte {
+	event := "withdraw"
+	if invalid {
+		event = "teleport"
+	}
+	return fmt.Appendf(nil, `{"id":%q,"session_id":"s-%s","decision_event":%q,"event_time":%q,"account_id":%q,`+
+		`"terminal":{"ip":"210.20.10.33"},"event_detail":{%q:{}},"amount":%d}`,
+		id, id, event, tongdun.FormatEventTime(time.Now()), account, event, 100+len(id))
+}
+
+type decisionAnswer struct {
+	Result   string `json:"result"`
+	Degraded bool   `json:"degraded"`
+	Signals  map[string]struct {
+		Source string `json:"source"`
+		Queued bool   `json:"queued"`
+	} `json:"signals"`
+}
+
+// post sends one fresh decision and books the answer.
+func (l *decisionLedger) post(ctx context.Context, c *http.Client, a *agent, invalid bool) {
+	k := l.next.Add(1)
+	id := fmt.Sprintf("dec-%d", k)
+	account := fmt.Sprintf("acct-%d", k%50)
+	l.requests.Add(1)
+	code, _, body, err := postJSON(ctx, c, a.url("/v1/decisions"), decisionJSON(id, account, invalid))
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.account[id] = account
+	var d decisionAnswer
+	switch {
+	case err != nil:
+		l.unknown[id] = true
+	case code == http.StatusOK && json.Unmarshal(body, &d) == nil:
+		if invalid {
+			a.t.Errorf("an invalid decision got 200: %s", body)
+		}
+		l.result[id] = d.Result
+		switch td := d.Signals["tongdun"]; {
+		case td.Queued:
+			l.queued[id] = true
+		case td.Source == "live":
+			l.live[id] = true
+		default:
+			l.unknown[id] = true // e.g. answered from the cache: nothing promised
+		}
+	case code >= 400 && code < 500:
+		l.refused[id] = true
+	default:
+		l.unknown[id] = true
+	}
+}
+
+// load posts decisions from workers goroutines until ctx ends; every 10th
+// is invalid.
+func (l *decisionLedger) load(ctx context.Context, a *agent, workers int) {
+	client := &http.Client{Timeout: 10 * time.Second}
+	defer client.CloseIdleConnections()
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), uint64(time.Now().UnixNano())))
+			for ctx.Err() == nil {
+				l.post(ctx, client, a, rng.IntN(10) == 0)
+				time.Sleep(10 * time.Millisecond)
+			}
+		}(w)
+	}
+	wg.Wait()
+}
+
+// 8. Decisions under kill -9 while TongDun flaps: every decision that got
+// 200 is still stored with the same result after the restarts, every
+// TongDun check it queued reaches TongDun intact (duplicates allowed: the
+// session id is the de-duplication key), nothing refused ever does, and
+// a fresh decision is answered live once TongDun is back.
+func TestDecisionChecksSurviveKill9(t *testing.T) {
+	skipShort(t)
+	kills := 4
+	if soak() {
+		kills = 30
+	}
+	td := tdsim.New(tdsim.Options{PartnerCode: "bank", PartnerKey: tdPartnerKey, Channel: "bank"})
+	tds := httptest.NewServer(td)
+	t.Cleanup(tds.Close)
+	env := []string{
+		"AGENT_TONGDUN_URL=" + tds.URL + "/riskService", "AGENT_TONGDUN_PARTNER_CODE=bank",
+		"AGENT_TONGDUN_PARTNER_KEY=" + tdPartnerKey, "AGENT_TONGDUN_CHANNEL=bank",
+		"AGENT_FORWARD_FLUSH_INTERVAL=50ms", "AGENT_FORWARD_BACKOFF_MAX=300ms", "AGENT_FORWARD_BREAKER_OPEN=200ms",
+		"AGENT_FORWARD_PROBE_INTERVAL=300ms", "AGENT_DECISION_TIMEOUT=150ms",
+		// Every check is a fresh question: no cached score stands in for it.
+		"AGENT_TONGDUN_CACHE_TTL=1ms", "AGENT_TONGDUN_CACHE_MAX_STALE=1ms",
+	}
+	l := newDecisionLedger()
+	data := t.TempDir()
+	restarts := 0
+	for i := 0; i < kills; i++ {
+		// TongDun is down in most cycles (the checks queue), up in some
+		// (answered live, and the queue drains while the agent is killed).
+		td.SetFaults(tdsim.Faults{Outage: i%3 != 2})
+		a := startAgent(t, data, env...)
+		if i > 0 {
+			restarts++
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { l.load(ctx, a, 4); close(done) }()
+		time.Sleep(time.Duration(500+rand.IntN(1000)) * time.Millisecond)
+		a.kill9()
+		cancel()
+		<-done
+	}
+	td.SetFaults(tdsim.Faults{})
+	faultsOver := time.Now()
+	a := startAgent(t, data, env...)
+	restarts++
+
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.queued) < 100 || len(l.refused) == 0 {
+		t.Fatalf("the load did not run: %d checks queued, %d refused", len(l.queued), len(l.refused))
+	}
+	var problems []string
+	queued := make([]string, 0, len(l.queued))
+	for id := range l.queued {
+		queued = append(queued, id)
+	}
+	sort.Strings(queued)
+	var lost []string
+	waitUntil(60*time.Second, func() bool {
+		lost = lost[:0]
+		for _, id := range queued {
+			if td.Count("s-"+id) == 0 {
+				lost = append(lost, id)
+			}
+		}
+		return len(lost) == 0
+	})
+	if len(lost) > 0 {
+		problems = append(problems, fmt.Sprintf("%d of %d queued TongDun checks never reached TongDun (first: %v)",
+			len(lost), len(queued), head(lost, 5)))
+	}
+	leaked := 0
+	for id := range l.refused {
+		if td.Count("s-"+id) > 0 {
+			leaked++
+			problems = append(problems, "refused decision "+id+" reached TongDun")
+		}
+	}
+	// What TongDun got is what the app asked, intact.
+	damaged, duplicated := 0, 0
+	seen := map[string]int{}
+	for _, r := range td.Received() {
+		id := strings.TrimPrefix(r.SessionID, "s-")
+		seen[id]++
+		if acct, ok := l.account[id]; !ok || r.AccountID != acct || r.DecisionEvent != "withdraw" ||
+			r.Terminal == nil || r.Terminal.IP != "210.20.10.33" || r.Channel != "bank" {
+			damaged++
+			if damaged <= 5 {
+				problems = append(problems, fmt.Sprintf("TongDun got %+v for %s (posted account %q)", r, id, acct))
+			}
+		}
+	}
+	for _, n := range seen {
+		duplicated += n - 1
+	}
+	// Every answered decision is still stored, with the answer given.
+	unstored := 0
+	for id, want := range l.result {
+		var got struct {
+			Result string `json:"result"`
+		}
+		code, raw, err := a.getJSON("/v1/decisions/"+id, &got)
+		if err != nil || code != http.StatusOK || got.Result != want {
+			unstored++
+			if unstored <= 5 {
+				problems = append(problems, fmt.Sprintf("decision %s answered %q, stored: %d %s %v", id, want, code, raw, err))
+			}
+		}
+	}
+	// The agent is alive: a fresh decision is answered live.
+	var probe time.Duration
+	start := time.Now()
+	if !waitUntil(15*time.Second, func() bool {
+		n := len(l.live)
+		l.mu.Unlock()
+		l.post(context.Background(), http.DefaultClient, a, false)
+		l.mu.Lock()
+		return len(l.live) > n
+	}) {
+		problems = append(problems, "no decision answered live within 15 s of TongDun's return: the agent is wedged")
+	} else {
+		probe = time.Since(start)
+	}
+	s := fmt.Sprintf("chaos decisions: requests=%d answered=%d queued_checks=%d live=%d refused(4xx)=%d unknown=%d "+
+		"checks_delivered=%d duplicated=%d lost=%d leaked=%d damaged=%d unstored=%d restarts=%d recover=%s probe=%s",
+		l.requests.Load(), len(l.result), len(l.queued), len(l.live), len(l.refused), len(l.unknown),
+		len(queued)-len(lost), duplicated, len(lost), leaked, damaged, unstored, restarts,
+		time.Since(faultsOver).Round(time.Millisecond), probe.Round(time.Millisecond))
+	t.Log(s)
+	fmt.Println(s)
+	if len(problems) > 0 {
+		t.Errorf("conservation broken:\n  %s\nagent log tail:\n%s", strings.Join(problems, "\n  "), a.tail(20))
+	}
+	if err := a.sigterm(); err != nil {
+		t.Errorf("clean stop: %v\n%s", err, a.tail(20))
+	}
+}
