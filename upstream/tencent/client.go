@@ -576,9 +576,19 @@ func (c *Client) classifyCode(code int, msg string, h http.Header, now time.Time
 		v.Throttled = true
 		d, ok := retryAfter(h, now)
 		if !ok {
-			d = defaultThrottleWait
-			if code == 11018 { // the per-day quota resets at midnight, Beijing time
+			switch code {
+			case 11017:
+				// The per-minute quota: back at the next minute. Waiting
+				// a whole minute from the refusal made each refused agent
+				// of a fleet come back later into every window, and the
+				// fleet drained at half the shared quota (bench/fleet,
+				// docs/fleet.md). Should Tencent's window slide instead,
+				// this costs one more refusal a minute, not a storm.
+				d = untilNextMinute(now)
+			case 11018: // the per-day quota resets at midnight, Beijing time
 				d = untilBeijingMidnight(now)
+			default:
+				d = defaultThrottleWait
 			}
 		}
 		v.RetryAfter = d
@@ -607,6 +617,12 @@ func (c *Client) classifyCode(code int, msg string, h http.Header, now time.Time
 
 func isThrottle(code int) bool {
 	return code == 11008 || (code >= 11016 && code <= 11019) || code == 11022
+}
+
+// untilNextMinute is the wait until the next minute starts, at least a
+// second (so a refusal in a minute's last instant is not retried in it).
+func untilNextMinute(now time.Time) time.Duration {
+	return max(now.Truncate(time.Minute).Add(time.Minute).Sub(now), time.Second)
 }
 
 func untilBeijingMidnight(now time.Time) time.Duration {

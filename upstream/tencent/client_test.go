@@ -199,7 +199,7 @@ func TestClassification(t *testing.T) {
 		{name: "11008 throttled", status: 200, body: codeBody(11008, "limit"), outcome: upstream.RetryLater, code: "11008", throttled: true, retryAfter: time.Minute},
 		{name: "11008 with Retry-After", status: 200, hdr: map[string]string{"Retry-After": "17"}, body: codeBody(11008, "limit"), outcome: upstream.RetryLater, code: "11008", throttled: true, retryAfter: 17 * time.Second},
 		{name: "11016 per second", status: 200, body: codeBody(11016, "x"), outcome: upstream.RetryLater, code: "11016", throttled: true, retryAfter: time.Minute},
-		{name: "11017 per minute", status: 200, body: codeBody(11017, "x"), outcome: upstream.RetryLater, code: "11017", throttled: true, retryAfter: time.Minute},
+		{name: "11017 per minute with Retry-After", status: 200, hdr: map[string]string{"Retry-After": "5"}, body: codeBody(11017, "x"), outcome: upstream.RetryLater, code: "11017", throttled: true, retryAfter: 5 * time.Second},
 		{name: "11019 too frequent", status: 200, body: codeBody(11019, "x"), outcome: upstream.RetryLater, code: "11019", throttled: true, retryAfter: time.Minute},
 		{name: "12000 missing auth", status: 200, body: codeBody(12000, "x"), outcome: upstream.Pause, code: "12000"},
 		{name: "param error", status: 200, body: codeBody(31001, "actions[0].action_type: bad"), outcome: upstream.Permanent, code: "31001"},
@@ -696,5 +696,30 @@ func TestPersonalFieldsCutFromMessages(t *testing.T) {
 	}
 	if strings.Contains(logs.String(), a.UserID.HashPhone) {
 		t.Fatalf("personal field logged: %s", logs.String())
+	}
+}
+
+// Without a Retry-After, the per-minute quota (11017) is waited out until
+// the next minute starts (at least a second), not for a whole minute from
+// the refusal: refused agents of a fleet come back as the window opens.
+func TestPerMinuteQuotaWaitsForTheNextMinute(t *testing.T) {
+	ts := fixed(t, 200, nil, codeBody(11017, "minute quota"))
+	for _, tc := range []struct {
+		now  string
+		want time.Duration
+	}{
+		{"2026-11-23T10:15:42.500Z", 17500 * time.Millisecond},
+		{"2026-11-23T10:15:00Z", time.Minute},
+		{"2026-11-23T10:15:59.800Z", time.Second},
+	} {
+		now, err := time.Parse(time.RFC3339Nano, tc.now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := newClient(t, ts.URL, nil, func(c *Config) { c.Clock = func() time.Time { return now } })
+		rs := c.Send(context.Background(), mkItems(t, mkAction("a1")))
+		if v := rs[0].Verdict; v.Code != "11017" || !v.Throttled || v.RetryAfter != tc.want {
+			t.Errorf("at %s: verdict %+v, want a wait of %s", tc.now, v, tc.want)
+		}
 	}
 }
