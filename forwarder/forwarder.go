@@ -512,9 +512,7 @@ func (w *Worker) settle(ctx context.Context, es []spool.Entry, results []upstrea
 		w.retries++
 		d := w.backoff()
 		if retry.RetryAfter > d {
-			// Up to a quarter more than the upstream asked: a fleet told
-			// to come back at the same moment does not all come back at it.
-			d = retry.RetryAfter + time.Duration(w.rng.Int64N(int64(retry.RetryAfter)/4+1))
+			d = retryWait(retry.RetryAfter, w.rng.Int64N)
 		}
 		if answered || retry.Throttled {
 			// The upstream answered (throttling, 5xx with a body): not a
@@ -572,6 +570,19 @@ func (w *Worker) reprobe(now time.Time, repeated bool, until time.Time) (time.Ti
 		return time.Time{}, false
 	}
 	return next, true
+}
+
+// maxRetryJitter caps what retryWait adds to an upstream's wait.
+const maxRetryJitter = time.Minute
+
+// retryWait is the wait after an upstream asked for after: up to a quarter
+// more, so that a fleet told to come back at the same moment does not all
+// come back at it, but never more than maxRetryJitter more. Without the
+// cap Tencent's daily quota (11018: wait until midnight in Beijing, up to a
+// day) could keep an agent idle for six hours into the new day.
+// int64n draws uniformly from [0, n).
+func retryWait(after time.Duration, int64n func(int64) int64) time.Duration {
+	return after + time.Duration(int64n(int64(min(after/4, maxRetryJitter))+1))
 }
 
 func (w *Worker) backoff() time.Duration {

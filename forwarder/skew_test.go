@@ -1,6 +1,7 @@
 package forwarder
 
 import (
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -123,5 +124,29 @@ func TestRepeatedDailyPauseIsBelievedAfterClockSkew(t *testing.T) {
 	}
 	if sp.Stats()["tencent"].Depth != 3 {
 		t.Fatal("items left the queue")
+	}
+}
+
+func TestRetryWaitJitterIsBounded(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, tc := range []struct {
+		after, most time.Duration
+	}{
+		{10 * time.Second, 12500 * time.Millisecond}, // a quarter more
+		{time.Minute, 75 * time.Second},
+		{4 * time.Minute, 5 * time.Minute},
+		{20 * time.Hour, 20*time.Hour + time.Minute}, // 11018 until midnight: a minute at most
+	} {
+		var longest time.Duration
+		for range 10000 {
+			d := retryWait(tc.after, rng.Int64N)
+			if d < tc.after || d > tc.most {
+				t.Fatalf("retryWait(%s) = %s, want within [%s, %s]", tc.after, d, tc.after, tc.most)
+			}
+			longest = max(longest, d)
+		}
+		if spread := longest - tc.after; spread < (tc.most-tc.after)*9/10 {
+			t.Errorf("retryWait(%s): longest extra %s of %s: not jittered across the range", tc.after, spread, tc.most-tc.after)
+		}
 	}
 }
