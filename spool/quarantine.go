@@ -28,6 +28,12 @@ func quarantine(o Options, cause error, now time.Time) (*QuarantineInfo, error) 
 	if err := os.Rename(o.Dir, dst); err != nil {
 		return nil, fmt.Errorf("move store to quarantine: %w", err)
 	}
+	// Make the move durable before a new store is created in its place.
+	for _, d := range []string{qdir, filepath.Dir(filepath.Clean(o.Dir))} {
+		if err := syncDir(d); err != nil {
+			return nil, fmt.Errorf("quarantine: %w", err)
+		}
+	}
 	reason := cause.Error()
 	if len(reason) > 512 {
 		reason = reason[:512]
