@@ -97,21 +97,9 @@ func (l *decisionLedger) post(ctx context.Context, c *http.Client, a *agent, inv
 // load posts decisions from workers goroutines until ctx ends; every 10th
 // is invalid.
 func (l *decisionLedger) load(ctx context.Context, a *agent, workers int) {
-	client := &http.Client{Timeout: 10 * time.Second}
-	defer client.CloseIdleConnections()
-	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func(w int) {
-			defer wg.Done()
-			rng := rand.New(rand.NewPCG(uint64(w), uint64(time.Now().UnixNano())))
-			for ctx.Err() == nil {
-				l.post(ctx, client, a, rng.IntN(10) == 0)
-				time.Sleep(10 * time.Millisecond)
-			}
-		}(w)
-	}
-	wg.Wait()
+	runWorkers(ctx, workers, 10*time.Millisecond, func(c *http.Client, rng *rand.Rand) {
+		l.post(ctx, c, a, rng.IntN(10) == 0)
+	})
 }
 
 // 8. Decisions under kill -9 while TongDun flaps: every decision that got

@@ -151,19 +151,28 @@ func (l *ledger) post(ctx context.Context, c *http.Client, a *agent, n int, inva
 // load posts batches of 1-20 actions from workers goroutines until ctx
 // ends; every 10th batch is invalid. It returns when all have stopped.
 func (l *ledger) load(ctx context.Context, a *agent, workers int) {
-	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: workers}}
+	// Paced (about 500 actions/s a worker): steady load, and a backlog
+	// that drains in seconds, not minutes.
+	runWorkers(ctx, workers, 20*time.Millisecond, func(c *http.Client, rng *rand.Rand) {
+		l.post(ctx, c, a, 1+rng.IntN(20), rng.IntN(10) == 0)
+	})
+}
+
+// runWorkers calls do from n goroutines, each with its own random source,
+// pausing pace between calls, until ctx ends; it returns when all have
+// stopped. The workers share one keep-alive client.
+func runWorkers(ctx context.Context, n int, pace time.Duration, do func(*http.Client, *rand.Rand)) {
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: n}}
 	defer client.CloseIdleConnections()
 	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
+	for w := 0; w < n; w++ {
 		wg.Add(1)
 		go func(w int) {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(uint64(w), uint64(time.Now().UnixNano())))
 			for ctx.Err() == nil {
-				l.post(ctx, client, a, 1+rng.IntN(20), rng.IntN(10) == 0)
-				// Paced (about 500 actions/s a worker): steady load, and a
-				// backlog that drains in seconds, not minutes.
-				time.Sleep(20 * time.Millisecond)
+				do(client, rng)
+				time.Sleep(pace)
 			}
 		}(w)
 	}
