@@ -125,13 +125,10 @@ func TestDecisionChecksSurviveKill9(t *testing.T) {
 		if i > 0 {
 			restarts++
 		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { l.load(ctx, a, 4); close(done) }()
+		stop := runLoad(l.load, a, 4)
 		time.Sleep(time.Duration(500+rand.IntN(1000)) * time.Millisecond)
 		a.kill9()
-		cancel()
-		<-done
+		stop()
 	}
 	td.SetFaults(tdsim.Faults{})
 	faultsOver := time.Now()
@@ -163,9 +160,7 @@ func TestDecisionsSurvivePowerCuts(t *testing.T) {
 	var dropped, storeDropped int64
 	for i := 0; i < cycles; i++ {
 		a := startAgent(t, data, env...)
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { l.load(ctx, a, 4); close(done) }()
+		stop := runLoad(l.load, a, 4)
 		time.Sleep(time.Duration(500+rand.IntN(1000)) * time.Millisecond)
 		if i%3 != 2 {
 			select {
@@ -175,8 +170,7 @@ func TestDecisionsSurvivePowerCuts(t *testing.T) {
 			}
 		}
 		rep := fsys.CutThen(a.kill9)
-		cancel()
-		<-done
+		stop()
 		dropped += rep.DroppedBytes
 		for _, f := range rep.Lost {
 			if storeFile(f.Name) {

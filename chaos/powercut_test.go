@@ -71,7 +71,7 @@ func TestPowerCutUnderLoad(t *testing.T) {
 		if upstreamUp {
 			tc.sim.SetFaults(tencentsim.Faults{})
 		}
-		stop := runLoad(l, a, 4)
+		stop := runLoad(l.load, a, 4)
 		time.Sleep(time.Duration(500+rand.IntN(1000)) * time.Millisecond)
 		// Two cycles in three, the cut waits (from that random instant)
 		// for the next write of a commit to reach the file system: the

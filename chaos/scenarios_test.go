@@ -24,12 +24,12 @@ func skipShort(t *testing.T) {
 	}
 }
 
-// runLoad starts l.load against a and returns a function that stops it and
-// waits for the workers.
-func runLoad(l *ledger, a *agent, workers int) (stop func()) {
+// runLoad starts load (a ledger's load method) against a and returns a
+// function that stops it and waits for the workers.
+func runLoad(load func(context.Context, *agent, int), a *agent, workers int) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { l.load(ctx, a, workers); close(done) }()
+	go func() { load(ctx, a, workers); close(done) }()
 	return func() { cancel(); <-done }
 }
 
@@ -48,7 +48,7 @@ func TestKill9AtRandomInstants(t *testing.T) {
 		if i > 0 {
 			l.restarts++
 		}
-		stop := runLoad(l, a, 4)
+		stop := runLoad(l.load, a, 4)
 		time.Sleep(time.Duration(300+rand.IntN(900)) * time.Millisecond)
 		a.kill9() // requests and forwarding are in flight right now
 		stop()
@@ -111,14 +111,14 @@ func TestUpstreamFlappingWithKills(t *testing.T) {
 		if i > 0 {
 			l.restarts++
 		}
-		stop := runLoad(l, a, 3)
+		stop := runLoad(l.load, a, 3)
 		time.Sleep(time.Duration(800+rand.IntN(1200)) * time.Millisecond)
 		a.kill9()
 		stop()
 	}
 	a := startAgent(t, data, tc.env...)
 	l.restarts++
-	stop := runLoad(l, a, 3)
+	stop := runLoad(l.load, a, 3)
 	time.Sleep(time.Second)
 	stop()
 	stopFlap()
@@ -155,7 +155,7 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 		if r > 0 {
 			l.restarts++
 		}
-		stop := runLoad(l, a, 16)
+		stop := runLoad(l.load, a, 16)
 		time.Sleep(time.Duration(800+rand.IntN(700)) * time.Millisecond)
 		errsBefore := l.connErrs.Load()
 		l.mu.Lock()
