@@ -47,7 +47,6 @@ func run() error {
 	backlog := flag.Int("backlog", 300, "actions (tencent) or checks (tongdun) queued at each agent")
 	quota := flag.Int("quota", 200, "tencent: the shared token's requests per minute")
 	outage := flag.Duration("outage", 0, "tencent: Tencent unreachable for this long at the start")
-	nextMinute := flag.Bool("next-minute", false, "tencent, an experiment: an 11017 waits until the next clock minute (plus up to 5 s) rather than the client's minute")
 	dailyCap := flag.Int("cap", 20000, "tongdun: the fleet's daily quota (tdsim DailyCap, per Asia/Shanghai day)")
 	skew := flag.Duration("skew", 0, "tongdun: each agent's clock is off TongDun's by up to ± this much")
 	latency := flag.Duration("latency", 0, "tongdun: tdsim answers each request after this long")
@@ -71,7 +70,7 @@ func run() error {
 	switch *scenario {
 	case "tencent":
 		r, err := runTencent(tencentOptions{agents: *agents, backlog: *backlog, quota: *quota, outage: *outage,
-			nextMinute: *nextMinute, maxRun: *maxRun, progress: os.Stderr})
+			maxRun: *maxRun, progress: os.Stderr})
 		if err != nil {
 			return err
 		}

@@ -4,16 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http/httptest"
 	"sort"
-	"strconv"
-	"sync"
 	"time"
 
 	"github.com/outpost-agent/outpost/forwarder"
 	"github.com/outpost-agent/outpost/spool"
-	"github.com/outpost-agent/outpost/upstream"
 	"github.com/outpost-agent/outpost/upstream/tencent"
 	"github.com/outpost-agent/outpost/upstream/tencent/tencentsim"
 )
@@ -40,34 +36,7 @@ type quotaWindow struct {
 type tencentOptions struct {
 	agents, backlog, quota int
 	outage, maxRun         time.Duration
-	// nextMinute: an experiment, not the deployed client: an 11017 waits
-	// until the next clock minute (plus up to 5 s) instead of a minute.
-	nextMinute bool
-	progress   io.Writer
-}
-
-// nextMinuteSender makes an 11017 (the token's per-minute quota) wait
-// until the next clock minute plus up to 5 s, instead of the client's
-// minute from the refusal: what a client would do that knew Tencent's
-// windows are clock minutes (the simulator's are).
-type nextMinuteSender struct {
-	forwarder.Sender
-	mu  sync.Mutex
-	rng *rand.Rand
-}
-
-func (n *nextMinuteSender) Send(ctx context.Context, items []upstream.Item) []upstream.Result {
-	res := n.Sender.Send(ctx, items)
-	for i := range res {
-		if v := &res[i].Verdict; v.Throttled && v.Code == strconv.Itoa(tencentsim.CodeMinuteQuota) {
-			now := time.Now()
-			n.mu.Lock()
-			extra := time.Duration(n.rng.Int64N(int64(5 * time.Second)))
-			n.mu.Unlock()
-			v.RetryAfter = now.Truncate(time.Minute).Add(time.Minute).Sub(now) + extra
-		}
-	}
-	return res
+	progress               io.Writer
 }
 
 // runTencent drains the agents' backlogs into one tencentsim enforcing the
@@ -103,13 +72,9 @@ func runTencent(o tencentOptions) (map[string]any, error) {
 		if err != nil {
 			return nil, err
 		}
-		var s forwarder.Sender = c
-		if o.nextMinute {
-			s = &nextMinuteSender{Sender: c, rng: rand.New(rand.NewPCG(uint64(a), 17))}
-		}
 		// Deployed defaults, except the first circuit-breaker open time and
 		// back-off ceiling, shortened so that a run takes minutes.
-		w := forwarder.New(forwarder.Config{Name: "tencent", Sender: s, Queue: q,
+		w := forwarder.New(forwarder.Config{Name: "tencent", Sender: c, Queue: q,
 			FlushInterval: 100 * time.Millisecond, BackoffMax: 30 * time.Second, BreakerOpen: 5 * time.Second})
 		workers = append(workers, w)
 		w.Start()
@@ -179,8 +144,8 @@ func runTencent(o tencentOptions) (map[string]any, error) {
 		dead += d
 	}
 	res := map[string]any{
-		"scenario": "tencent", "throttle_wait_next_minute": o.nextMinute,
-		"agents": o.agents, "backlog": o.backlog, "quota_per_minute": o.quota, "outage_s": o.outage.Seconds(),
+		"scenario": "tencent",
+		"agents":   o.agents, "backlog": o.backlog, "quota_per_minute": o.quota, "outage_s": o.outage.Seconds(),
 		"elapsed_s": elapsed.Seconds(), "delivered": lastDel, "dead_lettered": dead, "requests": st.Requests, "throttled": throttled(st),
 		"accepted_requests": st.Requests - throttled(st),
 		"ideal_s":           float64(total/50) / float64(o.quota) * 60, "agents_done": len(done),
