@@ -73,10 +73,10 @@ type Options struct {
 	// TrimInterval is how often the pages of the store's memory-mapped
 	// files are handed back to the kernel (Linux; see trim_linux.go).
 	// Default 1 s; negative: never. Between those trims the mapped pages
-	// are checked every 100 ms and trimmed early once the
-	// process's resident file-backed memory has grown TrimAboveBytes
-	// (default 8 MiB) since the last trim, so a burst of writes does not
-	// grow the RSS by a second's worth of mapped pages.
+	// are checked every 100 ms and trimmed early once the process's
+	// resident file-backed memory has grown TrimAboveBytes (default 8 MiB)
+	// since the last trim, so a burst of writes does not grow the RSS by a
+	// second's worth of mapped pages.
 	TrimInterval   time.Duration
 	TrimAboveBytes int64
 	Logger         *slog.Logger
