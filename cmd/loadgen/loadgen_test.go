@@ -414,6 +414,12 @@ func TestOpenLoopCoordinatedOmission(t *testing.T) {
 	if r.ReqPerSec < 80 || r.ReqPerSec > 110 {
 		t.Errorf("achieved %.1f req/s at 100 offered", r.ReqPerSec)
 	}
+	// The requests sent on time by an idle worker report how late its
+	// timer woke it; the ones queued behind the stall were sent late
+	// without sleeping and do not.
+	if l := r.PacingLag; l == nil || l.Count == 0 || l.Count > r.Requests-10 {
+		t.Errorf("pacing lag %+v of %d requests", l, r.Requests)
+	}
 }
 
 // TestDecisionBodiesAreValid: every generated decision body passes the

@@ -117,7 +117,10 @@ Runs (one of):
   flat out (default)   closed loop: -concurrency workers send back to back
   -rate R              open loop at R requests/s: sends are scheduled by time and
                        latency is measured from the intended send time, so a slow
-                       agent is not hidden by a waiting client (coordinated omission)
+                       agent is not hidden by a waiting client (coordinated omission);
+                       a worker that was idle, asleep on a timer, measures from its
+                       wake-up instead (Go timers wake up to 1 ms late, the
+                       generator's own delay, reported apart as "pacing")
   -sweep R1,R2,...     one open-loop step per rate, same agent; -chart draws p50/p99
   -fill N              send N actions as fast as possible (batches of -batch,
                        default 500 here) and report memory during and after, and

@@ -315,6 +315,10 @@ func printReport(out io.Writer, rep *Report) {
 		if lb := st.LoopbackAtRate; lb != nil {
 			p("  loopback   at the same rate: %.0f req/s, %s", lb.ReqPerSec, shortLatency(lb.Latency))
 		}
+		if l := r.PacingLag; l != nil {
+			p("  pacing     timers woke workers late by p50 %s, p99 %s on %d sends (the generator's delay: not in the latency above)",
+				fmtMicros(l.P50), fmtMicros(l.P99), l.Count)
+		}
 		if a := st.Agent; a != nil {
 			p("  agent      CPU %.2f s = %.2f cores; RSS peak %s (anon %s, file %s); VmHWM %s",
 				a.CPUSeconds, a.AvgCores, mib(a.PeakRSS), mib(a.PeakRssAnon), mib(a.PeakRssFile), mib(a.VmHWM))
@@ -440,7 +444,7 @@ func writeChartFile(path string, rep *Report) error {
 	}
 	c := chart{
 		Title: "Outpost agent: latency against offered load (POST /v1/actions)",
-		Subtitle: fmt.Sprintf("batch %d, %d workers, open loop, %v per step; latency from the intended send time; run %s, %s",
+		Subtitle: fmt.Sprintf("batch %d, %d workers, open loop, %v per step; latency from the intended send time (from the wake-up for idle workers); run %s, %s",
 			rep.Config.Batch, rep.Config.Concurrency, secs(rep.Config.DurationSec), rep.RunID, rep.Started.Format("2006-01-02 15:04 MST")),
 		XLabel: "offered load (requests/s)",
 		YLabel: "latency (log scale)",

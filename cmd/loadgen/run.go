@@ -102,7 +102,10 @@ type loadResult struct {
 	Duplicates    int64            `json:"duplicates"`              // from the 202 answers
 	Unsent        int64            `json:"unsent,omitempty"`
 	Latency       latencySummary   `json:"latency_us"`
-	Total         totals           `json:"total_incl_warmup"`
+	// PacingLag (open loop): how late the workers' timers woke them for
+	// the requests they sent on schedule; not part of Latency.
+	PacingLag *latencySummary `json:"pacing_lag_us,omitempty"`
+	Total     totals          `json:"total_incl_warmup"`
 }
 
 func (r *loadResult) count(code int) int64 { return r.Status[strconv.Itoa(code)] }
@@ -122,6 +125,7 @@ type runner struct {
 
 	mu    sync.Mutex
 	hist  *histogram
+	lag   *histogram // open loop: how late the workers' timers woke them
 	tally tally
 }
 
@@ -177,7 +181,7 @@ func (t *tally) merge(o *tally) {
 // requests, or (fill) when all actions are sent; an open-loop run that fell
 // behind drains its backlog for at most one more duration.
 func runLoad(ctx context.Context, s runSpec) *loadResult {
-	r := &runner{spec: s, hist: newHistogram()}
+	r := &runner{spec: s, hist: newHistogram(), lag: newHistogram()}
 	r.start = time.Now()
 	r.measureStart = r.start.Add(s.warmup)
 	r.end = r.measureStart.Add(s.duration)
@@ -225,6 +229,9 @@ func (r *runner) result() *loadResult {
 	}
 	if s.rate > 0 {
 		res.Loop = "open"
+		if lag := r.lag.summary(); lag.Count > 0 {
+			res.PacingLag = &lag
+		}
 		// Slots scheduled inside the measured window that were never sent
 		// (the drain limit or -requests cut them off).
 		scheduled := r.slotAt(s.warmup+s.duration) - r.slotAt(s.warmup)
@@ -259,6 +266,7 @@ type worker struct {
 	scratch []uint64
 	resp    [512]byte
 	lat     []int64 // latencies (µs) not yet in the shared histogram
+	lags    []int64 // timer lateness (µs) not yet in the shared histogram
 	timer   *time.Timer
 	t       tally
 }
@@ -271,11 +279,12 @@ func (r *runner) newWorker(i int) *worker {
 		h.Set("Authorization", "Bearer "+r.spec.token)
 	}
 	return &worker{
-		r:   r,
-		rng: rand.New(rand.NewPCG(r.spec.seed, uint64(i)+1)),
-		hdr: h,
-		lat: make([]int64, 0, 256),
-		t:   tally{codes: map[int]int64{}},
+		r:    r,
+		rng:  rand.New(rand.NewPCG(r.spec.seed, uint64(i)+1)),
+		hdr:  h,
+		lat:  make([]int64, 0, 256),
+		lags: make([]int64, 0, 256),
+		t:    tally{codes: map[int]int64{}},
 	}
 }
 
@@ -289,7 +298,16 @@ func (w *worker) run(ctx context.Context) {
 		r.mu.Unlock()
 	}()
 	for ctx.Err() == nil {
-		var intended time.Time
+		// from is where a request's latency is measured from: its intended
+		// send time, so a slow agent that makes the workers fall behind
+		// is not hidden (coordinated omission), except when the worker was
+		// idle and asleep on a timer until then. Go's timers wake a
+		// process that sleeps in the netpoller up to a millisecond late
+		// (epoll waits whole milliseconds); that delay is the generator's
+		// own and no caller of the agent sees it, so it is measured from
+		// the wake-up and the lateness is reported on its own (pacing).
+		var intended, from time.Time
+		slept := false
 		if s.rate > 0 {
 			i := r.ticket.Add(1) - 1
 			intended = r.start.Add(time.Duration(float64(i) * r.interval))
@@ -311,6 +329,7 @@ func (w *worker) run(ctx context.Context) {
 				case <-ctx.Done():
 					return
 				}
+				slept = true
 			}
 		} else {
 			intended = time.Now()
@@ -318,7 +337,14 @@ func (w *worker) run(ctx context.Context) {
 				return
 			}
 		}
+		from = intended
 		measured := !intended.Before(r.measureStart)
+		if slept {
+			from = time.Now()
+			if measured {
+				w.lags = append(w.lags, max(from.Sub(intended).Microseconds(), 0))
+			}
+		}
 		if measured && s.requests > 0 && r.issued.Add(1) > s.requests {
 			return
 		}
@@ -333,7 +359,7 @@ func (w *worker) run(ctx context.Context) {
 				t = &last
 			}
 		}
-		w.send(ctx, t, intended, measured)
+		w.send(ctx, t, from, measured)
 	}
 }
 
@@ -347,7 +373,7 @@ type reqBody struct {
 
 func (b *reqBody) Close() error { b.closed.Store(true); return nil }
 
-func (w *worker) send(ctx context.Context, t *template, intended time.Time, measured bool) {
+func (w *worker) send(ctx context.Context, t *template, from time.Time, measured bool) {
 	r := w.r
 	s := &r.spec
 	n := uint64(t.actions)
@@ -426,22 +452,26 @@ func (w *worker) send(ctx context.Context, t *template, intended time.Time, meas
 	}
 	w.t.accepted += acc
 	w.t.duplicates += dup
-	w.lat = append(w.lat, max(done.Sub(intended).Microseconds(), 1))
-	if len(w.lat) == cap(w.lat) {
+	w.lat = append(w.lat, max(done.Sub(from).Microseconds(), 1))
+	if len(w.lat) == cap(w.lat) || len(w.lags) == cap(w.lags) {
 		w.flush()
 	}
 }
 
 func (w *worker) flush() {
-	if len(w.lat) == 0 {
+	if len(w.lat) == 0 && len(w.lags) == 0 {
 		return
 	}
 	w.r.mu.Lock()
 	for _, v := range w.lat {
 		w.r.hist.record(v)
 	}
+	for _, v := range w.lags {
+		w.r.lag.record(v)
+	}
 	w.r.mu.Unlock()
 	w.lat = w.lat[:0]
+	w.lags = w.lags[:0]
 }
 
 func orDash(s string) string {
