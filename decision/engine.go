@@ -231,10 +231,9 @@ func (e *Engine) Decide(ctx context.Context, req *Request) (*Result, error) {
 	var kvMu sync.Mutex
 	addKV := func(kv spool.KV) { kvMu.Lock(); kvs = append(kvs, kv); kvMu.Unlock() }
 
-	// Signals: cache first, then live calls in parallel within the budget.
-	lctx, cancel := context.WithTimeout(ctx, e.cfg.Timeout)
-	defer cancel()
-	var wg sync.WaitGroup
+	// Signals: cache first; what the cache cannot answer is asked live, in
+	// parallel, within the budget. A decision served from the cache starts
+	// no goroutine and no timer.
 	var sigMu sync.Mutex
 	set := func(name string, v SignalView, s policy.Signal) {
 		sigMu.Lock()
@@ -249,17 +248,30 @@ func (e *Engine) Decide(ctx context.Context, req *Request) (*Result, error) {
 			in.Signals.UnionPayTransaction = s
 		}
 	}
-	wg.Add(1)
-	go func() { defer wg.Done(); e.tongdunSignal(lctx, now, req, set, addKV) }()
+	var calls []func(context.Context)
+	if f := e.tongdunSignal(now, req, set, addKV); f != nil {
+		calls = append(calls, f)
+	}
 	if req.Card != nil {
-		wg.Add(1)
-		go func() { defer wg.Done(); e.modelSignal(lctx, now, req, set, addKV) }()
+		if f := e.modelSignal(now, req, set, addKV); f != nil {
+			calls = append(calls, f)
+		}
 	}
 	if req.Transaction != nil {
-		wg.Add(1)
-		go func() { defer wg.Done(); e.txnSignal(lctx, now, req, set) }()
+		if f := e.txnSignal(req, set); f != nil {
+			calls = append(calls, f)
+		}
 	}
-	wg.Wait()
+	if len(calls) > 0 {
+		lctx, cancel := context.WithTimeout(ctx, e.cfg.Timeout)
+		var wg sync.WaitGroup
+		for _, f := range calls[1:] {
+			wg.Go(func() { f(lctx) })
+		}
+		calls[0](lctx)
+		wg.Wait()
+		cancel()
+	}
 
 	// Checks that could not be had live are queued for the forwarder.
 	for name, v := range views {
@@ -491,7 +503,9 @@ func status(age time.Duration, p SourcePolicy) string {
 
 func healthy(h Health) bool { return h == nil || h.Healthy() }
 
-func (e *Engine) tongdunSignal(ctx context.Context, now time.Time, req *Request, set func(string, SignalView, policy.Signal), addKV func(spool.KV)) {
+// tongdunSignal sets the TongDun signal from the cache, or as missing when
+// TongDun cannot be asked now; otherwise it returns the live call to make.
+func (e *Engine) tongdunSignal(now time.Time, req *Request, set func(string, SignalView, policy.Signal), addKV func(spool.KV)) (live func(context.Context)) {
 	k := e.tdKey(&req.Request)
 	if c, ok := e.lookup(k); ok && k != "" {
 		age := now.Sub(c.At)
@@ -500,32 +514,34 @@ func (e *Engine) tongdunSignal(ctx context.Context, now time.Time, req *Request,
 				e.refreshTD(k, req)
 			}
 			set(sigTD, tdView(c, st, "cache", age), tdSignal(c, st, age))
-			return
+			return nil
 		}
 	}
 	if e.cfg.TongDun == nil || !healthy(e.cfg.TongDunHealth) || e.mem.negative(k, now) {
 		set(sigTD, SignalView{Status: "missing", Source: "none", Note: "TongDun not reachable now"}, policy.Signal{Status: "missing"})
-		return
+		return nil
 	}
-	resp, v := e.cfg.TongDun.Verify(ctx, &req.Request)
-	if v.Outcome != upstream.Delivered || resp == nil {
-		if v.Outcome == upstream.Permanent {
-			set(sigTD, SignalView{Status: "error", Source: "live", Note: "TongDun refused the request: " + redact.Digits(v.Code+" "+v.Message)}, policy.Signal{Status: "error"})
+	return func(ctx context.Context) {
+		resp, v := e.cfg.TongDun.Verify(ctx, &req.Request)
+		if v.Outcome != upstream.Delivered || resp == nil {
+			if v.Outcome == upstream.Permanent {
+				set(sigTD, SignalView{Status: "error", Source: "live", Note: "TongDun refused the request: " + redact.Digits(v.Code+" "+v.Message)}, policy.Signal{Status: "error"})
+				return
+			}
+			e.mem.failed(k, now.Add(e.cfg.TongDunCache.NegativeTTL))
+			set(sigTD, SignalView{Status: "error", Source: "live", Note: "TongDun: " + v.Code}, policy.Signal{Status: "error"})
 			return
 		}
-		e.mem.failed(k, now.Add(e.cfg.TongDunCache.NegativeTTL))
-		set(sigTD, SignalView{Status: "error", Source: "live", Note: "TongDun: " + v.Code}, policy.Signal{Status: "error"})
-		return
+		c := cached{At: now, Score: resp.Score, Result: resp.Result, SequenceID: resp.SequenceID}
+		for _, r := range resp.Reasons {
+			c.Reasons = append(c.Reasons, reason{r.ID, r.Reason})
+		}
+		if k != "" {
+			e.mem.put(k, c)
+			addKV(spool.KV{Key: k, Value: encodeCached(c), TTL: e.cfg.TongDunCache.MaxStale})
+		}
+		set(sigTD, tdView(c, "fresh", "live", 0), tdSignal(c, "fresh", 0))
 	}
-	c := cached{At: now, Score: resp.Score, Result: resp.Result, SequenceID: resp.SequenceID}
-	for _, r := range resp.Reasons {
-		c.Reasons = append(c.Reasons, reason{r.ID, r.Reason})
-	}
-	if k != "" {
-		e.mem.put(k, c)
-		addKV(spool.KV{Key: k, Value: encodeCached(c), TTL: e.cfg.TongDunCache.MaxStale})
-	}
-	set(sigTD, tdView(c, "fresh", "live", 0), tdSignal(c, "fresh", 0))
 }
 
 // refreshTD asks TongDun again in the background for a stale entry, once
@@ -582,7 +598,9 @@ func tdSignal(c cached, st string, age time.Duration) policy.Signal {
 	return s
 }
 
-func (e *Engine) modelSignal(ctx context.Context, now time.Time, req *Request, set func(string, SignalView, policy.Signal), addKV func(spool.KV)) {
+// modelSignal sets UnionPay's model score from the cache, or as missing
+// when UnionPay cannot be asked now; otherwise it returns the live call.
+func (e *Engine) modelSignal(now time.Time, req *Request, set func(string, SignalView, policy.Signal), addKV func(spool.KV)) (live func(context.Context)) {
 	k := e.modelKey(req.Card.CardNo, req.Card.CertID, req.Card.Mobile)
 	if c, ok := e.lookup(k); ok {
 		age := now.Sub(c.At)
@@ -590,41 +608,46 @@ func (e *Engine) modelSignal(ctx context.Context, now time.Time, req *Request, s
 			s := c.Score
 			set(sigModel, SignalView{Status: st, Source: "cache", Score: &s, AgeSeconds: age.Seconds()},
 				policy.Signal{Status: st, Score: s, AgeSeconds: age.Seconds()})
-			return
+			return nil
 		}
 	}
 	if e.cfg.UnionPay == nil || !healthy(e.cfg.UnionPayHealth) || e.mem.negative(k, now) {
 		set(sigModel, SignalView{Status: "missing", Source: "none", Note: "UnionPay not reachable now"}, policy.Signal{Status: "missing"})
-		return
+		return nil
 	}
-	score, v := e.cfg.UnionPay.ModelScore(ctx, unionpay.ScoreQuery{CardNo: req.Card.CardNo, CertID: req.Card.CertID, Mobile: req.Card.Mobile})
-	if v.Outcome != upstream.Delivered {
-		e.mem.failed(k, now.Add(e.cfg.UnionPayCache.NegativeTTL))
-		set(sigModel, SignalView{Status: "error", Source: "live", Note: "UnionPay: " + v.Code}, policy.Signal{Status: "error"})
-		return
+	return func(ctx context.Context) {
+		score, v := e.cfg.UnionPay.ModelScore(ctx, unionpay.ScoreQuery{CardNo: req.Card.CardNo, CertID: req.Card.CertID, Mobile: req.Card.Mobile})
+		if v.Outcome != upstream.Delivered {
+			e.mem.failed(k, now.Add(e.cfg.UnionPayCache.NegativeTTL))
+			set(sigModel, SignalView{Status: "error", Source: "live", Note: "UnionPay: " + v.Code}, policy.Signal{Status: "error"})
+			return
+		}
+		c := cached{At: now, Score: score}
+		e.mem.put(k, c)
+		addKV(spool.KV{Key: k, Value: encodeCached(c), TTL: e.cfg.UnionPayCache.MaxStale})
+		set(sigModel, SignalView{Status: "fresh", Source: "live", Score: &score}, policy.Signal{Status: "fresh", Score: score})
 	}
-	c := cached{At: now, Score: score}
-	e.mem.put(k, c)
-	addKV(spool.KV{Key: k, Value: encodeCached(c), TTL: e.cfg.UnionPayCache.MaxStale})
-	set(sigModel, SignalView{Status: "fresh", Source: "live", Score: &score}, policy.Signal{Status: "fresh", Score: score})
 }
 
-// txnSignal asks UnionPay's transaction authentication: an answer belongs
-// to one transaction and is never cached.
-func (e *Engine) txnSignal(ctx context.Context, now time.Time, req *Request, set func(string, SignalView, policy.Signal)) {
+// txnSignal returns the call to UnionPay's transaction authentication (an
+// answer belongs to one transaction and is never cached), or sets the
+// signal as missing when UnionPay cannot be asked now.
+func (e *Engine) txnSignal(req *Request, set func(string, SignalView, policy.Signal)) (live func(context.Context)) {
 	if e.cfg.UnionPay == nil || !healthy(e.cfg.UnionPayHealth) {
 		set(sigTxn, SignalView{Status: "missing", Source: "none", Note: "UnionPay not reachable now"}, policy.Signal{Status: "missing"})
-		return
+		return nil
 	}
-	q := unionpay.TransactionQuery{CardNo: req.Card.CardNo, TransDate: req.Transaction.Date, TransAmount: req.Transaction.Amount,
-		CertID: req.Card.CertID, Mobile: req.Card.Mobile, TransLocation: req.Transaction.Location}
-	match, v := e.cfg.UnionPay.TransactionAuth(ctx, q)
-	if v.Outcome != upstream.Delivered {
-		set(sigTxn, SignalView{Status: "error", Source: "live", Note: "UnionPay: " + v.Code}, policy.Signal{Status: "error"})
-		return
+	return func(ctx context.Context) {
+		q := unionpay.TransactionQuery{CardNo: req.Card.CardNo, TransDate: req.Transaction.Date, TransAmount: req.Transaction.Amount,
+			CertID: req.Card.CertID, Mobile: req.Card.Mobile, TransLocation: req.Transaction.Location}
+		match, v := e.cfg.UnionPay.TransactionAuth(ctx, q)
+		if v.Outcome != upstream.Delivered {
+			set(sigTxn, SignalView{Status: "error", Source: "live", Note: "UnionPay: " + v.Code}, policy.Signal{Status: "error"})
+			return
+		}
+		m := match
+		set(sigTxn, SignalView{Status: "fresh", Source: "live", Match: &m}, policy.Signal{Status: "fresh", Match: match})
 	}
-	m := match
-	set(sigTxn, SignalView{Status: "fresh", Source: "live", Match: &m}, policy.Signal{Status: "fresh", Match: match})
 }
 
 // queueCheck makes the spool record that asks the upstream later. UnionPay
