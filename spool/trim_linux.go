@@ -4,6 +4,7 @@ package spool
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"os"
 	"path/filepath"
@@ -29,6 +30,13 @@ import (
 // other memory before the madvise call, DONTNEED would zero that memory,
 // PAGEOUT only pages it out (and, without swap, leaves anonymous memory
 // alone). Linux 5.4 or later; on older kernels the loop stops quietly.
+//
+// A table's index and bloom filter, at the end of its file, are not paged
+// out: badger reads them in place through the mapping for every lookup
+// (the duplicate check of every append), and paging them out made the next
+// lookups fault each of them back in from disk, one after the other, in
+// the committer: stalls of 30-80 ms after each trim. They are a few percent
+// of a table.
 func (s *Spool) trimLoop() {
 	defer s.wg.Done()
 	if s.opts.TrimInterval < 0 {
@@ -52,6 +60,7 @@ func (s *Spool) trimLoop() {
 	// binary's own code pages, mostly): growth past it is the store's.
 	last := time.Now()
 	base, _ := residentFileBytes()
+	keep := tableIndexes{}
 	for {
 		select {
 		case <-s.ctx.Done():
@@ -64,7 +73,7 @@ func (s *Spool) trimLoop() {
 			}
 		}
 		last = time.Now()
-		if _, err := trimMappings(dir); err != nil {
+		if _, err := trimMappings(dir, keep); err != nil {
 			s.log.Info("spool: not trimming mapped pages", "err", err)
 			return
 		}
@@ -102,15 +111,75 @@ func residentFileBytes() (int64, error) {
 
 var errNoPageout = errors.New("madvise(MADV_PAGEOUT) not supported")
 
+// tableIndexes remembers where each table file's index begins (tables
+// never change once written); 0: unknown, the whole table is paged out.
+type tableIndexes map[string]int64
+
+func (k tableIndexes) start(path string) int64 {
+	if n, ok := k[path]; ok {
+		return n
+	}
+	n := readIndexStart(path)
+	if n > 0 {
+		k[path] = n // a table still being written reads as 0: ask again next time
+	}
+	return n
+}
+
+// readIndexStart reads a table's footer. A badger table ends with
+// [index][4: index length][index checksum][4: checksum length].
+func readIndexStart(path string) int64 {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return 0
+	}
+	size := fi.Size()
+	var b [4]byte
+	if size < 8 {
+		return 0
+	}
+	if _, err := f.ReadAt(b[:], size-4); err != nil {
+		return 0
+	}
+	sumLen := int64(binary.BigEndian.Uint32(b[:]))
+	if sumLen == 0 || sumLen > size-8 {
+		return 0
+	}
+	if _, err := f.ReadAt(b[:], size-8-sumLen); err != nil {
+		return 0
+	}
+	idxLen := int64(binary.BigEndian.Uint32(b[:]))
+	idx := size - 8 - sumLen - idxLen
+	if idxLen == 0 || idx <= 0 {
+		return 0
+	}
+	return idx
+}
+
 // trimMappings pages out the mappings of dir's value logs, memtable logs
-// and tables. It returns the bytes of address space advised.
-func trimMappings(dir string) (int64, error) {
+// and tables (all of a table but its index, see trimLoop). It returns the
+// bytes of address space advised. keep caches the tables' index sizes
+// (nil: page out whole tables).
+func trimMappings(dir string, keep tableIndexes) (int64, error) {
 	maps, err := os.ReadFile("/proc/self/maps")
 	if err != nil {
 		return 0, err
 	}
 	prefix := []byte(dir + "/")
 	var total int64
+	seen := map[string]bool{}
+	defer func() {
+		for name := range keep {
+			if !seen[name] {
+				delete(keep, name) // compacted away
+			}
+		}
+	}()
 	for line := range bytes.Lines(maps) {
 		// start-end perms offset dev inode path
 		i := bytes.Index(line, prefix)
@@ -118,20 +187,36 @@ func trimMappings(dir string) (int64, error) {
 			continue
 		}
 		path := bytes.TrimSpace(line[i:])
-		switch filepath.Ext(string(bytes.TrimSuffix(path, []byte(" (deleted)")))) {
+		deleted := bytes.HasSuffix(path, []byte(" (deleted)"))
+		name := string(bytes.TrimSuffix(path, []byte(" (deleted)")))
+		ext := filepath.Ext(name)
+		switch ext {
 		case ".vlog", ".mem", ".sst":
 		default:
 			continue
 		}
-		rng, _, _ := bytes.Cut(line, []byte(" "))
-		a, b, ok := bytes.Cut(rng, []byte("-"))
-		if !ok {
+		fields := bytes.Fields(line)
+		a, b, ok := bytes.Cut(fields[0], []byte("-"))
+		if !ok || len(fields) < 3 {
 			continue
 		}
 		start, err1 := strconv.ParseUint(string(a), 16, 64)
 		end, err2 := strconv.ParseUint(string(b), 16, 64)
-		if err1 != nil || err2 != nil || end <= start {
+		off, err3 := strconv.ParseUint(string(fields[2]), 16, 64)
+		if err1 != nil || err2 != nil || err3 != nil || end <= start {
 			continue
+		}
+		if ext == ".sst" && keep != nil && !deleted && off == 0 {
+			seen[name] = true
+			if idx := keep.start(name); idx > 0 {
+				// Up to the page that holds the index's first byte.
+				if at := (start + uint64(idx)) &^ uint64(os.Getpagesize()-1); at < end {
+					end = max(at, start)
+				}
+			}
+			if end == start {
+				continue
+			}
 		}
 		_, _, e := unix.Syscall(unix.SYS_MADVISE, uintptr(start), uintptr(end-start), unix.MADV_PAGEOUT)
 		switch e {
