@@ -24,7 +24,8 @@
 //	AGENT_LOG_LEVEL                [info] debug, info, warn, error
 //	AGENT_LOG_FORMAT               [auto] json, text, or auto (text on a terminal)
 //	AGENT_SHUTDOWN_TIMEOUT         [20s] how long SIGTERM waits for in-flight work
-//	AGENT_MEMORY_LIMIT             [88MiB] Go soft memory limit (GOMEMLIMIT); 0 = none
+//	AGENT_MEMORY_LIMIT             [88MiB] Go soft memory limit (GOMEMLIMIT); 0 = none;
+//	                               under it GC runs at GOGC=400 unless GOGC is set
 //	AGENT_MAX_BODY_BYTES           [1MiB] larger request bodies get 413
 //	AGENT_MAX_CONCURRENT_REQUESTS  [256] beyond it requests get 503 at once
 //	AGENT_AUTH_TOKEN               [] bearer token required on all but /healthz

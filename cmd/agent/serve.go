@@ -57,6 +57,10 @@ func hashKey(sp *spool.Spool, encKey []byte) ([]byte, error) {
 // queues are the spool's queues, one per upstream.
 var queues = []string{"tencent", "tongdun", "unionpay"}
 
+// defaultGCPercent is the garbage collector's setting when GOGC is not set
+// and AGENT_MEMORY_LIMIT is on.
+const defaultGCPercent = 400
+
 func serve(ctx context.Context) error {
 	// Signals are caught before anything starts: a SIGTERM that arrives the
 	// moment the agent says it is ready must drain, not kill it.
@@ -74,6 +78,12 @@ func serve(ctx context.Context) error {
 	log := newLogger(cfg)
 	if cfg.MemoryLimit > 0 {
 		debug.SetMemoryLimit(int64(cfg.MemoryLimit))
+		if os.Getenv("GOGC") == "" {
+			// The memory limit bounds the heap; below it, collect at five
+			// times the live heap instead of twice: fewer collections cut
+			// the decisions' p99 by about 15% (BENCHMARKS.md).
+			debug.SetGCPercent(defaultGCPercent)
+		}
 	}
 	var key []byte
 	if cfg.EncryptionKeyFile != "" {
