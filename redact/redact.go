@@ -96,7 +96,7 @@ func (w *rewriter) value(mask bool) {
 		}
 	case '"':
 		tok := w.str()
-		if !mask && plain(tok) && !hasLongDigitRun(string(tok)) {
+		if !mask && plain(tok) && !hasLongDigitRun(tok) {
 			w.out = append(w.out, tok...) // nothing to mask or escape
 			return
 		}
@@ -141,11 +141,18 @@ func (w *rewriter) str() []byte {
 	return tok
 }
 
+// escaped: bytes that encoding/json writes other than as they are (it
+// escapes HTML characters too), or that start an escape or a multi-byte
+// character.
+func escaped(c byte) bool {
+	return c < 0x20 || c >= 0x80 || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&'
+}
+
 // plain: a string token of printable ASCII without escapes or characters
 // that encoding/json would escape.
 func plain(tok []byte) bool {
 	for _, c := range tok[1 : len(tok)-1] {
-		if c < 0x20 || c >= 0x80 || c == '\\' || c == '<' || c == '>' || c == '&' {
+		if escaped(c) {
 			return false
 		}
 	}
@@ -184,7 +191,7 @@ func unquote(tok []byte) string {
 // included).
 func appendQuoted(b []byte, s string) []byte {
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x80 || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+		if escaped(s[i]) {
 			q, _ := json.Marshal(s)
 			return append(b, q...)
 		}
@@ -237,7 +244,7 @@ func Digits(s string) string {
 	return b.String()
 }
 
-func hasLongDigitRun(s string) bool {
+func hasLongDigitRun[T string | []byte](s T) bool {
 	run := 0
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c >= '0' && c <= '9' {
