@@ -93,6 +93,26 @@ func startAgent(t testing.TB, dataDir string, env ...string) *agent {
 // ready, or not ready within wait) instead of failing the test.
 func tryStartAgent(t testing.TB, dataDir string, wait time.Duration, env ...string) (*agent, error) {
 	t.Helper()
+	a, ready, err := spawnAgent(t, dataDir, env...)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case a.addr = <-ready:
+		return a, nil
+	case <-a.done:
+		return nil, fmt.Errorf("agent exited before ready: %v\n%s", a.err, a.crash(30))
+	case <-time.After(wait):
+		a.cmd.Process.Kill()
+		<-a.done
+		return nil, fmt.Errorf("agent not ready after %s\n%s", wait, a.tail(30))
+	}
+}
+
+// spawnAgent starts the agent and returns at once; ready receives its
+// listen address when it says it is ready (set a.addr from it).
+func spawnAgent(t testing.TB, dataDir string, env ...string) (*agent, <-chan string, error) {
+	t.Helper()
 	cmd := exec.Command(agentBinary(t))
 	cmd.Env = append(os.Environ(),
 		"AGENT_DATA_DIR="+dataDir,
@@ -103,11 +123,11 @@ func tryStartAgent(t testing.TB, dataDir string, wait time.Duration, env ...stri
 	cmd.Env = append(cmd.Env, env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	a := &agent{t: t, cmd: cmd, logs: &syncBuffer{}, done: make(chan struct{})}
 	if err := cmd.Start(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	ready := make(chan string, 1)
 	scanned := make(chan struct{})
@@ -140,16 +160,7 @@ func tryStartAgent(t testing.TB, dataDir string, wait time.Duration, env ...stri
 			<-a.done
 		}
 	})
-	select {
-	case a.addr = <-ready:
-		return a, nil
-	case <-a.done:
-		return nil, fmt.Errorf("agent exited before ready: %v\n%s", a.err, a.crash(30))
-	case <-time.After(wait):
-		a.cmd.Process.Kill()
-		<-a.done
-		return nil, fmt.Errorf("agent not ready after %s\n%s", wait, a.tail(30))
-	}
+	return a, ready, nil
 }
 
 func (a *agent) url(path string) string { return "http://" + a.addr + path }

@@ -151,6 +151,36 @@ type group struct {
 	broken bool
 	// diskLow: the filesystem is below MinFreeBytes; new data is refused.
 	diskLow bool
+	// jb is the journal record of this transaction: every write staged in
+	// txn, in order, after the record's head (see journal.go).
+	jb []byte
+}
+
+// set, setTTL and del stage a write in the transaction and in the journal
+// record; nothing else may write to txn.
+func (g *group) set(key, val []byte) error {
+	if err := g.txn.Set(key, val); err != nil {
+		return err
+	}
+	g.jb = appendMutation(g.jb, mutSet, key, val, 0)
+	return nil
+}
+
+func (g *group) setTTL(key, val []byte, ttl time.Duration) error {
+	e := badger.NewEntry(key, val).WithTTL(ttl)
+	if err := g.txn.SetEntry(e); err != nil {
+		return err
+	}
+	g.jb = appendMutation(g.jb, mutSet, key, val, e.ExpiresAt)
+	return nil
+}
+
+func (g *group) del(key []byte) error {
+	if err := g.txn.Delete(key); err != nil {
+		return err
+	}
+	g.jb = appendMutation(g.jb, mutDel, key, nil, 0)
+	return nil
 }
 
 // writeError marks a failure after an op has started writing into the
@@ -165,7 +195,8 @@ func werr(format string, err error) error {
 }
 
 func (s *Spool) newGroup() *group {
-	g := &group{s: s, txn: s.db.NewTransaction(true), metas: map[string]meta{}, now: s.now(), dirty: map[string]bool{}}
+	g := &group{s: s, txn: s.db.NewTransaction(true), metas: map[string]meta{}, now: s.now(), dirty: map[string]bool{},
+		jb: s.jnl.newRecord()}
 	if s.opts.MinFreeBytes > 0 {
 		if free := freeBytes(s.opts.Dir); free >= 0 && free < s.opts.MinFreeBytes {
 			g.diskLow = true
@@ -275,7 +306,7 @@ func (g *group) apply(o *op) error {
 	case opDamaged:
 		return g.applyDamaged(o)
 	case opProbe:
-		return g.txn.Set([]byte("m\x00probe"), []byte(g.now.UTC().Format(time.RFC3339Nano)))
+		return g.set([]byte("m\x00probe"), []byte(g.now.UTC().Format(time.RFC3339Nano)))
 	}
 	return fmt.Errorf("unknown op %d", o.kind)
 }
@@ -329,13 +360,12 @@ func (g *group) applyAppend(o *op) error {
 		m := g.metas[r.Queue]
 		seq := m.Tail
 		rec := record{EnqueuedAt: now, ID: r.ID, Payload: r.Payload}
-		if err := g.txn.Set(seqKey(kindEntry, r.Queue, seq), rec.encode()); err != nil {
+		if err := g.set(seqKey(kindEntry, r.Queue, seq), rec.encode()); err != nil {
 			return werr("stage append: %w", err)
 		}
 		var sv [8]byte
 		putSeq(sv[:], seq)
-		e := badger.NewEntry(dedupKey(r.Queue, r.ID), sv[:]).WithTTL(g.s.opts.DedupeWindow)
-		if err := g.txn.SetEntry(e); err != nil {
+		if err := g.setTTL(dedupKey(r.Queue, r.ID), sv[:], g.s.opts.DedupeWindow); err != nil {
 			return werr("stage append: %w", err)
 		}
 		m.Tail++
@@ -384,7 +414,7 @@ func (g *group) applyAck(o *op) error {
 		if !ok {
 			continue // already acked: acks are idempotent
 		}
-		if err := g.txn.Delete(k); err != nil {
+		if err := g.del(k); err != nil {
 			return werr("ack: %w", err)
 		}
 		m.Count--
@@ -409,7 +439,7 @@ func (g *group) applyFail(o *op) error {
 		r.Attempts++
 		r.LastAttemptAt = unixNano(g.now)
 		r.LastError = truncate(o.msg, 512)
-		if err := g.txn.Set(k, r.encode()); err != nil {
+		if err := g.set(k, r.encode()); err != nil {
 			return werr("record failure: %w", err)
 		}
 		o.n++
@@ -431,10 +461,10 @@ func (g *group) applyDead(o *op) error {
 		sz := storedSize(r.ID, len(r.Payload))
 		r.Reason = truncate(o.msg, 512)
 		r.DeadAt = unixNano(g.now)
-		if err := g.txn.Delete(k); err != nil {
+		if err := g.del(k); err != nil {
 			return werr("dead-letter: %w", err)
 		}
-		if err := g.txn.Set(seqKey(kindDead, o.queue, seq), r.encode()); err != nil {
+		if err := g.set(seqKey(kindDead, o.queue, seq), r.encode()); err != nil {
 			return werr("dead-letter: %w", err)
 		}
 		m.Count--
@@ -485,10 +515,10 @@ func (g *group) applyReplay(o *op) error {
 	for _, mv := range ms {
 		sz := storedSize(mv.rec.ID, len(mv.rec.Payload))
 		mv.rec.Reason, mv.rec.DeadAt, mv.rec.Attempts, mv.rec.LastError = "", 0, 0, ""
-		if err := g.txn.Delete(mv.key); err != nil {
+		if err := g.del(mv.key); err != nil {
 			return werr("replay: %w", err)
 		}
-		if err := g.txn.Set(seqKey(kindEntry, o.queue, m.Tail), mv.rec.encode()); err != nil {
+		if err := g.set(seqKey(kindEntry, o.queue, m.Tail), mv.rec.encode()); err != nil {
 			return werr("replay: %w", err)
 		}
 		m.Tail++
@@ -521,13 +551,30 @@ func (s *Spool) commitGroup(g *group) {
 	}
 	var err error
 	for q := range g.dirty {
-		if err = g.txn.Set(metaKey(q), g.metas[q].encode()); err != nil {
+		if err = g.set(metaKey(q), g.metas[q].encode()); err != nil {
 			break
 		}
 	}
 	if err == nil {
 		start := time.Now()
-		err = g.txn.Commit() // SyncWrites: on disk when this returns
+		// On disk in the journal first, then applied to badger unsynced
+		// (journal.go).
+		var seq uint64
+		if len(g.jb) > journalRecordHead {
+			seq, err = s.jnl.appendRecord(g.jb)
+		}
+		if err == nil {
+			err = g.txn.Commit()
+			switch {
+			case err != nil && seq > 0:
+				// The journal holds what badger refused: replay at the next
+				// start applies it. Until then nothing more is written.
+				err = fmt.Errorf("apply journaled commit to the store (a restart replays it): %w", err)
+				s.jnl.fail(err)
+			case seq > 0:
+				s.jnl.markApplied(seq)
+			}
+		}
 		if s.opts.OnCommit != nil {
 			s.opts.OnCommit(time.Since(start), len(g.ops), err)
 		}
@@ -644,10 +691,10 @@ func (g *group) applyDamaged(o *op) error {
 		}
 		r := record{ID: fmt.Sprintf("unreadable-%s-%d", o.queue, d.seq), EnqueuedAt: 0, DeadAt: unixNano(g.now),
 			Reason: truncate("unreadable in the store (damaged data): "+d.err, 512)}
-		if err := g.txn.Delete(k); err != nil {
+		if err := g.del(k); err != nil {
 			return werr("set aside damaged entry: %w", err)
 		}
-		if err := g.txn.Set(seqKey(kindDead, o.queue, d.seq), r.encode()); err != nil {
+		if err := g.set(seqKey(kindDead, o.queue, d.seq), r.encode()); err != nil {
 			return werr("set aside damaged entry: %w", err)
 		}
 		sz := storedSize(r.ID, 0)

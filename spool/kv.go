@@ -107,11 +107,11 @@ func (g *group) applyPut(o *op) error {
 		var err error
 		switch {
 		case kv.Delete:
-			err = g.txn.Delete(k)
+			err = g.del(k)
 		case kv.TTL > 0:
-			err = g.txn.SetEntry(badger.NewEntry(k, kv.Value).WithTTL(kv.TTL))
+			err = g.setTTL(k, kv.Value, kv.TTL)
 		default:
-			err = g.txn.Set(k, kv.Value)
+			err = g.set(k, kv.Value)
 		}
 		if err != nil {
 			return werr("stage put: %w", err)

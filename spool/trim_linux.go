@@ -23,9 +23,12 @@ import (
 // score, look at).
 //
 // trimLoop asks the kernel to reclaim them: madvise(MADV_PAGEOUT) on the
-// mappings of the store's files, found in /proc/self/maps. The data is on
-// disk (SyncWrites); the next read of a page faults it back in. PAGEOUT is
-// used rather than MADV_DONTNEED because it is harmless on any memory: if a
+// mappings of the store's files, found in /proc/self/maps; the next read of
+// a page faults it back in. Badger writes unsynced behind the journal
+// (journal.go): pages written since the last checkpoint are dirty and the
+// kernel leaves them resident; the checkpoints (every segment of journal,
+// at least every few seconds) write them, and the next trim pages them out.
+// PAGEOUT is used rather than MADV_DONTNEED because it is harmless on any memory: if a
 // mapping listed in /proc/self/maps is unmapped and its addresses reused by
 // other memory before the madvise call, DONTNEED would zero that memory,
 // PAGEOUT only pages it out (and, without swap, leaves anonymous memory

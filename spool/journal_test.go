@@ -1,0 +1,373 @@
+package spool
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	badger "github.com/dgraph-io/badger/v4"
+)
+
+// copyStore copies badger's files of dir to dst as they are now (a running
+// store copied file by file: what a crash would leave), without the journal.
+func copyStore(t *testing.T, dir, dst string) {
+	t.Helper()
+	copyFiles(t, dir, dst, func(name string) bool { return name != "LOCK" })
+}
+
+func copyFiles(t *testing.T, dir, dst string, keep func(string) bool) {
+	t.Helper()
+	if err := os.MkdirAll(dst, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if !e.Type().IsRegular() || !keep(e.Name()) {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dst, e.Name()), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func leaseAll(t *testing.T, s *Spool, queue string) []Entry {
+	t.Helper()
+	es, err := s.Lease(context.Background(), queue, 100000, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Release(queue, seqs(es))
+	return es
+}
+
+// The journal is what makes a commit durable: badger's own files may lose
+// everything written after the last checkpoint (a power cut), and the
+// replay brings back exactly what the callers were told, acks included.
+func TestJournalReplayRestoresWritesBadgerLost(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := openT(t, dir, func(o *Options) { o.TrimInterval = -1 })
+	defer closeT(t, s)
+	var a []string
+	for i := range 300 {
+		a = append(a, fmt.Sprintf("a-%03d", i))
+	}
+	if _, err := s.Append(ctx, recs("tencent", a...)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	// Badger as a power cut right after the checkpoint would leave it.
+	crashed := t.TempDir()
+	copyStore(t, dir, crashed)
+
+	// After the checkpoint: new entries, acks, a dead letter, a put.
+	var b []string
+	for i := range 200 {
+		b = append(b, fmt.Sprintf("b-%03d", i))
+	}
+	if _, err := s.Append(ctx, recs("tencent", b...)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Append(ctx, recs("tongdun", "t-1", "t-2")); err != nil {
+		t.Fatal(err)
+	}
+	es, err := s.Lease(ctx, "tencent", 120, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Ack(ctx, "tencent", seqs(es[:100])); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeadLetter(ctx, "tencent", seqs(es[100:110]), "refused"); err != nil {
+		t.Fatal(err)
+	}
+	s.Release("tencent", seqs(es[110:]))
+	if _, err := s.Write(ctx, []KV{{Key: "score/x", Value: []byte("42")}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	copyFiles(t, filepath.Join(dir, journalDirName), filepath.Join(crashed, journalDirName), func(string) bool { return true })
+
+	var logs bytes.Buffer
+	r := openT(t, crashed, func(o *Options) {
+		o.TrimInterval = -1
+		o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	})
+	defer closeT(t, r)
+	if !strings.Contains(logs.String(), "replayed the journal") {
+		t.Errorf("no replay logged: %s", logs.String())
+	}
+	for q, want := range s.Stats() {
+		got := r.Stats()[q]
+		got.OldestAgeSeconds, want.OldestAgeSeconds = 0, 0
+		if got != want {
+			t.Errorf("%s after replay: got %+v, want %+v", q, got, want)
+		}
+	}
+	for _, q := range []string{"tencent", "tongdun"} {
+		got, want := leaseAll(t, r, q), leaseAll(t, s, q)
+		if len(got) != len(want) {
+			t.Fatalf("%s: %d entries after replay, want %d", q, len(got), len(want))
+		}
+		for i := range got {
+			if got[i].ID != want[i].ID || !bytes.Equal(got[i].Payload, want[i].Payload) || got[i].Seq != want[i].Seq {
+				t.Fatalf("%s entry %d: got %s/%d, want %s/%d", q, i, got[i].ID, got[i].Seq, want[i].ID, want[i].Seq)
+			}
+		}
+	}
+	dl, err := r.DeadLetters("tencent", 0, 100)
+	if err != nil || len(dl) != 10 || dl[0].Reason != "refused" {
+		t.Errorf("dead letters after replay: %d, %v", len(dl), err)
+	}
+	if v, ok, err := r.Get("score/x"); err != nil || !ok || string(v) != "42" {
+		t.Errorf("put after replay: %q %v %v", v, ok, err)
+	}
+	// Acked ids stay known: appending one again is a duplicate.
+	res, err := r.Append(ctx, recs("tencent", es[0].ID))
+	if err != nil || res.Duplicates != 1 {
+		t.Errorf("re-append of an acked id: %+v %v", res, err)
+	}
+	// What was replayed is checkpointed: nothing is replayed twice.
+	if names, _ := listSegments(filepath.Join(crashed, journalDirName)); len(names) != 0 {
+		t.Errorf("segments left after replay: %v", names)
+	}
+}
+
+func TestJournalCleanCloseLeavesNothingToReplay(t *testing.T) {
+	dir := t.TempDir()
+	s := openT(t, dir)
+	if _, err := s.Append(context.Background(), recs("tencent", "x", "y")); err != nil {
+		t.Fatal(err)
+	}
+	jdir := filepath.Join(dir, journalDirName)
+	if names, _ := listSegments(jdir); len(names) != 1 {
+		t.Fatalf("segments while open: %v", names)
+	}
+	closeT(t, s)
+	if names, _ := listSegments(jdir); len(names) != 0 {
+		t.Errorf("segments after a clean close: %v", names)
+	}
+	ckpt, err := readCheckpoint(jdir)
+	if err != nil || ckpt == 0 {
+		t.Errorf("checkpoint after close: %d %v", ckpt, err)
+	}
+	var logs bytes.Buffer
+	s = openT(t, dir, func(o *Options) { o.Logger = slog.New(slog.NewTextHandler(&logs, nil)) })
+	defer closeT(t, s)
+	if strings.Contains(logs.String(), "replayed") {
+		t.Errorf("replay after a clean close: %s", logs.String())
+	}
+	if st := s.Stats()["tencent"]; st.Depth != 2 {
+		t.Errorf("depth %d after reopen, want 2", st.Depth)
+	}
+	// Sequence numbers go on from the checkpoint.
+	if _, err := s.Append(context.Background(), recs("tencent", "z")); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.jnl.covered(); got != ckpt+1 {
+		t.Errorf("first record after reopen is %d, want %d", got, ckpt+1)
+	}
+}
+
+// newTestJournal writes a segment with n records "r1".."rn" and returns
+// its path.
+func newTestJournal(t *testing.T, key []byte, n int) (string, *journal) {
+	t.Helper()
+	dir := t.TempDir()
+	j := &journal{dir: dir, key: key}
+	for i := 1; i <= n; i++ {
+		if _, err := j.appendRecord(appendMutation(j.newRecord(), mutSet, []byte(fmt.Sprintf("k%d", i)), []byte(fmt.Sprintf("r%d", i)), 0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := j.close(false); err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(dir, segmentName(1)), j
+}
+
+func recordValues(t *testing.T, recs []journalRecord) []string {
+	t.Helper()
+	var out []string
+	for _, r := range recs {
+		if err := decodeMutations(r.body, func(_ byte, _, v []byte, _ uint64) error {
+			out = append(out, string(v))
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
+
+// The end of a segment: zeros, a torn record, a record out of sequence.
+func TestJournalSegmentEnd(t *testing.T) {
+	path, _ := newTestJournal(t, nil, 3)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	third := journalHeaderSize
+	for range 2 {
+		third += journalRecordHead + int(binary.BigEndian.Uint32(data[third:]))
+	}
+	cases := []struct {
+		name   string
+		mangle func(b []byte)
+		want   []string
+	}{
+		{"intact", func([]byte) {}, []string{"r1", "r2", "r3"}},
+		{"torn last record", func(b []byte) { b[third+journalRecordHead+2] ^= 0xff }, []string{"r1", "r2"}},
+		{"last record never written", func(b []byte) { clear(b[third:]) }, []string{"r1", "r2"}},
+		{"length beyond the file", func(b []byte) { binary.BigEndian.PutUint32(b[third:], 1<<30) }, []string{"r1", "r2"}},
+		{"out of sequence", func(b []byte) {
+			binary.BigEndian.PutUint64(b[third+8:], 7)
+		}, []string{"r1", "r2"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b := slices.Clone(data)
+			tc.mangle(b)
+			p := filepath.Join(t.TempDir(), segmentName(1))
+			if err := os.WriteFile(p, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			recs, err := readSegment(p, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := recordValues(t, recs); !slices.Equal(got, tc.want) {
+				t.Errorf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+	t.Run("damaged header", func(t *testing.T) {
+		b := slices.Clone(data)
+		b[9] ^= 1
+		p := filepath.Join(t.TempDir(), segmentName(1))
+		os.WriteFile(p, b, 0o600)
+		if _, err := readSegment(p, nil); !errors.Is(err, ErrJournal) {
+			t.Errorf("got %v, want ErrJournal", err)
+		}
+	})
+}
+
+func TestJournalEncrypted(t *testing.T) {
+	key := bytes.Repeat([]byte{7}, 32)
+	dir := t.TempDir()
+	j := &journal{dir: dir, key: key}
+	secret := []byte("card 6262320120123210")
+	if _, err := j.appendRecord(appendMutation(j.newRecord(), mutSet, []byte("q"), secret, 0)); err != nil {
+		t.Fatal(err)
+	}
+	j.close(false)
+	path := filepath.Join(dir, segmentName(1))
+	raw, _ := os.ReadFile(path)
+	if bytes.Contains(raw, secret) || bytes.Contains(raw, []byte("6262320120123210")) {
+		t.Fatal("the segment holds the value in clear")
+	}
+	recs, err := readSegment(path, key)
+	if err != nil || !slices.Equal(recordValues(t, recs), []string{string(secret)}) {
+		t.Fatalf("read back with the key: %v %v", recs, err)
+	}
+	if _, err := readSegment(path, bytes.Repeat([]byte{8}, 32)); !errors.Is(err, ErrJournal) {
+		t.Errorf("wrong key: %v, want ErrJournal", err)
+	}
+	if _, err := readSegment(path, nil); !errors.Is(err, ErrKeyMismatch) {
+		t.Errorf("no key: %v, want ErrKeyMismatch", err)
+	}
+	// A spool with a key journals only ciphertext.
+	sdir := t.TempDir()
+	s := openT(t, sdir, func(o *Options) { o.EncryptionKey = key })
+	if _, err := s.Append(context.Background(), []Record{{Queue: "unionpay", ID: "u1", Payload: secret}}); err != nil {
+		t.Fatal(err)
+	}
+	names, _ := listSegments(filepath.Join(sdir, journalDirName))
+	for _, n := range names {
+		raw, _ := os.ReadFile(filepath.Join(sdir, journalDirName, n))
+		if bytes.Contains(raw, secret) {
+			t.Errorf("%s holds the payload in clear", n)
+		}
+	}
+	closeT(t, s)
+}
+
+// Records between the checkpoint and the first segment are gone: that is
+// damage, never silently skipped.
+func TestJournalGapIsDamage(t *testing.T) {
+	path, _ := newTestJournal(t, nil, 3)
+	store := t.TempDir()
+	jdir := filepath.Join(store, journalDirName)
+	os.MkdirAll(jdir, 0o700)
+	b, _ := os.ReadFile(path)
+	// The segment claims to start at 5; the checkpoint covers 1..2.
+	binary.BigEndian.PutUint64(b[8:16], 5)
+	binary.BigEndian.PutUint32(b[32:36], crc32Castagnoli(b[:32]))
+	off := journalHeaderSize
+	for i := uint64(5); off+journalRecordHead < len(b); i++ {
+		n := int(binary.BigEndian.Uint32(b[off:]))
+		if n == 0 {
+			break
+		}
+		binary.BigEndian.PutUint64(b[off+8:], i)
+		binary.BigEndian.PutUint32(b[off+4:], crc32Castagnoli(b[off+8:off+journalRecordHead+n]))
+		off += journalRecordHead + n
+	}
+	os.WriteFile(filepath.Join(jdir, segmentName(5)), b, 0o600)
+	if err := writeCheckpoint(jdir, 2); err != nil {
+		t.Fatal(err)
+	}
+	db, err := badger.Open(badger.DefaultOptions(store).WithLogger(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	_, _, err = recoverJournal(db, store, nil)
+	if !errors.Is(err, ErrJournal) || !strings.Contains(err.Error(), "records 3 to 4 are missing") {
+		t.Errorf("got %v", err)
+	}
+}
+
+func crc32Castagnoli(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
+
+// FuzzJournalMutations: any bytes decode without panicking, and what
+// encodes decodes back the same.
+func FuzzJournalMutations(f *testing.F) {
+	f.Add([]byte("k"), []byte("v"), uint64(0), true)
+	f.Add([]byte{}, []byte{}, uint64(1<<40), false)
+	f.Fuzz(func(t *testing.T, key, val []byte, exp uint64, set bool) {
+		_ = decodeMutations(append(slices.Clone(key), val...), func(byte, []byte, []byte, uint64) error { return nil })
+		kind := mutDel
+		if set {
+			kind = mutSet
+		}
+		b := appendMutation(appendMutation(nil, kind, key, val, exp), mutSet, val, key, 0)
+		var got [][]byte
+		err := decodeMutations(b, func(k byte, kk, vv []byte, e uint64) error {
+			got = append(got, []byte{k}, kk, vv, binary.AppendUvarint(nil, e))
+			return nil
+		})
+		if err != nil || len(got) != 8 || got[0][0] != kind || !bytes.Equal(got[1], key) || !bytes.Equal(got[2], val) ||
+			!bytes.Equal(got[3], binary.AppendUvarint(nil, exp)) || !bytes.Equal(got[5], val) || !bytes.Equal(got[6], key) {
+			t.Fatalf("round trip: %v %q", err, got)
+		}
+	})
+}
