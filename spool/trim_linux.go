@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -23,12 +24,13 @@ import (
 // score, look at).
 //
 // trimLoop asks the kernel to reclaim them: madvise(MADV_PAGEOUT) on the
-// mappings of the store's files, found in /proc/self/maps; the next read of
-// a page faults it back in. Badger writes unsynced behind the journal
-// (journal.go): pages written since the last checkpoint are dirty and the
-// kernel leaves them resident; the checkpoints (every segment of journal,
-// at least every few seconds) write them, and the next trim pages them out.
-// PAGEOUT is used rather than MADV_DONTNEED because it is harmless on any memory: if a
+// mappings of the store's files, found in /proc/self/maps, right after
+// writing back their dirty pages; the next read of a page faults it back
+// in. Badger writes unsynced behind the journal (journal.go), and the
+// kernel does not page out dirty pages: without the write-back, pages
+// written since the last checkpoint stayed resident (a file RSS of 62 MiB
+// and a VmHWM of 135.8 MiB in a run of requests of 100 flat out). PAGEOUT is
+// used rather than MADV_DONTNEED because it is harmless on any memory: if a
 // mapping listed in /proc/self/maps is unmapped and its addresses reused by
 // other memory before the madvise call, DONTNEED would zero that memory,
 // PAGEOUT only pages it out (and, without swap, leaves anonymous memory
@@ -76,6 +78,9 @@ func (s *Spool) trimLoop() {
 			}
 		}
 		last = time.Now()
+		// Pages written since they were last synced are dirty, and the
+		// kernel does not page those out: write them back first.
+		writeBack(dir)
 		if _, err := trimMappings(dir, keep); err != nil {
 			s.log.Info("spool: not trimming mapped pages", "err", err)
 			return
@@ -232,4 +237,29 @@ func trimMappings(dir string, keep tableIndexes) (int64, error) {
 		}
 	}
 	return total, nil
+}
+
+// writeBack writes the dirty pages of the files badger writes through mmaps
+// to disk and waits for it (sync_file_range: no cache flush, no journal
+// commit, so much lighter than the checkpoint's fsync; durability is the
+// journal's and the checkpoint's business, this only makes the pages
+// clean so they can be paged out).
+func writeBack(dir string) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		name := e.Name()
+		if !strings.HasSuffix(name, ".vlog") && !strings.HasSuffix(name, ".mem") {
+			continue
+		}
+		f, err := os.Open(filepath.Join(dir, name))
+		if err != nil {
+			continue
+		}
+		_ = unix.SyncFileRange(int(f.Fd()), 0, 0,
+			unix.SYNC_FILE_RANGE_WAIT_BEFORE|unix.SYNC_FILE_RANGE_WRITE|unix.SYNC_FILE_RANGE_WAIT_AFTER)
+		f.Close()
+	}
 }
