@@ -33,10 +33,7 @@ func (s *Spool) checkpoint() error {
 	s.ckptMu.Lock()
 	defer s.ckptMu.Unlock()
 	upTo := s.jnl.covered()
-	s.jnl.mu.Lock()
-	done := upTo <= s.jnl.ckpt
-	s.jnl.mu.Unlock()
-	if done {
+	if upTo <= s.jnl.checkpointed() {
 		return nil
 	}
 	if err := syncStore(s.opts.Dir); err != nil {

@@ -85,15 +85,15 @@ type journal struct {
 	key []byte // nil: records in clear
 
 	// Owned by the committer.
-	f      *os.File
-	off    int64
-	aead   cipher.AEAD
-	failed error
-	rec    []byte // reused record buffer (newRecord)
-	buf    []byte // reused buffer for sealed records
+	f       *os.File
+	off     int64
+	aead    cipher.AEAD
+	failed  error
+	lastSeq uint64 // last sequence number appended
+	rec     []byte // reused record buffer (newRecord)
+	buf     []byte // reused buffer for sealed records
 
 	mu      sync.Mutex
-	lastSeq uint64   // last sequence number appended
 	applied uint64   // last sequence number applied to badger
 	sealed  []string // segments no longer written, oldest first
 	current string
@@ -125,9 +125,7 @@ func (j *journal) appendRecord(rec []byte) (uint64, error) {
 	}
 	j.rec = rec[:0]
 	body := rec[journalRecordHead:]
-	j.mu.Lock()
 	seq := j.lastSeq + 1
-	j.mu.Unlock()
 	need := int64(journalRecordHead + len(body) + 32)
 	if j.f == nil || (j.off+need > journalSegmentSize && j.off > journalHeaderSize) {
 		if err := j.startSegment(seq); err != nil {
@@ -155,9 +153,7 @@ func (j *journal) appendRecord(rec []byte) (uint64, error) {
 		return 0, j.failed
 	}
 	j.off += int64(len(out))
-	j.mu.Lock()
 	j.lastSeq = seq
-	j.mu.Unlock()
 	return seq, nil
 }
 
@@ -253,6 +249,13 @@ func (j *journal) covered() uint64 {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	return j.applied
+}
+
+// checkpointed reports the last sequence number the last checkpoint covers.
+func (j *journal) checkpointed() uint64 {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.ckpt
 }
 
 // markCheckpoint records that badger's files hold everything up to seq and

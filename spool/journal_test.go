@@ -320,7 +320,7 @@ func TestJournalGapIsDamage(t *testing.T) {
 	b, _ := os.ReadFile(path)
 	// The segment claims to start at 5; the checkpoint covers 1..2.
 	binary.BigEndian.PutUint64(b[8:16], 5)
-	binary.BigEndian.PutUint32(b[32:36], crc32Castagnoli(b[:32]))
+	binary.BigEndian.PutUint32(b[32:36], crc32.Checksum(b[:32], castagnoli))
 	off := journalHeaderSize
 	for i := uint64(5); off+journalRecordHead < len(b); i++ {
 		n := int(binary.BigEndian.Uint32(b[off:]))
@@ -328,7 +328,7 @@ func TestJournalGapIsDamage(t *testing.T) {
 			break
 		}
 		binary.BigEndian.PutUint64(b[off+8:], i)
-		binary.BigEndian.PutUint32(b[off+4:], crc32Castagnoli(b[off+8:off+journalRecordHead+n]))
+		binary.BigEndian.PutUint32(b[off+4:], crc32.Checksum(b[off+8:off+journalRecordHead+n], castagnoli))
 		off += journalRecordHead + n
 	}
 	os.WriteFile(filepath.Join(jdir, segmentName(5)), b, 0o600)
@@ -345,8 +345,6 @@ func TestJournalGapIsDamage(t *testing.T) {
 		t.Errorf("got %v", err)
 	}
 }
-
-func crc32Castagnoli(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
 
 // FuzzJournalMutations: any bytes decode without panicking, and what
 // encodes decodes back the same.
