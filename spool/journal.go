@@ -381,6 +381,12 @@ func readSegment(path string, key []byte) ([]journalRecord, error) {
 	if err != nil {
 		return nil, err
 	}
+	return parseSegment(path, data, key)
+}
+
+// parseSegment is readSegment on a segment's bytes.
+func parseSegment(path string, data, key []byte) ([]journalRecord, error) {
+	var err error
 	if len(data) < journalHeaderSize || string(data[:4]) != journalMagic ||
 		crc32.Checksum(data[:32], castagnoli) != binary.BigEndian.Uint32(data[32:36]) {
 		if len(data) == 0 || allZero(data[:min(len(data), journalHeaderSize)]) {
