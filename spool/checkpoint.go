@@ -27,8 +27,7 @@ func (s *Spool) checkpointLoop() {
 const checkpointInterval = 5 * time.Second
 
 // checkpoint syncs badger's files and marks the journal covered up to the
-// last record appended before the sync began (every such record was
-// applied to badger before it was appended).
+// last record applied to badger before the sync began.
 func (s *Spool) checkpoint() error {
 	s.ckptMu.Lock()
 	defer s.ckptMu.Unlock()
