@@ -524,7 +524,8 @@ func (r *modelRun) crash(t *rapid.T) {
 		r.open(t)
 	} else {
 		// kill -9 keeps what the process wrote (the page cache) and loses
-		// the process: copy the files of the open store as they are now,
+		// the process: copy the files of the open store (its journal
+		// included) as they are now,
 		// with no clean shutdown (memtables not flushed, WAL and value log
 		// not truncated), and continue on the copy. The original is closed
 		// afterwards only to free it.
@@ -611,6 +612,14 @@ func dirFingerprint(dir string) (string, int, error) {
 	var b bytes.Buffer
 	mems := 0
 	for _, e := range es {
+		if e.IsDir() { // the journal
+			sub, _, err := dirFingerprint(filepath.Join(dir, e.Name()))
+			if err != nil {
+				return "", 0, err
+			}
+			fmt.Fprintf(&b, "%s/\n%s", e.Name(), sub)
+			continue
+		}
 		fi, err := e.Info()
 		if err != nil {
 			return "", 0, err
@@ -635,6 +644,12 @@ func copyDirSparse(src, dst string) error {
 		return err
 	}
 	for _, e := range es {
+		if e.IsDir() { // the journal
+			if err := copyDirSparse(filepath.Join(src, e.Name()), filepath.Join(dst, e.Name())); err != nil {
+				return err
+			}
+			continue
+		}
 		if !e.Type().IsRegular() {
 			continue
 		}
