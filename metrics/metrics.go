@@ -35,6 +35,12 @@ type PolicyStats struct {
 	Reloads, Refusals int64
 }
 
+// JournalStats are the spool journal's figures.
+type JournalStats struct {
+	Replayed, Pending             int64
+	Checkpoints, CheckpointErrors int64
+}
+
 // Sources are read at scrape time.
 type Sources struct {
 	Queues      func() map[string]QueueStats
@@ -42,6 +48,7 @@ type Sources struct {
 	Quarantined func() bool
 	Upstreams   func() map[string]UpstreamStats
 	Policy      func() PolicyStats
+	Journal     func() JournalStats
 }
 
 // States an upstream can be in (one series each, the current one is 1).
@@ -136,6 +143,10 @@ var (
 	descDead     = prometheus.NewDesc("outpost_spool_dead_letters", "Entries set aside in the dead letters.", []string{"queue"}, nil)
 	descStore    = prometheus.NewDesc("outpost_store_bytes", "Size of the store on disk.", nil, nil)
 	descQuar     = prometheus.NewDesc("outpost_store_quarantined", "1 when the store would not open at start-up and was moved aside.", nil, nil)
+	descReplayed = prometheus.NewDesc("outpost_spool_journal_replayed_records", "Journal records replayed into the store at start-up (0 after a clean stop).", nil, nil)
+	descPending  = prometheus.NewDesc("outpost_spool_journal_pending_records", "Journal records no checkpoint covers yet; growing, checkpoints are failing.", nil, nil)
+	descCkpts    = prometheus.NewDesc("outpost_spool_checkpoints_total", "Checkpoints of the store (its files synced, the journal behind them freed).", nil, nil)
+	descCkptErr  = prometheus.NewDesc("outpost_spool_checkpoint_errors_total", "Checkpoints that failed (the journal keeps the writes).", nil, nil)
 	descState    = prometheus.NewDesc("outpost_upstream_state", "Current state of each upstream (1 for the current state).", []string{"upstream", "state"}, nil)
 	descDeliv    = prometheus.NewDesc("outpost_upstream_delivered_total", "Items an upstream confirmed.", []string{"upstream"}, nil)
 	descFailed   = prometheus.NewDesc("outpost_upstream_failed_total", "Failed delivery attempts (items).", []string{"upstream"}, nil)
@@ -151,7 +162,8 @@ type scrape struct{ src Sources }
 
 func (s *scrape) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descDepth, descQBytes, descAge, descDead, descStore, descQuar, descState,
-		descDeliv, descFailed, descDeadTot, descSends, descPolicy, descReloads, descRefusals} {
+		descDeliv, descFailed, descDeadTot, descSends, descPolicy, descReloads, descRefusals,
+		descReplayed, descPending, descCkpts, descCkptErr} {
 		ch <- d
 	}
 }
@@ -173,6 +185,13 @@ func (s *scrape) Collect(ch chan<- prometheus.Metric) {
 	}
 	if s.src.StoreBytes != nil {
 		g(descStore, float64(s.src.StoreBytes()))
+	}
+	if s.src.Journal != nil {
+		j := s.src.Journal()
+		g(descReplayed, float64(j.Replayed))
+		g(descPending, float64(j.Pending))
+		c(descCkpts, float64(j.Checkpoints))
+		c(descCkptErr, float64(j.CheckpointErrors))
 	}
 	if s.src.Quarantined != nil {
 		v := 0.0

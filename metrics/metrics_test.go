@@ -22,6 +22,9 @@ func fake() Sources {
 			return map[string]UpstreamStats{"tongdun": {State: "paused", Delivered: 3, Failed: 2, DeadLettered: 1, Sent: 4}}
 		},
 		Policy: func() PolicyStats { return PolicyStats{Version: "v1", SHA256: "abc", Reloads: 2, Refusals: 1} },
+		Journal: func() JournalStats {
+			return JournalStats{Replayed: 40, Pending: 3, Checkpoints: 9, CheckpointErrors: 2}
+		},
 	}
 }
 
@@ -66,6 +69,10 @@ func TestScrapeReadsSources(t *testing.T) {
 		`outpost_policy_refusals_total 1`,
 		`outpost_actions_total{outcome="accepted"} 5`,
 		`outpost_spool_commit_errors_total 1`,
+		`outpost_spool_journal_replayed_records 40`,
+		`outpost_spool_journal_pending_records 3`,
+		`outpost_spool_checkpoints_total 9`,
+		`outpost_spool_checkpoint_errors_total 2`,
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("scrape lacks %s", want)

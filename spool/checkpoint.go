@@ -35,10 +35,40 @@ func (s *Spool) checkpoint() error {
 	if upTo <= s.jnl.checkpointed() {
 		return nil
 	}
-	if err := syncStore(s.opts.Dir); err != nil {
+	err := syncStore(s.opts.Dir)
+	if err == nil {
+		err = s.jnl.markCheckpoint(upTo)
+	}
+	if err != nil {
+		s.ckptErrors.Add(1)
 		return err
 	}
-	return s.jnl.markCheckpoint(upTo)
+	s.ckpts.Add(1)
+	return nil
+}
+
+// JournalStats are the journal's figures for monitoring.
+type JournalStats struct {
+	// Replayed: records replayed into the store at start (0 after a
+	// clean stop).
+	Replayed int
+	// Pending: records on disk in the journal that no checkpoint covers
+	// yet. It stays small while checkpoints succeed; growing, it says they
+	// fail (the log says why) and the journal is taking the disk.
+	Pending uint64
+	// Checkpoints and CheckpointErrors count since start.
+	Checkpoints, CheckpointErrors int64
+}
+
+// JournalStats reports the journal's figures.
+func (s *Spool) JournalStats() JournalStats {
+	applied, ckpt := s.jnl.covered(), s.jnl.checkpointed()
+	var pending uint64
+	if applied > ckpt {
+		pending = applied - ckpt
+	}
+	return JournalStats{Replayed: s.replayed, Pending: pending,
+		Checkpoints: s.ckpts.Load(), CheckpointErrors: s.ckptErrors.Load()}
 }
 
 // kickCheckpoint asks for a checkpoint soon, without waiting.

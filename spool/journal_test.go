@@ -115,6 +115,9 @@ func TestJournalReplayRestoresWritesBadgerLost(t *testing.T) {
 	if !strings.Contains(logs.String(), "replayed the journal") {
 		t.Errorf("no replay logged: %s", logs.String())
 	}
+	if js := r.JournalStats(); js.Replayed == 0 || js.Pending != 0 {
+		t.Errorf("journal stats after replay: %+v, want records replayed and none pending", js)
+	}
 	for q, want := range s.Stats() {
 		got := r.Stats()[q]
 		got.OldestAgeSeconds, want.OldestAgeSeconds = 0, 0
@@ -160,6 +163,15 @@ func TestJournalCleanCloseLeavesNothingToReplay(t *testing.T) {
 	jdir := filepath.Join(dir, journalDirName)
 	if names, _ := listSegments(jdir); len(names) != 1 {
 		t.Fatalf("segments while open: %v", names)
+	}
+	if js := s.JournalStats(); js.Pending != 1 || js.Replayed != 0 {
+		t.Errorf("journal stats after one commit: %+v, want 1 pending", js)
+	}
+	if err := s.checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	if js := s.JournalStats(); js.Pending != 0 || js.Checkpoints != 1 || js.CheckpointErrors != 0 {
+		t.Errorf("journal stats after a checkpoint: %+v", js)
 	}
 	closeT(t, s)
 	if names, _ := listSegments(jdir); len(names) != 0 {

@@ -23,6 +23,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
@@ -162,9 +163,12 @@ type Spool struct {
 
 	closeOnce sync.Once
 
-	jnl    *journal
-	ckptMu sync.Mutex // one checkpoint at a time
-	kick   chan struct{}
+	jnl        *journal
+	ckptMu     sync.Mutex // one checkpoint at a time
+	kick       chan struct{}
+	replayed   int // journal records replayed at Open
+	ckpts      atomic.Int64
+	ckptErrors atomic.Int64
 
 	diskLowLogged bool // only the committer goroutine touches it
 }
@@ -285,6 +289,7 @@ func (s *Spool) openAndLoad() error {
 	if replayed > 0 {
 		s.log.Warn("spool: replayed the journal's acknowledged writes after an unclean stop", "records", replayed)
 	}
+	s.replayed = replayed
 	s.jnl = j
 	s.queues = map[string]*queueState{}
 	if err := s.load(); err != nil {

@@ -109,7 +109,11 @@ func serve(ctx context.Context) error {
 			}
 			return out
 		},
-		StoreBytes:  func() int64 { return sp.StoreBytes() },
+		StoreBytes: func() int64 { return sp.StoreBytes() },
+		Journal: func() metrics.JournalStats {
+			j := sp.JournalStats()
+			return metrics.JournalStats{Replayed: int64(j.Replayed), Pending: int64(j.Pending), Checkpoints: j.Checkpoints, CheckpointErrors: j.CheckpointErrors}
+		},
 		Quarantined: func() bool { return sp.Quarantine() != nil },
 		Upstreams: func() map[string]metrics.UpstreamStats {
 			out := map[string]metrics.UpstreamStats{}

@@ -26,7 +26,8 @@ func exposed(t *testing.T) map[string]bool {
 		Upstreams: func() map[string]metrics.UpstreamStats {
 			return map[string]metrics.UpstreamStats{"tencent": {State: "ok"}}
 		},
-		Policy: func() metrics.PolicyStats { return metrics.PolicyStats{Version: "v"} },
+		Policy:  func() metrics.PolicyStats { return metrics.PolicyStats{Version: "v"} },
+		Journal: func() metrics.JournalStats { return metrics.JournalStats{} },
 	})
 	m.Request("GET /v1/status", 200, 0)
 	m.Actions("accepted", 1)
