@@ -287,12 +287,7 @@ func (j *journal) markCheckpoint(seq uint64) error {
 		j.sealed = j.sealed[1:]
 	}
 	j.mu.Unlock()
-	for _, name := range drop {
-		if err := os.Remove(filepath.Join(j.dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return err
-		}
-	}
-	return nil
+	return j.removeSegments(drop)
 }
 
 // close closes the current segment. With everything checkpointed (a clean
@@ -306,13 +301,18 @@ func (j *journal) close(checkpointed bool) error {
 		return nil
 	}
 	j.mu.Lock()
-	names := append(slices.Clone(j.sealed), j.current)
+	names := j.sealed
+	if j.current != "" {
+		names = append(names, j.current)
+	}
 	j.sealed, j.current = nil, ""
 	j.mu.Unlock()
+	return j.removeSegments(names)
+}
+
+// removeSegments deletes segment files; one already gone is fine.
+func (j *journal) removeSegments(names []string) error {
 	for _, name := range names {
-		if name == "" {
-			continue
-		}
 		if err := os.Remove(filepath.Join(j.dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}
@@ -514,10 +514,7 @@ func recoverJournal(db *badger.DB, storeDir string, key []byte) (j *journal, rep
 	}
 	// Leftovers of an interrupted checkpoint.
 	_ = os.Remove(filepath.Join(dir, checkpointName+".tmp"))
-	j = &journal{dir: dir, key: key, lastSeq: last, applied: last, ckpt: last}
-	if j.key != nil {
-		j.key = slices.Clone(key)
-	}
+	j = &journal{dir: dir, key: slices.Clone(key), lastSeq: last, applied: last, ckpt: last}
 	return j, replayed, nil
 }
 
