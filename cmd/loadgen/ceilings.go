@@ -1,15 +1,20 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -136,4 +141,104 @@ func loopbackRun(ctx context.Context, base runSpec, rate float64, d time.Duratio
 		s.name = fmt.Sprintf("loopback@%g", rate)
 	}
 	return runLoad(ctx, s), nil
+}
+
+// serveNoopFlag runs loadgen as the own-process loopback ceiling's server.
+const serveNoopFlag = "-serve-noop"
+
+// serveNoop is loadgen's child mode for the own-process ceiling: the
+// no-op server on 127.0.0.1:0, its address on stdout, until stdin closes
+// (so it never outlives the parent).
+func serveNoop(stdin io.Reader, stdout io.Writer) error {
+	s, err := startNoopServer()
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	if _, err := fmt.Fprintln(stdout, s.base.Host); err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, stdin)
+	return nil
+}
+
+// procCeiling is the no-op server measured in a process of its own.
+type procCeiling struct {
+	Load        *loadResult `json:"load"`
+	ServerCores float64     `json:"server_avg_cores"`
+}
+
+// loopbackProcRun measures the no-op server in a process of its own
+// (loadgen itself, run with -serve-noop), flat out with the same client.
+// The agent is a process of its own too: every request crosses from one
+// Go runtime to another (a futex wake and an OS context switch where the
+// in-process ceiling hands over between goroutines), and the two runtimes
+// compete for the same cores. This ceiling has the agent's shape, minus
+// everything the agent does.
+func loopbackProcRun(ctx context.Context, base runSpec, d time.Duration) (*procCeiling, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("own-process ceiling: %w", err)
+	}
+	cmd := exec.Command(exe, serveNoopFlag)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("own-process ceiling: %w", err)
+	}
+	done := make(chan error, 1)
+	defer func() {
+		stdin.Close()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	}()
+	addr := make(chan string, 1)
+	go func() {
+		line, _ := bufio.NewReader(stdout).ReadString('\n')
+		addr <- strings.TrimSpace(line)
+		_, _ = io.Copy(io.Discard, stdout)
+		done <- cmd.Wait()
+	}()
+	var host string
+	select {
+	case host = <-addr:
+	case <-time.After(10 * time.Second):
+		return nil, errors.New("own-process ceiling: the no-op server did not start in 10 s")
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if _, _, err := net.SplitHostPort(host); err != nil {
+		return nil, fmt.Errorf("own-process ceiling: the no-op server said %q", host)
+	}
+	s := base
+	s.url = endpoint(&url.URL{Scheme: "http", Host: host}, "/v1/actions")
+	s.client = newClient(base.concurrency, 30*time.Second)
+	defer s.client.CloseIdleConnections()
+	s.rate, s.requests, s.fill, s.atMeasure = 0, 0, 0, nil
+	s.warmup = min(d/4, 500*time.Millisecond)
+	s.duration = d
+	s.seq = new(seqCounter)
+	s.name = "loopback-proc"
+	pid := cmd.Process.Pid
+	var cpu0 atomic.Int64 // set by the measured window's timer
+	s.atMeasure = func() {
+		c, _ := readCPU(pid)
+		cpu0.Store(int64(c))
+	}
+	res := runLoad(ctx, s)
+	pc := &procCeiling{Load: res}
+	if cpu1, err := readCPU(pid); err == nil && res.ElapsedSec > 0 && cpu0.Load() > 0 {
+		pc.ServerCores = (cpu1 - time.Duration(cpu0.Load())).Seconds() / res.ElapsedSec
+	}
+	return pc, nil
 }

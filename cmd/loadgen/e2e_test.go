@@ -52,6 +52,13 @@ func builtAgent(t *testing.T) string {
 }
 
 func TestMain(m *testing.M) {
+	if len(os.Args) == 2 && os.Args[1] == serveNoopFlag {
+		// The own-process ceiling runs the test binary as its server.
+		if err := serveNoop(os.Stdin, os.Stdout); err != nil {
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	code := m.Run()
 	if agentDir != "" {
 		os.RemoveAll(agentDir)
@@ -94,11 +101,11 @@ func TestEndToEnd(t *testing.T) {
 	if st.Agent == nil || st.Agent.VmHWM <= 0 || st.Agent.PeakRSS <= 0 || st.Agent.CPUSeconds <= 0 {
 		t.Errorf("agent usage %+v", st.Agent)
 	}
-	if rep.Ceilings == nil || rep.Ceilings.Fsync == nil || rep.Ceilings.Loopback == nil ||
-		st.Ratios.ReqVsLoopback == nil || st.Ratios.ActionsPerFsync == nil || st.Ratios.P99VsLoopback == nil {
+	if rep.Ceilings == nil || rep.Ceilings.Fsync == nil || rep.Ceilings.Loopback == nil || rep.Ceilings.LoopbackProc == nil ||
+		st.Ratios.ReqVsLoopback == nil || st.Ratios.ReqVsLoopbackProc == nil || st.Ratios.ActionsPerFsync == nil || st.Ratios.P99VsLoopback == nil {
 		t.Errorf("ceilings %+v ratios %+v", rep.Ceilings, st.Ratios)
 	}
-	for _, want := range []string{"ceilings", "fsyncs/s", "202: 300", "p99.9", "VmHWM", "exit 0 after SIGTERM"} {
+	for _, want := range []string{"ceilings", "fsyncs/s", "loopback-proc", "202: 300", "p99.9", "VmHWM", "exit 0 after SIGTERM"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("report lacks %q", want)
 		}

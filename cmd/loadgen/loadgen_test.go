@@ -6,6 +6,7 @@ import (
 	"encoding/xml"
 	"errors"
 	"flag"
+	"fmt"
 	"github.com/outpost-agent/outpost/decision"
 	"io"
 	"math"
@@ -14,6 +15,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -429,6 +431,31 @@ func TestDecisionBodiesAreValid(t *testing.T) {
 	for i, tpl := range g.pool {
 		if _, err := decision.ParseRequest(tpl.body, "lg"); err != nil {
 			t.Fatalf("body %d refused: %v\n%s", i, err, tpl.body)
+		}
+	}
+}
+
+// The own-process ceiling starts a real child server, loads it, samples its
+// CPU, and leaves no process behind.
+func TestLoopbackProcCeiling(t *testing.T) {
+	g := newGenerator("t", 1, 16, 0, 1, false, 0)
+	base := runSpec{gen: g, seq: new(seqCounter), concurrency: 4}
+	pc, err := loopbackProcRun(context.Background(), base, 400*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := pc.Load; r.ReqPerSec <= 0 || r.count(202) == 0 || r.Errors != 0 {
+		t.Fatalf("req/s %.0f, 202s %d, errors %d, status %v", r.ReqPerSec, r.count(202), r.Errors, r.Status)
+	}
+	if pc.ServerCores <= 0 {
+		t.Errorf("server CPU not sampled: %v cores", pc.ServerCores)
+	}
+	out, _ := exec.Command("pgrep", "-f", "--", serveNoopFlag).Output()
+	for _, f := range strings.Fields(string(out)) {
+		if pid, _ := strconv.Atoi(f); pid > 0 {
+			if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); strings.Contains(string(b), os.Args[0]) {
+				t.Errorf("the no-op server (pid %d) outlived the measurement", pid)
+			}
 		}
 	}
 }

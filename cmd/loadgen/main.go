@@ -42,6 +42,13 @@ import (
 )
 
 func main() {
+	if len(os.Args) == 2 && os.Args[1] == serveNoopFlag {
+		if err := serveNoop(os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "loadgen:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	rep, err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
@@ -132,7 +139,10 @@ Ceilings (before the load, ~2 s each; -no-ceilings skips them):
   loopback   an in-process no-op net/http server on 127.0.0.1 (reads the body,
              answers 202 {}) driven with the same client, concurrency and
              bodies: req/s and latency; at the same rate too for -rate/-sweep
-  Ratios: achieved req/s / loopback req/s; achieved actions/s / fsyncs/s
+  loopback-proc  the same no-op server in a process of its own (loadgen run
+             as "loadgen -serve-noop"), as the agent is: each request
+             crosses between two Go runtimes competing for the cores
+  Ratios: achieved req/s / loopback req/s (and / loopback-proc req/s); achieved actions/s / fsyncs/s
   (actions carried per fsync); p99 / loopback p99.
 
 Only 127.0.0.1, localhost and [::1] are ever targeted. The started agent
@@ -403,6 +413,15 @@ func execute(ctx context.Context, c *config, rep *Report, stderr io.Writer) erro
 				rep.Ceilings.LoopbackError = err.Error()
 			} else {
 				rep.Ceilings.Loopback = lr
+			}
+		}
+		if ctx.Err() == nil {
+			c.logf(stderr, "loopback HTTP ceiling, no-op server in its own process, flat out (%v)", c.ceilingDur)
+			pr, err := loopbackProcRun(ctx, proto, c.ceilingDur)
+			if err != nil {
+				rep.Ceilings.LoopbackProcError = err.Error()
+			} else {
+				rep.Ceilings.LoopbackProc = pr
 			}
 		}
 		for _, r := range rates {

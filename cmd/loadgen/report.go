@@ -74,6 +74,9 @@ type ceilingsReport struct {
 	FsyncError    string       `json:"fsync_error,omitempty"`
 	Loopback      *loadResult  `json:"loopback,omitempty"` // flat out
 	LoopbackError string       `json:"loopback_error,omitempty"`
+	// LoopbackProc: the no-op server in a process of its own, flat out.
+	LoopbackProc      *procCeiling `json:"loopback_proc,omitempty"`
+	LoopbackProcError string       `json:"loopback_proc_error,omitempty"`
 }
 
 // usage is a process's CPU and memory over a window; bytes.
@@ -90,6 +93,8 @@ type usage struct {
 type ratios struct {
 	// achieved req/s ÷ the loopback ceiling's req/s (flat out)
 	ReqVsLoopback *float64 `json:"req_per_sec_over_loopback_ceiling,omitempty"`
+	// achieved req/s ÷ the own-process loopback ceiling's req/s
+	ReqVsLoopbackProc *float64 `json:"req_per_sec_over_loopback_proc_ceiling,omitempty"`
 	// achieved actions/s ÷ fsyncs/s: actions each fsync carried
 	ActionsPerFsync *float64 `json:"actions_per_sec_over_fsyncs_per_sec,omitempty"`
 	// p99 ÷ the loopback p99 (at the same rate for open-loop steps)
@@ -153,6 +158,9 @@ func ratiosFor(st *step, c *ceilingsReport) ratios {
 	}
 	if c.Loopback != nil {
 		r.ReqVsLoopback = ratio(st.Load.ReqPerSec, c.Loopback.ReqPerSec)
+	}
+	if c.LoopbackProc != nil {
+		r.ReqVsLoopbackProc = ratio(st.Load.ReqPerSec, c.LoopbackProc.Load.ReqPerSec)
 	}
 	if c.Fsync != nil {
 		r.ActionsPerFsync = ratio(st.Load.ActionsPerSec, c.Fsync.PerSec)
@@ -286,6 +294,12 @@ func printReport(out io.Writer, rep *Report) {
 		} else {
 			p("  loopback   failed: %s", c.LoopbackError)
 		}
+		if l := c.LoopbackProc; l != nil {
+			p("  loopback-proc %5.0f req/s   %s; the same no-op server in its own process (server %.2f cores)",
+				l.Load.ReqPerSec, shortLatency(l.Load.Latency), l.ServerCores)
+		} else if c.LoopbackProcError != "" {
+			p("  loopback-proc failed: %s", c.LoopbackProcError)
+		}
 	}
 
 	for _, st := range rep.Steps {
@@ -327,8 +341,8 @@ func printReport(out io.Writer, rep *Report) {
 			p("  loadgen    CPU %.2f s = %.2f cores (shares the machine with the agent)", g.CPUSeconds, g.AvgCores)
 		}
 		if rep.Ceilings != nil {
-			p("  ratios     req/s / loopback ceiling %s   actions/s / fsyncs/s %s   p99 / loopback p99 %s",
-				fmtRatio(st.Ratios.ReqVsLoopback, 3), fmtRatio(st.Ratios.ActionsPerFsync, 2), fmtRatio(st.Ratios.P99VsLoopback, 1))
+			p("  ratios     req/s / loopback ceiling %s (/ loopback-proc %s)   actions/s / fsyncs/s %s   p99 / loopback p99 %s",
+				fmtRatio(st.Ratios.ReqVsLoopback, 3), fmtRatio(st.Ratios.ReqVsLoopbackProc, 3), fmtRatio(st.Ratios.ActionsPerFsync, 2), fmtRatio(st.Ratios.P99VsLoopback, 1))
 		}
 	}
 
