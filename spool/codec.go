@@ -24,15 +24,19 @@ const (
 	kindMeta  = 'm'
 )
 
-func prefix(kind byte, queue string) []byte {
-	b := make([]byte, 0, len(queue)+3)
+func prefix(kind byte, queue string) []byte { return prefixCap(kind, queue, 0) }
+
+// prefixCap is prefix with room for extra bytes after it: one allocation
+// per key.
+func prefixCap(kind byte, queue string, extra int) []byte {
+	b := make([]byte, 0, len(queue)+3+extra)
 	b = append(b, kind, '/')
 	b = append(b, queue...)
 	return append(b, '/')
 }
 
 func seqKey(kind byte, queue string, seq uint64) []byte {
-	return binary.BigEndian.AppendUint64(prefix(kind, queue), seq)
+	return binary.BigEndian.AppendUint64(prefixCap(kind, queue, 8), seq)
 }
 
 func seqFromKey(k []byte) uint64 {
@@ -43,7 +47,7 @@ func seqFromKey(k []byte) uint64 {
 }
 
 func dedupKey(queue, id string) []byte {
-	return append(prefix(kindDedup, queue), id...)
+	return append(prefixCap(kindDedup, queue, len(id)), id...)
 }
 
 func metaKey(queue string) []byte {

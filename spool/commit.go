@@ -104,7 +104,12 @@ func (s *Spool) commitLoop() {
 	defer s.wg.Done()
 	maxCount := s.db.MaxBatchCount() * 8 / 10
 	maxSize := s.db.MaxBatchSize() * 8 / 10
-	var carry *op
+	var (
+		carry *op
+		wave  waveTracker
+		timer = time.NewTimer(time.Hour)
+	)
+	timer.Stop()
 	for {
 		first := carry
 		carry = nil
@@ -133,22 +138,73 @@ func (s *Spool) commitLoop() {
 				break gather
 			}
 		}
+		// A closed loop of callers comes back in waves: the first caller
+		// answered is often the first to return, and would take a sync of
+		// its own while the rest of its wave is still on the way. Under such
+		// load, a group that caught only the head of a wave waits a moment
+		// for the rest: fewer, fuller syncs for the same callers.
+		if want := wave.want(); carry == nil && len(g.ops) < want {
+			timer.Reset(lingerMax)
+		linger:
+			for len(g.ops) < want && g.count < maxCount && g.size < maxSize {
+				select {
+				case o, ok := <-s.ops:
+					if !ok {
+						break linger
+					}
+					if !g.fits(o, maxCount, maxSize) {
+						carry = o
+						break linger
+					}
+					g.add(o, maxCount, maxSize)
+				case <-timer.C:
+					break linger
+				}
+			}
+			timer.Stop()
+		}
+		wave.observe(len(g.ops))
 		s.commitGroup(g)
 	}
+}
+
+// lingerMax bounds how long a group waits for the rest of a wave: about
+// one sync of this machine's disk, so a caller waits at most what the
+// sync it would otherwise have queued behind costs.
+const lingerMax = 200 * time.Microsecond
+
+// waveTracker follows the size of recent groups (a moving average). When
+// groups have been large, callers arrive in waves and a small group is the
+// head of one; when they have been small (light load, one caller at a
+// time), nobody waits.
+type waveTracker struct{ avg float64 }
+
+func (w *waveTracker) observe(n int) { w.avg += (float64(n) - w.avg) / 8 }
+
+// want is how many ops a group should gather before it commits without
+// waiting: half the recent average under load, none otherwise.
+func (w *waveTracker) want() int {
+	if w.avg < 8 {
+		return 0
+	}
+	return int(w.avg / 2)
 }
 
 // group is one transaction being built, with the queue state it would
 // produce if it commits.
 type group struct {
-	s      *Spool
-	txn    *badger.Txn
-	ops    []*op
-	metas  map[string]meta // staged metadata per touched queue
-	count  int64
-	size   int64
-	now    time.Time
-	dirty  map[string]bool
-	broken bool
+	s     *Spool
+	txn   *badger.Txn
+	ops   []*op
+	metas map[string]meta // staged metadata per touched queue
+	count int64
+	size  int64
+	now   time.Time
+	dirty map[string]bool
+	// removed: queues some of whose entries this group deletes, the only
+	// ones whose head can move.
+	removed map[string]bool
+	broken  bool
 	// diskLow: the filesystem is below MinFreeBytes; new data is refused.
 	diskLow bool
 	// jb is the journal record of this transaction: every write staged in
@@ -195,7 +251,7 @@ func werr(format string, err error) error {
 }
 
 func (s *Spool) newGroup() *group {
-	g := &group{s: s, txn: s.db.NewTransaction(true), metas: map[string]meta{}, now: s.now(), dirty: map[string]bool{},
+	g := &group{s: s, txn: s.db.NewTransaction(true), metas: map[string]meta{}, now: s.now(), dirty: map[string]bool{}, removed: map[string]bool{},
 		jb: s.jnl.newRecord()}
 	if s.opts.MinFreeBytes > 0 {
 		if free := freeBytes(s.opts.Dir); free >= 0 && free < s.opts.MinFreeBytes {
@@ -326,18 +382,23 @@ func (g *group) applyAppend(o *op) error {
 	// Validate first: queues, duplicates, room. Nothing is written until all
 	// records of this op are known to fit.
 	o.res.Duplicate = make([]bool, len(o.recs))
-	seen := make(map[string]struct{}, len(o.recs))
+	var seen map[string]struct{} // repeats within the op; none with one record
+	if len(o.recs) > 1 {
+		seen = make(map[string]struct{}, len(o.recs))
+	}
 	var add int64
 	for i, r := range o.recs {
 		if _, ok := g.metas[r.Queue]; !ok {
 			return fmt.Errorf("%w %q", ErrUnknownQueue, r.Queue)
 		}
-		k := r.Queue + "\x00" + r.ID
-		if _, dup := seen[k]; dup {
-			o.res.Duplicate[i] = true
-			continue
+		if seen != nil {
+			k := r.Queue + "\x00" + r.ID
+			if _, dup := seen[k]; dup {
+				o.res.Duplicate[i] = true
+				continue
+			}
+			seen[k] = struct{}{}
 		}
-		seen[k] = struct{}{}
 		_, err := g.txn.Get(dedupKey(r.Queue, r.ID))
 		switch {
 		case err == nil:
@@ -423,6 +484,7 @@ func (g *group) applyAck(o *op) error {
 	}
 	g.metas[o.queue] = m
 	g.dirty[o.queue] = true
+	g.removed[o.queue] = true
 	return nil
 }
 
@@ -475,6 +537,7 @@ func (g *group) applyDead(o *op) error {
 	}
 	g.metas[o.queue] = m
 	g.dirty[o.queue] = true
+	g.removed[o.queue] = true
 	return nil
 }
 
@@ -629,8 +692,9 @@ func (s *Spool) commitGroup(g *group) {
 // advanceHeads moves a queue's head cursor past entries that are gone, by
 // a seek from the old head; the new head is persisted with the next commit
 // that touches the queue (it is only a hint for where to start seeking).
+// Only removals move a head: appends and replays add at the tail.
 func (s *Spool) advanceHeads(g *group) {
-	for q := range g.dirty {
+	for q := range g.removed {
 		s.mu.Lock()
 		st := s.queues[q]
 		head, tail := st.meta.Head, st.meta.Tail
@@ -706,5 +770,6 @@ func (g *group) applyDamaged(o *op) error {
 	}
 	g.metas[o.queue] = m
 	g.dirty[o.queue] = true
+	g.removed[o.queue] = true
 	return nil
 }
