@@ -242,3 +242,75 @@ func loopbackProcRun(ctx context.Context, base runSpec, d time.Duration) (*procC
 	}
 	return pc, nil
 }
+
+// probeResult is what the disk did while the load ran: the agent's syncs
+// can be no faster than the disk's own at the same moment, and a shared
+// disk stalls now and then for reasons no agent controls.
+type probeResult struct {
+	IntervalSec float64        `json:"interval_sec"`
+	Latency     latencySummary `json:"latency_us"`
+	Over2ms     int64          `json:"over_2ms"`
+	Error       string         `json:"error,omitempty"`
+}
+
+// diskProbe writes 256 bytes and fdatasyncs once per interval on a file of
+// its own, beside the agent's data, for as long as a load step runs: a
+// light load (one sync per interval against the agent's thousands) that
+// shows the disk's stalls during the step.
+type diskProbe struct {
+	stop chan struct{}
+	done chan *probeResult
+}
+
+func startDiskProbe(dir string, every time.Duration) *diskProbe {
+	p := &diskProbe{stop: make(chan struct{}), done: make(chan *probeResult, 1)}
+	go func() {
+		res := &probeResult{IntervalSec: every.Seconds()}
+		defer func() { p.done <- res }()
+		f, err := os.CreateTemp(dir, ".loadgen-probe-*")
+		if err != nil {
+			res.Error = err.Error()
+			return
+		}
+		defer os.Remove(f.Name())
+		defer f.Close()
+		const region = 1 << 20
+		if _, err := f.Write(make([]byte, region)); err == nil {
+			err = f.Sync()
+		}
+		rec := bytes.Repeat([]byte("outpost-loadgen-disk-probe-\n"), 10)[:256]
+		h := newHistogram()
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		off := int64(0)
+		for {
+			select {
+			case <-p.stop:
+				res.Latency = h.summary()
+				return
+			case <-tick.C:
+			}
+			t0 := time.Now()
+			if _, err := f.WriteAt(rec, off); err != nil {
+				res.Error = err.Error()
+				return
+			}
+			if err := datasync(f); err != nil {
+				res.Error = err.Error()
+				return
+			}
+			d := time.Since(t0)
+			h.record(max(d.Microseconds(), 1))
+			if d > 2*time.Millisecond {
+				res.Over2ms++
+			}
+			off = (off + int64(len(rec))) % region
+		}
+	}()
+	return p
+}
+
+func (p *diskProbe) finish() *probeResult {
+	close(p.stop)
+	return <-p.done
+}

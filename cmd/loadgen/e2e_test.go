@@ -125,7 +125,7 @@ func TestEndToEndSweepAndFill(t *testing.T) {
 	bin := builtAgent(t)
 	svg := filepath.Join(t.TempDir(), "sweep.svg")
 	rep, out := runTool(t, "-agent-bin", bin, "-sweep", "100,300", "-duration", "500ms", "-warmup", "100ms",
-		"-concurrency", "4", "-batch", "3", "-ceiling-duration", "200ms", "-dup-rate", "0.2", "-chart", svg)
+		"-concurrency", "4", "-batch", "3", "-ceiling-duration", "200ms", "-dup-rate", "0.2", "-chart", svg, "-disk-probe", "5ms")
 	t.Logf("\n%s", out)
 	if len(rep.Steps) != 2 || !strings.Contains(out, "sweep") {
 		t.Fatalf("%d steps", len(rep.Steps))
@@ -138,6 +138,10 @@ func TestEndToEndSweepAndFill(t *testing.T) {
 		}
 		if st.LoopbackAtRate == nil {
 			t.Errorf("no loopback baseline at %g", r.OfferedRate)
+		}
+		// 600 ms at one sync per 5 ms: about 120 probes, however slow the disk.
+		if d := st.DiskProbe; d == nil || d.Error != "" || d.Latency.Count < 20 || d.Latency.Max < d.Latency.P50 {
+			t.Errorf("disk probe at %g: %+v", r.OfferedRate, d)
 		}
 		dups += r.Duplicates
 		accepted += r.Total.Accepted

@@ -89,6 +89,7 @@ type config struct {
 	noCeilings  bool
 	ceilingDur  time.Duration
 	fsyncDir    string
+	diskProbe   time.Duration
 	sweep       []float64
 	chart       string
 	fill        int64
@@ -183,6 +184,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&c.timeout, "timeout", 30*time.Second, "per-request timeout")
 	fs.BoolVar(&c.noCeilings, "no-ceilings", false, "skip the fsync and loopback ceilings (no ratios)")
 	fs.DurationVar(&c.ceilingDur, "ceiling-duration", 2*time.Second, "length of each ceiling measurement")
+	fs.DurationVar(&c.diskProbe, "disk-probe", 0, "during each load step, one 256 B write + fdatasync per this interval beside the agent's data (e.g. 10ms), to show the disk's own stalls (0 = off)")
 	fs.StringVar(&c.fsyncDir, "fsync-dir", "", "directory for the fsync ceiling (default: the started agent's data dir; with -url the temp dir)")
 	fs.StringVar(&sweep, "sweep", "", "comma-separated rates (req/s): one open-loop step each, e.g. 1000,2000,5000,10000")
 	fs.StringVar(&c.chart, "chart", "", "with -sweep: write p50/p99 latency against offered load to this SVG file")
@@ -262,6 +264,8 @@ func (c *config) validate(fs *flag.FlagSet) error {
 		return usageErr(fs, "-requests and -fill must be >= 0")
 	case c.dupRate < 0 || c.dupRate > 0.99:
 		return usageErr(fs, "-dup-rate must be 0-0.99")
+	case c.diskProbe < 0 || (c.diskProbe > 0 && c.diskProbe < time.Millisecond):
+		return usageErr(fs, "-disk-probe must be 0 (off) or at least 1ms")
 	case c.timeout <= 0 || c.ceilingDur <= 0:
 		return usageErr(fs, "-timeout and -ceiling-duration must be > 0")
 	case len(c.sweep) > 0 && c.rate > 0:
@@ -536,9 +540,16 @@ func execute(ctx context.Context, c *config, rep *Report, stderr io.Writer) erro
 			} else {
 				c.logf(stderr, "load: flat out, batch %d, %d workers, %v + %v warmup", c.batch, c.concurrency, c.duration, c.warmup)
 			}
+			var probe *diskProbe
+			if c.diskProbe > 0 {
+				probe = startDiskProbe(c.fsyncDir, c.diskProbe)
+			}
 			res := runLoad(ctx, spec)
 			st := &step{Load: res, LoopbackAtRate: loopAtRate[r]}
 			finish(st, time.Since(t0))
+			if probe != nil {
+				st.DiskProbe = probe.finish()
+			}
 			rep.Steps = append(rep.Steps, st)
 		}
 	}

@@ -102,11 +102,12 @@ type ratios struct {
 }
 
 type step struct {
-	Load           *loadResult `json:"load"`
-	LoopbackAtRate *loadResult `json:"loopback_at_rate,omitempty"`
-	Agent          *usage      `json:"agent,omitempty"`
-	Loadgen        *usage      `json:"loadgen,omitempty"`
-	Ratios         ratios      `json:"ratios"`
+	Load           *loadResult  `json:"load"`
+	LoopbackAtRate *loadResult  `json:"loopback_at_rate,omitempty"`
+	Agent          *usage       `json:"agent,omitempty"`
+	Loadgen        *usage       `json:"loadgen,omitempty"`
+	DiskProbe      *probeResult `json:"disk_probe,omitempty"`
+	Ratios         ratios       `json:"ratios"`
 }
 
 type fillReport struct {
@@ -336,6 +337,14 @@ func printReport(out io.Writer, rep *Report) {
 		if a := st.Agent; a != nil {
 			p("  agent      CPU %.2f s = %.2f cores; RSS peak %s (anon %s, file %s); VmHWM %s",
 				a.CPUSeconds, a.AvgCores, mib(a.PeakRSS), mib(a.PeakRssAnon), mib(a.PeakRssFile), mib(a.VmHWM))
+		}
+		if d := st.DiskProbe; d != nil {
+			if d.Error != "" {
+				p("  disk probe failed: %s", d.Error)
+			} else {
+				p("  disk       probe during the step (warm-up included), one fdatasync per %v: p50 %s p99 %s p99.9 %s max %s; %d of %d over 2 ms",
+					secs(d.IntervalSec), fmtMicros(d.Latency.P50), fmtMicros(d.Latency.P99), fmtMicros(d.Latency.P999), fmtMicros(d.Latency.Max), d.Over2ms, d.Latency.Count)
+			}
 		}
 		if g := st.Loadgen; g != nil {
 			p("  loadgen    CPU %.2f s = %.2f cores (shares the machine with the agent)", g.CPUSeconds, g.AvgCores)
