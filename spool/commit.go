@@ -120,6 +120,7 @@ func (s *Spool) commitLoop() {
 			}
 			first = o
 		}
+		s.beginDedupFilter()
 		g := s.newGroup()
 		g.add(first, maxCount, maxSize) // a single op always fits (or fails alone)
 	gather:
@@ -399,13 +400,15 @@ func (g *group) applyAppend(o *op) error {
 			}
 			seen[k] = struct{}{}
 		}
-		_, err := g.txn.Get(dedupKey(r.Queue, r.ID))
-		switch {
-		case err == nil:
-			o.res.Duplicate[i] = true
-			continue
-		case !errors.Is(err, badger.ErrKeyNotFound):
-			return fmt.Errorf("check duplicate: %w", err)
+		if dk := dedupKey(r.Queue, r.ID); g.s.dedup.mayContain(dk) {
+			_, err := g.txn.Get(dk)
+			switch {
+			case err == nil:
+				o.res.Duplicate[i] = true
+				continue
+			case !errors.Is(err, badger.ErrKeyNotFound):
+				return fmt.Errorf("check duplicate: %w", err)
+			}
 		}
 		add += storedSize(r.ID, len(r.Payload))
 	}
@@ -426,7 +429,12 @@ func (g *group) applyAppend(o *op) error {
 		}
 		var sv [8]byte
 		putSeq(sv[:], seq)
-		if err := g.setTTL(dedupKey(r.Queue, r.ID), sv[:], g.s.opts.DedupeWindow); err != nil {
+		dk := dedupKey(r.Queue, r.ID)
+		// Into the filter before the next op looks (it may repeat this id).
+		if g.s.dedup.add(dk) {
+			g.s.dedupWant.CompareAndSwap(0, int64(2*g.s.dedup.size()))
+		}
+		if err := g.setTTL(dk, sv[:], g.s.opts.DedupeWindow); err != nil {
 			return werr("stage append: %w", err)
 		}
 		m.Tail++

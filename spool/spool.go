@@ -94,6 +94,10 @@ type Options struct {
 	// OnCommit, when set, hears of each commit: how long the synced
 	// commit took, how many writes shared it, and its error.
 	OnCommit func(d time.Duration, writes int, err error)
+
+	// dedupFilterKeys sizes the first duplicate filter (dedup.go); 0 is
+	// dedupFilterMinKeys. Tests set it tiny to rebuild the filter often.
+	dedupFilterKeys int
 }
 
 // Record is one item to append.
@@ -171,6 +175,10 @@ type Spool struct {
 	ckptErrors atomic.Int64
 
 	diskLowLogged bool // only the committer goroutine touches it
+
+	dedup     dedupFilter   // see dedup.go
+	dedupWant atomic.Int64  // keys a new filter should be sized for; 0: none wanted
+	dedupScan chan struct{} // the committer began a filter: dedupLoop scans
 }
 
 type queueState struct {
@@ -263,11 +271,15 @@ func Open(opts Options) (*Spool, error) {
 	s.ops = make(chan *op, 1024)
 	s.kick = make(chan struct{}, 1)
 	s.jnl.onSeal = s.kickCheckpoint
-	s.wg.Add(4)
+	s.dedupScan = make(chan struct{}, 1)
+	s.dedupWant.Store(int64(s.dedupMinKeys()))
+	s.beginDedupFilter() // before the committer runs: every key it stages is added
+	s.wg.Add(5)
 	go s.commitLoop()
 	go s.gcLoop()
 	go s.trimLoop()
 	go s.checkpointLoop()
+	go s.dedupLoop()
 	return s, nil
 }
 
