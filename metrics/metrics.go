@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"runtime"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -58,6 +59,8 @@ var States = []string{"ok", "retrying", "paused", "circuit_open", "not_configure
 type Metrics struct {
 	reg       *prometheus.Registry
 	requests  *prometheus.CounterVec
+	routes    sync.Map // routeCodeKey -> *routeCounters (routes are the mux's patterns: bounded)
+	outcomes  sync.Map // outcome -> prometheus.Counter
 	latency   *prometheus.HistogramVec
 	actions   *prometheus.CounterVec
 	decisions *prometheus.CounterVec
@@ -114,12 +117,44 @@ func (m *Metrics) Handler() http.Handler {
 
 // Request records one API request.
 func (m *Metrics) Request(route string, code int, d time.Duration) {
-	m.requests.WithLabelValues(route, strconv.Itoa(code)).Inc()
-	m.latency.WithLabelValues(route).Observe(d.Seconds())
+	c := m.routeCode(route, code)
+	c.count.Inc()
+	c.latency.Observe(d.Seconds())
 }
 
 // Actions records n actions with an outcome.
-func (m *Metrics) Actions(outcome string, n int) { m.actions.WithLabelValues(outcome).Add(float64(n)) }
+func (m *Metrics) Actions(outcome string, n int) {
+	c, ok := m.outcomes.Load(outcome)
+	if !ok {
+		c, _ = m.outcomes.LoadOrStore(outcome, m.actions.WithLabelValues(outcome))
+	}
+	c.(prometheus.Counter).Add(float64(n))
+}
+
+// routeCounters are one route and code's series, looked up once: a label
+// lookup hashes the values and takes a lock, on every request otherwise.
+type routeCounters struct {
+	count   prometheus.Counter
+	latency prometheus.Observer
+}
+
+type routeCodeKey struct {
+	route string
+	code  int
+}
+
+func (m *Metrics) routeCode(route string, code int) *routeCounters {
+	k := routeCodeKey{route, code}
+	if c, ok := m.routes.Load(k); ok {
+		return c.(*routeCounters)
+	}
+	c := &routeCounters{
+		count:   m.requests.WithLabelValues(route, strconv.Itoa(code)),
+		latency: m.latency.WithLabelValues(route),
+	}
+	v, _ := m.routes.LoadOrStore(k, c)
+	return v.(*routeCounters)
+}
 
 // Decision records one decision.
 func (m *Metrics) Decision(result string, degraded bool) {

@@ -79,3 +79,43 @@ func TestScrapeReadsSources(t *testing.T) {
 		}
 	}
 }
+
+// Each route and code counts apart, and repeated calls add to the same series.
+func TestRequestSeries(t *testing.T) {
+	m := New("test", fake())
+	for range 3 {
+		m.Request("POST /v1/actions", 202, time.Millisecond)
+	}
+	m.Request("POST /v1/actions", 400, time.Millisecond)
+	m.Request("GET /v1/status", 202, time.Millisecond)
+	m.Actions("accepted", 5)
+	m.Actions("accepted", 2)
+	m.Actions("invalid", 1)
+	for _, c := range []struct {
+		got  float64
+		want float64
+		what string
+	}{
+		{testutil.ToFloat64(m.requests.WithLabelValues("POST /v1/actions", "202")), 3, "actions 202"},
+		{testutil.ToFloat64(m.requests.WithLabelValues("POST /v1/actions", "400")), 1, "actions 400"},
+		{testutil.ToFloat64(m.requests.WithLabelValues("GET /v1/status", "202")), 1, "status 202"},
+		{testutil.ToFloat64(m.actions.WithLabelValues("accepted")), 7, "accepted actions"},
+		{testutil.ToFloat64(m.actions.WithLabelValues("invalid")), 1, "invalid actions"},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s: %v, want %v", c.what, c.got, c.want)
+		}
+	}
+	if n := testutil.CollectAndCount(m.latency); n != 2 {
+		t.Errorf("%d latency series, want 2 (one per route)", n)
+	}
+}
+
+func BenchmarkRequest(b *testing.B) {
+	m := New("test", fake())
+	b.ReportAllocs()
+	for b.Loop() {
+		m.Request("POST /v1/actions", 202, time.Millisecond)
+		m.Actions("accepted", 1)
+	}
+}
