@@ -123,18 +123,26 @@ func (s *Spool) commitLoop() {
 		s.beginDedupFilter()
 		g := s.newGroup()
 		g.add(first, maxCount, maxSize) // a single op always fits (or fails alone)
+		// admit takes o into the group; false ends the gathering: the ops
+		// channel closed, or o is carried to the next group.
+		admit := func(o *op, ok bool) bool {
+			switch {
+			case !ok:
+				return false
+			case !g.fits(o, maxCount, maxSize):
+				carry = o
+				return false
+			}
+			g.add(o, maxCount, maxSize)
+			return true
+		}
 	gather:
 		for g.count < maxCount && g.size < maxSize {
 			select {
 			case o, ok := <-s.ops:
-				if !ok {
+				if !admit(o, ok) {
 					break gather
 				}
-				if !g.fits(o, maxCount, maxSize) {
-					carry = o
-					break gather
-				}
-				g.add(o, maxCount, maxSize)
 			default:
 				break gather
 			}
@@ -150,14 +158,9 @@ func (s *Spool) commitLoop() {
 			for len(g.ops) < want && g.count < maxCount && g.size < maxSize {
 				select {
 				case o, ok := <-s.ops:
-					if !ok {
+					if !admit(o, ok) {
 						break linger
 					}
-					if !g.fits(o, maxCount, maxSize) {
-						carry = o
-						break linger
-					}
-					g.add(o, maxCount, maxSize)
 				case <-timer.C:
 					break linger
 				}
