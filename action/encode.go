@@ -79,8 +79,7 @@ func (a *Action) AppendJSON(dst []byte) []byte {
 // invalid UTF-8, U+2028) are the library's own.
 func appendString(dst []byte, s string) []byte {
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+		if !plainASCII[s[i]] {
 			b, _ := json.Marshal(s) // a string always encodes
 			return append(dst, b...)
 		}
@@ -89,3 +88,12 @@ func appendString(dst []byte, s string) []byte {
 	dst = append(dst, s...)
 	return append(dst, '"')
 }
+
+// plainASCII marks the bytes appendString copies as they are: printable
+// ASCII but the quote, the backslash and the HTML characters <, > and &.
+var plainASCII = func() (t [256]bool) {
+	for c := 0x20; c <= 0x7e; c++ {
+		t[c] = c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
+	}
+	return t
+}()

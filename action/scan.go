@@ -68,17 +68,27 @@ func (c *cursor) value() []byte {
 	return c.b[start:c.i]
 }
 
+// skipString moves past the string that starts at c.i. It jumps from quote
+// to quote: a quote closes the string unless an odd number of backslashes
+// precedes it (an escaped quote). On a string that does not end it stops
+// at the end of the text.
 func (c *cursor) skipString() {
 	c.i++ // opening quote
-	for c.i < len(c.b) {
-		switch c.b[c.i] {
-		case '\\':
-			c.i += 2
-		case '"':
-			c.i++
+	start := c.i
+	for {
+		j := bytes.IndexByte(c.b[c.i:], '"')
+		if j < 0 {
+			c.i = len(c.b)
 			return
-		default:
-			c.i++
+		}
+		q := c.i + j
+		k := q
+		for k > start && c.b[k-1] == '\\' {
+			k--
+		}
+		c.i = q + 1
+		if (q-k)%2 == 0 {
+			return
 		}
 	}
 }

@@ -69,11 +69,14 @@ func (e *SyntaxError) Error() string {
 // ready to store. On any problem it returns no actions and an error that is
 // *SyntaxError or *ValidationError.
 //
-// Syntax is checked by encoding/json; the validated text is then walked
-// once without reflection. JSON null counts as absent. Duplicate keys in an
-// object are an error.
+// Syntax is checked as encoding/json's Valid does (see validJSON); the
+// validated text is then walked once without reflection. JSON null counts
+// as absent. Duplicate keys in an object are an error.
+//
+// Decode keeps no reference to body: every string in the result (and in
+// an error) is a copy, so the caller may reuse body once Decode returns.
 func Decode(body []byte, now time.Time) ([]Action, error) {
-	if !json.Valid(body) {
+	if !validJSON(body) && !json.Valid(body) {
 		return nil, syntaxError(body)
 	}
 	v := validator{lo: now.Add(-MaxPast), hi: now.Add(MaxFuture)}
@@ -111,9 +114,14 @@ func Decode(body []byte, now time.Time) ([]Action, error) {
 		v.add("actions", "must hold 1 to "+strconv.Itoa(MaxActions)+" actions, got "+strconv.Itoa(n))
 	default:
 		v.flush() // body-level problems come first
-		out = make([]Action, n)
 		v.n = n
-		if n > 1 {
+		if n == 1 {
+			// The common request: one allocation for the action and the
+			// identifiers it may point to.
+			one := new(single)
+			out, v.users, v.traces = one.a[:], one.u[:0], one.t[:0]
+		} else {
+			out = make([]Action, n)
 			v.ids = make(map[string]int, n)
 		}
 		for i, raw := range elems {
@@ -125,6 +133,13 @@ func Decode(body []byte, now time.Time) ([]Action, error) {
 		return nil, v.err()
 	}
 	return out, nil
+}
+
+// single holds a one-action result with room for its user_id and trace.
+type single struct {
+	a [1]Action
+	u [1]UserID
+	t [1]Trace
 }
 
 // syntaxError reports why body is not valid JSON, with encoding/json's offset.

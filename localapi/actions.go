@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"mime"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 
@@ -16,22 +18,31 @@ import (
 // QueueTencent is the spool queue user actions go to.
 const QueueTencent = "tencent"
 
-var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+// answerRoom is the room for a 202 answer: {"accepted":N,"duplicates":N}.
+const answerRoom = 48
 
 // postActions validates a batch of user actions and stores it durably. It
 // answers 202 only after the batch is on disk; any invalid action rejects
 // the whole batch and nothing is stored.
 func (s *Server) postActions(w http.ResponseWriter, r *http.Request) {
 	rid := requestID(w, r)
-	if !isJSON(r.Header.Get("Content-Type")) {
+	if !isJSON(header(r.Header, "Content-Type")) {
 		writeError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "Content-Type must be application/json", nil)
 		return
 	}
-	body, ok := s.readBody(w, r)
+	// The body goes back to the pool as soon as it is decoded: Decode keeps
+	// no reference to it (every stored string is a copy), and the payloads
+	// handed to the spool are encoded afresh below.
+	bb := getBody()
+	body, ok := s.readBodyTo(w, r, bb.b[:0])
+	bb.b = body
 	if !ok {
+		putBody(bb)
 		return
 	}
 	acts, err := action.Decode(body, s.now())
+	nbody := len(body)
+	putBody(bb) // body must not be used from here on
 	if err != nil {
 		var se *action.SyntaxError
 		var ve *action.ValidationError
@@ -48,14 +59,17 @@ func (s *Server) postActions(w http.ResponseWriter, r *http.Request) {
 		default:
 			writeError(w, http.StatusBadRequest, "invalid_request", "request refused", nil)
 		}
-		s.log.Info("actions refused", "request_id", rid, "reason", "invalid", "bytes", len(body))
+		s.log.Info("actions refused", "request_id", rid, "reason", "invalid", "bytes", nbody)
 		s.cfg.Observer.Actions("invalid", 1)
 		return
 	}
 	// One buffer holds every payload of the request; each record keeps a
 	// capacity-capped slice of it, so no payload can grow into the next.
 	recs := make([]spool.Record, len(acts))
-	buf := make([]byte, 0, len(body)+len(acts)*16)
+	// The buffer also leaves room for the answer, written after the last
+	// payload (which is capacity-capped, so nothing the spool holds can
+	// see it).
+	buf := make([]byte, 0, nbody+len(acts)*16+answerRoom)
 	for i := range acts {
 		start := len(buf)
 		buf = acts[i].AppendJSON(buf)
@@ -87,7 +101,7 @@ func (s *Server) postActions(w http.ResponseWriter, r *http.Request) {
 	if res.Duplicates > 0 {
 		s.cfg.Observer.Actions("duplicate", res.Duplicates)
 	}
-	b := make([]byte, 0, 48)
+	b := buf[len(buf):]
 	b = append(b, `{"accepted":`...)
 	b = strconv.AppendInt(b, int64(res.Accepted), 10)
 	b = append(b, `,"duplicates":`...)
@@ -99,26 +113,92 @@ func (s *Server) postActions(w http.ResponseWriter, r *http.Request) {
 // The body is a fresh slice: handlers keep it past the call (the spool
 // holds payloads until commit).
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
-	buf := bufPool.Get().(*bytes.Buffer)
-	buf.Reset()
-	defer func() {
-		if buf.Cap() <= 4<<20 {
-			bufPool.Put(buf)
-		}
-	}()
-	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)); err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			writeError(w, http.StatusRequestEntityTooLarge, "body_too_large", fmt.Sprintf("body exceeds %d bytes", s.cfg.MaxBodyBytes), nil)
-			return nil, false
-		}
-		writeError(w, http.StatusBadRequest, "bad_body", "cannot read body", nil)
+	bb := getBody()
+	defer putBody(bb)
+	var ok bool
+	if bb.b, ok = s.readBodyTo(w, r, bb.b[:0]); !ok {
 		return nil, false
 	}
-	return bytes.Clone(buf.Bytes()), true
+	return bytes.Clone(bb.b), true
 }
 
+// bodyBuf is a pooled body buffer, for handlers that provably keep no
+// reference to the body once they return (see postActions).
+type bodyBuf struct{ b []byte }
+
+var bodyPool = sync.Pool{New: func() any { return new(bodyBuf) }}
+
+func getBody() *bodyBuf { return bodyPool.Get().(*bodyBuf) }
+
+func putBody(bb *bodyBuf) {
+	if cap(bb.b) <= 4<<20 {
+		bb.b = bb.b[:0]
+		bodyPool.Put(bb)
+	}
+}
+
+// readBodyTo appends r's body to dst, capped at MaxBodyBytes; on failure it
+// has answered (413 or 400). It reads exactly as bytes.Buffer.ReadFrom over
+// http.MaxBytesReader would (at most one byte past the cap per read, so a
+// body of exactly MaxBodyBytes is accepted), without allocating a reader
+// per request. MaxBytesReader's only other effect, asking the server to
+// close the connection, never applied here: handlers are given a
+// *statusWriter, which does not have that hidden method.
+func (s *Server) readBodyTo(w http.ResponseWriter, r *http.Request, dst []byte) ([]byte, bool) {
+	left := s.cfg.MaxBodyBytes
+	for {
+		if len(dst) == cap(dst) {
+			dst = slices.Grow(dst, bytes.MinRead)
+		}
+		p := dst[len(dst):cap(dst)]
+		if int64(len(p))-1 > left {
+			p = p[:left+1]
+		}
+		n, err := r.Body.Read(p)
+		if int64(n) > left {
+			writeError(w, http.StatusRequestEntityTooLarge, "body_too_large", fmt.Sprintf("body exceeds %d bytes", s.cfg.MaxBodyBytes), nil)
+			return dst, false
+		}
+		left -= int64(n)
+		dst = dst[:len(dst)+n]
+		if err == io.EOF {
+			return dst, true
+		}
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "bad_body", "cannot read body", nil)
+			return dst, false
+		}
+	}
+}
+
+// isJSON reports whether a Content-Type names JSON: application/json or a
+// +json type, with valid parameters. The two values nearly every client
+// sends are recognised without mime.ParseMediaType (which allocates a map
+// per call); anything else goes through it, so the answer is the same.
 func isJSON(ct string) bool {
+	if asciiEqualLower(ct, "application/json") || asciiEqualLower(ct, "application/json; charset=utf-8") {
+		return true
+	}
 	mt, _, err := mime.ParseMediaType(ct)
 	return err == nil && (mt == "application/json" || (len(mt) > 5 && mt[len(mt)-5:] == "+json"))
+}
+
+// asciiEqualLower reports whether s equals lower, a lower-case ASCII string,
+// ignoring the case of ASCII letters only (strings.EqualFold would also fold
+// non-ASCII letters such as U+017F into "s", which the media type syntax
+// rejects).
+func asciiEqualLower(s, lower string) bool {
+	if len(s) != len(lower) {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != lower[i] {
+			return false
+		}
+	}
+	return true
 }

@@ -102,10 +102,14 @@ func (nopObserver) Request(string, int, time.Duration) {}
 func (nopObserver) Actions(string, int)                {}
 func (nopObserver) Decision(string, bool)              {}
 
-// statusWriter remembers the status code for the observer.
+// statusWriter remembers the status code for the observer. It also holds
+// the X-Request-Id header's value slice (see requestID), saving an
+// allocation per request; a statusWriter is never reused, so the header
+// map may keep pointing into it.
 type statusWriter struct {
 	http.ResponseWriter
 	code int
+	rid  [1]string
 }
 
 func (w *statusWriter) WriteHeader(code int) {
@@ -178,7 +182,7 @@ func New(cfg Config) *Server {
 
 // ServeHTTP applies the API's defences, then routes.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Header.Get("Origin") != "" || r.Header.Get("Sec-Fetch-Site") == "cross-site" {
+	if header(r.Header, "Origin") != "" || header(r.Header, "Sec-Fetch-Site") == "cross-site" {
 		writeError(w, http.StatusForbidden, "forbidden", "browser requests are not accepted", nil)
 		return
 	}
@@ -336,20 +340,46 @@ func writeRaw(w http.ResponseWriter, status int, b []byte) {
 	w.Write(b)
 }
 
+// header is h.Get(key) for a key already in canonical form, without
+// canonicalising it again on every request.
+func header(h http.Header, key string) string {
+	if v := h[key]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
 // requestID returns the caller's X-Request-Id when it is short and plain,
 // else a new one (a random per-process prefix and a counter: unique, and
 // far cheaper than crypto/rand per request); it is echoed back and put in
 // every log line about the request.
 func requestID(w http.ResponseWriter, r *http.Request) string {
-	id := r.Header.Get("X-Request-Id")
-	if len(id) == 0 || len(id) > 64 || strings.ContainsFunc(id, func(c rune) bool { return c <= ' ' || c > '~' }) {
-		b := make([]byte, 0, 24)
-		b = append(b, idPrefix...)
+	id := header(r.Header, "X-Request-Id")
+	if len(id) == 0 || len(id) > 64 || !plainID(id) {
+		var arr [32]byte
+		b := append(arr[:0], idPrefix...)
 		b = strconv.AppendUint(b, idCounter.Add(1), 36)
 		id = string(b)
 	}
-	w.Header()["X-Request-Id"] = []string{id}
+	if sw, ok := w.(*statusWriter); ok {
+		sw.rid[0] = id
+		w.Header()["X-Request-Id"] = sw.rid[:]
+	} else {
+		w.Header()["X-Request-Id"] = []string{id}
+	}
 	return id
+}
+
+// plainID reports whether id is all printable ASCII without spaces. A byte
+// test is the same as a rune test here: every byte of a multi-byte UTF-8
+// sequence (or of invalid UTF-8) is >= 0x80, so outside '!'..'~' either way.
+func plainID(id string) bool {
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; c <= ' ' || c > '~' {
+			return false
+		}
+	}
+	return true
 }
 
 var (
