@@ -15,10 +15,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/outpost-agent/outpost/policy"
@@ -97,6 +99,9 @@ type Engine struct {
 	stop context.CancelFunc
 	mu   sync.Mutex
 	inbg map[string]bool // background refreshes in flight
+
+	hashers sync.Pool // of *hasher
+	defs    atomic.Pointer[policyDefs]
 }
 
 // New returns an engine.
@@ -199,7 +204,9 @@ func (e *Engine) Decide(ctx context.Context, req *Request) (*Result, error) {
 		id = newID(now)
 	}
 	pol := e.cfg.Policies.Current()
-	in := &policy.Input{
+	st := &decideState{views: map[string]SignalView{}, kvs: make([]spool.KV, 0, 4)}
+	in := &st.in
+	*in = policy.Input{
 		Event: req.DecisionEvent, AccountID: req.AccountID, Now: now,
 		Velocity: map[string]int64{},
 	}
@@ -213,7 +220,8 @@ func (e *Engine) Decide(ctx context.Context, req *Request) (*Result, error) {
 		in.CardHash = e.hash("card", req.Card.CardNo)
 	}
 	if c := req.Credit; c != nil {
-		in.Credit = &policy.Credit{Mode: c.Mode, Line: c.Line, Outstanding: c.Outstanding, OverdueDays: c.OverdueDays, APR: c.APR}
+		st.credit = policy.Credit{Mode: c.Mode, Line: c.Line, Outstanding: c.Outstanding, OverdueDays: c.OverdueDays, APR: c.APR}
+		in.Credit = &st.credit
 		if c.ValidUntil != "" {
 			// The line is valid through the end of that day, in the
 			// request's own offset.
@@ -225,40 +233,23 @@ func (e *Engine) Decide(ctx context.Context, req *Request) (*Result, error) {
 		in.Transaction = &policy.Transaction{Amount: t.Amount, Date: t.Date}
 	}
 
-	views := map[string]SignalView{}
-	var kvs []spool.KV
+	views := st.views
 	var recs []spool.Record
-	var kvMu sync.Mutex
-	addKV := func(kv spool.KV) { kvMu.Lock(); kvs = append(kvs, kv); kvMu.Unlock() }
 
 	// Signals: cache first; what the cache cannot answer is asked live, in
 	// parallel, within the budget. A decision served from the cache starts
 	// no goroutine and no timer.
-	var sigMu sync.Mutex
-	set := func(name string, v SignalView, s policy.Signal) {
-		sigMu.Lock()
-		defer sigMu.Unlock()
-		views[name] = v
-		switch name {
-		case sigTD:
-			in.Signals.TongDun = s
-		case sigModel:
-			in.Signals.UnionPayModel = s
-		case sigTxn:
-			in.Signals.UnionPayTransaction = s
-		}
-	}
 	var calls []func(context.Context)
-	if f := e.tongdunSignal(now, req, set, addKV); f != nil {
+	if f := e.tongdunSignal(now, req, st); f != nil {
 		calls = append(calls, f)
 	}
 	if req.Card != nil {
-		if f := e.modelSignal(now, req, set, addKV); f != nil {
+		if f := e.modelSignal(now, req, st); f != nil {
 			calls = append(calls, f)
 		}
 	}
 	if req.Transaction != nil {
-		if f := e.txnSignal(req, set); f != nil {
+		if f := e.txnSignal(req, st); f != nil {
 			calls = append(calls, f)
 		}
 	}
@@ -291,7 +282,7 @@ func (e *Engine) Decide(ctx context.Context, req *Request) (*Result, error) {
 	}
 
 	// Velocity: count this event in each of the policy's windows.
-	for _, vd := range pol.Velocity() {
+	for _, vd := range e.velocityDefs(pol) {
 		if len(vd.Events) > 0 && !contains(vd.Events, req.DecisionEvent) {
 			continue
 		}
@@ -307,7 +298,7 @@ func (e *Engine) Decide(ctx context.Context, req *Request) (*Result, error) {
 		// The policy's counters count earlier events in the window, not
 		// this one ("the 6th withdrawal this hour" sees 5).
 		in.Velocity[vd.Name] = n - 1
-		addKV(spool.KV{Key: prefix + fmt.Sprintf("%020d", now.UnixNano()) + "-" + id, Value: []byte{1}, TTL: vd.Window + time.Minute})
+		st.addKV(spool.KV{Key: velocityKey(prefix, now, id), Value: []byte{1}, TTL: vd.Window + time.Minute})
 	}
 
 	d := pol.Decide(in)
@@ -320,8 +311,8 @@ func (e *Engine) Decide(ctx context.Context, req *Request) (*Result, error) {
 	if res.Reasons == nil {
 		res.Reasons = []policy.Reason{}
 	}
-	rec, _ := json.Marshal(res)
-	kvs = append(kvs, spool.KV{Key: "dec/" + id, Value: rec, TTL: e.cfg.Retention})
+	rec := encodeRecord(res)
+	kvs := append(st.kvs, spool.KV{Key: "dec/" + id, Value: rec, TTL: e.cfg.Retention})
 	_, err := e.cfg.Store.Write(ctx, kvs, recs)
 	if errors.Is(err, spool.ErrFull) && len(recs) > 0 {
 		// The spool is full: still record and answer the decision; the
@@ -332,7 +323,7 @@ func (e *Engine) Decide(ctx context.Context, req *Request) (*Result, error) {
 				views[name] = v
 			}
 		}
-		rec, _ = json.Marshal(res)
+		rec = encodeRecord(res)
 		kvs[len(kvs)-1].Value = rec
 		_, err = e.cfg.Store.Write(ctx, kvs, nil)
 	}
@@ -340,6 +331,55 @@ func (e *Engine) Decide(ctx context.Context, req *Request) (*Result, error) {
 		return nil, fmt.Errorf("record decision: %w", err)
 	}
 	return res, nil
+}
+
+// decideState is what one decision's signals write, from the caller's
+// goroutine or the live calls' (one allocation for all of it).
+type decideState struct {
+	mu     sync.Mutex
+	in     policy.Input
+	credit policy.Credit
+	views  map[string]SignalView
+	kvs    []spool.KV
+}
+
+// addKV adds a write to the decision's commit.
+func (st *decideState) addKV(kv spool.KV) {
+	st.mu.Lock()
+	st.kvs = append(st.kvs, kv)
+	st.mu.Unlock()
+}
+
+// set records a signal: its view for the answer, its value for the policy.
+func (st *decideState) set(name string, v SignalView, s policy.Signal) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.views[name] = v
+	switch name {
+	case sigTD:
+		st.in.Signals.TongDun = s
+	case sigModel:
+		st.in.Signals.UnionPayModel = s
+	case sigTxn:
+		st.in.Signals.UnionPayTransaction = s
+	}
+}
+
+// policyDefs are the velocity counters of one policy.
+type policyDefs struct {
+	pol  *policy.Policy
+	defs []policy.VelocityDef
+}
+
+// velocityDefs is pol.Velocity(), asked once per policy rather than once
+// per decision (it copies the list each time). The engine only reads it.
+func (e *Engine) velocityDefs(pol *policy.Policy) []policy.VelocityDef {
+	if d := e.defs.Load(); d != nil && d.pol == pol {
+		return d.defs
+	}
+	d := &policyDefs{pol: pol, defs: pol.Velocity()}
+	e.defs.Store(d)
+	return d.defs
 }
 
 // Get returns a stored decision with the late verdicts that arrived since.
@@ -410,12 +450,32 @@ func (e *Engine) Delivered(queue string, entry spool.Entry, r upstream.Result) {
 	}
 }
 
+// hasher is an HMAC keyed with HashKey, with room for its output: the
+// engine keeps them in a pool rather than keying one per hash.
+type hasher struct {
+	mac hash.Hash
+	in  []byte
+	buf [sha256.Size]byte
+	hex [32]byte
+}
+
 func (e *Engine) hash(kind, v string) string {
-	m := hmac.New(sha256.New, e.cfg.HashKey)
-	m.Write([]byte(kind))
-	m.Write([]byte{0})
-	m.Write([]byte(v))
-	return hex.EncodeToString(m.Sum(nil)[:16])
+	h, _ := e.hashers.Get().(*hasher)
+	if h == nil {
+		h = &hasher{mac: hmac.New(sha256.New, e.cfg.HashKey)}
+	} else {
+		h.mac.Reset()
+	}
+	h.in = append(append(append(h.in[:0], kind...), 0), v...)
+	h.mac.Write(h.in)
+	if cap(h.in) > 4096 {
+		h.in = nil // do not keep a huge input in the pool
+	}
+	sum := h.mac.Sum(h.buf[:0])
+	hex.Encode(h.hex[:], sum[:16])
+	s := string(h.hex[:])
+	e.hashers.Put(h)
+	return s
 }
 
 // tdKey caches TongDun results by account, or by device/IP where there is
@@ -462,7 +522,7 @@ func (e *Engine) velocitySubject(key string, in *policy.Input) string {
 // event is a key (time, decision id) with a TTL of its window.
 func (e *Engine) stored(prefix string, since time.Time) ([]int64, error) {
 	var ts []int64
-	start := prefix + fmt.Sprintf("%020d", since.UnixNano())
+	start := string(appendTime20(append(make([]byte, 0, len(prefix)+20), prefix...), since))
 	err := e.cfg.Store.Scan(prefix, start, func(k string, _ []byte) bool {
 		if len(k) >= len(prefix)+20 {
 			if n, err := strconv.ParseInt(k[len(prefix):len(prefix)+20], 10, 64); err == nil {
@@ -505,7 +565,7 @@ func healthy(h Health) bool { return h == nil || h.Healthy() }
 
 // tongdunSignal sets the TongDun signal from the cache, or as missing when
 // TongDun cannot be asked now; otherwise it returns the live call to make.
-func (e *Engine) tongdunSignal(now time.Time, req *Request, set func(string, SignalView, policy.Signal), addKV func(spool.KV)) (live func(context.Context)) {
+func (e *Engine) tongdunSignal(now time.Time, req *Request, ds *decideState) (live func(context.Context)) {
 	k := e.tdKey(&req.Request)
 	if c, ok := e.lookup(k); ok && k != "" {
 		age := now.Sub(c.At)
@@ -513,23 +573,23 @@ func (e *Engine) tongdunSignal(now time.Time, req *Request, set func(string, Sig
 			if st == "stale" {
 				e.refreshTD(k, req)
 			}
-			set(sigTD, tdView(c, st, "cache", age), tdSignal(c, st, age))
+			ds.set(sigTD, tdView(c, st, "cache", age), tdSignal(c, st, age))
 			return nil
 		}
 	}
 	if e.cfg.TongDun == nil || !healthy(e.cfg.TongDunHealth) || e.mem.negative(k, now) {
-		set(sigTD, SignalView{Status: "missing", Source: "none", Note: "TongDun not reachable now"}, policy.Signal{Status: "missing"})
+		ds.set(sigTD, SignalView{Status: "missing", Source: "none", Note: "TongDun not reachable now"}, policy.Signal{Status: "missing"})
 		return nil
 	}
 	return func(ctx context.Context) {
 		resp, v := e.cfg.TongDun.Verify(ctx, &req.Request)
 		if v.Outcome != upstream.Delivered || resp == nil {
 			if v.Outcome == upstream.Permanent {
-				set(sigTD, SignalView{Status: "error", Source: "live", Note: "TongDun refused the request: " + redact.Digits(v.Code+" "+v.Message)}, policy.Signal{Status: "error"})
+				ds.set(sigTD, SignalView{Status: "error", Source: "live", Note: "TongDun refused the request: " + redact.Digits(v.Code+" "+v.Message)}, policy.Signal{Status: "error"})
 				return
 			}
 			e.mem.failed(k, now.Add(e.cfg.TongDunCache.NegativeTTL))
-			set(sigTD, SignalView{Status: "error", Source: "live", Note: "TongDun: " + v.Code}, policy.Signal{Status: "error"})
+			ds.set(sigTD, SignalView{Status: "error", Source: "live", Note: "TongDun: " + v.Code}, policy.Signal{Status: "error"})
 			return
 		}
 		c := cached{At: now, Score: resp.Score, Result: resp.Result, SequenceID: resp.SequenceID}
@@ -538,9 +598,9 @@ func (e *Engine) tongdunSignal(now time.Time, req *Request, set func(string, Sig
 		}
 		if k != "" {
 			e.mem.put(k, c)
-			addKV(spool.KV{Key: k, Value: encodeCached(c), TTL: e.cfg.TongDunCache.MaxStale})
+			ds.addKV(spool.KV{Key: k, Value: encodeCached(c), TTL: e.cfg.TongDunCache.MaxStale})
 		}
-		set(sigTD, tdView(c, "fresh", "live", 0), tdSignal(c, "fresh", 0))
+		ds.set(sigTD, tdView(c, "fresh", "live", 0), tdSignal(c, "fresh", 0))
 	}
 }
 
@@ -600,41 +660,41 @@ func tdSignal(c cached, st string, age time.Duration) policy.Signal {
 
 // modelSignal sets UnionPay's model score from the cache, or as missing
 // when UnionPay cannot be asked now; otherwise it returns the live call.
-func (e *Engine) modelSignal(now time.Time, req *Request, set func(string, SignalView, policy.Signal), addKV func(spool.KV)) (live func(context.Context)) {
+func (e *Engine) modelSignal(now time.Time, req *Request, ds *decideState) (live func(context.Context)) {
 	k := e.modelKey(req.Card.CardNo, req.Card.CertID, req.Card.Mobile)
 	if c, ok := e.lookup(k); ok {
 		age := now.Sub(c.At)
 		if st := status(age, e.cfg.UnionPayCache); st != "missing" {
 			s := c.Score
-			set(sigModel, SignalView{Status: st, Source: "cache", Score: &s, AgeSeconds: age.Seconds()},
+			ds.set(sigModel, SignalView{Status: st, Source: "cache", Score: &s, AgeSeconds: age.Seconds()},
 				policy.Signal{Status: st, Score: s, AgeSeconds: age.Seconds()})
 			return nil
 		}
 	}
 	if e.cfg.UnionPay == nil || !healthy(e.cfg.UnionPayHealth) || e.mem.negative(k, now) {
-		set(sigModel, SignalView{Status: "missing", Source: "none", Note: "UnionPay not reachable now"}, policy.Signal{Status: "missing"})
+		ds.set(sigModel, SignalView{Status: "missing", Source: "none", Note: "UnionPay not reachable now"}, policy.Signal{Status: "missing"})
 		return nil
 	}
 	return func(ctx context.Context) {
 		score, v := e.cfg.UnionPay.ModelScore(ctx, unionpay.ScoreQuery{CardNo: req.Card.CardNo, CertID: req.Card.CertID, Mobile: req.Card.Mobile})
 		if v.Outcome != upstream.Delivered {
 			e.mem.failed(k, now.Add(e.cfg.UnionPayCache.NegativeTTL))
-			set(sigModel, SignalView{Status: "error", Source: "live", Note: "UnionPay: " + v.Code}, policy.Signal{Status: "error"})
+			ds.set(sigModel, SignalView{Status: "error", Source: "live", Note: "UnionPay: " + v.Code}, policy.Signal{Status: "error"})
 			return
 		}
 		c := cached{At: now, Score: score}
 		e.mem.put(k, c)
-		addKV(spool.KV{Key: k, Value: encodeCached(c), TTL: e.cfg.UnionPayCache.MaxStale})
-		set(sigModel, SignalView{Status: "fresh", Source: "live", Score: &score}, policy.Signal{Status: "fresh", Score: score})
+		ds.addKV(spool.KV{Key: k, Value: encodeCached(c), TTL: e.cfg.UnionPayCache.MaxStale})
+		ds.set(sigModel, SignalView{Status: "fresh", Source: "live", Score: &score}, policy.Signal{Status: "fresh", Score: score})
 	}
 }
 
 // txnSignal returns the call to UnionPay's transaction authentication (an
 // answer belongs to one transaction and is never cached), or sets the
 // signal as missing when UnionPay cannot be asked now.
-func (e *Engine) txnSignal(req *Request, set func(string, SignalView, policy.Signal)) (live func(context.Context)) {
+func (e *Engine) txnSignal(req *Request, ds *decideState) (live func(context.Context)) {
 	if e.cfg.UnionPay == nil || !healthy(e.cfg.UnionPayHealth) {
-		set(sigTxn, SignalView{Status: "missing", Source: "none", Note: "UnionPay not reachable now"}, policy.Signal{Status: "missing"})
+		ds.set(sigTxn, SignalView{Status: "missing", Source: "none", Note: "UnionPay not reachable now"}, policy.Signal{Status: "missing"})
 		return nil
 	}
 	return func(ctx context.Context) {
@@ -642,11 +702,11 @@ func (e *Engine) txnSignal(req *Request, set func(string, SignalView, policy.Sig
 			CertID: req.Card.CertID, Mobile: req.Card.Mobile, TransLocation: req.Transaction.Location}
 		match, v := e.cfg.UnionPay.TransactionAuth(ctx, q)
 		if v.Outcome != upstream.Delivered {
-			set(sigTxn, SignalView{Status: "error", Source: "live", Note: "UnionPay: " + v.Code}, policy.Signal{Status: "error"})
+			ds.set(sigTxn, SignalView{Status: "error", Source: "live", Note: "UnionPay: " + v.Code}, policy.Signal{Status: "error"})
 			return
 		}
 		m := match
-		set(sigTxn, SignalView{Status: "fresh", Source: "live", Match: &m}, policy.Signal{Status: "fresh", Match: match})
+		ds.set(sigTxn, SignalView{Status: "fresh", Source: "live", Match: &m}, policy.Signal{Status: "fresh", Match: match})
 	}
 }
 
@@ -684,19 +744,66 @@ func (e *Engine) queueCheck(name, id string, req *Request) (*spool.Record, strin
 	return nil, ""
 }
 
-// maskedInput is the request as recorded: personal fields masked.
-func maskedInput(req *Request) json.RawMessage {
-	b, err := json.Marshal(req)
+// encodeRecord is json.Marshal(res) (nil when that fails), without
+// having encoding/json check and compact the masked input again: Input is
+// the last field a decision sets (late_verdicts come later) and
+// maskedInput makes it compact, valid and HTML-escaped already, which is
+// what encoding/json would make of it (see TestEncodeRecordSameAsMarshal).
+func encodeRecord(res *Result) []byte {
+	in := res.Input
+	if len(in) == 0 || in[0] != '{' || res.Late != nil {
+		b, _ := json.Marshal(res)
+		return b
+	}
+	r := *res
+	r.Input = nil
+	b, err := json.Marshal(&r)
 	if err != nil {
 		return nil
 	}
-	return redact.JSON(b)
+	const field = `,"input":`
+	out := make([]byte, 0, len(b)+len(field)+len(in))
+	out = append(out, b[:len(b)-1]...)
+	out = append(out, field...)
+	out = append(out, in...)
+	return append(out, '}')
 }
 
 func newID(now time.Time) string {
 	var b [6]byte
 	rand.Read(b[:])
-	return fmt.Sprintf("d%x%s", now.UnixMilli(), hex.EncodeToString(b[:]))
+	id := make([]byte, 0, 1+16+2*len(b))
+	id = append(id, 'd')
+	id = strconv.AppendInt(id, now.UnixMilli(), 16)
+	return string(hex.AppendEncode(id, b[:]))
+}
+
+// velocityKey is the key of one velocity event: prefix, the time, the
+// decision.
+func velocityKey(prefix string, now time.Time, id string) string {
+	var d [20]byte
+	var b strings.Builder
+	b.Grow(len(prefix) + 20 + 1 + len(id))
+	b.WriteString(prefix)
+	b.Write(appendTime20(d[:0], now))
+	b.WriteByte('-')
+	b.WriteString(id)
+	return b.String()
+}
+
+// appendTime20 appends t's unix nanoseconds as fmt's %020d does: sorted
+// as strings as they are as numbers (from 1970 on).
+func appendTime20(b []byte, t time.Time) []byte {
+	n := t.UnixNano()
+	if n < 0 {
+		return fmt.Appendf(b, "%020d", n)
+	}
+	var d [20]byte
+	for i := len(d) - 1; i >= 0; i-- {
+		d[i] = byte('0' + n%10)
+		n /= 10
+	}
+	return append(b, d[:]...)
 }
 
 func contains(xs []string, x string) bool {

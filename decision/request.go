@@ -68,6 +68,25 @@ func (e *InvalidError) Error() string {
 // ParseRequest decodes strictly (unknown fields refused) and validates.
 // defaultChannel fills an absent channel.
 func ParseRequest(body []byte, defaultChannel string) (*Request, error) {
+	r, ok := parseFast(body)
+	if !ok {
+		var err error
+		if r, err = decodeRequest(body); err != nil {
+			return nil, err
+		}
+	}
+	if r.Channel == "" {
+		r.Channel = defaultChannel
+	}
+	if ps := r.Validate(); len(ps) > 0 {
+		return nil, &InvalidError{ps}
+	}
+	return r, nil
+}
+
+// decodeRequest decodes with encoding/json: unknown fields refused, one
+// JSON object, then nothing but white space.
+func decodeRequest(body []byte) (*Request, error) {
 	var r Request
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
@@ -84,14 +103,9 @@ func ParseRequest(body []byte, defaultChannel string) (*Request, error) {
 		}
 		return nil, &InvalidError{[]Problem{{Field: "body", Reason: "not a JSON object"}}}
 	}
-	if dec.More() {
+	// Decoder.More alone lets a stray ] or } through.
+	if len(bytes.Trim(body[dec.InputOffset():], " \t\r\n")) > 0 {
 		return nil, &InvalidError{[]Problem{{Field: "body", Reason: "trailing data after the JSON object"}}}
-	}
-	if r.Channel == "" {
-		r.Channel = defaultChannel
-	}
-	if ps := r.Validate(); len(ps) > 0 {
-		return nil, &InvalidError{ps}
 	}
 	return &r, nil
 }
