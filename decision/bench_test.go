@@ -10,8 +10,7 @@ import (
 // BenchmarkDecideCacheHit: the hot path with a warm score cache, 64
 // concurrent callers: policy evaluation, velocity count, durable record.
 func BenchmarkDecideCacheHit(b *testing.B) {
-	t := &testing.T{}
-	r := newRig(t)
+	r := newRig(b) // its spool and servers are closed and removed with the benchmark
 	for i := 0; i < 100; i++ {
 		r.eng.Decide(context.Background(), withdraw("", fmt.Sprint("acct-", i), 100))
 	}

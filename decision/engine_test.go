@@ -39,7 +39,7 @@ type rig struct {
 	clock *atomic.Int64 // unix nanos
 }
 
-func newRig(t *testing.T, mod ...func(*Config)) *rig {
+func newRig(t testing.TB, mod ...func(*Config)) *rig {
 	t.Helper()
 	r := &rig{dir: filepath.Join(t.TempDir(), "spool"), tdOK: &flag{}, clock: &atomic.Int64{}}
 	r.tdOK.ok.Store(true)
@@ -70,7 +70,7 @@ func newRig(t *testing.T, mod ...func(*Config)) *rig {
 	return r
 }
 
-func (r *rig) openSpool(t *testing.T) {
+func (r *rig) openSpool(t testing.TB) {
 	t.Helper()
 	sp, err := spool.Open(spool.Options{Dir: r.dir, Queues: []string{"tencent", "tongdun", "unionpay"}})
 	if err != nil {
