@@ -191,6 +191,11 @@ const (
 // Decide answers one request. Errors are store failures only: upstream
 // trouble makes a degraded decision, not an error.
 func (e *Engine) Decide(ctx context.Context, req *Request) (*Result, error) {
+	if req.Transaction != nil && req.Card == nil {
+		// ParseRequest refuses this; a direct caller must not crash the
+		// agent (the live call would dereference the missing card).
+		return nil, &InvalidError{[]Problem{{Field: "transaction", Reason: "needs card.card_no (UnionPay authenticates a card transaction)"}}}
+	}
 	now := e.now()
 	if req.ID != "" {
 		if r, ok, err := e.Get(req.ID); err != nil {

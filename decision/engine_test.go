@@ -3,6 +3,7 @@ package decision
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http/httptest"
 	"path/filepath"
@@ -348,4 +349,17 @@ func hasReason(r *Result, id string) bool {
 		}
 	}
 	return false
+}
+
+// A transaction without a card is refused by ParseRequest; a direct caller
+// gets the same refusal instead of a crash in the live call.
+func TestDecideTransactionWithoutCard(t *testing.T) {
+	r := newRig(t)
+	req := withdraw("", "acct-1", 100)
+	req.Transaction = &Transaction{Date: "20261123", Amount: 100}
+	_, err := r.eng.Decide(context.Background(), req)
+	var ie *InvalidError
+	if !errors.As(err, &ie) || len(ie.Problems) != 1 || ie.Problems[0].Field != "transaction" {
+		t.Fatalf("got %v, want an InvalidError on transaction", err)
+	}
 }
