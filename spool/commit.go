@@ -390,6 +390,9 @@ func (g *group) applyAppend(o *op) error {
 	if len(o.recs) > 1 {
 		seen = make(map[string]struct{}, len(o.recs))
 	}
+	// Each record's dedup key and its hash, built once for the check and
+	// the write.
+	dks := make([]dedupRef, len(o.recs))
 	var add int64
 	for i, r := range o.recs {
 		if _, ok := g.metas[r.Queue]; !ok {
@@ -403,8 +406,10 @@ func (g *group) applyAppend(o *op) error {
 			}
 			seen[k] = struct{}{}
 		}
-		if dk := dedupKey(r.Queue, r.ID); g.s.dedup.mayContain(dk) {
-			_, err := g.txn.Get(dk)
+		dk := newDedupRef(r.Queue, r.ID)
+		dks[i] = dk
+		if g.s.dedup.mayContain(dk.hash) {
+			_, err := g.txn.Get(dk.key)
 			switch {
 			case err == nil:
 				o.res.Duplicate[i] = true
@@ -432,12 +437,11 @@ func (g *group) applyAppend(o *op) error {
 		}
 		var sv [8]byte
 		putSeq(sv[:], seq)
-		dk := dedupKey(r.Queue, r.ID)
 		// Into the filter before the next op looks (it may repeat this id).
-		if g.s.dedup.add(dk) {
+		if g.s.dedup.add(dks[i].hash) {
 			g.s.dedupWant.CompareAndSwap(0, int64(2*g.s.dedup.size()))
 		}
-		if err := g.setTTL(dk, sv[:], g.s.opts.DedupeWindow); err != nil {
+		if err := g.setTTL(dks[i].key, sv[:], g.s.opts.DedupeWindow); err != nil {
 			return werr("stage append: %w", err)
 		}
 		m.Tail++

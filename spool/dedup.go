@@ -48,18 +48,29 @@ const (
 	dedupFilterFPRate  = 0.01
 )
 
-// mayContain is false only for a key certainly not in the store.
-func (f *dedupFilter) mayContain(key []byte) bool {
-	h := z.MemHash(key)
+// dedupRef is a dedup key and its hash in the filter.
+type dedupRef struct {
+	key  []byte
+	hash uint64
+}
+
+func newDedupRef(queue, id string) dedupRef {
+	k := dedupKey(queue, id)
+	return dedupRef{k, z.MemHash(k)}
+}
+
+// mayContain is false only for a key certainly not in the store; h is
+// the key's z.MemHash.
+func (f *dedupFilter) mayContain(h uint64) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.cur == nil || f.cur.Has(h)
 }
 
-// add records a key staged for the store. It reports whether the filter
-// now holds more keys than it was sized for and should be rebuilt.
-func (f *dedupFilter) add(key []byte) (full bool) {
-	h := z.MemHash(key)
+// add records a key staged for the store, by its z.MemHash. It reports
+// whether the filter now holds more keys than it was sized for and should
+// be rebuilt.
+func (f *dedupFilter) add(h uint64) (full bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.next != nil {

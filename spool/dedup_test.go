@@ -57,13 +57,13 @@ func TestDedupFilterAcrossRestart(t *testing.T) {
 		t.Helper()
 		waitDedupReady(t, s)
 		for _, id := range stored {
-			if !s.dedup.mayContain(dedupKey("tencent", id)) {
+			if !s.dedup.mayContain(newDedupRef("tencent", id).hash) {
 				t.Fatalf("the filter says %q was never stored", id)
 			}
 		}
 		skipped := 0
 		for i := range 1000 {
-			if !s.dedup.mayContain(dedupKey("tencent", fmt.Sprintf("new-%d", i))) {
+			if !s.dedup.mayContain(newDedupRef("tencent", fmt.Sprintf("new-%d", i)).hash) {
 				skipped++
 			}
 		}
