@@ -7,7 +7,8 @@ import (
 )
 
 // fdatasync flushes a journal segment's data. Its size never changes
-// (preallocate), so there is no metadata to flush with it.
+// (preallocate), so the only metadata flushed with it is the written mark of
+// blocks reached for the first time (see the segment format, journal.go).
 func fdatasync(f *os.File) error {
 	for {
 		err := unix.Fdatasync(int(f.Fd()))
