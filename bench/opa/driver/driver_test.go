@@ -168,7 +168,7 @@ func TestCeilingAndReport(t *testing.T) {
 	if err := run(context.Background(), append([]string{"-report", "-target-rate", "300"}, files...), &out, io.Discard); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"agent/OPA req/s, flat out with 2 clients", "agent/OPA p99 at 300/s", "target p99 < 2.000 ms at 300 decisions/s", "(loopback)"} {
+	for _, want := range []string{"agent/OPA req/s, flat out with 2 clients", "agent/OPA p99 at 300/s", "target p99 < 2.000 ms at 300 decisions/s, from the due time", "service time alone (sent to answered) p99 at 300/s: agent ", "(loopback)"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, out.String())
 		}

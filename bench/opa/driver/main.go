@@ -462,12 +462,26 @@ func Report(w io.Writer, results []*Result, targetRate float64, targetP99 int64)
 			}
 		}
 	}
+	if ar != nil && ar.Service != nil && ar.Service.Count > 0 {
+		// The p99 above counts from each request's due time, so it includes
+		// this driver's own lateness: a timer that woke a sleeping worker
+		// late (up to about a millisecond on these machines), which no
+		// caller of the agent ever waits for. Service time is the rest.
+		fmt.Fprintf(w, "service time alone (sent to answered) p99 at %.0f/s: agent %s ms", ar.Rate, ms(ar.Service.P99))
+		if or != nil && or.Service != nil && or.Service.Count > 0 {
+			fmt.Fprintf(w, ", OPA %s ms", ms(or.Service.P99))
+		}
+		if c := ar.Ceiling; c != nil && c.Service != nil && c.Service.Count > 0 {
+			fmt.Fprintf(w, ", loopback %s ms (from its due time: %s ms)", ms(c.Service.P99), ms(c.Latency.P99))
+		}
+		fmt.Fprintln(w)
+	}
 	if ar != nil && targetRate > 0 && ar.Rate == targetRate {
 		verdict := "met"
 		if ar.Latency.P99 >= targetP99 || ar.Errors > 0 || ar.Unsent > 0 || Saturated(ar) {
 			verdict = "NOT met"
 		}
-		fmt.Fprintf(w, "target p99 < %s ms at %.0f decisions/s: %s (p99 %s ms, %.0f req/s achieved)\n", ms(targetP99), targetRate, verdict, ms(ar.Latency.P99), ar.ReqPerSec)
+		fmt.Fprintf(w, "target p99 < %s ms at %.0f decisions/s, from the due time: %s (p99 %s ms, %.0f req/s achieved)\n", ms(targetP99), targetRate, verdict, ms(ar.Latency.P99), ar.ReqPerSec)
 	}
 }
 
