@@ -60,9 +60,9 @@ import (
 // the fdatasync commits to the filesystem's own journal: alone, a 6.6 KB
 // append and sync took a median of 174 µs against 89 µs into a file written
 // beforehand, but under the agent's load pre-written segments made no
-// measurable difference (BENCHMARKS.md, releases 0.5 and 0.6), so segments
-// are not zero-filled. The end of a segment is the first record that is
-// zero, torn (bad CRC) or out of sequence. With an encryption key each body
+// measurable difference (BENCHMARKS.md, release 0.5 and session 6), so
+// segments are not zero-filled. The end of a segment is the first record
+// that is zero, torn (bad CRC) or out of sequence. With an encryption key each body
 // is sealed with AES-256-GCM under a key derived from the spool's key and
 // the segment's salt, the sequence number as nonce.
 
