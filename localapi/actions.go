@@ -2,6 +2,7 @@ package localapi
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -27,12 +28,12 @@ const answerRoom = 48
 func (s *Server) postActions(w http.ResponseWriter, r *http.Request) {
 	rid := requestID(w, r)
 	if !isJSON(header(r.Header, "Content-Type")) {
-		writeError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "Content-Type must be application/json", nil)
+		writeReply(w, notJSON)
 		return
 	}
 	// The body goes back to the pool as soon as it is decoded: Decode keeps
 	// no reference to it (every stored string is a copy), and the payloads
-	// handed to the spool are encoded afresh below.
+	// handed to the spool are encoded afresh by storeActions.
 	bb := getBody()
 	body, ok := s.readBodyTo(w, r, bb.b[:0])
 	bb.b = body
@@ -40,29 +41,52 @@ func (s *Server) postActions(w http.ResponseWriter, r *http.Request) {
 		putBody(bb)
 		return
 	}
-	acts, err := action.Decode(body, s.now())
+	acts, rep, ok := s.decodeActions(rid, body)
 	nbody := len(body)
 	putBody(bb) // body must not be used from here on
-	if err != nil {
-		var se *action.SyntaxError
-		var ve *action.ValidationError
-		switch {
-		case errors.As(err, &se):
-			writeError(w, http.StatusBadRequest, "invalid_json", err.Error(),
-				[]Field{{Field: "body", Reason: "malformed JSON at byte offset " + strconv.FormatInt(se.Offset, 10)}})
-		case errors.As(err, &ve):
-			details := make([]Field, len(ve.Problems))
-			for i, p := range ve.Problems {
-				details[i] = Field{Field: p.Field, Reason: p.Reason}
-			}
-			writeError(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf("%d problem(s) in the request; nothing was stored", len(ve.Problems)), details)
-		default:
-			writeError(w, http.StatusBadRequest, "invalid_request", "request refused", nil)
+	if ok {
+		if rep, ok = s.storeActions(r.Context(), rid, acts, nbody); !ok {
+			return // the caller went away before the batch was handed over
 		}
-		s.log.Info("actions refused", "request_id", rid, "reason", "invalid", "bytes", nbody)
-		s.cfg.Observer.Actions("invalid", 1)
-		return
 	}
+	writeReply(w, rep)
+}
+
+// notJSON is the answer to a body that does not say it is JSON.
+var notJSON = errorReply(http.StatusUnsupportedMediaType, "unsupported_media_type", "Content-Type must be application/json", nil)
+
+// decodeActions decodes and validates a request body; when it refuses the
+// body, the reply says why. The actions keep no reference to body.
+func (s *Server) decodeActions(rid string, body []byte) ([]action.Action, reply, bool) {
+	acts, err := action.Decode(body, s.now())
+	if err == nil {
+		return acts, reply{}, true
+	}
+	var rep reply
+	var se *action.SyntaxError
+	var ve *action.ValidationError
+	switch {
+	case errors.As(err, &se):
+		rep = errorReply(http.StatusBadRequest, "invalid_json", err.Error(),
+			[]Field{{Field: "body", Reason: "malformed JSON at byte offset " + strconv.FormatInt(se.Offset, 10)}})
+	case errors.As(err, &ve):
+		details := make([]Field, len(ve.Problems))
+		for i, p := range ve.Problems {
+			details[i] = Field{Field: p.Field, Reason: p.Reason}
+		}
+		rep = errorReply(http.StatusBadRequest, "invalid_request", fmt.Sprintf("%d problem(s) in the request; nothing was stored", len(ve.Problems)), details)
+	default:
+		rep = errorReply(http.StatusBadRequest, "invalid_request", "request refused", nil)
+	}
+	s.log.Info("actions refused", "request_id", rid, "reason", "invalid", "bytes", len(body))
+	s.cfg.Observer.Actions("invalid", 1)
+	return nil, rep, false
+}
+
+// storeActions appends the actions to the spool and returns the answer
+// once they are on disk. It returns false, and no answer, when ctx ended
+// first: the caller went away before the batch was handed over.
+func (s *Server) storeActions(ctx context.Context, rid string, acts []action.Action, nbody int) (reply, bool) {
 	// One buffer holds every payload of the request; each record keeps a
 	// capacity-capped slice of it, so no payload can grow into the next.
 	recs := make([]spool.Record, len(acts))
@@ -75,27 +99,27 @@ func (s *Server) postActions(w http.ResponseWriter, r *http.Request) {
 		buf = acts[i].AppendJSON(buf)
 		recs[i] = spool.Record{Queue: QueueTencent, ID: acts[i].ID, Payload: buf[start:len(buf):len(buf)]}
 	}
-	res, err := s.cfg.Store.Append(r.Context(), recs)
+	res, err := s.cfg.Store.Append(ctx, recs)
 	switch {
 	case err == nil:
 	case errors.Is(err, spool.ErrFull):
-		w.Header().Set("Retry-After", "30")
-		writeError(w, http.StatusServiceUnavailable, "spool_full", "the spool is full; nothing was stored; retry later", nil)
+		rep := errorReply(http.StatusServiceUnavailable, "spool_full", "the spool is full; nothing was stored; retry later", nil)
+		rep.retryAfter = "30"
 		s.log.Warn("actions refused", "request_id", rid, "reason", "spool_full", "actions", len(recs))
 		s.cfg.Observer.Actions("spool_full", len(recs))
-		return
+		return rep, true
 	case errors.Is(err, spool.ErrClosed):
-		w.Header().Set("Retry-After", "5")
-		writeError(w, http.StatusServiceUnavailable, "shutting_down", "the agent is shutting down; nothing was stored", nil)
-		return
-	case errors.Is(err, r.Context().Err()) && r.Context().Err() != nil:
-		return // the caller went away before we handed the batch over
+		rep := errorReply(http.StatusServiceUnavailable, "shutting_down", "the agent is shutting down; nothing was stored", nil)
+		rep.retryAfter = "5"
+		return rep, true
+	case errors.Is(err, ctx.Err()) && ctx.Err() != nil:
+		return reply{}, false
 	default:
-		w.Header().Set("Retry-After", "5")
-		writeError(w, http.StatusServiceUnavailable, "store_unavailable", "the store could not take the batch; nothing was stored", nil)
+		rep := errorReply(http.StatusServiceUnavailable, "store_unavailable", "the store could not take the batch; nothing was stored", nil)
+		rep.retryAfter = "5"
 		s.log.Error("actions refused", "request_id", rid, "reason", "store_error", "err", err)
 		s.cfg.Observer.Actions("unavailable", len(recs))
-		return
+		return rep, true
 	}
 	s.cfg.Observer.Actions("accepted", res.Accepted)
 	if res.Duplicates > 0 {
@@ -106,7 +130,7 @@ func (s *Server) postActions(w http.ResponseWriter, r *http.Request) {
 	b = strconv.AppendInt(b, int64(res.Accepted), 10)
 	b = append(b, `,"duplicates":`...)
 	b = strconv.AppendInt(b, int64(res.Duplicates), 10)
-	writeRaw(w, http.StatusAccepted, append(b, "}\n"...))
+	return reply{status: http.StatusAccepted, body: append(b, "}\n"...)}, true
 }
 
 // readBody reads a capped body; on failure it has answered (413 or 400).

@@ -33,17 +33,25 @@ type answer struct {
 func (s *Server) postDecision(w http.ResponseWriter, r *http.Request) {
 	rid := requestID(w, r)
 	if s.cfg.Decider == nil {
-		writeError(w, http.StatusServiceUnavailable, "not_available", "decisions are not enabled", nil)
+		writeReply(w, noDecider)
 		return
 	}
-	if !isJSON(r.Header.Get("Content-Type")) {
-		writeError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "Content-Type must be application/json", nil)
+	if !isJSON(header(r.Header, "Content-Type")) {
+		writeReply(w, notJSON)
 		return
 	}
 	body, ok := s.readBody(w, r)
 	if !ok {
 		return
 	}
+	writeReply(w, s.decide(r.Context(), rid, body))
+}
+
+var noDecider = errorReply(http.StatusServiceUnavailable, "not_available", "decisions are not enabled", nil)
+
+// decide answers one decision request. The request it parses may keep
+// references to body, which must stay untouched for good.
+func (s *Server) decide(ctx context.Context, rid string, body []byte) reply {
 	req, err := decision.ParseRequest(body, s.cfg.DefaultChannel)
 	if err != nil {
 		var ie *decision.InvalidError
@@ -56,25 +64,23 @@ func (s *Server) postDecision(w http.ResponseWriter, r *http.Request) {
 			if len(details) == 1 && details[0].Field == "body" {
 				code = "invalid_json"
 			}
-			writeError(w, http.StatusBadRequest, code, fmt.Sprintf("%d problem(s) in the request", len(details)), details)
-			return
+			return errorReply(http.StatusBadRequest, code, fmt.Sprintf("%d problem(s) in the request", len(details)), details)
 		}
-		writeError(w, http.StatusBadRequest, "invalid_request", "request refused", nil)
-		return
+		return errorReply(http.StatusBadRequest, "invalid_request", "request refused", nil)
 	}
 	start := time.Now()
-	res, err := s.cfg.Decider.Decide(r.Context(), req)
+	res, err := s.cfg.Decider.Decide(ctx, req)
 	if err != nil {
-		w.Header().Set("Retry-After", "1")
-		writeError(w, http.StatusServiceUnavailable, "store_unavailable", "the decision could not be recorded; retry", nil)
+		rep := errorReply(http.StatusServiceUnavailable, "store_unavailable", "the decision could not be recorded; retry", nil)
+		rep.retryAfter = "1"
 		s.log.Error("decision failed", "request_id", rid, "err", err)
-		return
+		return rep
 	}
 	s.cfg.Observer.Decision(res.Result, res.Degraded)
 	s.hour.add(res.Result, s.now())
 	s.log.Debug("decided", "request_id", rid, "decision_id", res.DecisionID, "result", res.Result,
 		"degraded", res.Degraded, "took", time.Since(start))
-	writeJSON(w, http.StatusOK, answer{DecisionID: res.DecisionID, Result: res.Result, Score: res.Score, Reasons: res.Reasons,
+	return jsonReply(http.StatusOK, answer{DecisionID: res.DecisionID, Result: res.Result, Score: res.Score, Reasons: res.Reasons,
 		PolicyVersion: res.PolicyVersion, Degraded: res.Degraded, Signals: res.Signals})
 }
 

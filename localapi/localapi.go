@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/outpost-agent/outpost/spool"
+	"github.com/valyala/fasthttp"
 )
 
 // Store is what the API needs of the spool.
@@ -117,7 +118,8 @@ func (w *statusWriter) WriteHeader(code int) {
 	w.ResponseWriter.WriteHeader(code)
 }
 
-// Server is the local API. It is an http.Handler.
+// Server is the local API. Serve listens with it; it is also an
+// http.Handler, which serves every endpoint the same way.
 type Server struct {
 	cfg   Config
 	log   *slog.Logger
@@ -126,6 +128,7 @@ type Server struct {
 	sem   chan struct{}
 	hour  hourly
 	hosts map[string]bool
+	hs    *fasthttp.Server
 }
 
 // New returns a ready Server.
@@ -177,41 +180,23 @@ func New(cfg Config) *Server {
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path, nil)
 	})
+	s.hs = s.newHTTPServer()
 	return s
 }
 
 // ServeHTTP applies the API's defences, then routes.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if header(r.Header, "Origin") != "" || header(r.Header, "Sec-Fetch-Site") == "cross-site" {
-		writeError(w, http.StatusForbidden, "forbidden", "browser requests are not accepted", nil)
+	if rep, refused := s.guard(header(r.Header, "Origin"), header(r.Header, "Sec-Fetch-Site"), r.Host,
+		header(r.Header, "Authorization"), r.URL.Path); refused {
+		writeReply(w, rep)
 		return
 	}
-	host := r.Host
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
-	host = strings.Trim(strings.ToLower(host), "[]")
-	if !s.hosts[host] && net.ParseIP(host) == nil {
-		// A name we don't know is how DNS rebinding reaches a local API.
-		writeError(w, http.StatusForbidden, "forbidden", "unexpected Host header", nil)
-		return
-	}
-	if s.cfg.AuthToken != "" && r.URL.Path != "/healthz" {
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(s.cfg.AuthToken)) != 1 {
-			writeError(w, http.StatusUnauthorized, "unauthorized", "missing or wrong bearer token", nil)
-			return
-		}
-	}
-	select {
-	case s.sem <- struct{}{}:
-		defer func() { <-s.sem }()
-	default:
-		w.Header().Set("Retry-After", "1")
-		writeError(w, http.StatusServiceUnavailable, "overloaded", "too many concurrent requests", nil)
+	if !s.enter() {
+		writeReply(w, overloaded)
 		s.cfg.Observer.Request("overloaded", http.StatusServiceUnavailable, 0)
 		return
 	}
+	defer s.leave()
 	start := time.Now()
 	sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
 	s.mux.ServeHTTP(sw, r)
@@ -221,6 +206,50 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.cfg.Observer.Request(route, sw.code, time.Since(start))
 }
+
+// guard is the API's defences, whichever server carries the request: no
+// browser requests, no Host but a loopback name, an IP or an allowed host
+// (DNS rebinding), and the bearer token when one is set (not on /healthz).
+func (s *Server) guard(origin, fetchSite, host, authz, path string) (reply, bool) {
+	if origin != "" || fetchSite == "cross-site" {
+		return errorReply(http.StatusForbidden, "forbidden", "browser requests are not accepted", nil), true
+	}
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.Trim(strings.ToLower(host), "[]")
+	if !s.hosts[host] && net.ParseIP(host) == nil {
+		// A name we don't know is how DNS rebinding reaches a local API.
+		return errorReply(http.StatusForbidden, "forbidden", "unexpected Host header", nil), true
+	}
+	if s.cfg.AuthToken != "" && path != "/healthz" {
+		got, ok := strings.CutPrefix(authz, "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(s.cfg.AuthToken)) != 1 {
+			return errorReply(http.StatusUnauthorized, "unauthorized", "missing or wrong bearer token", nil), true
+		}
+	}
+	return reply{}, false
+}
+
+// overloaded is the answer past MaxConcurrent requests at once.
+var overloaded = func() reply {
+	r := errorReply(http.StatusServiceUnavailable, "overloaded", "too many concurrent requests", nil)
+	r.retryAfter = "1"
+	return r
+}()
+
+// enter takes one of MaxConcurrent places, or reports that none is free:
+// the API answers 503 at once rather than queueing without bound.
+func (s *Server) enter() bool {
+	select {
+	case s.sem <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+func (s *Server) leave() { <-s.sem }
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -315,16 +344,39 @@ type Field struct {
 	Reason string `json:"reason"`
 }
 
-func writeError(w http.ResponseWriter, status int, code, msg string, details []Field) {
-	writeJSON(w, status, ErrorBody{Error: ErrorDetail{Code: code, Message: msg, Details: details}})
+// reply is an answer as both servers write it: a status, a JSON body and,
+// on some 503s, a Retry-After.
+type reply struct {
+	status     int
+	retryAfter string
+	body       []byte
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
+func errorReply(status int, code, msg string, details []Field) reply {
+	return jsonReply(status, ErrorBody{Error: ErrorDetail{Code: code, Message: msg, Details: details}})
+}
+
+func jsonReply(status int, v any) reply {
 	b, err := json.Marshal(v)
 	if err != nil {
 		status, b = http.StatusInternalServerError, []byte(`{"error":{"code":"internal","message":"cannot encode answer"}}`)
 	}
-	writeRaw(w, status, append(b, '\n'))
+	return reply{status: status, body: append(b, '\n')}
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string, details []Field) {
+	writeReply(w, errorReply(status, code, msg, details))
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	writeReply(w, jsonReply(status, v))
+}
+
+func writeReply(w http.ResponseWriter, rep reply) {
+	if rep.retryAfter != "" {
+		w.Header().Set("Retry-After", rep.retryAfter)
+	}
+	writeRaw(w, rep.status, rep.body)
 }
 
 var (
@@ -354,13 +406,7 @@ func header(h http.Header, key string) string {
 // far cheaper than crypto/rand per request); it is echoed back and put in
 // every log line about the request.
 func requestID(w http.ResponseWriter, r *http.Request) string {
-	id := header(r.Header, "X-Request-Id")
-	if len(id) == 0 || len(id) > 64 || !plainID(id) {
-		var arr [32]byte
-		b := append(arr[:0], idPrefix...)
-		b = strconv.AppendUint(b, idCounter.Add(1), 36)
-		id = string(b)
-	}
+	id := newRequestID(header(r.Header, "X-Request-Id"))
 	if sw, ok := w.(*statusWriter); ok {
 		sw.rid[0] = id
 		w.Header()["X-Request-Id"] = sw.rid[:]
@@ -368,6 +414,18 @@ func requestID(w http.ResponseWriter, r *http.Request) string {
 		w.Header()["X-Request-Id"] = []string{id}
 	}
 	return id
+}
+
+// newRequestID is the caller's id when it is short and plain, else a new
+// one.
+func newRequestID(given string) string {
+	if len(given) > 0 && len(given) <= 64 && plainID(given) {
+		return given
+	}
+	var arr [32]byte
+	b := append(arr[:0], idPrefix...)
+	b = strconv.AppendUint(b, idCounter.Add(1), 36)
+	return string(b)
 }
 
 // plainID reports whether id is all printable ASCII without spaces. A byte

@@ -9,10 +9,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -32,14 +33,14 @@ func newSpool(t *testing.T, maxBytes int64) *spool.Spool {
 }
 
 type harness struct {
-	srv  *httptest.Server
+	url  string
 	sp   *spool.Spool
-	logs *bytes.Buffer
+	logs *logBuffer
 }
 
 func newHarness(t *testing.T, mod ...func(*Config)) *harness {
 	t.Helper()
-	h := &harness{sp: newSpool(t, 0), logs: &bytes.Buffer{}}
+	h := &harness{sp: newSpool(t, 0), logs: &logBuffer{}}
 	cfg := Config{Store: h.sp, Logger: slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	for _, f := range mod {
 		f(&cfg)
@@ -47,14 +48,56 @@ func newHarness(t *testing.T, mod ...func(*Config)) *harness {
 	if cfg.Store == nil {
 		cfg.Store = h.sp
 	}
-	h.srv = httptest.NewServer(New(cfg))
-	t.Cleanup(h.srv.Close)
+	h.url = serve(t, New(cfg))
 	return h
+}
+
+// logBuffer is the API's log in a test. fasthttp logs a connection it
+// could not serve after it has answered, so the log is written while the
+// test reads it.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// serve serves api as the agent does, on a loopback port, until the test
+// ends; it returns the base URL.
+func serve(t *testing.T, api *Server) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- api.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := api.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		if err := <-served; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	return "http://" + ln.Addr().String()
 }
 
 func (h *harness) do(t *testing.T, method, path, ctype string, body []byte, hdr ...string) (*http.Response, []byte) {
 	t.Helper()
-	req, _ := http.NewRequest(method, h.srv.URL+path, bytes.NewReader(body))
+	req, _ := http.NewRequest(method, h.url+path, bytes.NewReader(body))
 	if ctype != "" {
 		req.Header.Set("Content-Type", ctype)
 	}
@@ -233,7 +276,7 @@ func TestConcurrencyCap(t *testing.T) {
 	st := &slowStore{Store: newSpool(t, 0), block: block}
 	h := newHarness(t, func(c *Config) { c.Store = st; c.MaxConcurrent = 1 })
 	go func() {
-		resp, err := http.Post(h.srv.URL+"/v1/actions", "application/json", bytes.NewReader(body(act("a", ""))))
+		resp, err := http.Post(h.url+"/v1/actions", "application/json", bytes.NewReader(body(act("a", ""))))
 		if err == nil {
 			resp.Body.Close()
 		}

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -232,26 +231,17 @@ func serve(ctx context.Context) error {
 		closeSpool()
 		return fmt.Errorf("AGENT_LISTEN_ADDR: %w", err)
 	}
-	srv := &http.Server{
-		Handler:           api,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
 	served := make(chan error, 2)
-	go func() { served <- srv.Serve(ln) }()
+	go func() { served <- api.Serve(ln) }()
 	if cfg.ListenUnix != "" {
 		uln, err := listenUnix(cfg.ListenUnix)
 		if err != nil {
-			srv.Close()
+			_ = api.Shutdown(context.Background())
 			stopForwarders()
 			closeSpool()
 			return fmt.Errorf("AGENT_LISTEN_UNIX: %w", err)
 		}
-		go func() { served <- srv.Serve(uln) }()
+		go func() { served <- api.Serve(uln) }()
 		log.Info("also listening on a unix socket", "path", cfg.ListenUnix, "mode", "0660")
 	}
 	log.Info("agent ready", "listen", ln.Addr().String(), "data_dir", cfg.DataDir,
@@ -305,7 +295,7 @@ wait:
 		case <-sctx.Done():
 		}
 	}()
-	err = srv.Shutdown(sctx)
+	err = api.Shutdown(sctx)
 	closeForwarders(sctx, ws, log)
 	// The store is closed even past the deadline: a clean close is what
 	// makes the next start fast, and acknowledged data is on disk anyway.

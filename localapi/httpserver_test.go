@@ -1,0 +1,240 @@
+package localapi
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/outpost-agent/outpost/decision"
+)
+
+// fixedDecider decides everything "review" and records nothing: the
+// transports are under test here, not the engine.
+type fixedDecider struct{}
+
+func (fixedDecider) Decide(_ context.Context, req *decision.Request) (*decision.Result, error) {
+	return &decision.Result{DecisionID: "d-" + req.AccountID, Result: "review", Score: 42, PolicyVersion: "t1"}, nil
+}
+
+func (fixedDecider) Get(string) (*decision.Result, bool, error) { return nil, false, nil }
+
+const decisionBody = `{"session_id":"s-1","decision_event":"withdraw","event_time":"2026-11-23T14:20:50.521+08:00",` +
+	`"account_id":"acct-1","terminal":{"ip":"210.20.10.33"},"event_detail":{"withdraw":{}},"amount":12}`
+
+// TestServersAnswerAlike sends the same requests to the API as the agent
+// serves it (fasthttp, the hot routes native) and through ServeHTTP on
+// net/http, and wants the same status, body and headers from both.
+func TestServersAnswerAlike(t *testing.T) {
+	const token = "0123456789abcdef-token"
+	auth := []string{"Authorization", "Bearer " + token}
+	tests := []struct {
+		name, method, path, ctype, body string
+		hdr                             []string
+	}{
+		{"actions accepted", "POST", "/v1/actions", "application/json", string(body(act("a", ""), act("b", ""))), auth},
+		{"actions duplicates", "POST", "/v1/actions", "application/json", string(body(act("b", ""), act("c", ""))), auth},
+		{"actions invalid", "POST", "/v1/actions", "application/json", string(body(act("x", `,"action_param":{"credit_level":9}`))), auth},
+		{"actions malformed", "POST", "/v1/actions", "application/json", `{"actions":[}`, auth},
+		{"actions not json", "POST", "/v1/actions", "text/plain", string(body(act("y", ""))), auth},
+		{"actions too large", "POST", "/v1/actions", "application/json", strings.Repeat(" ", 1<<20+1), auth},
+		{"actions no token", "POST", "/v1/actions", "application/json", string(body(act("z", ""))), nil},
+		{"actions wrong token", "POST", "/v1/actions", "application/json", string(body(act("z", ""))), []string{"Authorization", "Bearer nope"}},
+		{"actions browser", "POST", "/v1/actions", "application/json", string(body(act("z", ""))), append([]string{"Origin", "https://evil.example"}, auth...)},
+		{"actions cross-site", "POST", "/v1/actions", "application/json", string(body(act("z", ""))), append([]string{"Sec-Fetch-Site", "cross-site"}, auth...)},
+		{"actions rebinding", "POST", "/v1/actions", "application/json", string(body(act("z", ""))), append([]string{"Host", "evil.example:8470"}, auth...)},
+		{"actions allowed host", "POST", "/v1/actions", "application/json", string(body(act("h", ""))), append([]string{"Host", "agent.internal:8470"}, auth...)},
+		{"actions request id", "POST", "/v1/actions", "application/json", string(body(act("d", ""))), append([]string{"X-Request-Id", "app-req-17"}, auth...)},
+		{"actions wrong method", "GET", "/v1/actions", "", "", auth},
+		{"decision", "POST", "/v1/decisions", "application/json", decisionBody, auth},
+		{"decision invalid", "POST", "/v1/decisions", "application/json", `{"decision_event":"withdraw"}`, auth},
+		{"decision malformed", "POST", "/v1/decisions", "application/json", `{"account_id":`, auth},
+		{"decision not json", "POST", "/v1/decisions", "application/xml", decisionBody, auth},
+		{"decision no token", "POST", "/v1/decisions", "application/json", decisionBody, nil},
+		{"healthz", "GET", "/healthz", "", "", nil},
+		{"not found", "GET", "/v2/nothing", "", "", auth},
+	}
+	mk := func(c *Config) {
+		c.AuthToken = token
+		c.AllowedHosts = []string{"agent.internal"}
+		c.Decider = fixedDecider{}
+	}
+	fast := newHarness(t, mk)
+	std := &harness{sp: newSpool(t, 0), logs: &logBuffer{}}
+	cfg := Config{Store: std.sp, Logger: slog.New(slog.NewJSONHandler(std.logs, nil))}
+	mk(&cfg)
+	ts := httptest.NewServer(New(cfg))
+	t.Cleanup(ts.Close)
+	std.url = ts.URL
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fr, fb := fast.do(t, tt.method, tt.path, tt.ctype, []byte(tt.body), tt.hdr...)
+			sr, sb := std.do(t, tt.method, tt.path, tt.ctype, []byte(tt.body), tt.hdr...)
+			if fr.StatusCode != sr.StatusCode || !bytes.Equal(fb, sb) {
+				t.Fatalf("fasthttp %d %s\nnet/http %d %s", fr.StatusCode, fb, sr.StatusCode, sb)
+			}
+			for _, k := range []string{"Content-Type", "Cache-Control", "Retry-After"} {
+				if f, s := fr.Header.Get(k), sr.Header.Get(k); f != s {
+					t.Errorf("%s: fasthttp %q, net/http %q", k, f, s)
+				}
+			}
+			if (fr.Header.Get("X-Request-Id") == "") != (sr.Header.Get("X-Request-Id") == "") {
+				t.Errorf("X-Request-Id: fasthttp %q, net/http %q", fr.Header.Get("X-Request-Id"), sr.Header.Get("X-Request-Id"))
+			}
+			if rid := headerOf(tt.hdr, "X-Request-Id"); rid != "" && fr.Header.Get("X-Request-Id") != rid {
+				t.Errorf("X-Request-Id %q not echoed: %q", rid, fr.Header.Get("X-Request-Id"))
+			}
+			if fr.Header.Get("Server") != "" {
+				t.Errorf("Server header %q: the agent does not name its HTTP library", fr.Header.Get("Server"))
+			}
+		})
+	}
+	if f, s := fast.sp.Stats()["tencent"].Depth, std.sp.Stats()["tencent"].Depth; f != 5 || s != 5 {
+		t.Fatalf("queued %d (fasthttp) and %d (net/http), want 5 each", f, s)
+	}
+}
+
+func headerOf(hdr []string, key string) string {
+	for i := 0; i+1 < len(hdr); i += 2 {
+		if hdr[i] == key {
+			return hdr[i+1]
+		}
+	}
+	return ""
+}
+
+// TestTooLargeBodyIsAnswered: fasthttp refuses a body by its
+// Content-Length before reading it; the caller must still read the 413
+// rather than a connection reset (see lingerListener). Bodies well past
+// the cap, as a misbehaving app would send, every time.
+func TestTooLargeBodyIsAnswered(t *testing.T) {
+	h := newHarness(t)
+	for _, n := range []int{1<<20 + 1, 2 << 20, lingerBytes, 32 << 20} {
+		big := bytes.Repeat([]byte("x"), n)
+		for i := range 5 {
+			resp, b := h.do(t, "POST", "/v1/actions", "application/json", big)
+			if resp.StatusCode != 413 || !strings.Contains(string(b), "body_too_large") {
+				t.Fatalf("%d bytes, try %d: %d %s", n, i, resp.StatusCode, b)
+			}
+		}
+	}
+	if d := h.sp.Stats()["tencent"].Depth; d != 0 {
+		t.Fatalf("stored %d", d)
+	}
+}
+
+// TestMalformedHTTP: what fasthttp cannot read gets the API's JSON error
+// shape too, and nothing reaches the log but masked text.
+func TestMalformedHTTP(t *testing.T) {
+	h := newHarness(t)
+	tests := []struct {
+		name, raw string
+		status    int
+		code      string
+	}{
+		{"headers too large", "POST /v1/actions HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + strings.Repeat("a", MaxHeaderBytes) + "\r\n\r\n", 431, "headers_too_large"},
+		{"not http", "13800138000 " + phone + " \x00\x01\r\n\r\n", 400, "bad_request"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := net.Dial("tcp", strings.TrimPrefix(h.url, "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			if _, err := io.WriteString(c, tt.raw); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tt.status || !strings.Contains(string(b), `"code":"`+tt.code+`"`) {
+				t.Fatalf("got %d %s", resp.StatusCode, b)
+			}
+		})
+	}
+	// The line about the connection that was not HTTP comes after its
+	// answer.
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(h.logs.String(), "error when reading request headers") && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	logs := h.logs.String()
+	if !strings.Contains(logs, "error when reading request headers") {
+		t.Fatalf("no log line about the connection that was not HTTP:\n%s", logs)
+	}
+	if strings.Contains(logs, phone) || strings.Contains(logs, "\\x00") {
+		t.Fatalf("caller's bytes in the log:\n%s", logs)
+	}
+}
+
+// TestShutdownFinishesInFlight: Shutdown waits for a request whose batch
+// is being committed, and the caller gets its 202.
+func TestShutdownFinishesInFlight(t *testing.T) {
+	block := make(chan struct{})
+	st := &slowStore{Store: newSpool(t, 0), block: block}
+	api := New(Config{Store: st})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go api.Serve(ln)
+	got := make(chan int, 1)
+	go func() {
+		resp, err := http.Post("http://"+ln.Addr().String()+"/v1/actions", "application/json", bytes.NewReader(body(act("a", ""))))
+		if err != nil {
+			got <- -1
+			return
+		}
+		resp.Body.Close()
+		got <- resp.StatusCode
+	}()
+	for st.waiting() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	down := make(chan error, 1)
+	go func() { down <- api.Shutdown(context.Background()) }()
+	select {
+	case err := <-down:
+		t.Fatalf("Shutdown returned (%v) with a request in flight", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if _, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
+		t.Fatal("still accepting connections while shutting down")
+	}
+	close(block)
+	if code := <-got; code != 202 {
+		t.Fatalf("request in flight got %d, want 202", code)
+	}
+	if err := <-down; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if d := st.Stats()["tencent"].Depth; d != 1 {
+		t.Fatalf("queued %d, want 1", d)
+	}
+}
+
+func TestScrubQuoted(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{`error when serving connection "127.0.0.1:8470"<->"127.0.0.1:5555": cannot find http request method in "{\"phone\":\"13800138000\"}"`,
+			`error when serving connection "14 bytes"<->"14 bytes": cannot find http request method in "27 bytes"`},
+		{`no quotes, card 6262320120123210`, `no quotes, card ************3210`},
+		{`unterminated "Bearer secret-token`, `unterminated "…"`},
+		{`escaped "a\"b" then 13800138000`, `escaped "4 bytes" then *******8000`},
+	}
+	for _, tt := range tests {
+		if got := scrubQuoted(tt.in); got != tt.want {
+			t.Errorf("scrubQuoted(%q)\n got %q\nwant %q", tt.in, got, tt.want)
+		}
+	}
+}
