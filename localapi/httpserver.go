@@ -23,9 +23,14 @@ const (
 	readTimeout  = 30 * time.Second
 	writeTimeout = 30 * time.Second
 	idleTimeout  = 120 * time.Second
-	// MaxHeaderBytes caps a request's line and headers (431 past it). It is
-	// also each connection's read buffer.
-	MaxHeaderBytes = 16 << 10
+	// MaxHeaderBytes caps a request's line and headers (431 past it), as
+	// nginx's default does. It is also the size of the read buffers, which
+	// are pooled (ReduceMemoryUsage): a connection holds one only while it
+	// reads a request, not while its commit is on the way. With 64 callers
+	// in requests of 100, per-connection 16 KiB buffers added 7 MB of live
+	// heap beside net/http's, which under the 88 MiB Go limit doubled the
+	// garbage collector's work and cost a tenth of the rate.
+	MaxHeaderBytes = 8 << 10
 )
 
 // Routes served without net/http, as the metrics name them.
@@ -164,21 +169,26 @@ func (s *Server) serveFast(c *fasthttp.RequestCtx, route string, h func(*fasthtt
 	s.cfg.Observer.Request(route, rep.status, time.Since(start))
 }
 
-// fastActions is postActions. The body is fasthttp's, valid until the
-// answer is written; decodeActions keeps nothing of it.
+// fastActions is postActions. The body is fasthttp's; decodeActions keeps
+// nothing of it.
 func (s *Server) fastActions(c *fasthttp.RequestCtx, rid string) reply {
 	if !isJSON(string(c.Request.Header.ContentType())) {
 		return notJSON
 	}
 	body := c.PostBody()
 	acts, rep, ok := s.decodeActions(rid, body)
+	nbody := len(body)
+	// The body goes back to fasthttp's pool now, not after the commit, as
+	// postActions does with its own: with requests of 500 actions, 16
+	// callers would otherwise hold 2 MiB of bodies through each commit.
+	c.Request.ResetBody()
 	if !ok {
 		return rep
 	}
 	// Not c: fasthttp's context ends when the server shuts down, and a
 	// request in flight is finished, not dropped, then. The commit it
 	// waits for is bounded by the spool.
-	rep, _ = s.storeActions(context.Background(), rid, acts, len(body))
+	rep, _ = s.storeActions(context.Background(), rid, acts, nbody)
 	return rep
 }
 
