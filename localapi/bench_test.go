@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/outpost-agent/outpost/spool"
+	"github.com/valyala/fasthttp"
 )
 
 // benchStore accepts every batch at once without keeping it: it isolates
@@ -101,3 +102,33 @@ func BenchmarkPostActionsSingle(b *testing.B) {
 type readCloser struct{ *bytes.Reader }
 
 func (readCloser) Close() error { return nil }
+
+// BenchmarkServeFastActions is BenchmarkPostActionsSingle/nopstore on the
+// path the agent serves (fasthttp's handler, serveFast, fastActions), the
+// connection left out: a request copied into a RequestCtx and handled.
+func BenchmarkServeFastActions(b *testing.B) {
+	srv := New(Config{Store: benchStore{}, Clock: func() time.Time { return benchNow }})
+	handle := srv.hs.Handler
+	data := []byte(benchAction)
+	idAt := bytes.Index(data, []byte("00000000"))
+	var req fasthttp.Request
+	req.Header.SetMethod("POST")
+	req.SetRequestURI("/v1/actions")
+	req.Header.SetHost("127.0.0.1:8470")
+	req.Header.SetContentType("application/json")
+	var c fasthttp.RequestCtx
+	n := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		n++
+		for j, v := 0, n; j < 8; j, v = j+1, v/10 {
+			data[idAt+7-j] = byte('0' + v%10)
+		}
+		req.SetBody(data)
+		c.Init(&req, nil, nil)
+		handle(&c)
+		if c.Response.StatusCode() != http.StatusAccepted {
+			b.Fatalf("status %d: %s", c.Response.StatusCode(), c.Response.Body())
+		}
+	}
+}
