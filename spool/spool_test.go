@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -312,5 +313,34 @@ func TestLowDiskRefusesNewDataButNotAcks(t *testing.T) {
 	}
 	if _, err := Open(Options{Dir: dir + "2", Queues: queues, MinFreeBytes: 4 * free}); !errors.Is(err, ErrDiskLow) {
 		t.Fatalf("open on a nearly full disk: %v, want ErrDiskLow", err)
+	}
+}
+
+// TestLargestRequestFitsOneCommit: the API takes up to 1000 actions with
+// ids of up to 128 characters in one request, and the spool stores a
+// request in one transaction. With the default memtable (whose size
+// bounds badger's transactions) the largest such request must fit, and
+// so must acknowledging all of it at once.
+func TestLargestRequestFitsOneCommit(t *testing.T) {
+	s := openT(t, t.TempDir())
+	defer closeT(t, s)
+	in := make([]Record, 1000)
+	for i := range in {
+		id := fmt.Sprintf("%0128d", i)
+		in[i] = Record{Queue: "tencent", ID: id, Payload: bytes.Repeat([]byte("x"), 2048)}
+	}
+	res, err := s.Append(context.Background(), in)
+	if err != nil || res.Accepted != 1000 {
+		t.Fatalf("append of 1000 actions with 128-character ids: %+v, %v", res, err)
+	}
+	es, err := s.Lease(context.Background(), "tencent", 1000, 1<<30)
+	if err != nil || len(es) != 1000 {
+		t.Fatalf("lease: %d, %v", len(es), err)
+	}
+	if err := s.Ack(context.Background(), "tencent", seqs(es)); err != nil {
+		t.Fatalf("ack of 1000 at once: %v", err)
+	}
+	if d := s.Stats()["tencent"].Depth; d != 0 {
+		t.Fatalf("depth %d after the ack", d)
 	}
 }
