@@ -71,7 +71,7 @@ type Options struct {
 	// GCInterval is how often the value log is garbage-collected
 	// (default 1 minute).
 	GCInterval time.Duration
-	// MemTableSize (default 4 MiB) bounds badger's memory; see memory notes
+	// MemTableSize (default 8 MiB) bounds badger's memory; see memory notes
 	// in BENCHMARKS.md.
 	MemTableSize int64
 	// TrimInterval is how often the pages of the store's memory-mapped
@@ -228,18 +228,7 @@ func Open(opts Options) (*Spool, error) {
 		opts.MinFreeBytes = 128 << 20
 	}
 	if opts.MemTableSize <= 0 {
-		// Under load the Go heap sits at its limit (AGENT_MEMORY_LIMIT)
-		// and most of it is badger's: the memtables and the table
-		// builders, which badger pools and which grow to hold a whole
-		// level-0 table (2+4+8 MiB for an 8 MiB memtable). What is left
-		// is the room between collections. 4 MiB instead of 8 made
-		// requests of 100 actions 13% faster (fewer collections) and
-		// left the 1,000,000-action fill's peak RSS where it was
-		// (BENCHMARKS.md, session 7). Transactions stay large enough:
-		// badger allows 15% of it, about 630 KB, and the largest request
-		// (1000 actions, 128-character ids) counts about 350 KB of keys
-		// and value pointers (TestLargestRequestFitsOneCommit).
-		opts.MemTableSize = 4 << 20
+		opts.MemTableSize = 8 << 20
 	}
 	if opts.TrimInterval == 0 {
 		opts.TrimInterval = time.Second
