@@ -150,14 +150,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // metrics, then h.
 func (s *Server) serveFast(c *fasthttp.RequestCtx, route string, h func(*fasthttp.RequestCtx, string) reply) {
 	hd := &c.Request.Header
-	if rep, refused := s.guard(string(hd.Peek("Origin")), string(hd.Peek("Sec-Fetch-Site")), string(c.Host()),
-		string(hd.Peek("Authorization")), route[len("POST "):]); refused {
+	if rep, ok := s.admit(string(hd.Peek("Origin")), string(hd.Peek("Sec-Fetch-Site")), string(c.Host()),
+		string(hd.Peek("Authorization")), route[len("POST "):]); !ok {
 		writeFast(c, rep)
-		return
-	}
-	if !s.enter() {
-		writeFast(c, overloaded)
-		s.cfg.Observer.Request("overloaded", http.StatusServiceUnavailable, 0)
 		return
 	}
 	defer s.leave()

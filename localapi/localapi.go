@@ -186,14 +186,9 @@ func New(cfg Config) *Server {
 
 // ServeHTTP applies the API's defences, then routes.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if rep, refused := s.guard(header(r.Header, "Origin"), header(r.Header, "Sec-Fetch-Site"), r.Host,
-		header(r.Header, "Authorization"), r.URL.Path); refused {
+	if rep, ok := s.admit(header(r.Header, "Origin"), header(r.Header, "Sec-Fetch-Site"), r.Host,
+		header(r.Header, "Authorization"), r.URL.Path); !ok {
 		writeReply(w, rep)
-		return
-	}
-	if !s.enter() {
-		writeReply(w, overloaded)
-		s.cfg.Observer.Request("overloaded", http.StatusServiceUnavailable, 0)
 		return
 	}
 	defer s.leave()
@@ -229,6 +224,20 @@ func (s *Server) guard(origin, fetchSite, host, authz, path string) (reply, bool
 		}
 	}
 	return reply{}, false
+}
+
+// admit is what every request passes, whichever server carries it: the
+// defences (guard), then one of MaxConcurrent places, which the caller
+// gives back with leave. When it refuses, the reply says why.
+func (s *Server) admit(origin, fetchSite, host, authz, path string) (reply, bool) {
+	if rep, refused := s.guard(origin, fetchSite, host, authz, path); refused {
+		return rep, false
+	}
+	if !s.enter() {
+		s.cfg.Observer.Request("overloaded", http.StatusServiceUnavailable, 0)
+		return overloaded, false
+	}
+	return reply{}, true
 }
 
 // overloaded is the answer past MaxConcurrent requests at once.
