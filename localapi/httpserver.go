@@ -27,9 +27,10 @@ const (
 	// nginx's default does. It is also the size of the read buffers, which
 	// are pooled (ReduceMemoryUsage): a connection holds one only while it
 	// reads a request, not while its commit is on the way. With 64 callers
-	// in requests of 100, per-connection 16 KiB buffers added 7 MB of live
-	// heap beside net/http's, which under the 88 MiB Go limit doubled the
-	// garbage collector's work and cost a tenth of the rate.
+	// in requests of 100, per-connection 16 KiB buffers (and pooled body
+	// buffers) left the garbage collector a third less room under the 88
+	// MiB Go limit: 695 collections against 542 in the same run length,
+	// and a tenth of the rate.
 	MaxHeaderBytes = 8 << 10
 )
 
@@ -40,14 +41,14 @@ const (
 )
 
 // newHTTPServer is the server the agent listens with. It is fasthttp:
-// single actions are bound by CPU, and net/http spends about 10 µs more
-// per request here than fasthttp does (a goroutine and a read per request
-// to watch for the client going away, header maps, a context), about a
-// fifth of what an acknowledged action costs the agent. The two hot
+// single actions are bound by CPU, and with net/http (a goroutine and a
+// read per request to watch for the client going away, header maps, a
+// context) an acknowledged action cost the agent about 52 µs of CPU,
+// against 40 µs with fasthttp (BENCHMARKS.md, session 7). The two hot
 // endpoints, POST /v1/actions and POST /v1/decisions, are served
 // natively; everything else goes through ServeHTTP by fasthttp's adaptor.
-// Both paths apply the same defences (guard) and build the same answers
-// (reply).
+// Both paths admit requests the same way (admit) and build the same
+// answers (reply).
 func (s *Server) newHTTPServer() *fasthttp.Server {
 	slow := fasthttpadaptor.NewFastHTTPHandler(s)
 	return &fasthttp.Server{
