@@ -53,17 +53,14 @@ func (s *Server) newHTTPServer() *fasthttp.Server {
 	slow := fasthttpadaptor.NewFastHTTPHandler(s)
 	return &fasthttp.Server{
 		Handler: func(c *fasthttp.RequestCtx) {
-			if c.IsPost() {
-				switch string(c.Path()) {
-				case "/v1/actions":
-					s.serveFast(c, routeActions, s.fastActions)
-					return
-				case "/v1/decisions":
-					s.serveFast(c, routeDecisions, s.fastDecision)
-					return
-				}
+			switch route := hotRoute(c); route {
+			case routeActions:
+				s.serveFast(c, route, s.fastActions)
+			case routeDecisions:
+				s.serveFast(c, route, s.fastDecision)
+			default:
+				slow(c)
 			}
-			slow(c)
 		},
 		ErrorHandler:                 s.connError,
 		Logger:                       connLogger{s.log},
@@ -77,6 +74,20 @@ func (s *Server) newHTTPServer() *fasthttp.Server {
 		CloseOnShutdown:              true,
 		DisablePreParseMultipartForm: true,
 	}
+}
+
+// hotRoute is the route of a request served without net/http, or "".
+func hotRoute(c *fasthttp.RequestCtx) string {
+	if !c.IsPost() {
+		return ""
+	}
+	switch string(c.Path()) {
+	case "/v1/actions":
+		return routeActions
+	case "/v1/decisions":
+		return routeDecisions
+	}
+	return ""
 }
 
 // Serve answers requests on ln until Shutdown. It may be called for more
@@ -235,14 +246,9 @@ func (s *Server) connError(c *fasthttp.RequestCtx, err error) {
 	}
 	c.Response.Header.Set("X-Request-Id", newRequestID(string(c.Request.Header.Peek("X-Request-Id"))))
 	writeFast(c, rep)
-	route := "other"
-	if c.IsPost() {
-		switch string(c.Path()) {
-		case "/v1/actions":
-			route = routeActions
-		case "/v1/decisions":
-			route = routeDecisions
-		}
+	route := hotRoute(c)
+	if route == "" {
+		route = "other"
 	}
 	s.cfg.Observer.Request(route, rep.status, 0)
 }
