@@ -77,10 +77,11 @@ type Options struct {
 	// TrimInterval is how often the pages of the store's memory-mapped
 	// files are handed back to the kernel (Linux; see trim_linux.go).
 	// Default 1 s; negative: never. Between those trims the mapped pages
-	// are checked every 100 ms and trimmed early once the process's
-	// resident file-backed memory has grown TrimAboveBytes (default 8 MiB)
-	// since the last trim, so a burst of writes does not grow the RSS by a
-	// second's worth of mapped pages.
+	// are checked every 25 ms and trimmed early once the process's
+	// resident file-backed memory has grown TrimAboveBytes (default 4 MiB)
+	// since the last trim, so a burst of writes (or a compaction reading
+	// its tables) does not grow the RSS by a second's worth of mapped
+	// pages.
 	TrimInterval   time.Duration
 	TrimAboveBytes int64
 	Logger         *slog.Logger
@@ -234,7 +235,7 @@ func Open(opts Options) (*Spool, error) {
 		opts.TrimInterval = time.Second
 	}
 	if opts.TrimAboveBytes == 0 {
-		opts.TrimAboveBytes = 8 << 20
+		opts.TrimAboveBytes = 4 << 20
 	}
 	if n := len(opts.EncryptionKey); n != 0 && n != 32 {
 		return nil, fmt.Errorf("open spool: encryption key is %d bytes, want 32", n)
@@ -323,7 +324,13 @@ func badgerOptions(o Options) badger.Options {
 		// Memory: a sidecar budget, not a database server's.
 		WithMemTableSize(o.MemTableSize).
 		WithNumMemtables(2).
-		WithNumLevelZeroTables(2).
+		// Level 0 is compacted into level 1 once it holds 5 tables, not
+		// 2: duplicate-check keys are random, so every such compaction
+		// rewrites all of level 1, and merging 5 tables into it at once
+		// instead of 2 took a fifth off the CPU of a 1M-action fill and
+		// about a tenth off that of requests of 100 (BENCHMARKS.md,
+		// session 8). The extra tables' pages are trimmed (trimLoop).
+		WithNumLevelZeroTables(5).
 		WithNumLevelZeroTablesStall(8).
 		// Compactions hold a table builder (about twice the table size)
 		// per parallel sub-compaction in Go memory: 1 MiB tables instead

@@ -57,8 +57,10 @@ func (s *Spool) trimLoop() {
 	}
 	// Check often, trim when the mapped pages passed the threshold or a
 	// whole interval went by (pages of deleted files and of reads count
-	// too, and are not worth measuring one by one).
-	check := min(s.opts.TrimInterval, 100*time.Millisecond)
+	// too, and are not worth measuring one by one). A check is one short
+	// read of /proc/self/statm; a compaction maps tens of MiB of tables
+	// within a few checks.
+	check := min(s.opts.TrimInterval, 25*time.Millisecond)
 	t := time.NewTicker(check)
 	defer t.Stop()
 	// The baseline is what stays resident right after a trim (the
