@@ -80,10 +80,20 @@ func (s *Spool) trimLoop() {
 			}
 		}
 		last = time.Now()
-		// Pages written since they were last synced are dirty, and the
-		// kernel does not page those out: write them back first.
-		writeBack(dir)
-		if _, err := trimMappings(dir, keep); err != nil {
+		// Tables first: their pages are clean (badger syncs a table it
+		// writes, and compactions only read), so they go at once, without
+		// waiting for the logs' write-back below (12 ms at the median, up to
+		// 85 ms, under requests of 100), during which a compaction goes on
+		// mapping more of them.
+		_, err := trimMappings(dir, keep, trimTables)
+		if err == nil {
+			// The logs' pages written since they were last synced are
+			// dirty, and the kernel does not page those out: write them
+			// back first.
+			writeBack(dir)
+			_, err = trimMappings(dir, keep, trimLogs)
+		}
+		if err != nil {
 			s.log.Info("spool: not trimming mapped pages", "err", err)
 			return
 		}
@@ -171,11 +181,17 @@ func readIndexStart(path string) int64 {
 	return idx
 }
 
-// trimMappings pages out the mappings of dir's value logs, memtable logs
-// and tables (all of a table but its index, see trimLoop). It returns the
-// bytes of address space advised. keep caches the tables' index sizes
-// (nil: page out whole tables).
-func trimMappings(dir string, keep tableIndexes) (int64, error) {
+// What trimMappings pages out.
+const (
+	trimTables = 1 << iota // .sst
+	trimLogs               // .vlog and .mem
+)
+
+// trimMappings pages out the mappings of dir's tables (all of a table but
+// its index, see trimLoop), value logs and memtable logs, as which says.
+// It returns the bytes of address space advised. keep caches the tables'
+// index sizes (nil: page out whole tables).
+func trimMappings(dir string, keep tableIndexes, which int) (int64, error) {
 	maps, err := os.ReadFile("/proc/self/maps")
 	if err != nil {
 		return 0, err
@@ -184,6 +200,9 @@ func trimMappings(dir string, keep tableIndexes) (int64, error) {
 	var total int64
 	seen := map[string]bool{}
 	defer func() {
+		if which&trimTables == 0 {
+			return
+		}
 		for name := range keep {
 			if !seen[name] {
 				delete(keep, name) // compacted away
@@ -200,8 +219,9 @@ func trimMappings(dir string, keep tableIndexes) (int64, error) {
 		deleted := bytes.HasSuffix(path, []byte(" (deleted)"))
 		name := string(bytes.TrimSuffix(path, []byte(" (deleted)")))
 		ext := filepath.Ext(name)
-		switch ext {
-		case ".vlog", ".mem", ".sst":
+		switch {
+		case ext == ".sst" && which&trimTables != 0:
+		case (ext == ".vlog" || ext == ".mem") && which&trimLogs != 0:
 		default:
 			continue
 		}

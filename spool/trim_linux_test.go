@@ -28,7 +28,7 @@ func TestResidentFileBytes(t *testing.T) {
 // A burst of writes is trimmed long before TrimInterval when the mapped
 // pages grow past TrimAboveBytes; with the threshold out of reach they stay.
 func TestTrimEarlyPastThreshold(t *testing.T) {
-	if _, err := trimMappings(os.TempDir(), nil); err == errNoPageout {
+	if _, err := trimMappings(os.TempDir(), nil, trimTables|trimLogs); err == errNoPageout {
 		t.Skip("this kernel has no MADV_PAGEOUT (Linux 5.4+): nothing to test")
 	}
 	for _, tc := range []struct {
@@ -90,7 +90,7 @@ var touchSink byte
 // mapped by the test itself, after the store is closed, so no compaction
 // reads them back in between the trim and the count.
 func TestTrimKeepsTableIndexes(t *testing.T) {
-	if _, err := trimMappings(os.TempDir(), nil); err == errNoPageout {
+	if _, err := trimMappings(os.TempDir(), nil, trimTables|trimLogs); err == errNoPageout {
 		t.Skip("this kernel has no MADV_PAGEOUT (Linux 5.4+): nothing to test")
 	}
 	dir := t.TempDir()
@@ -151,7 +151,7 @@ func TestTrimKeepsTableIndexes(t *testing.T) {
 	touch()
 	page := int64(os.Getpagesize())
 	keep := tableIndexes{}
-	advisedKeep, err := trimMappings(abs, keep)
+	advisedKeep, err := trimMappings(abs, keep, trimTables|trimLogs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +175,7 @@ func TestTrimKeepsTableIndexes(t *testing.T) {
 			}
 		}
 	}
-	advisedAll, err := trimMappings(abs, nil)
+	advisedAll, err := trimMappings(abs, nil, trimTables|trimLogs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,5 +183,16 @@ func TestTrimKeepsTableIndexes(t *testing.T) {
 		len(tables), sizes, tails, advisedKeep, advisedAll, rssByExt(dir)[".sst"]<<10)
 	if advisedAll-advisedKeep != want {
 		t.Fatalf("the kept trim left %d bytes out of the advice, want the index pages' %d", advisedAll-advisedKeep, want)
+	}
+	// The trim loop pages tables out apart from the logs (it writes the
+	// logs back in between). This test maps tables only.
+	if n, err := trimMappings(abs, keep, trimLogs); err != nil || n != 0 {
+		t.Fatalf("logs only: advised %d bytes (%v), want none", n, err)
+	}
+	if len(keep) != len(tables) {
+		t.Fatalf("a trim of the logs forgot table indexes: %d remembered, want %d", len(keep), len(tables))
+	}
+	if n, err := trimMappings(abs, nil, trimTables); err != nil || n != advisedAll {
+		t.Fatalf("tables only: advised %d bytes (%v), want %d", n, err, advisedAll)
 	}
 }
