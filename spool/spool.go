@@ -161,6 +161,11 @@ type Spool struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	// The trim loop stops after badger is closed, the rest before.
+	trimCtx  context.Context
+	trimStop context.CancelFunc
+	trimWG   sync.WaitGroup
+
 	mu      sync.Mutex // guards queues' runtime state and closed
 	queues  map[string]*queueState
 	closed  bool
@@ -275,10 +280,15 @@ func Open(opts Options) (*Spool, error) {
 	s.dedupScan = make(chan struct{}, 1)
 	s.dedupWant.Store(int64(s.dedupMinKeys()))
 	s.beginDedupFilter() // before the committer runs: every key it stages is added
-	s.wg.Add(5)
+	// The trim loop runs until badger is closed: closing waits for the
+	// compaction under way, which maps tables all the same (a 0.5 s stop
+	// after requests of 100 peaked at 58 MiB of mapped pages untrimmed).
+	s.trimCtx, s.trimStop = context.WithCancel(context.Background())
+	s.trimWG.Add(1)
+	go s.trimLoop()
+	s.wg.Add(4)
 	go s.commitLoop()
 	go s.gcLoop()
-	go s.trimLoop()
 	go s.checkpointLoop()
 	go s.dedupLoop()
 	return s, nil
@@ -455,6 +465,8 @@ func (s *Spool) Close(ctx context.Context) error {
 			<-done // badger must not be closed under a running writer
 		}
 		cerr := s.db.Close()
+		s.trimStop()
+		s.trimWG.Wait()
 		if cerr != nil && err == nil {
 			err = fmt.Errorf("close spool: %w", cerr)
 		}

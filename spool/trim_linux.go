@@ -43,7 +43,7 @@ import (
 // the committer: stalls of 30-80 ms after each trim. They are a few percent
 // of a table.
 func (s *Spool) trimLoop() {
-	defer s.wg.Done()
+	defer s.trimWG.Done()
 	if s.opts.TrimInterval < 0 {
 		return
 	}
@@ -70,7 +70,7 @@ func (s *Spool) trimLoop() {
 	keep := tableIndexes{}
 	for {
 		select {
-		case <-s.ctx.Done():
+		case <-s.trimCtx.Done():
 			return
 		case <-t.C:
 		}

@@ -3,4 +3,4 @@
 package spool
 
 // trimLoop: paging out mapped store files is Linux-only.
-func (s *Spool) trimLoop() { s.wg.Done() }
+func (s *Spool) trimLoop() { s.trimWG.Done() }
