@@ -334,12 +334,13 @@ func badgerOptions(o Options) badger.Options {
 		// Memory: a sidecar budget, not a database server's.
 		WithMemTableSize(o.MemTableSize).
 		WithNumMemtables(2).
-		// Level 0 is compacted into level 1 once it holds 5 tables, not
-		// 2: duplicate-check keys are random, so every such compaction
-		// rewrites all of level 1, and merging 5 tables into it at once
-		// instead of 2 took a fifth off the CPU of a 1M-action fill and
-		// about a tenth off that of requests of 100 (BENCHMARKS.md,
-		// session 8). The extra tables' pages are trimmed (trimLoop).
+		// Level 0 is compacted into the level below once it holds 5
+		// tables, not 2: duplicate-check keys are random, so every such
+		// compaction rewrites all of that level, and merging 5 tables
+		// into it at once instead of 2 took 10-29% off the CPU of a
+		// 1M-action fill and made requests of 100 14-19% faster
+		// (BENCHMARKS.md, session 8). The bigger compactions map more of
+		// their tables at once: trimLoop checks often enough for that.
 		WithNumLevelZeroTables(5).
 		WithNumLevelZeroTablesStall(8).
 		// Compactions hold a table builder (about twice the table size)
