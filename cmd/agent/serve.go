@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/outpost-agent/outpost/codepages"
 	"github.com/outpost-agent/outpost/config"
 	"github.com/outpost-agent/outpost/decision"
 	"github.com/outpost-agent/outpost/forwarder"
@@ -262,6 +263,10 @@ func serve(ctx context.Context) error {
 		}
 		return nil
 	})
+	// Most of the code and read-only data that start-up touched is not
+	// used again, but stays resident until released (codepages).
+	pages := codepages.Start(codepages.Config{Logger: log.With("component", "codepages")})
+	defer pages.Close()
 
 wait:
 	for {
