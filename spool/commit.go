@@ -1,10 +1,13 @@
 package spool
 
 import (
+	"cmp"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
@@ -424,6 +427,9 @@ func (g *group) applyAppend(o *op) error {
 		return ErrFull
 	}
 	now := unixNano(g.now)
+	// One chunk per queue (most ops have one), written when full and at
+	// the end.
+	var chunks []*chunkWriter
 	for i, r := range o.recs {
 		if o.res.Duplicate[i] {
 			o.res.Duplicates++
@@ -432,8 +438,21 @@ func (g *group) applyAppend(o *op) error {
 		m := g.metas[r.Queue]
 		seq := m.Tail
 		rec := record{EnqueuedAt: now, ID: r.ID, Payload: r.Payload}
-		if err := g.set(seqKey(kindEntry, r.Queue, seq), rec.encode()); err != nil {
-			return werr("stage append: %w", err)
+		var cw *chunkWriter
+		for _, c := range chunks {
+			if c.queue == r.Queue {
+				cw = c
+			}
+		}
+		if cw == nil {
+			cw = &chunkWriter{queue: r.Queue}
+			chunks = append(chunks, cw)
+		}
+		cw.add(seq, &rec, len(o.recs)-i)
+		if cw.n == maxChunk {
+			if err := cw.flush(g); err != nil {
+				return err
+			}
 		}
 		var sv [8]byte
 		putSeq(sv[:], seq)
@@ -451,6 +470,56 @@ func (g *group) applyAppend(o *op) error {
 		g.dirty[r.Queue] = true
 		o.res.Accepted++
 	}
+	for _, cw := range chunks {
+		if err := cw.flush(g); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// chunkWriter builds the chunk of one queue's entries of an append.
+type chunkWriter struct {
+	queue string
+	buf   []byte
+	n     int
+	last  uint64
+	first int // where the first entry's record starts in buf
+}
+
+// add appends the entry; left is how many records the op has left, this
+// one included (to size the buffer once).
+func (c *chunkWriter) add(seq uint64, r *record, left int) {
+	sz := r.size()
+	if c.buf == nil {
+		c.buf = make([]byte, 1, 1+min(left, maxChunk)*(sz+8+binary.MaxVarintLen32))
+		c.buf[0] = chunkVersion
+	}
+	c.buf = binary.BigEndian.AppendUint64(c.buf, seq)
+	c.buf = binary.AppendUvarint(c.buf, uint64(sz))
+	if c.n == 0 {
+		c.first = len(c.buf)
+	}
+	c.buf = r.appendTo(c.buf)
+	c.n++
+	c.last = seq
+}
+
+// flush stages the chunk under its last seq: a single entry as a plain
+// record, keyed by its own seq. The buffer goes to the transaction, so
+// the next chunk gets a new one.
+func (c *chunkWriter) flush(g *group) error {
+	if c.n == 0 {
+		return nil
+	}
+	v := c.buf
+	if c.n == 1 {
+		v = c.buf[c.first:]
+	}
+	if err := g.set(seqKey(kindEntry, c.queue, c.last), v); err != nil {
+		return werr("stage append: %w", err)
+	}
+	c.buf, c.n = nil, 0
 	return nil
 }
 
@@ -481,21 +550,14 @@ func (g *group) get(key []byte) (record, bool, error) {
 
 func (g *group) applyAck(o *op) error {
 	m := g.metas[o.queue]
-	for _, seq := range o.seqs {
-		k := seqKey(kindEntry, o.queue, seq)
-		r, ok, err := g.get(k)
-		if err != nil {
-			return werr("ack: %w", err)
-		}
-		if !ok {
-			continue // already acked: acks are idempotent
-		}
-		if err := g.del(k); err != nil {
-			return werr("ack: %w", err)
-		}
+	err := g.editEntries(o.queue, o.seqs, func(e *seqRecord) edit {
 		m.Count--
-		m.Bytes -= storedSize(r.ID, len(r.Payload))
+		m.Bytes -= storedSize(e.rec.ID, len(e.rec.Payload))
 		o.n++
+		return editRemove
+	})
+	if err != nil {
+		return werr("ack: %w", err)
 	}
 	g.metas[o.queue] = m
 	g.dirty[o.queue] = true
@@ -504,55 +566,131 @@ func (g *group) applyAck(o *op) error {
 }
 
 func (g *group) applyFail(o *op) error {
-	for _, seq := range o.seqs {
-		k := seqKey(kindEntry, o.queue, seq)
-		r, ok, err := g.get(k)
-		if err != nil {
-			return werr("record failure: %w", err)
-		}
-		if !ok {
-			continue
-		}
-		r.Attempts++
-		r.LastAttemptAt = unixNano(g.now)
-		r.LastError = truncate(o.msg, 512)
-		if err := g.set(k, r.encode()); err != nil {
-			return werr("record failure: %w", err)
-		}
+	err := g.editEntries(o.queue, o.seqs, func(e *seqRecord) edit {
+		e.rec.Attempts++
+		e.rec.LastAttemptAt = unixNano(g.now)
+		e.rec.LastError = truncate(o.msg, 512)
 		o.n++
+		return editChange
+	})
+	if err != nil {
+		return werr("record failure: %w", err)
 	}
 	return nil
 }
 
 func (g *group) applyDead(o *op) error {
 	m := g.metas[o.queue]
-	for _, seq := range o.seqs {
-		k := seqKey(kindEntry, o.queue, seq)
-		r, ok, err := g.get(k)
-		if err != nil {
-			return werr("dead-letter: %w", err)
-		}
-		if !ok {
-			continue
-		}
+	var dead []seqRecord
+	err := g.editEntries(o.queue, o.seqs, func(e *seqRecord) edit {
+		r := e.rec
 		sz := storedSize(r.ID, len(r.Payload))
 		r.Reason = truncate(o.msg, 512)
 		r.DeadAt = unixNano(g.now)
-		if err := g.del(k); err != nil {
-			return werr("dead-letter: %w", err)
-		}
-		if err := g.set(seqKey(kindDead, o.queue, seq), r.encode()); err != nil {
-			return werr("dead-letter: %w", err)
-		}
+		dead = append(dead, seqRecord{e.seq, r})
 		m.Count--
 		m.Bytes -= sz
 		m.DeadCount++
 		m.DeadBytes += sz
 		o.n++
+		return editRemove
+	})
+	if err != nil {
+		return werr("dead-letter: %w", err)
+	}
+	for _, d := range dead {
+		if err := g.set(seqKey(kindDead, o.queue, d.seq), d.rec.encode()); err != nil {
+			return werr("dead-letter: %w", err)
+		}
 	}
 	g.metas[o.queue] = m
 	g.dirty[o.queue] = true
 	g.removed[o.queue] = true
+	return nil
+}
+
+// What an editEntries callback did to an entry.
+type edit int
+
+const (
+	editNone   edit = iota // left as it was
+	editChange             // changed in place
+	editRemove             // removed from the queue
+)
+
+// editEntries calls fn for each of seqs that is a live entry of queue (in
+// seq order, each once), and then writes back the chunks that changed:
+// rewritten, without the removed entries, or deleted when none is left
+// (codec.go). Reads go through the transaction, so they see what earlier
+// ops of the group staged.
+func (g *group) editEntries(queue string, seqs []uint64, fn func(e *seqRecord) edit) error {
+	sorted := slices.Compact(slices.Sorted(slices.Values(seqs)))
+	type chunk struct {
+		key   uint64
+		es    []seqRecord
+		gone  []bool
+		dirty bool
+	}
+	var (
+		cs  []*chunk
+		cur *chunk
+	)
+	opt := badger.DefaultIteratorOptions
+	opt.PrefetchValues = false
+	opt.Prefix = prefix(kindEntry, queue)
+	it := g.txn.NewIterator(opt)
+	for _, seq := range sorted {
+		if cur == nil || seq > cur.key {
+			it.Seek(seqKey(kindEntry, queue, seq))
+			if !it.Valid() {
+				break // no entry at or after seq
+			}
+			key := seqFromKey(it.Item().Key())
+			v, err := it.Item().ValueCopy(nil)
+			var es []seqRecord
+			if err == nil {
+				es, err = decodeEntries(key, v)
+			}
+			if err != nil {
+				it.Close()
+				return fmt.Errorf("read entries up to seq %d: %w", key, err)
+			}
+			cur = &chunk{key: key, es: es, gone: make([]bool, len(es))}
+			cs = append(cs, cur)
+		}
+		i, found := slices.BinarySearchFunc(cur.es, seq, func(e seqRecord, s uint64) int { return cmp.Compare(e.seq, s) })
+		if !found || cur.gone[i] {
+			continue // not (or no longer) in the queue: ops are idempotent
+		}
+		switch fn(&cur.es[i]) {
+		case editChange:
+			cur.dirty = true
+		case editRemove:
+			cur.gone[i], cur.dirty = true, true
+		}
+	}
+	it.Close()
+	for _, c := range cs {
+		if !c.dirty {
+			continue
+		}
+		left := make([]seqRecord, 0, len(c.es))
+		for i, e := range c.es {
+			if !c.gone[i] {
+				left = append(left, e)
+			}
+		}
+		k := seqKey(kindEntry, queue, c.key)
+		var err error
+		if len(left) == 0 {
+			err = g.del(k)
+		} else {
+			err = g.set(k, encodeChunk(left))
+		}
+		if err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -722,10 +860,18 @@ func (s *Spool) advanceHeads(g *group) {
 			it := txn.NewIterator(opt)
 			defer it.Close()
 			it.Seek(seqKey(kindEntry, q, head))
-			if it.Valid() {
-				newHead = seqFromKey(it.Item().Key())
+			if !it.Valid() {
+				return nil
 			}
-			return nil
+			// The first live entry of the first chunk left.
+			key := seqFromKey(it.Item().Key())
+			newHead = head // unreadable: Lease sets it aside, and the head stays
+			return it.Item().Value(func(v []byte) error {
+				if e, err := firstEntry(key, v); err == nil {
+					newHead = e.seq
+				}
+				return nil
+			})
 		})
 		s.mu.Lock()
 		if newHead > st.meta.Head {
@@ -752,37 +898,82 @@ func putSeq(b []byte, seq uint64) {
 	}
 }
 
-// damagedEntry is a queue entry whose value cannot be read back.
+// damagedEntry is a q/ key whose value cannot be read back: one entry,
+// or a chunk of them (seq is the key's).
 type damagedEntry struct {
 	seq uint64
 	err string
 }
 
-// applyDamaged moves unreadable entries to the dead letters as a record
-// saying so (their id and payload are lost with the damage). Their size is
-// unknown, so the byte counters drop by the fixed overhead only.
+// applyDamaged moves unreadable values to the dead letters as a record
+// saying so, one per value (the ids and payloads are lost with the damage;
+// a chunk's entries are lost together), and then counts the queue's live
+// entries and bytes again from what is readable: the lost entries' number
+// and sizes were in the damaged values. That reads the whole backlog, in
+// the committer, once per damage found: damage is rare, and counters that
+// add up matter more than that pause. Values found unreadable while
+// counting are set aside the same way.
 func (g *group) applyDamaged(o *op) error {
 	m := g.metas[o.queue]
+	setAside := func(seq uint64, why string) error {
+		k := seqKey(kindEntry, o.queue, seq)
+		// A marker of its own, under a fresh seq: a dead letter that was
+		// once in the chunk may already use the chunk's seq.
+		r := record{ID: fmt.Sprintf("unreadable-%s-%d", o.queue, seq), EnqueuedAt: 0, DeadAt: unixNano(g.now),
+			Reason: truncate(fmt.Sprintf("unreadable in the store (damaged data), with every entry stored with it (seqs up to %d): %s", seq, why), 512)}
+		if err := g.del(k); err != nil {
+			return err
+		}
+		if err := g.set(seqKey(kindDead, o.queue, m.Tail), r.encode()); err != nil {
+			return err
+		}
+		m.Tail++
+		m.DeadCount++
+		m.DeadBytes += storedSize(r.ID, 0)
+		o.n++
+		return nil
+	}
 	for _, d := range o.damaged {
-		k := seqKey(kindEntry, o.queue, d.seq)
-		if _, err := g.txn.Get(k); errors.Is(err, badger.ErrKeyNotFound) {
+		if _, err := g.txn.Get(seqKey(kindEntry, o.queue, d.seq)); errors.Is(err, badger.ErrKeyNotFound) {
 			continue
 		}
-		r := record{ID: fmt.Sprintf("unreadable-%s-%d", o.queue, d.seq), EnqueuedAt: 0, DeadAt: unixNano(g.now),
-			Reason: truncate("unreadable in the store (damaged data): "+d.err, 512)}
-		if err := g.del(k); err != nil {
-			return werr("set aside damaged entry: %w", err)
+		if err := setAside(d.seq, d.err); err != nil {
+			return werr("set aside damaged entries: %w", err)
 		}
-		if err := g.set(seqKey(kindDead, o.queue, d.seq), r.encode()); err != nil {
-			return werr("set aside damaged entry: %w", err)
-		}
-		sz := storedSize(r.ID, 0)
-		m.Count--
-		m.Bytes = max(0, m.Bytes-sz)
-		m.DeadCount++
-		m.DeadBytes += sz
-		o.n++
 	}
+	// Count again. The iterator sees the deletes above; values that turn
+	// out unreadable now are set aside after it is closed.
+	var (
+		count, bytes int64
+		more         []damagedEntry
+	)
+	opt := badger.DefaultIteratorOptions
+	opt.PrefetchValues = false
+	opt.Prefix = prefix(kindEntry, o.queue)
+	it := g.txn.NewIterator(opt)
+	for it.Seek(seqKey(kindEntry, o.queue, m.Head)); it.Valid(); it.Next() {
+		key := seqFromKey(it.Item().Key())
+		v, err := it.Item().ValueCopy(nil)
+		var es []seqRecord
+		if err == nil {
+			es, err = decodeEntries(key, v)
+		}
+		if err != nil {
+			more = append(more, damagedEntry{key, err.Error()})
+			continue
+		}
+		for _, e := range es {
+			count++
+			bytes += storedSize(e.rec.ID, len(e.rec.Payload))
+		}
+	}
+	it.Close()
+	for _, d := range more {
+		if err := setAside(d.seq, d.err); err != nil {
+			return werr("set aside damaged entries: %w", err)
+		}
+	}
+	m.Count, m.Bytes = count, bytes
 	g.metas[o.queue] = m
 	g.dirty[o.queue] = true
 	g.removed[o.queue] = true

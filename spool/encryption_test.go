@@ -63,10 +63,25 @@ func TestEncryptionAtRest(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "spool")
 			withKey := func(o *Options) { o.EncryptionKey = c.key }
 			s := openT(t, dir, withKey)
-			rs := markedRecords()
-			if _, err := s.Append(ctx, rs); err != nil {
+			// The short payloads one by one (each a record of its own,
+			// short enough to be kept in the LSM: write-ahead log and
+			// tables), then the long ones in one append (a chunk, in the
+			// value log).
+			var rs, long []Record
+			for _, r := range markedRecords() {
+				if len(r.Payload) >= valueThreshold {
+					long = append(long, r)
+					continue
+				}
+				rs = append(rs, r)
+				if _, err := s.Append(ctx, []Record{r}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := s.Append(ctx, long); err != nil {
 				t.Fatal(err)
 			}
+			rs = append(rs, long...)
 			// While open (what kill -9 would leave: write-ahead log,
 			// value log), and after a clean close (tables).
 			open := filesContaining(t, dir, secretMarker)

@@ -67,36 +67,39 @@ func (s *Spool) Lease(ctx context.Context, queue string, max int, maxBytes int) 
 		opt.Prefix = prefix(kindEntry, queue)
 		it := txn.NewIterator(opt)
 		defer it.Close()
+	scan:
 		for it.Seek(seqKey(kindEntry, queue, from)); it.Valid() && len(out) < max; it.Next() {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			seq := seqFromKey(it.Item().Key())
-			s.mu.Lock()
-			_, busy := q.inflight[seq]
-			s.mu.Unlock()
-			if busy {
-				continue
-			}
+			key := seqFromKey(it.Item().Key())
 			v, err := it.Item().ValueCopy(nil)
-			var r record
+			var es []seqRecord
 			if err == nil {
-				r, err = decodeRecord(v)
+				es, err = decodeEntries(key, v)
 			}
 			if err != nil {
-				// An entry the store cannot give back (a damaged or
+				// A value the store cannot give back (a damaged or
 				// truncated value log) would stop the queue here forever:
 				// it is set aside as a dead letter, with the reason, and
 				// the queue goes on.
-				damaged = append(damaged, damagedEntry{seq, err.Error()})
+				damaged = append(damaged, damagedEntry{key, err.Error()})
 				continue
 			}
-			if len(out) > 0 && bytes+len(r.Payload) > maxBytes {
-				break
+			s.mu.Lock()
+			for _, e := range es {
+				if _, busy := q.inflight[e.seq]; busy || e.seq < from {
+					continue
+				}
+				if len(out) == max || (len(out) > 0 && bytes+len(e.rec.Payload) > maxBytes) {
+					s.mu.Unlock()
+					break scan
+				}
+				bytes += len(e.rec.Payload)
+				out = append(out, toEntry(queue, e.seq, e.rec))
+				last = e.seq
 			}
-			bytes += len(r.Payload)
-			out = append(out, toEntry(queue, seq, r))
-			last = seq
+			s.mu.Unlock()
 		}
 		return nil
 	})
@@ -287,10 +290,11 @@ func (s *Spool) oldest(queue string, head uint64) (time.Time, bool) {
 		if !it.Valid() {
 			return nil
 		}
+		key := seqFromKey(it.Item().Key())
 		return it.Item().Value(func(v []byte) error {
-			r, err := decodeRecord(v)
+			e, err := firstEntry(key, v)
 			if err == nil {
-				t, found = fromNano(r.EnqueuedAt), true
+				t, found = fromNano(e.rec.EnqueuedAt), true
 			}
 			return nil
 		})
@@ -318,12 +322,37 @@ func (s *Spool) Probe(ctx context.Context) error {
 	return nil
 }
 
-// stillThere keeps the entries whose keys still exist.
+// stillThere keeps the entries that are still in the queue. es are in
+// seq order, as Lease hands them out.
 func (s *Spool) stillThere(queue string, es []Entry) []Entry {
 	kept := es[:0]
 	_ = s.db.View(func(txn *badger.Txn) error {
+		opt := badger.DefaultIteratorOptions
+		opt.PrefetchValues = false
+		opt.Prefix = prefix(kindEntry, queue)
+		it := txn.NewIterator(opt)
+		defer it.Close()
+		var (
+			key  uint64
+			live map[uint64]bool
+		)
 		for _, e := range es {
-			if _, err := txn.Get(seqKey(kindEntry, queue, e.Seq)); err == nil {
+			if live == nil || e.Seq > key {
+				it.Seek(seqKey(kindEntry, queue, e.Seq))
+				if !it.Valid() {
+					break
+				}
+				key = seqFromKey(it.Item().Key())
+				live = map[uint64]bool{}
+				_ = it.Item().Value(func(v []byte) error {
+					cs, err := decodeEntries(key, v)
+					for _, c := range cs {
+						live[c.seq] = true
+					}
+					return err
+				})
+			}
+			if live[e.Seq] {
 				kept = append(kept, e)
 			}
 		}

@@ -344,3 +344,97 @@ func TestLargestRequestFitsOneCommit(t *testing.T) {
 		t.Fatalf("depth %d after the ack", d)
 	}
 }
+
+// TestChunks: an append bigger than a chunk is stored as several, and
+// leases, acks, failures and dead letters address single entries inside
+// them, across a reopen.
+func TestChunks(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := openT(t, dir)
+	var want []string
+	for i := range 2*maxChunk + 44 {
+		want = append(want, fmt.Sprintf("c%03d", i))
+	}
+	res, err := s.Append(ctx, recs("tencent", want...))
+	if err != nil || res.Accepted != len(want) {
+		t.Fatalf("append: %+v, %v", res, err)
+	}
+	// Leases cut chunks anywhere.
+	var got []Entry
+	for _, max := range []int{3, 200, 1000} {
+		es, err := s.Lease(ctx, "tencent", max, 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, es...)
+	}
+	if fmt.Sprint(ids(got)) != fmt.Sprint(want) {
+		t.Fatalf("leased %d entries out of order or missing", len(got))
+	}
+	seq := func(i int) uint64 { return got[i].Seq }
+	// Ack every third entry, dead-letter two, fail one with release:
+	// it comes back first.
+	var acks []uint64
+	left := map[string]bool{}
+	for i := range got {
+		if i%3 == 0 {
+			acks = append(acks, seq(i))
+		} else if i != 5 && i != 200 && i != 130 {
+			left[got[i].ID] = true
+		}
+	}
+	if err := s.Ack(ctx, "tencent", acks); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeadLetter(ctx, "tencent", []uint64{seq(5), seq(200)}, "bad"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Fail(ctx, "tencent", []uint64{seq(130)}, "timeout"); err != nil {
+		t.Fatal(err)
+	}
+	s.Release("tencent", []uint64{seq(130)})
+	closeT(t, s)
+
+	s = openT(t, dir)
+	defer closeT(t, s)
+	st := s.Stats()["tencent"]
+	if st.Depth != int64(len(left)+1) || st.DeadLetters != 2 {
+		t.Fatalf("after reopen: %+v, want depth %d and 2 dead letters", st, len(left)+1)
+	}
+	es, err := s.Lease(ctx, "tencent", 1000, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range es {
+		switch {
+		case e.ID == got[130].ID:
+			if e.Attempts != 1 || e.LastError != "timeout" {
+				t.Errorf("failed entry: %+v", e)
+			}
+		case !left[e.ID]:
+			t.Errorf("entry %s should be gone", e.ID)
+		default:
+			n++
+		}
+	}
+	if n != len(left) || len(es) != len(left)+1 {
+		t.Fatalf("leased %d entries, want %d", len(es), len(left)+1)
+	}
+	dl, err := s.DeadLetters("tencent", 0, 10)
+	if err != nil || fmt.Sprint(ids(dl)) != fmt.Sprint([]string{got[5].ID, got[200].ID}) {
+		t.Fatalf("dead letters %v, %v", ids(dl), err)
+	}
+	// Everything acked: the queue is empty and its counters are zero.
+	var all []uint64
+	for _, e := range es {
+		all = append(all, e.Seq)
+	}
+	if err := s.Ack(ctx, "tencent", all); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats()["tencent"]; st.Depth != 0 || st.Bytes != 0 || st.OldestAgeSeconds != 0 {
+		t.Fatalf("after acking all: %+v", st)
+	}
+}
