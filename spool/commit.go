@@ -771,6 +771,9 @@ func (s *Spool) commitGroup(g *group) {
 			break
 		}
 	}
+	if err == nil && s.format != storeFormat {
+		err = g.set(formatKey, []byte{storeFormat})
+	}
 	if err == nil {
 		start := time.Now()
 		// On disk in the journal first, then applied to badger unsynced
@@ -802,6 +805,7 @@ func (s *Spool) commitGroup(g *group) {
 	s.mu.Lock()
 	s.lastErr = err
 	if err == nil {
+		s.format = storeFormat
 		for q := range g.dirty {
 			s.queues[q].meta = g.metas[q]
 		}

@@ -49,6 +49,9 @@ var (
 	// ErrKeyMismatch: the store was written with another encryption key
 	// (or none). The store is left untouched.
 	ErrKeyMismatch = errors.New("encryption key does not match the store")
+	// ErrNewerFormat: the store was written by a newer agent, in a layout
+	// this one does not know. The store is left untouched.
+	ErrNewerFormat = errors.New("store written in a newer format")
 )
 
 // Options configure Open.
@@ -177,6 +180,7 @@ type Spool struct {
 	ckptMu     sync.Mutex // one checkpoint at a time
 	kick       chan struct{}
 	replayed   int // journal records replayed at Open
+	format     int // the store's recorded format (0: none); the committer's
 	ckpts      atomic.Int64
 	ckptErrors atomic.Int64
 
@@ -259,7 +263,7 @@ func Open(opts Options) (*Spool, error) {
 
 	err := s.openAndLoad()
 	if err != nil {
-		if errors.Is(err, ErrLocked) || errors.Is(err, ErrKeyMismatch) || errors.Is(err, os.ErrPermission) {
+		if errors.Is(err, ErrLocked) || errors.Is(err, ErrKeyMismatch) || errors.Is(err, ErrNewerFormat) || errors.Is(err, os.ErrPermission) {
 			return nil, fmt.Errorf("open spool: %w", err)
 		}
 		q, qerr := quarantine(opts, err, s.now())
@@ -293,6 +297,17 @@ func Open(opts Options) (*Spool, error) {
 	go s.dedupLoop()
 	return s, nil
 }
+
+// storeFormat is the layout of what this code writes, recorded in the
+// store under formatKey by the first commit after Open (in the same
+// transaction as whatever that commit writes): none or 1, one record per
+// queue entry; 2, the entries of an append in one chunk (codec.go). A
+// store recorded in a newer format is refused at Open and left as it is:
+// an agent that misread a newer layout would take its values for damage
+// and set them aside, and that loses them.
+const storeFormat = 2
+
+var formatKey = []byte("m\x00format")
 
 // openAndLoad opens badger and reads the queues' metadata. Metadata that
 // does not decode is damage like a table that does not open: the caller
@@ -418,6 +433,21 @@ func classifyOpenError(dir string, err error) error {
 // load reads each queue's metadata.
 func (s *Spool) load() error {
 	return s.db.View(func(txn *badger.Txn) error {
+		s.format = 0
+		switch it, err := txn.Get(formatKey); {
+		case errors.Is(err, badger.ErrKeyNotFound):
+		case err != nil:
+			return fmt.Errorf("read the store's format: %w", err)
+		default:
+			v, err := it.ValueCopy(nil)
+			if err != nil || len(v) != 1 {
+				return fmt.Errorf("read the store's format: %q, %v", v, err)
+			}
+			if s.format = int(v[0]); s.format > storeFormat {
+				return fmt.Errorf("%w: format %d, and this agent knows formats up to %d: run the newer agent, or move the store aside to start empty",
+					ErrNewerFormat, s.format, storeFormat)
+			}
+		}
 		for _, q := range s.opts.Queues {
 			st := &queueState{name: q, inflight: map[uint64]int64{}}
 			it, err := txn.Get(metaKey(q))
