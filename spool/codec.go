@@ -173,12 +173,13 @@ func fromNano(n int64) time.Time {
 	return time.Unix(0, n)
 }
 
-// A chunk is the entries of one queue that one append stored (up to
-// maxChunk of them), under one key: badger's costs are per entry (its
-// write path, memtable inserts, value-log headers, the keys compactions
-// rewrite), so an append of 100 actions costs one entry instead of 100.
-// Requests of 100 went from 104k-113k to 149k-172k actions/s
-// (BENCHMARKS.md, session 9).
+// A chunk is entries of one queue that one commit appended (up to
+// maxChunk of them, from one or many appends), under one key: badger's
+// costs are per entry (its write path, memtable inserts, value-log
+// headers, the keys compactions rewrite), so 100 actions cost one entry
+// instead of 100. Requests of 100 went from 113k to 174k-190k actions/s,
+// single actions from 22k-25k to 24k-26k requests/s (BENCHMARKS.md,
+// session 9).
 //
 // The key is the seq of the chunk's last entry when it was written, and
 // never changes: removing entries (ack, dead letter) rewrites the chunk
@@ -191,6 +192,11 @@ func fromNano(n int64) time.Time {
 // endian), the record's length (uvarint), the record. A single entry is
 // stored as a plain record (recordVersion) when appended, as every entry
 // was before chunks.
+//
+// Within a commit, appends gather their entries in the group's chunks;
+// any other op that reads entries or numbers them (ack, failure, dead
+// letter, replay, damage) first stages those chunks, so it sees them, and
+// a replayed entry's seq never falls inside a chunk's run.
 const (
 	chunkVersion = 2
 	maxChunk     = 128

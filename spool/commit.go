@@ -217,6 +217,8 @@ type group struct {
 	// jb is the journal record of this transaction: every write staged in
 	// txn, in order, after the record's head (see journal.go).
 	jb []byte
+	// chunks gather the appended entries of the group's ops, per queue.
+	chunks []*chunkWriter
 }
 
 // set, setTTL and del stage a write in the transaction and in the journal
@@ -354,6 +356,13 @@ func (g *group) add(o *op, maxCount, maxSize int64) {
 
 func (g *group) apply(o *op) error {
 	switch o.kind {
+	case opAppend, opPut, opProbe:
+	default:
+		if err := g.flushChunks(); err != nil {
+			return err
+		}
+	}
+	switch o.kind {
 	case opAppend:
 		return g.applyAppend(o)
 	case opAck:
@@ -427,9 +436,6 @@ func (g *group) applyAppend(o *op) error {
 		return ErrFull
 	}
 	now := unixNano(g.now)
-	// One chunk per queue (most ops have one), written when full and at
-	// the end.
-	var chunks []*chunkWriter
 	for i, r := range o.recs {
 		if o.res.Duplicate[i] {
 			o.res.Duplicates++
@@ -439,14 +445,14 @@ func (g *group) applyAppend(o *op) error {
 		seq := m.Tail
 		rec := record{EnqueuedAt: now, ID: r.ID, Payload: r.Payload}
 		var cw *chunkWriter
-		for _, c := range chunks {
+		for _, c := range g.chunks {
 			if c.queue == r.Queue {
 				cw = c
 			}
 		}
 		if cw == nil {
 			cw = &chunkWriter{queue: r.Queue}
-			chunks = append(chunks, cw)
+			g.chunks = append(g.chunks, cw)
 		}
 		cw.add(seq, &rec, len(o.recs)-i)
 		if cw.n == maxChunk {
@@ -470,7 +476,12 @@ func (g *group) applyAppend(o *op) error {
 		g.dirty[r.Queue] = true
 		o.res.Accepted++
 	}
-	for _, cw := range chunks {
+	return nil
+}
+
+// flushChunks stages the chunks being gathered.
+func (g *group) flushChunks() error {
+	for _, cw := range g.chunks {
 		if err := cw.flush(g); err != nil {
 			return err
 		}
@@ -478,7 +489,7 @@ func (g *group) applyAppend(o *op) error {
 	return nil
 }
 
-// chunkWriter builds the chunk of one queue's entries of an append.
+// chunkWriter gathers the entries a group appends to one queue.
 type chunkWriter struct {
 	queue string
 	buf   []byte
@@ -487,7 +498,7 @@ type chunkWriter struct {
 	first int // where the first entry's record starts in buf
 }
 
-// add appends the entry; left is how many records the op has left, this
+// add appends the entry; left is how many records its op has left, this
 // one included (to size the buffer once).
 func (c *chunkWriter) add(seq uint64, r *record, left int) {
 	sz := r.size()
@@ -765,8 +776,11 @@ func (s *Spool) commitGroup(g *group) {
 	if len(g.ops) == 0 {
 		return
 	}
-	var err error
+	err := g.flushChunks()
 	for q := range g.dirty {
+		if err != nil {
+			break
+		}
 		if err = g.set(metaKey(q), g.metas[q].encode()); err != nil {
 			break
 		}
