@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
 )
 
 // Key layout. Every key starts with a one-letter kind and the queue name, so
@@ -272,6 +274,25 @@ func nextChunkEntry(b []byte) (seqRecord, []byte, error) {
 		return seqRecord{}, nil, err
 	}
 	return seqRecord{seq, r}, b[n:], nil
+}
+
+// entryIterator iterates over the q/ keys of queue, values read on demand.
+func entryIterator(txn *badger.Txn, queue string) *badger.Iterator {
+	opt := badger.DefaultIteratorOptions
+	opt.PrefetchValues = false
+	opt.Prefix = prefix(kindEntry, queue)
+	return txn.NewIterator(opt)
+}
+
+// itemEntries reads and decodes the q/ value an entryIterator is at.
+func itemEntries(it *badger.Iterator) (key uint64, es []seqRecord, err error) {
+	key = seqFromKey(it.Item().Key())
+	v, err := it.Item().ValueCopy(nil)
+	if err != nil {
+		return key, nil, err
+	}
+	es, err = decodeEntries(key, v)
+	return key, es, err
 }
 
 // firstEntry decodes only the first entry of a q/ value.

@@ -646,22 +646,14 @@ func (g *group) editEntries(queue string, seqs []uint64, fn func(e *seqRecord) e
 		cs  []*chunk
 		cur *chunk
 	)
-	opt := badger.DefaultIteratorOptions
-	opt.PrefetchValues = false
-	opt.Prefix = prefix(kindEntry, queue)
-	it := g.txn.NewIterator(opt)
+	it := entryIterator(g.txn, queue)
 	for _, seq := range sorted {
 		if cur == nil || seq > cur.key {
 			it.Seek(seqKey(kindEntry, queue, seq))
 			if !it.Valid() {
 				break // no entry at or after seq
 			}
-			key := seqFromKey(it.Item().Key())
-			v, err := it.Item().ValueCopy(nil)
-			var es []seqRecord
-			if err == nil {
-				es, err = decodeEntries(key, v)
-			}
+			key, es, err := itemEntries(it)
 			if err != nil {
 				it.Close()
 				return fmt.Errorf("read entries up to seq %d: %w", key, err)
@@ -872,10 +864,7 @@ func (s *Spool) advanceHeads(g *group) {
 		s.mu.Unlock()
 		newHead := tail
 		_ = s.db.View(func(txn *badger.Txn) error {
-			opt := badger.DefaultIteratorOptions
-			opt.PrefetchValues = false
-			opt.Prefix = prefix(kindEntry, q)
-			it := txn.NewIterator(opt)
+			it := entryIterator(txn, q)
 			defer it.Close()
 			it.Seek(seqKey(kindEntry, q, head))
 			if !it.Valid() {
@@ -965,17 +954,9 @@ func (g *group) applyDamaged(o *op) error {
 		count, bytes int64
 		more         []damagedEntry
 	)
-	opt := badger.DefaultIteratorOptions
-	opt.PrefetchValues = false
-	opt.Prefix = prefix(kindEntry, o.queue)
-	it := g.txn.NewIterator(opt)
+	it := entryIterator(g.txn, o.queue)
 	for it.Seek(seqKey(kindEntry, o.queue, m.Head)); it.Valid(); it.Next() {
-		key := seqFromKey(it.Item().Key())
-		v, err := it.Item().ValueCopy(nil)
-		var es []seqRecord
-		if err == nil {
-			es, err = decodeEntries(key, v)
-		}
+		key, es, err := itemEntries(it)
 		if err != nil {
 			more = append(more, damagedEntry{key, err.Error()})
 			continue

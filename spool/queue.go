@@ -62,22 +62,14 @@ func (s *Spool) Lease(ctx context.Context, queue string, max int, maxBytes int) 
 	var damaged []damagedEntry
 	last := from
 	err = s.db.View(func(txn *badger.Txn) error {
-		opt := badger.DefaultIteratorOptions
-		opt.PrefetchValues = false
-		opt.Prefix = prefix(kindEntry, queue)
-		it := txn.NewIterator(opt)
+		it := entryIterator(txn, queue)
 		defer it.Close()
 	scan:
 		for it.Seek(seqKey(kindEntry, queue, from)); it.Valid() && len(out) < max; it.Next() {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			key := seqFromKey(it.Item().Key())
-			v, err := it.Item().ValueCopy(nil)
-			var es []seqRecord
-			if err == nil {
-				es, err = decodeEntries(key, v)
-			}
+			key, es, err := itemEntries(it)
 			if err != nil {
 				// A value the store cannot give back (a damaged or
 				// truncated value log) would stop the queue here forever:
@@ -281,10 +273,7 @@ func (s *Spool) oldest(queue string, head uint64) (time.Time, bool) {
 	var t time.Time
 	found := false
 	_ = s.db.View(func(txn *badger.Txn) error {
-		opt := badger.DefaultIteratorOptions
-		opt.PrefetchValues = false
-		opt.Prefix = prefix(kindEntry, queue)
-		it := txn.NewIterator(opt)
+		it := entryIterator(txn, queue)
 		defer it.Close()
 		it.Seek(seqKey(kindEntry, queue, head))
 		if !it.Valid() {
@@ -327,10 +316,7 @@ func (s *Spool) Probe(ctx context.Context) error {
 func (s *Spool) stillThere(queue string, es []Entry) []Entry {
 	kept := es[:0]
 	_ = s.db.View(func(txn *badger.Txn) error {
-		opt := badger.DefaultIteratorOptions
-		opt.PrefetchValues = false
-		opt.Prefix = prefix(kindEntry, queue)
-		it := txn.NewIterator(opt)
+		it := entryIterator(txn, queue)
 		defer it.Close()
 		var (
 			key  uint64
