@@ -448,6 +448,7 @@ func (g *group) applyAppend(o *op) error {
 		for _, c := range g.chunks {
 			if c.queue == r.Queue {
 				cw = c
+				break
 			}
 		}
 		if cw == nil {
@@ -538,25 +539,6 @@ func (c *chunkWriter) flush(g *group) error {
 // fixed overhead for keys and bookkeeping.
 func storedSize(id string, payload int) int64 {
 	return int64(payload + 2*len(id) + 64)
-}
-
-func (g *group) get(key []byte) (record, bool, error) {
-	it, err := g.txn.Get(key)
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return record{}, false, nil
-	}
-	if err != nil {
-		return record{}, false, err
-	}
-	v, err := it.ValueCopy(nil)
-	if err != nil {
-		return record{}, false, err
-	}
-	r, err := decodeRecord(v)
-	if err != nil {
-		return record{}, false, err
-	}
-	return r, true, nil
 }
 
 func (g *group) applyAck(o *op) error {
@@ -770,11 +752,8 @@ func (s *Spool) commitGroup(g *group) {
 	}
 	err := g.flushChunks()
 	for q := range g.dirty {
-		if err != nil {
-			break
-		}
-		if err = g.set(metaKey(q), g.metas[q].encode()); err != nil {
-			break
+		if err == nil {
+			err = g.set(metaKey(q), g.metas[q].encode())
 		}
 	}
 	if err == nil && s.format != storeFormat {

@@ -301,7 +301,7 @@ func Open(opts Options) (*Spool, error) {
 // storeFormat is the layout of what this code writes, recorded in the
 // store under formatKey by the first commit after Open (in the same
 // transaction as whatever that commit writes): none or 1, one record per
-// queue entry; 2, the entries of an append in one chunk (codec.go). A
+// queue entry; 2, entries appended together in chunks (codec.go). A
 // store recorded in a newer format is refused at Open and left as it is:
 // an agent that misread a newer layout would take its values for damage
 // and set them aside, and that loses them.
