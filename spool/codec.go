@@ -61,7 +61,7 @@ func metaKey(queue string) []byte {
 // meta is persisted in the same transaction as every change it describes, so
 // counters and data can never disagree after a crash.
 type meta struct {
-	Head      uint64 // lowest seq that may still exist (a hint: seek start)
+	Head      uint64 // lowest seq that may still exist: entries below it are gone, even if a chunk still holds them
 	Tail      uint64 // next seq to assign
 	Count     int64
 	Bytes     int64
@@ -186,7 +186,9 @@ func fromNano(n int64) time.Time {
 // The key is the seq of the chunk's last entry when it was written, and
 // never changes: removing entries (ack, dead letter) rewrites the chunk
 // without them, or deletes it when none is left; recording an attempt
-// rewrites it in place. Seqs are handed out in order and a chunk holds a
+// rewrites it in place. Entries below the queue's head are gone, so when
+// the removed entries are the first of the queue (acknowledged in order)
+// the head moves past them and the chunk is not rewritten (editEntries). Seqs are handed out in order and a chunk holds a
 // run of them, so every live seq s is in the chunk with the smallest key
 // >= s: a seek finds it.
 //
@@ -295,18 +297,27 @@ func itemEntries(it *badger.Iterator) (key uint64, es []seqRecord, err error) {
 	return key, es, err
 }
 
-// firstEntry decodes only the first entry of a q/ value.
-func firstEntry(key uint64, v []byte) (seqRecord, error) {
-	if len(v) > 0 && v[0] == chunkVersion {
-		e, _, err := nextChunkEntry(v[1:])
-		if err == nil && e.seq > key {
-			err = errBadRecord
+// firstEntry decodes the first entry of a q/ value at or after seq from
+// (entries below the queue's head are gone: see editEntries), and no
+// further. ok is false when there is none.
+func firstEntry(key uint64, v []byte, from uint64) (e seqRecord, ok bool, err error) {
+	if len(v) == 0 || v[0] != chunkVersion {
+		es, err := decodeEntries(key, v)
+		if err != nil {
+			return seqRecord{}, false, err
 		}
-		return e, err
+		return es[0], es[0].seq >= from, nil
 	}
-	es, err := decodeEntries(key, v)
-	if err != nil {
-		return seqRecord{}, err
+	for b := v[1:]; len(b) > 0; {
+		if e, b, err = nextChunkEntry(b); err != nil {
+			return seqRecord{}, false, err
+		}
+		if e.seq > key {
+			return seqRecord{}, false, errBadRecord
+		}
+		if e.seq >= from {
+			return e, true, nil
+		}
 	}
-	return es[0], nil
+	return seqRecord{}, false, nil
 }

@@ -30,9 +30,17 @@ func TestChunkRoundTrip(t *testing.T) {
 		if !reflect.DeepEqual(normalize(got), normalize(es)) {
 			t.Fatalf("%v: got %+v, want %+v", seqs, got, es)
 		}
-		first, err := firstEntry(key, encodeChunk(es))
-		if err != nil || !reflect.DeepEqual(normalize([]seqRecord{first}), normalize(es[:1])) {
-			t.Fatalf("%v: first entry %+v, %v", seqs, first, err)
+		for i, e := range es {
+			// From each entry's seq, and from just above the one before.
+			for _, from := range []uint64{e.seq, map[bool]uint64{true: 0, false: es[max(i-1, 0)].seq + 1}[i == 0]} {
+				first, ok, err := firstEntry(key, encodeChunk(es), from)
+				if err != nil || !ok || !reflect.DeepEqual(normalize([]seqRecord{first}), normalize(es[i:i+1])) {
+					t.Fatalf("%v from %d: first entry %+v, %v, %v; want seq %d", seqs, from, first, ok, err, e.seq)
+				}
+			}
+		}
+		if _, ok, err := firstEntry(key, encodeChunk(es), key+1); ok || err != nil {
+			t.Fatalf("%v: an entry at or above %d: %v, %v", seqs, key+1, ok, err)
 		}
 		// The key may be above the entries left (entries were removed),
 		// never below one.

@@ -543,7 +543,7 @@ func storedSize(id string, payload int) int64 {
 
 func (g *group) applyAck(o *op) error {
 	m := g.metas[o.queue]
-	err := g.editEntries(o.queue, o.seqs, func(e *seqRecord) edit {
+	head, err := g.editEntries(o.queue, m.Head, o.seqs, func(e *seqRecord) edit {
 		m.Count--
 		m.Bytes -= storedSize(e.rec.ID, len(e.rec.Payload))
 		o.n++
@@ -552,6 +552,7 @@ func (g *group) applyAck(o *op) error {
 	if err != nil {
 		return werr("ack: %w", err)
 	}
+	m.Head = head
 	g.metas[o.queue] = m
 	g.dirty[o.queue] = true
 	g.removed[o.queue] = true
@@ -559,7 +560,7 @@ func (g *group) applyAck(o *op) error {
 }
 
 func (g *group) applyFail(o *op) error {
-	err := g.editEntries(o.queue, o.seqs, func(e *seqRecord) edit {
+	_, err := g.editEntries(o.queue, g.metas[o.queue].Head, o.seqs, func(e *seqRecord) edit {
 		e.rec.Attempts++
 		e.rec.LastAttemptAt = unixNano(g.now)
 		e.rec.LastError = truncate(o.msg, 512)
@@ -575,7 +576,7 @@ func (g *group) applyFail(o *op) error {
 func (g *group) applyDead(o *op) error {
 	m := g.metas[o.queue]
 	var dead []seqRecord
-	err := g.editEntries(o.queue, o.seqs, func(e *seqRecord) edit {
+	head, err := g.editEntries(o.queue, m.Head, o.seqs, func(e *seqRecord) edit {
 		r := e.rec
 		sz := storedSize(r.ID, len(r.Payload))
 		r.Reason = truncate(o.msg, 512)
@@ -596,6 +597,7 @@ func (g *group) applyDead(o *op) error {
 			return werr("dead-letter: %w", err)
 		}
 	}
+	m.Head = head
 	g.metas[o.queue] = m
 	g.dirty[o.queue] = true
 	g.removed[o.queue] = true
@@ -616,31 +618,59 @@ const (
 // rewritten, without the removed entries, or deleted when none is left
 // (codec.go). Reads go through the transaction, so they see what earlier
 // ops of the group staged.
-func (g *group) editEntries(queue string, seqs []uint64, fn func(e *seqRecord) edit) error {
+//
+// Entries below head are gone, whether or not their chunk still holds
+// them. So when the entries removed from the first chunk at or after head
+// are all of its first live ones (a FIFO acknowledged in order), the
+// chunk is left as it is and the head moves past them instead: draining a
+// queue rewrites nothing. It returns the queue's head, moved or not; the
+// caller stores it with the change.
+func (g *group) editEntries(queue string, head uint64, seqs []uint64, fn func(e *seqRecord) edit) (uint64, error) {
 	sorted := slices.Compact(slices.Sorted(slices.Values(seqs)))
 	type chunk struct {
-		key   uint64
-		es    []seqRecord
-		gone  []bool
-		dirty bool
+		key     uint64
+		es      []seqRecord
+		gone    []bool
+		removed bool // some entry removed
+		changed bool // some entry changed in place
+		next    bool // the queue's next chunk after the one before it in cs
 	}
 	var (
 		cs  []*chunk
 		cur *chunk
 	)
 	it := entryIterator(g.txn, queue)
+	var headKey uint64
+	if it.Seek(seqKey(kindEntry, queue, head)); it.Valid() {
+		headKey = seqFromKey(it.Item().Key())
+	}
 	for _, seq := range sorted {
+		if seq < head {
+			continue
+		}
 		if cur == nil || seq > cur.key {
-			it.Seek(seqKey(kindEntry, queue, seq))
+			next := false
+			if cur != nil {
+				// Is seq's chunk the one right after cur? (An ack that
+				// spans chunks in order empties one and cuts the next.)
+				it.Seek(seqKey(kindEntry, queue, cur.key+1))
+				next = it.Valid() && seqFromKey(it.Item().Key()) >= seq
+			}
+			if !next {
+				it.Seek(seqKey(kindEntry, queue, seq))
+			}
 			if !it.Valid() {
 				break // no entry at or after seq
 			}
 			key, es, err := itemEntries(it)
 			if err != nil {
 				it.Close()
-				return fmt.Errorf("read entries up to seq %d: %w", key, err)
+				return head, fmt.Errorf("read entries up to seq %d: %w", key, err)
 			}
-			cur = &chunk{key: key, es: es, gone: make([]bool, len(es))}
+			cur = &chunk{key: key, es: es, gone: make([]bool, len(es)), next: next}
+			for i, e := range es {
+				cur.gone[i] = e.seq < head
+			}
 			cs = append(cs, cur)
 		}
 		i, found := slices.BinarySearchFunc(cur.es, seq, func(e seqRecord, s uint64) int { return cmp.Compare(e.seq, s) })
@@ -649,14 +679,18 @@ func (g *group) editEntries(queue string, seqs []uint64, fn func(e *seqRecord) e
 		}
 		switch fn(&cur.es[i]) {
 		case editChange:
-			cur.dirty = true
+			cur.changed = true
 		case editRemove:
-			cur.gone[i], cur.dirty = true, true
+			cur.gone[i], cur.removed = true, true
 		}
 	}
 	it.Close()
+	// atHead: every entry before this chunk is gone, counting this edit.
+	atHead := false
 	for _, c := range cs {
-		if !c.dirty {
+		atHead = c.key == headKey || (atHead && c.next)
+		if !c.removed && !c.changed {
+			atHead = false
 			continue
 		}
 		left := make([]seqRecord, 0, len(c.es))
@@ -667,16 +701,23 @@ func (g *group) editEntries(queue string, seqs []uint64, fn func(e *seqRecord) e
 		}
 		k := seqKey(kindEntry, queue, c.key)
 		var err error
-		if len(left) == 0 {
+		switch {
+		case len(left) == 0:
 			err = g.del(k)
-		} else {
+		case atHead && !c.changed && left[0].seq == c.es[len(c.es)-len(left)].seq:
+			// Only the first live entries of the queue went: they are
+			// below the new head, and the chunk stays as it is.
+			head = left[0].seq
+			atHead = false
+		default:
 			err = g.set(k, encodeChunk(left))
+			atHead = false
 		}
 		if err != nil {
-			return err
+			return head, err
 		}
 	}
-	return nil
+	return head, nil
 }
 
 func (g *group) applyReplay(o *op) error {
@@ -849,11 +890,13 @@ func (s *Spool) advanceHeads(g *group) {
 			if !it.Valid() {
 				return nil
 			}
-			// The first live entry of the first chunk left.
+			// The first live entry: in the first chunk left, at or after
+			// the head (a chunk whose first entries were acknowledged in
+			// order still holds them, below the head).
 			key := seqFromKey(it.Item().Key())
 			newHead = head // unreadable: Lease sets it aside, and the head stays
 			return it.Item().Value(func(v []byte) error {
-				if e, err := firstEntry(key, v); err == nil {
+				if e, ok, err := firstEntry(key, v, head); err == nil && ok {
 					newHead = e.seq
 				}
 				return nil
@@ -941,6 +984,9 @@ func (g *group) applyDamaged(o *op) error {
 			continue
 		}
 		for _, e := range es {
+			if e.seq < m.Head {
+				continue // gone (editEntries)
+			}
 			count++
 			bytes += storedSize(e.rec.ID, len(e.rec.Payload))
 		}

@@ -281,8 +281,8 @@ func (s *Spool) oldest(queue string, head uint64) (time.Time, bool) {
 		}
 		key := seqFromKey(it.Item().Key())
 		return it.Item().Value(func(v []byte) error {
-			e, err := firstEntry(key, v)
-			if err == nil {
+			e, ok, err := firstEntry(key, v, head)
+			if err == nil && ok {
 				t, found = fromNano(e.rec.EnqueuedAt), true
 			}
 			return nil
@@ -315,6 +315,9 @@ func (s *Spool) Probe(ctx context.Context) error {
 // seq order, as Lease hands them out.
 func (s *Spool) stillThere(queue string, es []Entry) []Entry {
 	kept := es[:0]
+	s.mu.Lock()
+	head := s.queues[queue].meta.Head // a commit that moves it meanwhile makes Lease look again
+	s.mu.Unlock()
 	_ = s.db.View(func(txn *badger.Txn) error {
 		it := entryIterator(txn, queue)
 		defer it.Close()
@@ -338,7 +341,7 @@ func (s *Spool) stillThere(queue string, es []Entry) []Entry {
 					return err
 				})
 			}
-			if live[e.Seq] {
+			if live[e.Seq] && e.Seq >= head {
 				kept = append(kept, e)
 			}
 		}

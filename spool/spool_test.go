@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
 )
 
 var queues = []string{"tencent", "tongdun", "unionpay"}
@@ -437,4 +439,84 @@ func TestChunks(t *testing.T) {
 	if st := s.Stats()["tencent"]; st.Depth != 0 || st.Bytes != 0 || st.OldestAgeSeconds != 0 {
 		t.Fatalf("after acking all: %+v", st)
 	}
+}
+
+// TestAckInOrderMovesTheHead: acknowledging the first entries of the
+// queue in order, across two chunks, deletes the first chunk, leaves the
+// second as it is and moves the head past them; they stay gone across a
+// reopen, acking them again changes nothing, and an ack out of order
+// rewrites the chunk.
+func TestAckInOrderMovesTheHead(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := openT(t, dir)
+	var want []string
+	for i := range 10 {
+		want = append(want, fmt.Sprintf("h%d", i))
+	}
+	// Two appends, one after the other: two chunks of five.
+	for _, part := range [][]string{want[:5], want[5:]} {
+		if _, err := s.Append(ctx, recs("tencent", part...)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	es, err := s.Lease(ctx, "tencent", 10, 1<<20)
+	if err != nil || len(es) != 10 {
+		t.Fatalf("lease: %d, %v", len(es), err)
+	}
+	chunk := func(s *Spool, last Entry) []byte {
+		t.Helper()
+		var v []byte
+		err := s.db.View(func(txn *badger.Txn) error {
+			it, err := txn.Get(seqKey(kindEntry, "tencent", last.Seq))
+			if err == nil {
+				v, err = it.ValueCopy(nil)
+			}
+			return err
+		})
+		if err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
+			t.Fatal(err)
+		}
+		return v
+	}
+	before := chunk(s, es[9])
+	if err := s.Ack(ctx, "tencent", seqs(es[:7])); err != nil {
+		t.Fatal(err)
+	}
+	if chunk(s, es[4]) != nil {
+		t.Error("the first chunk, all acknowledged, is still there")
+	}
+	if !bytes.Equal(chunk(s, es[9]), before) {
+		t.Error("acknowledging the first entries in order rewrote the second chunk")
+	}
+	if st := s.Stats()["tencent"]; st.Depth != 3 {
+		t.Fatalf("depth %d after acking 7 of 10", st.Depth)
+	}
+	closeT(t, s)
+
+	s = openT(t, dir)
+	defer closeT(t, s)
+	again := func(what string, want int64) {
+		t.Helper()
+		if err := s.Ack(ctx, "tencent", seqs(es[:7])); err != nil {
+			t.Fatal(err)
+		}
+		if st := s.Stats()["tencent"]; st.Depth != want {
+			t.Fatalf("%s: depth %d, want %d", what, st.Depth, want)
+		}
+	}
+	again("acking the gone entries again", 3)
+	got, err := s.Lease(ctx, "tencent", 10, 1<<20)
+	if err != nil || fmt.Sprint(ids(got)) != fmt.Sprint(want[7:]) {
+		t.Fatalf("after reopen: %v, %v", ids(got), err)
+	}
+	if err := s.Ack(ctx, "tencent", []uint64{es[8].Seq}); err != nil {
+		t.Fatal(err)
+	}
+	after := chunk(s, es[9])
+	rest, err := decodeEntries(es[9].Seq, after)
+	if err != nil || len(rest) != 2 || rest[0].seq != es[7].Seq || rest[1].seq != es[9].Seq {
+		t.Fatalf("rewritten chunk: %+v, %v; want seqs %d and %d", rest, err, es[7].Seq, es[9].Seq)
+	}
+	again("and once the chunk was rewritten", 2)
 }
