@@ -371,7 +371,13 @@ func badgerOptions(o Options) badger.Options {
 		// at a time as a FIFO drains); the LSM keeps keys and pointers, so
 		// compactions stay small.
 		WithValueThreshold(valueThreshold).
-		WithValueLogFileSize(64 << 20).
+		// Badger reads the newest value log whole when it opens (to find
+		// where it ends), through its mapping: with 64 MiB files the first
+		// start after a 1M-action fill peaked at 119-123 MiB, and a drain
+		// from it at 128-132 MiB (VmHWM). With 32 MiB files both stayed
+		// at 73 and 91 MiB, at the same intake rate (BENCHMARKS.md,
+		// session 9).
+		WithValueLogFileSize(32 << 20).
 		WithBlockSize(4 << 10).
 		// A value-log entry whose checksum fails reads as missing (badger
 		// logs the error and returns no value), which the record decoder
