@@ -637,20 +637,7 @@ func TestFirstCommitRecordsFormat(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "spool")
 	for i, c := range []string{"new store", "store without a record"} {
 		s := openT(t, dir)
-		get := func() []byte {
-			var got []byte
-			err := s.db.View(func(txn *badger.Txn) error {
-				it, err := txn.Get(formatKey)
-				if err == nil {
-					got, err = it.ValueCopy(nil)
-				}
-				return err
-			})
-			if err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
-				t.Fatal(err)
-			}
-			return got
-		}
+		get := func() []byte { return storedValue(t, s, formatKey) }
 		if got := get(); got != nil {
 			t.Fatalf("%s: format %v recorded before any commit", c, got)
 		}

@@ -44,6 +44,23 @@ func recs(queue string, ids ...string) []Record {
 	return out
 }
 
+// storedValue reads a key of the store as badger holds it (nil: none).
+func storedValue(t *testing.T, s *Spool, key []byte) []byte {
+	t.Helper()
+	var v []byte
+	err := s.db.View(func(txn *badger.Txn) error {
+		it, err := txn.Get(key)
+		if err == nil {
+			v, err = it.ValueCopy(nil)
+		}
+		return err
+	})
+	if err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
+		t.Fatal(err)
+	}
+	return v
+}
+
 func ids(es []Entry) []string {
 	out := make([]string, len(es))
 	for i, e := range es {
@@ -465,19 +482,7 @@ func TestAckInOrderMovesTheHead(t *testing.T) {
 		t.Fatalf("lease: %d, %v", len(es), err)
 	}
 	chunk := func(s *Spool, last Entry) []byte {
-		t.Helper()
-		var v []byte
-		err := s.db.View(func(txn *badger.Txn) error {
-			it, err := txn.Get(seqKey(kindEntry, "tencent", last.Seq))
-			if err == nil {
-				v, err = it.ValueCopy(nil)
-			}
-			return err
-		})
-		if err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
-			t.Fatal(err)
-		}
-		return v
+		return storedValue(t, s, seqKey(kindEntry, "tencent", last.Seq))
 	}
 	before := chunk(s, es[9])
 	if err := s.Ack(ctx, "tencent", seqs(es[:7])); err != nil {
