@@ -188,9 +188,9 @@ func fromNano(n int64) time.Time {
 // without them, or deletes it when none is left; recording an attempt
 // rewrites it in place. Entries below the queue's head are gone, so when
 // the removed entries are the first of the queue (acknowledged in order)
-// the head moves past them and the chunk is not rewritten (editEntries). Seqs are handed out in order and a chunk holds a
-// run of them, so every live seq s is in the chunk with the smallest key
-// >= s: a seek finds it.
+// the head moves past them and the chunk is not rewritten (editEntries).
+// Seqs are handed out in order and a chunk holds a run of them, so every
+// live seq s is in the chunk with the smallest key >= s: a seek finds it.
 //
 // Value: chunkVersion, then per entry, in seq order: seq (8 bytes, big
 // endian), the record's length (uvarint), the record. A single entry is
@@ -222,11 +222,18 @@ func encodeChunk(es []seqRecord) []byte {
 	b := make([]byte, 1, n)
 	b[0] = chunkVersion
 	for i := range es {
-		b = binary.BigEndian.AppendUint64(b, es[i].seq)
-		b = binary.AppendUvarint(b, uint64(es[i].rec.size()))
-		b = es[i].rec.appendTo(b)
+		b, _ = appendChunkEntry(b, es[i].seq, &es[i].rec)
 	}
 	return b
+}
+
+// appendChunkEntry appends one entry of a chunk to b, and says where its
+// record starts.
+func appendChunkEntry(b []byte, seq uint64, r *record) (_ []byte, recordAt int) {
+	b = binary.BigEndian.AppendUint64(b, seq)
+	b = binary.AppendUvarint(b, uint64(r.size()))
+	recordAt = len(b)
+	return r.appendTo(b), recordAt
 }
 
 // decodeEntries decodes the value stored under the q/ key with seq key:

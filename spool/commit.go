@@ -502,17 +502,15 @@ type chunkWriter struct {
 // add appends the entry; left is how many records its op has left, this
 // one included (to size the buffer once).
 func (c *chunkWriter) add(seq uint64, r *record, left int) {
-	sz := r.size()
 	if c.buf == nil {
-		c.buf = make([]byte, 1, 1+min(left, maxChunk)*(sz+8+binary.MaxVarintLen32))
+		c.buf = make([]byte, 1, 1+min(left, maxChunk)*(r.size()+8+binary.MaxVarintLen32))
 		c.buf[0] = chunkVersion
 	}
-	c.buf = binary.BigEndian.AppendUint64(c.buf, seq)
-	c.buf = binary.AppendUvarint(c.buf, uint64(sz))
+	var at int
+	c.buf, at = appendChunkEntry(c.buf, seq, r)
 	if c.n == 0 {
-		c.first = len(c.buf)
+		c.first = at
 	}
-	c.buf = r.appendTo(c.buf)
 	c.n++
 	c.last = seq
 }
