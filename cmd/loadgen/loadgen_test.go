@@ -7,10 +7,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/outpost-agent/outpost/decision"
 	"io"
 	"math"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/outpost-agent/outpost/action"
+	"github.com/outpost-agent/outpost/decision"
 )
 
 // Every generated body is accepted by the agent's own decoder, with the
@@ -457,5 +458,50 @@ func TestLoopbackProcCeiling(t *testing.T) {
 				t.Errorf("the no-op server (pid %d) outlived the measurement", pid)
 			}
 		}
+	}
+}
+
+// countingConn counts the writes a connection is given.
+type countingConn struct {
+	net.Conn
+	writes *atomic.Int64
+}
+
+func (c countingConn) Write(b []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(b)
+}
+
+// Each request goes out in one write, headers and body together, as a
+// client of a small request sends it: with a body reader net/http does
+// not know, it flushes the headers first, and every request cost the
+// client two writes and the server a second read.
+func TestOneWritePerRequest(t *testing.T) {
+	for _, batch := range []int{1, 100} {
+		t.Run(strconv.Itoa(batch), func(t *testing.T) {
+			s := spec(noop(t, nil), 1)
+			s.gen = newGenerator("unit", batch, 4, 0, 1, false, 0)
+			var writes atomic.Int64
+			tr := s.client.Transport.(*http.Transport)
+			dial := tr.DialContext
+			tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+				c, err := dial(ctx, network, addr)
+				if err != nil {
+					return nil, err
+				}
+				return countingConn{c, &writes}, nil
+			}
+			s.requests = 50
+			r := runLoad(context.Background(), s)
+			if r.count(202) != 50 {
+				t.Fatalf("%+v", r)
+			}
+			if r.AvgBodySize < float64(batch)*100 {
+				t.Fatalf("bodies of %.0f bytes for %d actions", r.AvgBodySize, batch)
+			}
+			if got := writes.Load(); got != r.Total.Requests {
+				t.Errorf("%d writes for %d requests", got, r.Total.Requests)
+			}
+		})
 	}
 }
