@@ -88,9 +88,17 @@ func parseSmaps(r io.Reader, exe string) ([]span, error) {
 var errUnsupported = errors.New("madvise(MADV_DONTNEED) refused")
 
 func release(spans []span) error {
+	if err := advise(spans, unix.MADV_DONTNEED); err != nil {
+		return fmt.Errorf("%w: %w", errUnsupported, err)
+	}
+	return nil
+}
+
+// advise applies madvise(advice) to every span, up to the first refusal.
+func advise(spans []span, advice uintptr) error {
 	for _, s := range spans {
-		if _, _, e := unix.Syscall(unix.SYS_MADVISE, s.start, s.end-s.start, unix.MADV_DONTNEED); e != 0 {
-			return fmt.Errorf("%w: %w", errUnsupported, e)
+		if _, _, e := unix.Syscall(unix.SYS_MADVISE, s.start, s.end-s.start, advice); e != 0 {
+			return e
 		}
 	}
 	return nil
