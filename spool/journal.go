@@ -54,17 +54,14 @@ import (
 //
 // Segment file: a 64-byte header (magic, version, flags, first sequence
 // number, a random 16-byte salt, CRC), then records: length (4 bytes), CRC-32C
-// of sequence number and body (4), sequence number (8), body. Segments are
-// preallocated so an append changes no file size. On ext4 the first write
-// into each block of the preallocated range still marks it written, which
-// the fdatasync commits to the filesystem's own journal: alone, a 6.6 KB
-// append and sync took a median of 174 µs against 89 µs into a file written
-// beforehand, but under the agent's load pre-written segments made no
-// measurable difference (BENCHMARKS.md, release 0.5 and session 6), so
-// segments are not zero-filled. The end of a segment is the first record
-// that is zero, torn (bad CRC) or out of sequence. With an encryption key each body
-// is sealed with AES-256-GCM under a key derived from the spool's key and
-// the segment's salt, the sequence number as nonce.
+// of sequence number and body (4), sequence number (8), body. A segment is
+// either a spare, zero-filled ahead of need and written with direct I/O
+// (journal_spare.go), or, when no spare is ready, preallocated so an append
+// changes no file size and written through the page cache. The end of a
+// segment is the first record that is zero, torn (bad CRC) or out of
+// sequence. With an encryption key each body is sealed with AES-256-GCM
+// under a key derived from the spool's key and the segment's salt, the
+// sequence number as nonce.
 
 const (
 	journalDirName     = "journal"
@@ -97,6 +94,12 @@ type journal struct {
 	lastSeq uint64 // last sequence number appended
 	rec     []byte // reused record buffer (newRecord)
 	buf     []byte // reused buffer for sealed records
+	// direct: f is a spare segment opened for direct I/O, and tail holds
+	// its bytes from the start of off's block to off (journal_spare.go).
+	direct bool
+	tail   []byte
+	dbuf   []byte // reused aligned buffer for direct writes
+	spare  spareState
 
 	mu      sync.Mutex
 	applied uint64   // last sequence number applied to badger
@@ -149,7 +152,12 @@ func (j *journal) appendRecord(rec []byte) (uint64, error) {
 	binary.BigEndian.PutUint64(out[8:16], seq)
 	binary.BigEndian.PutUint32(out[0:4], uint32(len(out)-journalRecordHead))
 	binary.BigEndian.PutUint32(out[4:8], crc32.Checksum(out[8:], castagnoli))
-	if _, err := j.f.WriteAt(out, j.off); err != nil {
+	if j.direct {
+		if err := j.writeDirect(out); err != nil {
+			j.failed = err
+			return 0, err
+		}
+	} else if _, err := j.f.WriteAt(out, j.off); err != nil {
 		j.failed = fmt.Errorf("journal: write: %w", err)
 		return 0, j.failed
 	}
@@ -159,6 +167,7 @@ func (j *journal) appendRecord(rec []byte) (uint64, error) {
 	}
 	j.off += int64(len(out))
 	j.lastSeq = seq
+	j.maybePrepareSpare()
 	return seq, nil
 }
 
@@ -195,10 +204,6 @@ func segmentAEAD(key, salt []byte) (cipher.AEAD, error) {
 func (j *journal) startSegment(first uint64) error {
 	name := segmentName(first)
 	path := filepath.Join(j.dir, name)
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o600)
-	if err != nil {
-		return err
-	}
 	hdr := make([]byte, journalHeaderSize)
 	copy(hdr, journalMagic)
 	hdr[4] = 1 // version
@@ -206,19 +211,31 @@ func (j *journal) startSegment(first uint64) error {
 	if j.key != nil {
 		hdr[5] = 1 // encrypted
 		if _, err := rand.Read(hdr[16:32]); err != nil {
-			f.Close()
 			return err
 		}
+		var err error
 		if aead, err = segmentAEAD(j.key, hdr[16:32]); err != nil {
-			f.Close()
 			return err
 		}
 	}
 	binary.BigEndian.PutUint64(hdr[8:16], first)
 	binary.BigEndian.PutUint32(hdr[32:36], crc32.Checksum(hdr[:32], castagnoli))
-	err = preallocate(f, journalSegmentSize)
-	if err == nil {
-		_, err = f.WriteAt(hdr, 0)
+	f, direct := j.openSpareSegment(path)
+	var err error
+	if direct {
+		// The spare's blocks are written already: the header's block is
+		// rewritten, and durable once synced.
+		block := alignedBytes(directAlign)
+		copy(block, hdr)
+		_, err = f.WriteAt(block, 0)
+	} else {
+		if f, err = os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o600); err != nil {
+			return err
+		}
+		err = preallocate(f, journalSegmentSize)
+		if err == nil {
+			_, err = f.WriteAt(hdr, 0)
+		}
 	}
 	if err == nil {
 		err = f.Sync()
@@ -234,7 +251,8 @@ func (j *journal) startSegment(first uint64) error {
 	if j.f != nil {
 		j.f.Close()
 	}
-	j.f, j.off, j.aead = f, journalHeaderSize, aead
+	j.f, j.off, j.aead, j.direct = f, journalHeaderSize, aead, direct
+	j.tail = append(j.tail[:0], hdr...)
 	j.mu.Lock()
 	if j.current != "" {
 		j.sealed = append(j.sealed, j.current)
@@ -298,6 +316,7 @@ func (j *journal) markCheckpoint(seq uint64) error {
 // close closes the current segment. With everything checkpointed (a clean
 // close) the segments are deleted.
 func (j *journal) close(checkpointed bool) error {
+	j.stopSpare()
 	if j.f != nil {
 		j.f.Close()
 		j.f = nil
@@ -520,6 +539,9 @@ func recoverJournal(db *badger.DB, storeDir string, key []byte) (j *journal, rep
 	// Leftovers of an interrupted checkpoint.
 	_ = os.Remove(filepath.Join(dir, checkpointName+".tmp"))
 	j = &journal{dir: dir, key: slices.Clone(key), lastSeq: last, applied: last, ckpt: last}
+	if err := j.adoptSpare(); err != nil {
+		return nil, 0, err
+	}
 	return j, replayed, nil
 }
 

@@ -1,6 +1,8 @@
 package spool
 
 import (
+	"errors"
+	"fmt"
 	"os"
 
 	"golang.org/x/sys/unix"
@@ -33,4 +35,20 @@ func preallocate(f *os.File, size int64) error {
 		}
 		return err
 	}
+}
+
+// openDirect opens path for direct I/O (O_DIRECT: no page cache). A file
+// system that refuses it answers errNoDirect.
+func openDirect(path string, flag int) (*os.File, error) {
+	f, err := os.OpenFile(path, flag|unix.O_DIRECT, 0o600)
+	return f, directErr(err)
+}
+
+// directErr marks EINVAL, the answer of a file system without direct I/O
+// (or with larger blocks than directAlign), as errNoDirect.
+func directErr(err error) error {
+	if errors.Is(err, unix.EINVAL) {
+		return fmt.Errorf("%w: %w", errNoDirect, err)
+	}
+	return err
 }
