@@ -11,19 +11,19 @@ import (
 // Spare segments. A record appended into blocks that the file system has
 // already written is cheaper to make durable than one into fresh or
 // preallocated blocks: no extent changes to commit with the data, and, with
-// direct I/O, no page cache to write back. Alone, an 8 KB write and
-// fdatasync took 94-114 µs into written blocks against 208-225 µs appended;
-// beside two busy loops (the CPU contention of a loaded agent) 127-167 µs
-// with O_DIRECT against 356-610 µs appended (BENCHMARKS.md, session 11).
+// direct I/O, no page cache to write back. BenchmarkJournalAppend (8 KB
+// records): 115-130 µs into a spare against 226-235 µs into a preallocated
+// segment; beside two busy loops (the CPU contention of a loaded agent)
+// 156-245 µs against 386-440 µs (BENCHMARKS.md, session 11).
 //
 // So once the current segment is a quarter full, a goroutine writes the
 // next one ahead of need: a file named spare, 16 MiB of zeros written with
 // direct I/O and fsynced, then renamed into place and the directory
 // synced. The next segment is that file, renamed to its sequence name,
-// and written with direct I/O: each append rewrites its first block from
-// the start (what the segment already holds there, from memory), adds the
-// record, and pads it with zeros to a whole block, then fdatasyncs as
-// before. The zeros after the last record end the segment for readers, as
+// and written with direct I/O: each append rewrites the block it starts in
+// from the block's start (what the segment already holds there, kept in
+// memory), adds the record, and pads it with zeros to a whole block, then
+// fdatasyncs as before. The zeros after the last record end the segment for readers, as
 // in a preallocated one. Without a spare ready (the first segment after
 // Open, a preparation that failed or lagged, a file system refusing
 // O_DIRECT) a segment is preallocated and written through the page cache
