@@ -35,9 +35,13 @@ func (s *Spool) checkpoint() error {
 	if upTo <= s.jnl.checkpointed() {
 		return nil
 	}
+	// Every badger version up to this one is in the files' mappings now
+	// (a write reaches the log files before its version is counted), so
+	// the sync below makes it durable.
+	version := s.db.MaxVersion()
 	err := syncStore(s.opts.Dir)
 	if err == nil {
-		err = s.jnl.markCheckpoint(upTo)
+		err = s.jnl.markCheckpoint(upTo, version)
 	}
 	if err != nil {
 		s.ckptErrors.Add(1)

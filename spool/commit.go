@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -45,8 +46,9 @@ type op struct {
 	msg     string   // failure message or dead-letter reason
 	ids     []string // replay: these ids (nil with all)
 	all     bool
-	limit   int  // replay: most dead letters to move in this commit
-	release bool // fail: attempts are counted; the lease is released
+	limit   int           // replay: most dead letters to move in this commit
+	release bool          // fail: attempts are counted; the lease is released
+	report  *DamageReport // damaged: what setting the values aside cost
 
 	// results
 	res   AppendResult
@@ -940,26 +942,53 @@ type damagedEntry struct {
 // the committer, once per damage found: damage is rare, and counters that
 // add up matter more than that pause. Values found unreadable while
 // counting are set aside the same way.
-func (g *group) applyDamaged(o *op) error {
+func (g *group) applyDamaged(o *op) (err error) {
 	m := g.metas[o.queue]
+	r := &DamageReport{At: g.now.UTC(), Found: "reading queue " + o.queue, EntriesLost: map[string]int64{}}
+	// Bounds first: setting a value aside deletes the key the next
+	// value's bound is measured from.
+	bounds := map[uint64]int64{}
+	for _, d := range o.damaged {
+		bounds[d.seq] = g.entriesUpTo(o.queue, d.seq, m.Head)
+	}
 	setAside := func(seq uint64, why string) error {
 		k := seqKey(kindEntry, o.queue, seq)
+		lost, ok := bounds[seq]
+		if !ok {
+			lost = g.entriesUpTo(o.queue, seq, m.Head)
+		}
 		// A marker of its own, under a fresh seq: a dead letter that was
 		// once in the chunk may already use the chunk's seq.
-		r := record{ID: fmt.Sprintf("unreadable-%s-%d", o.queue, seq), EnqueuedAt: 0, DeadAt: unixNano(g.now),
-			Reason: truncate(fmt.Sprintf("unreadable in the store (damaged data), with every entry stored with it (seqs up to %d): %s", seq, why), 512)}
+		rec := record{ID: fmt.Sprintf("unreadable-%s-%d", o.queue, seq), EnqueuedAt: 0, DeadAt: unixNano(g.now),
+			Reason: truncate(fmt.Sprintf("unreadable in the store (damaged data), with every entry stored with it (at most %d entries, seqs up to %d): %s", lost, seq, why), 512)}
 		if err := g.del(k); err != nil {
 			return err
 		}
-		if err := g.set(seqKey(kindDead, o.queue, m.Tail), r.encode()); err != nil {
+		if err := g.set(seqKey(kindDead, o.queue, m.Tail), rec.encode()); err != nil {
 			return err
 		}
 		m.Tail++
 		m.DeadCount++
-		m.DeadBytes += storedSize(r.ID, 0)
+		m.DeadBytes += storedSize(rec.ID, 0)
 		o.n++
+		r.EntriesLost[o.queue] += lost
+		r.Spans = append(r.Spans, DamagedSpan{File: fmt.Sprintf("%s queue, seqs up to %d", o.queue, seq), What: truncate(why, 200)})
 		return nil
 	}
+	defer func() {
+		if err == nil && o.n > 0 {
+			r.Message = fmt.Sprintf("%d stored values of queue %s are unreadable (damaged data) and were set aside as dead letters; at most %d entries were lost with them",
+				o.n, o.queue, r.Lost())
+			if len(r.Spans) > maxReportSpans {
+				r.Spans = r.Spans[:maxReportSpans]
+			}
+			if b, merr := json.Marshal(r); merr == nil {
+				// Best effort: the dead letters say it too.
+				_ = g.set(damageKey(r.At), b)
+			}
+			o.report = r
+		}
+	}()
 	for _, d := range o.damaged {
 		if _, err := g.txn.Get(seqKey(kindEntry, o.queue, d.seq)); errors.Is(err, badger.ErrKeyNotFound) {
 			continue
@@ -1000,4 +1029,25 @@ func (g *group) applyDamaged(o *op) error {
 	g.dirty[o.queue] = true
 	g.removed[o.queue] = true
 	return nil
+}
+
+// entriesUpTo bounds how many entries the q/ value at key seq held: the
+// seqs after the previous value's key (and from the head).
+func (g *group) entriesUpTo(queue string, seq, head uint64) int64 {
+	prev := head - min(head, 1)
+	opt := badger.DefaultIteratorOptions
+	opt.PrefetchValues = false
+	opt.Reverse = true
+	opt.Prefix = prefix(kindEntry, queue)
+	it := g.txn.NewIterator(opt)
+	defer it.Close()
+	if seq > 0 {
+		if it.Seek(seqKey(kindEntry, queue, seq-1)); it.Valid() {
+			prev = max(prev, seqFromKey(it.Item().Key()))
+		}
+	}
+	if seq <= prev {
+		return 1
+	}
+	return int64(seq - prev)
 }

@@ -12,7 +12,6 @@ import (
 	"hash/crc32"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -57,9 +56,9 @@ import (
 // of sequence number and body (4), sequence number (8), body. A segment is
 // either a spare, zero-filled ahead of need and written with direct I/O
 // (journal_spare.go), or, when no spare is ready, preallocated so an append
-// changes no file size and written through the page cache. The end of a
-// segment is the first record that is zero, torn (bad CRC) or out of
-// sequence. With an encryption key each body is sealed with AES-256-GCM
+// changes no file size and written through the page cache. Records are
+// followed by zeros; how a segment is read back, torn tails and damage
+// told apart, is in journal_recover.go. With an encryption key each body is sealed with AES-256-GCM
 // under a key derived from the spool's key and the segment's salt, the
 // sequence number as nonce.
 
@@ -77,10 +76,12 @@ const (
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// ErrJournal marks a journal that cannot be read back: a damaged segment
-// header, a record that fails authentication, or records missing between
-// the checkpoint and the rest.
-var ErrJournal = errors.New("journal damaged")
+// ErrJournal marks a journal that cannot be read back in a way that is not
+// damage to what it holds: a segment in a newer version, or one whose
+// intact records do not authenticate (another key). Damaged records and
+// segments are not errors: they are skipped, set aside and reported
+// (journal_recover.go).
+var ErrJournal = errors.New("journal unreadable")
 
 type journal struct {
 	dir string
@@ -281,16 +282,17 @@ func (j *journal) checkpointed() uint64 {
 	return j.ckpt
 }
 
-// markCheckpoint records that badger's files hold everything up to seq and
+// markCheckpoint records that badger's files hold everything up to seq
+// (and every badger version up to version, read before the sync) and
 // deletes the sealed segments that it covers. The caller has synced badger.
-func (j *journal) markCheckpoint(seq uint64) error {
+func (j *journal) markCheckpoint(seq, version uint64) error {
 	j.mu.Lock()
 	if seq <= j.ckpt {
 		j.mu.Unlock()
 		return nil
 	}
 	j.mu.Unlock()
-	if err := writeCheckpoint(j.dir, seq); err != nil {
+	if err := writeCheckpoint(j.dir, seq, version); err != nil {
 		return err
 	}
 	j.mu.Lock()
@@ -353,10 +355,15 @@ func segmentFirst(name string) (uint64, bool) {
 	return n, err == nil
 }
 
-func writeCheckpoint(dir string, seq uint64) error {
-	var b [12]byte
+// CHECKPOINT: the last journal sequence number the store's files hold
+// (8 bytes), the newest badger version they hold (8; see inspectLogs), a
+// CRC-32C of both (4). Stores written before the version was recorded have
+// 12 bytes, without it.
+func writeCheckpoint(dir string, seq, version uint64) error {
+	var b [20]byte
 	binary.BigEndian.PutUint64(b[:8], seq)
-	binary.BigEndian.PutUint32(b[8:], crc32.Checksum(b[:8], castagnoli))
+	binary.BigEndian.PutUint64(b[8:16], version)
+	binary.BigEndian.PutUint32(b[16:], crc32.Checksum(b[:16], castagnoli))
 	tmp := filepath.Join(dir, checkpointName+".tmp")
 	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
@@ -378,171 +385,22 @@ func writeCheckpoint(dir string, seq uint64) error {
 	return err
 }
 
-func readCheckpoint(dir string) (uint64, error) {
+// readCheckpoint reads CHECKPOINT: 0, 0 when there is none.
+func readCheckpoint(dir string) (seq, version uint64, err error) {
 	b, err := os.ReadFile(filepath.Join(dir, checkpointName))
 	if errors.Is(err, os.ErrNotExist) {
-		return 0, nil
+		return 0, 0, nil
 	}
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	if len(b) != 12 || crc32.Checksum(b[:8], castagnoli) != binary.BigEndian.Uint32(b[8:]) {
-		return 0, fmt.Errorf("%w: %s does not decode", ErrJournal, checkpointName)
-	}
-	return binary.BigEndian.Uint64(b[:8]), nil
-}
-
-// journalRecord is one record read back.
-type journalRecord struct {
-	seq  uint64
-	body []byte
-}
-
-// readSegment returns the records of one segment file up to its end (the
-// first zero, torn or out-of-sequence record).
-func readSegment(path string, key []byte) ([]journalRecord, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	return parseSegment(path, data, key)
-}
-
-// parseSegment is readSegment on a segment's bytes.
-func parseSegment(path string, data, key []byte) ([]journalRecord, error) {
-	var err error
-	if len(data) < journalHeaderSize || string(data[:4]) != journalMagic ||
-		crc32.Checksum(data[:32], castagnoli) != binary.BigEndian.Uint32(data[32:36]) {
-		if len(data) == 0 || allZero(data[:min(len(data), journalHeaderSize)]) {
-			return nil, nil // created, header never reached the disk: no record did either
-		}
-		return nil, fmt.Errorf("%w: %s: bad header", ErrJournal, filepath.Base(path))
-	}
-	if data[4] != 1 {
-		return nil, fmt.Errorf("%w: %s: version %d", ErrJournal, filepath.Base(path), data[4])
-	}
-	first := binary.BigEndian.Uint64(data[8:16])
-	var aead cipher.AEAD
 	switch {
-	case data[5] == 1 && key == nil:
-		return nil, fmt.Errorf("%w: %s is encrypted and no key is set", ErrKeyMismatch, filepath.Base(path))
-	case data[5] == 1:
-		if aead, err = segmentAEAD(key, data[16:32]); err != nil {
-			return nil, err
-		}
-	case key != nil:
-		return nil, fmt.Errorf("%w: %s is not encrypted and a key is set", ErrKeyMismatch, filepath.Base(path))
+	case len(b) == 12 && crc32.Checksum(b[:8], castagnoli) == binary.BigEndian.Uint32(b[8:]):
+		return binary.BigEndian.Uint64(b[:8]), 0, nil
+	case len(b) == 20 && crc32.Checksum(b[:16], castagnoli) == binary.BigEndian.Uint32(b[16:]):
+		return binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:16]), nil
 	}
-	var out []journalRecord
-	off := journalHeaderSize
-	for want := first; off+journalRecordHead <= len(data); want++ {
-		n := int(binary.BigEndian.Uint32(data[off : off+4]))
-		if n == 0 || off+journalRecordHead+n > len(data) {
-			break
-		}
-		rec := data[off+8 : off+journalRecordHead+n]
-		if crc32.Checksum(rec, castagnoli) != binary.BigEndian.Uint32(data[off+4:off+8]) {
-			break // torn: written, never acknowledged
-		}
-		seq := binary.BigEndian.Uint64(rec[:8])
-		if seq != want {
-			break
-		}
-		body := rec[8:]
-		if aead != nil {
-			if body, err = aead.Open(nil, nonce(seq), body, rec[:8]); err != nil {
-				return nil, fmt.Errorf("%w: %s: record %d fails authentication", ErrJournal, filepath.Base(path), seq)
-			}
-		}
-		out = append(out, journalRecord{seq: seq, body: body})
-		off += journalRecordHead + n
-	}
-	return out, nil
-}
-
-func allZero(b []byte) bool {
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
-}
-
-// listSegments returns the segment files of dir, oldest first.
-func listSegments(dir string) ([]string, error) {
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, err
-	}
-	var names []string
-	for _, e := range ents {
-		if _, ok := segmentFirst(e.Name()); ok && e.Type().IsRegular() {
-			names = append(names, e.Name())
-		}
-	}
-	slices.Sort(names) // fixed-width hex: lexical order is numeric order
-	return names, nil
-}
-
-// recoverJournal replays into db every record after the checkpoint, syncs
-// badger, checkpoints, and returns a journal ready to append after the
-// last record. replayed counts the records applied.
-func recoverJournal(db *badger.DB, storeDir string, key []byte) (j *journal, replayed int, err error) {
-	dir := filepath.Join(storeDir, journalDirName)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, 0, err
-	}
-	ckpt, err := readCheckpoint(dir)
-	if err != nil {
-		return nil, 0, err
-	}
-	names, err := listSegments(dir)
-	if err != nil {
-		return nil, 0, err
-	}
-	last := ckpt
-	for _, name := range names {
-		recs, err := readSegment(filepath.Join(dir, name), key)
-		if err != nil {
-			return nil, 0, err
-		}
-		for _, r := range recs {
-			if r.seq <= last {
-				continue // covered by the checkpoint
-			}
-			if r.seq != last+1 {
-				return nil, 0, fmt.Errorf("%w: records %d to %d are missing (checkpoint at %d)", ErrJournal, last+1, r.seq-1, ckpt)
-			}
-			if err := applyRecord(db, r.body); err != nil {
-				return nil, 0, fmt.Errorf("replay journal record %d: %w", r.seq, err)
-			}
-			last = r.seq
-			replayed++
-		}
-	}
-	if replayed > 0 {
-		if err := syncStore(storeDir); err != nil {
-			return nil, 0, fmt.Errorf("sync after replay: %w", err)
-		}
-	}
-	if last != ckpt || len(names) > 0 {
-		if err := writeCheckpoint(dir, last); err != nil {
-			return nil, 0, err
-		}
-	}
-	for _, name := range names {
-		if err := os.Remove(filepath.Join(dir, name)); err != nil {
-			return nil, 0, err
-		}
-	}
-	// Leftovers of an interrupted checkpoint.
-	_ = os.Remove(filepath.Join(dir, checkpointName+".tmp"))
-	j = &journal{dir: dir, key: slices.Clone(key), lastSeq: last, applied: last, ckpt: last}
-	if err := j.adoptSpare(); err != nil {
-		return nil, 0, err
-	}
-	return j, replayed, nil
+	return 0, 0, fmt.Errorf("%s does not decode", checkpointName)
 }
 
 // applyRecord applies one record's writes to badger in one transaction.

@@ -62,11 +62,11 @@ func TestJournalSpareSegment(t *testing.T) {
 
 			var got []string
 			for _, name := range []string{first, second} {
-				recs, err := readSegment(filepath.Join(dir, name), key)
-				if err != nil {
-					t.Fatal(err)
+				sc, err := readSegment(filepath.Join(dir, name), key)
+				if err != nil || len(sc.damaged) > 0 || sc.tail != nil {
+					t.Fatalf("%s: %v, damaged %v, tail %v", name, err, sc.damaged, sc.tail)
 				}
-				got = append(got, recordValues(t, recs)...)
+				got = append(got, recordValues(t, sc.recs)...)
 			}
 			if !slices.Equal(got, want) {
 				t.Fatalf("read back %d records, want %d (or they differ)", len(got), len(want))

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
 )
@@ -177,7 +178,7 @@ func TestJournalCleanCloseLeavesNothingToReplay(t *testing.T) {
 	if names, _ := listSegments(jdir); len(names) != 0 {
 		t.Errorf("segments after a clean close: %v", names)
 	}
-	ckpt, err := readCheckpoint(jdir)
+	ckpt, _, err := readCheckpoint(jdir)
 	if err != nil || ckpt == 0 {
 		t.Errorf("checkpoint after close: %d %v", ckpt, err)
 	}
@@ -230,29 +231,42 @@ func recordValues(t *testing.T, recs []journalRecord) []string {
 	return out
 }
 
-// The end of a segment: zeros, a torn record, a record out of sequence.
+// The end of a segment and damage inside it: bytes that do not read as a
+// record are a torn tail only when nothing readable follows them; with
+// records after them they are damage, and those records are kept.
 func TestJournalSegmentEnd(t *testing.T) {
-	path, _ := newTestJournal(t, nil, 3)
+	path, _ := newTestJournal(t, nil, 5)
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	third := journalHeaderSize
-	for range 2 {
-		third += journalRecordHead + int(binary.BigEndian.Uint32(data[third:]))
+	at := []int{journalHeaderSize} // where record i+1 starts
+	for i := range 5 {
+		at = append(at, at[i]+journalRecordHead+int(binary.BigEndian.Uint32(data[at[i]:])))
 	}
 	cases := []struct {
-		name   string
-		mangle func(b []byte)
-		want   []string
+		name    string
+		mangle  func(b []byte)
+		want    []string
+		damaged []string // spanWhat of each damaged span
+		tail    bool
 	}{
-		{"intact", func([]byte) {}, []string{"r1", "r2", "r3"}},
-		{"torn last record", func(b []byte) { b[third+journalRecordHead+2] ^= 0xff }, []string{"r1", "r2"}},
-		{"last record never written", func(b []byte) { clear(b[third:]) }, []string{"r1", "r2"}},
-		{"length beyond the file", func(b []byte) { binary.BigEndian.PutUint32(b[third:], 1<<30) }, []string{"r1", "r2"}},
-		{"out of sequence", func(b []byte) {
-			binary.BigEndian.PutUint64(b[third+8:], 7)
-		}, []string{"r1", "r2"}},
+		{"intact", func([]byte) {}, []string{"r1", "r2", "r3", "r4", "r5"}, nil, false},
+		{"torn last record", func(b []byte) { b[at[4]+journalRecordHead+2] ^= 0xff }, []string{"r1", "r2", "r3", "r4"}, nil, true},
+		{"last record never written", func(b []byte) { clear(b[at[4]:]) }, []string{"r1", "r2", "r3", "r4"}, nil, false},
+		{"last length beyond the file", func(b []byte) { binary.BigEndian.PutUint32(b[at[4]:], 1<<30) }, []string{"r1", "r2", "r3", "r4"}, nil, true},
+		{"a flipped bit in a middle record", func(b []byte) { b[at[1]+journalRecordHead+3] ^= 0x10 },
+			[]string{"r1", "r3", "r4", "r5"}, []string{"unreadable records: record 2"}, false},
+		{"a middle length field zeroed", func(b []byte) { clear(b[at[2] : at[2]+4]) },
+			[]string{"r1", "r2", "r4", "r5"}, []string{"unreadable records: record 3"}, false},
+		{"two records overwritten", func(b []byte) { copy(b[at[1]+3:at[3]-1], bytes.Repeat([]byte{0xa5}, at[3]-at[1]-4)) },
+			[]string{"r1", "r4", "r5"}, []string{"unreadable records: records 2 to 3"}, false},
+		{"a middle record out of sequence", func(b []byte) {
+			binary.BigEndian.PutUint64(b[at[2]+8:], 9)
+			binary.BigEndian.PutUint32(b[at[2]+4:], crc32.Checksum(b[at[2]+8:at[3]], castagnoli))
+		}, []string{"r1", "r2", "r4", "r5"}, []string{"unreadable records: record 3"}, false},
+		{"damaged header", func(b []byte) { b[9] ^= 1 },
+			[]string{"r1", "r2", "r3", "r4", "r5"}, []string{"segment header damaged"}, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -262,24 +276,25 @@ func TestJournalSegmentEnd(t *testing.T) {
 			if err := os.WriteFile(p, b, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			recs, err := readSegment(p, nil)
+			sc, err := readSegment(p, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := recordValues(t, recs); !slices.Equal(got, tc.want) {
-				t.Errorf("got %v, want %v", got, tc.want)
+			if got := recordValues(t, sc.recs); !slices.Equal(got, tc.want) {
+				t.Errorf("records: got %v, want %v", got, tc.want)
+			}
+			var damaged []string
+			for _, d := range sc.damaged {
+				damaged = append(damaged, spanWhat(d))
+			}
+			if !slices.Equal(damaged, tc.damaged) {
+				t.Errorf("damaged spans: got %q, want %q", damaged, tc.damaged)
+			}
+			if (sc.tail != nil) != tc.tail {
+				t.Errorf("torn tail: got %+v, want %v", sc.tail, tc.tail)
 			}
 		})
 	}
-	t.Run("damaged header", func(t *testing.T) {
-		b := slices.Clone(data)
-		b[9] ^= 1
-		p := filepath.Join(t.TempDir(), segmentName(1))
-		os.WriteFile(p, b, 0o600)
-		if _, err := readSegment(p, nil); !errors.Is(err, ErrJournal) {
-			t.Errorf("got %v, want ErrJournal", err)
-		}
-	})
 }
 
 func TestJournalEncrypted(t *testing.T) {
@@ -296,12 +311,14 @@ func TestJournalEncrypted(t *testing.T) {
 	if bytes.Contains(raw, secret) || bytes.Contains(raw, []byte("6262320120123210")) {
 		t.Fatal("the segment holds the value in clear")
 	}
-	recs, err := readSegment(path, key)
-	if err != nil || !slices.Equal(recordValues(t, recs), []string{string(secret)}) {
-		t.Fatalf("read back with the key: %v %v", recs, err)
+	sc, err := readSegment(path, key)
+	if err != nil || !slices.Equal(recordValues(t, sc.recs), []string{string(secret)}) {
+		t.Fatalf("read back with the key: %v %v", sc.recs, err)
 	}
-	if _, err := readSegment(path, bytes.Repeat([]byte{8}, 32)); !errors.Is(err, ErrJournal) {
-		t.Errorf("wrong key: %v, want ErrJournal", err)
+	// Intact records that do not authenticate are another key, not
+	// damage: the store is left alone.
+	if _, err := readSegment(path, bytes.Repeat([]byte{8}, 32)); !errors.Is(err, ErrKeyMismatch) {
+		t.Errorf("wrong key: %v, want ErrKeyMismatch", err)
 	}
 	if _, err := readSegment(path, nil); !errors.Is(err, ErrKeyMismatch) {
 		t.Errorf("no key: %v, want ErrKeyMismatch", err)
@@ -323,7 +340,8 @@ func TestJournalEncrypted(t *testing.T) {
 }
 
 // Records between the checkpoint and the first segment are gone: that is
-// damage, never silently skipped.
+// damage, never silently skipped. The records after the gap are replayed
+// and the gap is reported with its count.
 func TestJournalGapIsDamage(t *testing.T) {
 	path, _ := newTestJournal(t, nil, 3)
 	store := t.TempDir()
@@ -344,7 +362,7 @@ func TestJournalGapIsDamage(t *testing.T) {
 		off += journalRecordHead + n
 	}
 	os.WriteFile(filepath.Join(jdir, segmentName(5)), b, 0o600)
-	if err := writeCheckpoint(jdir, 2); err != nil {
+	if err := writeCheckpoint(jdir, 2, 0); err != nil {
 		t.Fatal(err)
 	}
 	db, err := badger.Open(badger.DefaultOptions(store).WithLogger(nil))
@@ -352,9 +370,19 @@ func TestJournalGapIsDamage(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	_, _, err = recoverJournal(db, store, nil)
-	if !errors.Is(err, ErrJournal) || !strings.Contains(err.Error(), "records 3 to 4 are missing") {
-		t.Errorf("got %v", err)
+	_, rec, err := recoverJournal(db, Options{Dir: store, QuarantineDir: t.TempDir()}, time.Now(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.replayed != 3 || rec.lost != 2 || rec.report == nil || rec.report.JournalRecordsLost != 2 {
+		t.Fatalf("replayed %d, lost %d, report %+v; want 3 replayed and records 3 and 4 reported lost", rec.replayed, rec.lost, rec.report)
+	}
+	if len(rec.spans) != 1 || !strings.Contains(rec.spans[0].What, "records 3 to 4 are missing") {
+		t.Errorf("spans: %+v", rec.spans)
+	}
+	reps, err := loadDamageReports(db)
+	if err != nil || len(reps) != 1 || reps[0].JournalRecordsLost != 2 {
+		t.Errorf("stored reports: %+v %v", reps, err)
 	}
 }
 
@@ -383,8 +411,9 @@ func FuzzJournalMutations(f *testing.F) {
 }
 
 // FuzzJournalSegment: whatever bytes a segment file holds (a torn write, a
-// flipped bit, another file renamed), reading it returns records or an
-// error, never a panic, and every record it returns is in sequence.
+// flipped bit, another file renamed), reading it returns records and
+// damaged spans or an error, never a panic; records come in increasing
+// order and spans in order within the file.
 func FuzzJournalSegment(f *testing.F) {
 	path, _ := newTestJournal(f, nil, 3)
 	good, _ := os.ReadFile(path)
@@ -396,14 +425,22 @@ func FuzzJournalSegment(f *testing.F) {
 		if encrypted {
 			key = bytes.Repeat([]byte{3}, 32)
 		}
-		recs, err := parseSegment("fuzz.jnl", data, key)
+		sc, err := parseSegment(segmentName(1), data, key)
 		if err != nil {
 			return
 		}
+		recs := sc.recs
 		for i := 1; i < len(recs); i++ {
-			if recs[i].seq != recs[i-1].seq+1 {
-				t.Fatalf("records out of sequence: %d after %d", recs[i].seq, recs[i-1].seq)
+			if recs[i].seq <= recs[i-1].seq {
+				t.Fatalf("records out of order: %d after %d", recs[i].seq, recs[i-1].seq)
 			}
+		}
+		end := int64(0)
+		for _, d := range sc.damaged {
+			if d.off < end || d.end < d.off || d.end > int64(len(data)) {
+				t.Fatalf("damaged span [%d,%d) overlaps, or lies outside %d bytes", d.off, d.end, len(data))
+			}
+			end = d.end
 		}
 	})
 }

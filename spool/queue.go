@@ -99,10 +99,14 @@ func (s *Spool) Lease(ctx context.Context, queue string, max int, maxBytes int) 
 		return nil, fmt.Errorf("lease: %w", err)
 	}
 	if len(damaged) > 0 {
-		if err := s.submit(ctx, &op{kind: opDamaged, queue: queue, damaged: damaged}); err != nil {
+		o := &op{kind: opDamaged, queue: queue, damaged: damaged}
+		if err := s.submit(ctx, o); err != nil {
 			return nil, fmt.Errorf("lease: setting aside %d unreadable entries: %w", len(damaged), err)
 		}
-		s.log.Error("unreadable entries set aside as dead letters: the store was damaged", "queue", queue, "entries", len(damaged), "first_error", damaged[0].err)
+		if o.report != nil {
+			s.noteDamage(*o.report)
+			logDamage(s.log, *o.report)
+		}
 	}
 	s.mu.Lock()
 	for q.removals != removals && len(out) > 0 {

@@ -186,6 +186,10 @@ type Spool struct {
 
 	diskLowLogged bool // only the committer goroutine touches it
 
+	damageMu sync.Mutex
+	damage   []DamageReport // stored reports and this run's (damage.go)
+	salvage  *salvageResult // the store was rebuilt at Open
+
 	dedup     dedupFilter   // see dedup.go
 	dedupWant atomic.Int64  // keys a new filter should be sized for; 0: none wanted
 	dedupScan chan struct{} // the committer began a filter: dedupLoop scans
@@ -261,20 +265,39 @@ func Open(opts Options) (*Spool, error) {
 			ErrDiskLow, opts.Dir, free, opts.MinFreeBytes/2)
 	}
 
+	if err := finishSalvage(opts.Dir); err != nil {
+		return nil, fmt.Errorf("open spool: finish an interrupted salvage: %w", err)
+	}
 	err := s.openAndLoad()
 	if err != nil {
-		if errors.Is(err, ErrLocked) || errors.Is(err, ErrKeyMismatch) || errors.Is(err, ErrNewerFormat) || errors.Is(err, os.ErrPermission) {
+		if refuseToMove(err) {
 			return nil, fmt.Errorf("open spool: %w", err)
 		}
-		q, qerr := quarantine(opts, err, s.now())
-		if qerr != nil {
-			return nil, fmt.Errorf("open spool: %w; and moving it aside failed: %v", err, qerr)
+		// Rebuild what still reads into a fresh store (salvage.go); only
+		// when that fails too is the store set aside whole.
+		s.log.Error("spool: the store does not open as it is; salvaging what still reads into a fresh store", "err", err)
+		res, serr := salvageStore(opts, s.now())
+		if serr == nil {
+			s.salvage = &res
+			if err2 := s.openAndLoad(); err2 != nil {
+				serr = fmt.Errorf("open the salvaged store: %w", err2)
+			}
 		}
-		s.quar = q
-		s.log.Error("STORE QUARANTINED: the store would not open and was moved aside; starting with an empty store",
-			"path", q.Path, "reason", q.Reason)
-		if err := s.openAndLoad(); err != nil {
-			return nil, fmt.Errorf("open spool after quarantine: %w", err)
+		if serr != nil {
+			if refuseToMove(serr) {
+				return nil, fmt.Errorf("open spool: %w; salvage: %w", err, serr)
+			}
+			s.salvage = nil
+			q, qerr := quarantine(opts, fmt.Errorf("%w; salvage failed: %v", err, serr), s.now())
+			if qerr != nil {
+				return nil, fmt.Errorf("open spool: %w; salvage failed: %v; and moving it aside failed: %v", err, serr, qerr)
+			}
+			s.quar = q
+			s.log.Error("STORE QUARANTINED: the store would not open nor be salvaged and was moved aside; starting with an empty store",
+				"path", q.Path, "reason", q.Reason)
+			if err := s.openAndLoad(); err != nil {
+				return nil, fmt.Errorf("open spool after quarantine: %w", err)
+			}
 		}
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -298,6 +321,13 @@ func Open(opts Options) (*Spool, error) {
 	return s, nil
 }
 
+// refuseToMove: errors that leave the store where it is, untouched, and
+// the agent stopped (another process holds it, another key, a newer
+// format, no permission).
+func refuseToMove(err error) bool {
+	return errors.Is(err, ErrLocked) || errors.Is(err, ErrKeyMismatch) || errors.Is(err, ErrNewerFormat) || errors.Is(err, os.ErrPermission)
+}
+
 // storeFormat is the layout of what this code writes, recorded in the
 // store under formatKey by the first commit after Open (in the same
 // transaction as whatever that commit writes): none or 1, one record per
@@ -318,16 +348,55 @@ func (s *Spool) openAndLoad() error {
 		return err
 	}
 	s.db = db
-	j, replayed, err := recoverJournal(db, s.opts.Dir, s.opts.EncryptionKey)
+	j, rec, err := recoverJournal(db, s.opts, s.now(), s.salvage != nil)
 	if err != nil {
 		db.Close()
 		s.db = nil
 		return err
 	}
-	if replayed > 0 {
-		s.log.Warn("spool: replayed the journal's acknowledged writes after an unclean stop", "records", replayed)
+	if rec.replayed > 0 {
+		s.log.Warn("spool: replayed the journal's acknowledged writes after an unclean stop", "records", rec.replayed)
 	}
-	s.replayed = replayed
+	if rec.torn != nil {
+		s.log.Warn("spool: the journal ends in bytes that do not read as a record: a write the crash cut, never acknowledged (or damage to the last record, which cannot be told apart)",
+			"file", rec.torn.File, "offset", rec.torn.Offset, "bytes", rec.torn.End-rec.torn.Offset)
+	}
+	if rec.report != nil {
+		logDamage(s.log, *rec.report)
+	}
+	if sv := s.salvage; sv != nil {
+		r := DamageReport{At: s.now().UTC(), Found: "store salvage at start-up", Spans: sv.spans,
+			EntriesLost: rec.entriesLost, SetAside: sv.moved, CountUnknown: sv.unknown}
+		for kind, n := range sv.lostKeys {
+			if kind != "queue entries (chunks)" && kind != "dead letters" {
+				r.OtherKeysLost += n
+			}
+		}
+		r.Message = fmt.Sprintf("the store was damaged and rebuilt from what still reads (%d keys); %d queue entries and %d other keys could not be read; the damaged store is kept at %s",
+			sv.keys, r.Lost(), r.OtherKeysLost, sv.moved)
+		if sv.unknown {
+			r.Message += "; whole files did not read, and what they held is not counted"
+		}
+		if len(r.Spans) > maxReportSpans {
+			r.Spans = append(r.Spans[:maxReportSpans:maxReportSpans], DamagedSpan{What: fmt.Sprintf("and %d more", len(sv.spans)-maxReportSpans)})
+		}
+		err := db.Update(func(txn *badger.Txn) error { return putDamageReport(txn, r) })
+		if err == nil {
+			err = syncStore(s.opts.Dir) // the report outlives a crash now
+		}
+		if err != nil {
+			db.Close()
+			s.db = nil
+			return fmt.Errorf("store damage report: %w", err)
+		}
+		logDamage(s.log, r)
+	}
+	s.replayed = rec.replayed
+	if s.damage, err = loadDamageReports(db); err != nil {
+		db.Close()
+		s.db = nil
+		return fmt.Errorf("read damage reports: %w", err)
+	}
 	s.jnl = j
 	s.queues = map[string]*queueState{}
 	if err := s.load(); err != nil {
@@ -406,8 +475,13 @@ func openDB(o Options) (db *badger.DB, err error) {
 		o.Logger.Warn("spool: removed empty log files left by a power cut during a start; they held no data",
 			"files", removed)
 	}
-	// Damaged tables are found here, where a panic can be recovered.
-	if err := verifyTables(o); err != nil {
+	// Damaged tables are found here, where a panic can be recovered; so
+	// is damage badger would cut off the logs as if it were a torn tail.
+	tv, err := verifyTables(o)
+	if err != nil {
+		return nil, err
+	}
+	if err := inspectStoreLogs(o, tv); err != nil {
 		return nil, err
 	}
 	defer func() {
@@ -501,6 +575,7 @@ func (s *Spool) Close(ctx context.Context) error {
 			err = fmt.Errorf("close spool: %w", ctx.Err())
 			<-done // badger must not be closed under a running writer
 		}
+		version := s.db.MaxVersion() // what the checkpoint below covers
 		cerr := s.db.Close()
 		s.trimStop()
 		s.trimWG.Wait()
@@ -514,7 +589,7 @@ func (s *Spool) Close(ctx context.Context) error {
 			if serr := syncStore(s.opts.Dir); serr != nil {
 				clean = false
 				s.log.Error("spool: sync at close failed; the journal is kept for the next start", "err", serr)
-			} else if merr := s.jnl.markCheckpoint(s.jnl.covered()); merr != nil {
+			} else if merr := s.jnl.markCheckpoint(s.jnl.covered(), version); merr != nil {
 				clean = false
 				s.log.Error("spool: checkpoint at close failed; the journal is kept for the next start", "err", merr)
 			}

@@ -79,24 +79,25 @@ func removeEmptyLogs(dir string) ([]string, error) {
 // (no MANIFEST yet, a key registry that does not open because the key is
 // wrong, a table file that is missing) returns nil and is left to
 // badger.Open and its error.
-func verifyTables(o Options) error {
+func verifyTables(o Options) (tv tableVersions, err error) {
 	unlock, ok, err := lockDir(o.Dir)
 	if err != nil || !ok {
-		return err // ErrLocked, or no lock to be had: badger.Open decides
+		return tv, err // ErrLocked, or no lock to be had: badger.Open decides
 	}
 	defer unlock()
 
 	fp, err := os.Open(filepath.Join(o.Dir, badger.ManifestFilename))
 	if err != nil {
-		return nil // a new store (or one badger will report on)
+		return tv, nil // a new store (or one badger will report on)
 	}
 	defer fp.Close()
 	mf, err := replayManifest(fp, o)
 	if err != nil {
-		return fmt.Errorf("read MANIFEST: %w", err)
+		return tv, fmt.Errorf("read MANIFEST: %w", err)
 	}
+	tv.orphans = orphanVersion(o, mf)
 	if len(mf.Tables) == 0 {
-		return nil
+		return tv, nil
 	}
 
 	var reg *badger.KeyRegistry
@@ -108,13 +109,10 @@ func verifyTables(o Options) error {
 		if reg, err = badger.OpenKeyRegistry(badger.KeyRegistryOptions{
 			Dir: o.Dir, ReadOnly: true, EncryptionKey: o.EncryptionKey,
 		}); err != nil {
-			return nil // a wrong key (or a damaged registry): badger.Open says which
+			return tv, nil // a wrong key (or a damaged registry): badger.Open says which
 		}
-		// Encrypted tables keep their decrypted index in a cache.
-		if icache, err = ristretto.NewCache(&ristretto.Config[uint64, *fb.TableIndex]{
-			NumCounters: 1000, MaxCost: 4 << 20, BufferItems: 64,
-		}); err != nil {
-			return fmt.Errorf("verify tables: %w", err)
+		if icache, err = newIndexCache(); err != nil {
+			return tv, fmt.Errorf("verify tables: %w", err)
 		}
 		defer icache.Close()
 		break
@@ -130,14 +128,68 @@ func verifyTables(o Options) error {
 		}
 		if tm.KeyID != 0 {
 			if topt.DataKey, err = reg.DataKey(tm.KeyID); err != nil {
-				return nil // badger reports a missing data key itself
+				return tv, nil // badger reports a missing data key itself
 			}
 		}
-		if err := verifyTable(table.NewFilename(id, o.Dir), topt); err != nil {
-			return err
+		v, err := verifyTable(table.NewFilename(id, o.Dir), topt)
+		if err != nil {
+			return tv, err
 		}
+		tv.tables = max(tv.tables, v)
 	}
-	return nil
+	return tv, nil
+}
+
+// tableVersions: the newest badger version in the tables the MANIFEST
+// lists, and in the table files it does not list (orphans).
+type tableVersions struct{ tables, orphans uint64 }
+
+// orphanVersion is the newest version in the table files the MANIFEST
+// does not list. A crash leaves such files legitimately (a compaction's
+// output, a memtable's flush, both written before the MANIFEST records
+// them), and badger deletes them at open; their writes are older than
+// what the listed tables or the memtable logs hold. One with newer writes
+// means the MANIFEST lost records (cut or overwritten): badger would
+// delete tables that hold data (see inspectLogs). Encrypted tables are
+// not looked at (their index needs their data key).
+func orphanVersion(o Options, mf badger.Manifest) (v uint64) {
+	files, _ := filepath.Glob(filepath.Join(o.Dir, "*.sst"))
+	for _, f := range files {
+		id, ok := table.ParseFileID(filepath.Base(f))
+		if !ok {
+			continue
+		}
+		if _, listed := mf.Tables[id]; listed {
+			continue
+		}
+		if checkTableFooter(f) != nil {
+			continue // unreadable: nothing to compare
+		}
+		func() {
+			m, err := z.OpenMmapFile(f, os.O_RDONLY, 0)
+			if err != nil {
+				return
+			}
+			defer func() {
+				_ = recover()
+				_ = m.Close(-1)
+			}()
+			t, err := table.OpenTable(m, table.Options{ReadOnly: true, ChkMode: options.NoVerification,
+				BlockSize: badgerOptions(o).BlockSize, Compression: options.None})
+			if err == nil {
+				v = max(v, t.MaxVersion())
+			}
+		}()
+	}
+	return v
+}
+
+// newIndexCache is the cache badger keeps an encrypted table's decrypted
+// index in.
+func newIndexCache() (*ristretto.Cache[uint64, *fb.TableIndex], error) {
+	return ristretto.NewCache(&ristretto.Config[uint64, *fb.TableIndex]{
+		NumCounters: 1000, MaxCost: 4 << 20, BufferItems: 64,
+	})
 }
 
 func replayManifest(fp *os.File, o Options) (mf badger.Manifest, err error) {
@@ -152,10 +204,10 @@ func replayManifest(fp *os.File, o Options) (mf badger.Manifest, err error) {
 
 // verifyTable opens one table the way badger does, verifying every block,
 // in this goroutine and under recover.
-func verifyTable(name string, topt table.Options) (err error) {
+func verifyTable(name string, topt table.Options) (maxVersion uint64, err error) {
 	m, err := z.OpenMmapFile(name, os.O_RDONLY, 0)
 	if err != nil {
-		return nil // missing: badger says "file does not exist for table"
+		return 0, nil // missing: badger says "file does not exist for table"
 	}
 	defer func() {
 		if r := recover(); r != nil {
@@ -165,10 +217,14 @@ func verifyTable(name string, topt table.Options) (err error) {
 		// close fails harmlessly.
 		_ = m.Close(-1)
 	}()
-	if _, err := table.OpenTable(m, topt); err != nil {
-		return fmt.Errorf("damaged table %s: %w", filepath.Base(name), err)
+	if err := checkTableFooter(name); err != nil {
+		return 0, fmt.Errorf("damaged table %s: %w", filepath.Base(name), err)
 	}
-	return nil
+	t, err := table.OpenTable(m, topt)
+	if err != nil {
+		return 0, fmt.Errorf("damaged table %s: %w", filepath.Base(name), err)
+	}
+	return t.MaxVersion(), nil
 }
 
 // keyRegistryDamaged tells a key registry that cannot be what badger wrote
