@@ -14,6 +14,7 @@ import (
 	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -34,6 +35,7 @@ type Store interface {
 	StoreBytes() int64
 	Probe(ctx context.Context) error
 	Quarantine() *spool.QuarantineInfo
+	Damage() []spool.DamageReport
 	DeadLetters(queue string, after uint64, limit int) ([]spool.Entry, error)
 	Replay(ctx context.Context, queue string, ids []string, all bool) (int, error)
 }
@@ -281,6 +283,9 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	if rd.Quarantine != nil {
 		rd.Warnings = append(rd.Warnings, "store was quarantined at start-up: "+rd.Quarantine.Path)
 	}
+	if d := s.cfg.Store.Damage(); len(d) > 0 {
+		rd.Warnings = append(rd.Warnings, fmt.Sprintf("damage found in the store (%d reports, see /v1/status); the latest: %s", len(d), d[len(d)-1].Message))
+	}
 	if err := s.cfg.Store.Probe(ctx); err != nil {
 		rd.Status, rd.Error = "not_ready", "store is not writable: "+err.Error()
 		writeJSON(w, http.StatusServiceUnavailable, rd)
@@ -301,6 +306,9 @@ type storeStatus struct {
 	Bytes       int64                 `json:"bytes"`
 	QueuedBytes int64                 `json:"queued_bytes"`
 	Quarantine  *spool.QuarantineInfo `json:"quarantine,omitempty"`
+	// Damage: what was found unreadable in the store's files, and what
+	// it cost (spool.DamageReport), oldest first.
+	Damage []spool.DamageReport `json:"damage,omitempty"`
 }
 
 type status struct {
@@ -331,6 +339,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	}
 	st.Store.Bytes = s.cfg.Store.StoreBytes()
 	st.Store.Quarantine = s.cfg.Store.Quarantine()
+	st.Store.Damage = s.cfg.Store.Damage()
 	writeJSON(w, http.StatusOK, st)
 }
 

@@ -42,8 +42,16 @@ type JournalStats struct {
 	Checkpoints, CheckpointErrors int64
 }
 
+// DamageStats sum the store's damage reports (spool.DamageReport).
+type DamageStats struct {
+	Reports int64
+	// Lost: queue entries the reports count as lost, by queue.
+	Lost map[string]int64
+}
+
 // Sources are read at scrape time.
 type Sources struct {
+	Damage      func() DamageStats
 	Queues      func() map[string]QueueStats
 	StoreBytes  func() int64
 	Quarantined func() bool
@@ -178,6 +186,8 @@ var (
 	descDead     = prometheus.NewDesc("outpost_spool_dead_letters", "Entries set aside in the dead letters.", []string{"queue"}, nil)
 	descStore    = prometheus.NewDesc("outpost_store_bytes", "Size of the store on disk.", nil, nil)
 	descQuar     = prometheus.NewDesc("outpost_store_quarantined", "1 when the store would not open at start-up and was moved aside.", nil, nil)
+	descDamage   = prometheus.NewDesc("outpost_store_damage_reports", "Reports of damage found in the store's files (kept in the store, the newest 50; /v1/status lists them).", nil, nil)
+	descDmgLost  = prometheus.NewDesc("outpost_store_damage_lost_entries", "Queue entries the damage reports count as lost (an upper bound).", []string{"queue"}, nil)
 	descReplayed = prometheus.NewDesc("outpost_spool_journal_replayed_records", "Journal records replayed into the store at start-up (0 after a clean stop).", nil, nil)
 	descPending  = prometheus.NewDesc("outpost_spool_journal_pending_records", "Journal records no checkpoint covers yet; growing, checkpoints are failing.", nil, nil)
 	descCkpts    = prometheus.NewDesc("outpost_spool_checkpoints_total", "Checkpoints of the store (its files synced, the journal behind them freed).", nil, nil)
@@ -196,7 +206,7 @@ var (
 type scrape struct{ src Sources }
 
 func (s *scrape) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descDepth, descQBytes, descAge, descDead, descStore, descQuar, descState,
+	for _, d := range []*prometheus.Desc{descDepth, descQBytes, descAge, descDead, descStore, descQuar, descDamage, descDmgLost, descState,
 		descDeliv, descFailed, descDeadTot, descSends, descPolicy, descReloads, descRefusals,
 		descReplayed, descPending, descCkpts, descCkptErr} {
 		ch <- d
@@ -227,6 +237,13 @@ func (s *scrape) Collect(ch chan<- prometheus.Metric) {
 		g(descPending, float64(j.Pending))
 		c(descCkpts, float64(j.Checkpoints))
 		c(descCkptErr, float64(j.CheckpointErrors))
+	}
+	if s.src.Damage != nil {
+		d := s.src.Damage()
+		g(descDamage, float64(d.Reports))
+		for q, n := range d.Lost {
+			g(descDmgLost, float64(n), q)
+		}
 	}
 	if s.src.Quarantined != nil {
 		v := 0.0

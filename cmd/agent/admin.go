@@ -30,6 +30,11 @@ type statusDoc struct {
 	Store struct {
 		Bytes      int64           `json:"bytes"`
 		Quarantine json.RawMessage `json:"quarantine"`
+		Damage     []struct {
+			At      time.Time `json:"at"`
+			Found   string    `json:"found"`
+			Message string    `json:"message"`
+		} `json:"damage"`
 	} `json:"store"`
 	Policy struct {
 		Version     string `json:"version"`
@@ -75,6 +80,10 @@ func statusCmd(ctx context.Context, args []string, out io.Writer) error {
 	fmt.Fprintf(out, "\nstore %s on disk", humanBytes(st.Store.Bytes))
 	if len(st.Store.Quarantine) > 0 && string(st.Store.Quarantine) != "null" {
 		fmt.Fprintf(out, "  QUARANTINED at start-up: %s", st.Store.Quarantine)
+	}
+	if n := len(st.Store.Damage); n > 0 {
+		d := st.Store.Damage[n-1]
+		fmt.Fprintf(out, "\nDAMAGE found in the store: %d reports; the latest (%s, %s): %s", n, d.Found, d.At.Format(time.RFC3339), truncate(d.Message, 300))
 	}
 	fmt.Fprintf(out, "\npolicy %s (%s)", st.Policy.Version, st.Policy.File)
 	if st.Policy.LastRefusal != "" {

@@ -115,6 +115,19 @@ func serve(ctx context.Context) error {
 			return metrics.JournalStats{Replayed: int64(j.Replayed), Pending: int64(j.Pending), Checkpoints: j.Checkpoints, CheckpointErrors: j.CheckpointErrors}
 		},
 		Quarantined: func() bool { return sp.Quarantine() != nil },
+		Damage: func() metrics.DamageStats {
+			d := metrics.DamageStats{Lost: map[string]int64{}}
+			for _, q := range queues {
+				d.Lost[q] = 0 // every queue has a series from the start
+			}
+			for _, r := range sp.Damage() {
+				d.Reports++
+				for q, n := range r.EntriesLost {
+					d.Lost[q] += n
+				}
+			}
+			return d
+		},
 		Upstreams: func() map[string]metrics.UpstreamStats {
 			out := map[string]metrics.UpstreamStats{}
 			for name, w := range ws {
