@@ -241,6 +241,13 @@ type statusDoc struct {
 		LastError string `json:"last_error"`
 		Delivered int64  `json:"delivered_total"`
 	} `json:"upstreams"`
+	Store struct {
+		Damage []struct {
+			Found       string           `json:"found"`
+			Message     string           `json:"message"`
+			EntriesLost map[string]int64 `json:"entries_lost"`
+		} `json:"damage"`
+	} `json:"store"`
 }
 
 func (a *agent) status() (statusDoc, error) {
