@@ -13,7 +13,16 @@ test: ## the test suite, as CI runs it
 	go test -race -count=1 ./...
 bench: ## the benchmarks recorded in BENCHMARKS.md
 	go test -run=NONE -bench=. -benchtime=3s ./spool/ ./action/
-fuzz: ## fuzz the action decoder for a minute
-	go test -run=NONE -fuzz=FuzzDecode -fuzztime=60s ./action/
+# FUZZTIME is per target; FUZZFLAGS takes e.g. -parallel=1 on a shared machine.
+FUZZTIME ?= 10s
+FUZZFLAGS ?=
+fuzz: ## every fuzz target in turn, FUZZTIME (10s) each: make fuzz FUZZTIME=90s
+	@set -e; for dir in $$(git grep --untracked -l '^func Fuzz' -- '*_test.go' | xargs -n1 dirname | sort -u); do \
+		names=$$(go test -list '^Fuzz' ./$$dir); \
+		for name in $$(echo "$$names" | grep '^Fuzz'); do \
+			echo "== $$dir $$name"; \
+			go test -run=NONE -fuzz="^$$name\$$" -fuzztime=$(FUZZTIME) $(FUZZFLAGS) ./$$dir; \
+		done; \
+	done
 ci: ## what CI runs
 	bash .ci/run

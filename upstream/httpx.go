@@ -106,7 +106,14 @@ func TransportVerdict(name string, err error, timeout time.Duration, mask func(s
 	return Verdict{Outcome: RetryLater, Code: "network", Message: name + ": " + detail}
 }
 
-// RetryAfter reads a Retry-After header: seconds or an HTTP date.
+// MaxRetryAfter caps the wait a Retry-After can ask for. The longest an
+// upstream of ours documents is a day (the daily quotas reset at
+// midnight); a longer one is a broken header, which must not hold a queue
+// for years, nor, past 292 years of seconds, overflow into a negative wait.
+const MaxRetryAfter = 24 * time.Hour
+
+// RetryAfter reads a Retry-After header: seconds or an HTTP date, at most
+// MaxRetryAfter.
 func RetryAfter(h string, now time.Time) time.Duration {
 	if h == "" {
 		return 0
@@ -115,11 +122,11 @@ func RetryAfter(h string, now time.Time) time.Duration {
 		if s < 0 {
 			return 0
 		}
-		return time.Duration(s) * time.Second
+		return time.Duration(min(s, int(MaxRetryAfter/time.Second))) * time.Second
 	}
 	if t, err := http.ParseTime(h); err == nil {
 		if d := t.Sub(now); d > 0 {
-			return d
+			return min(d, MaxRetryAfter)
 		}
 	}
 	return 0

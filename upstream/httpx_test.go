@@ -19,6 +19,11 @@ func TestRetryAfter(t *testing.T) {
 		"Mon, 23 Nov 2026 12:01:00 GMT": time.Minute,
 		"Mon, 23 Nov 2026 11:00:00 GMT": 0, // in the past
 		"soon":                          0,
+		"86400":                         MaxRetryAfter,
+		"86401":                         MaxRetryAfter,
+		"9223372037":                    MaxRetryAfter, // seconds past time.Duration: once a negative wait
+		"99999999999999999999":          0,             // not an int: not a number of seconds
+		"Fri, 31 Dec 9999 23:59:59 GMT": MaxRetryAfter,
 	} {
 		if got := RetryAfter(h, now); got != want {
 			t.Errorf("RetryAfter(%q) = %s, want %s", h, got, want)

@@ -304,7 +304,12 @@ func (c *Client) classify(hresp *http.Response, raw []byte, readErr error) (*Res
 		return nil, upstream.Verdict{Outcome: upstream.RetryLater, Code: "bad_answer", RetryAfter: retryAfter,
 			Message: "tongdun: malformed or truncated answer"}
 	}
-	resp := &Response{Code: *w.Code, Message: w.Message, SequenceID: w.SequenceID, Result: w.Result, Reasons: w.Reasons}
+	// The answer is kept (Result.Answer, the score cache, a decision's late
+	// verdicts): the key is masked out of every text TD may echo it in.
+	resp := &Response{Code: *w.Code, Message: c.redact(w.Message), SequenceID: c.redact(w.SequenceID), Result: w.Result, Reasons: w.Reasons}
+	for i := range resp.Reasons {
+		resp.Reasons[i].ID, resp.Reasons[i].Reason = c.redact(resp.Reasons[i].ID), c.redact(resp.Reasons[i].Reason)
+	}
 	if w.Score != nil {
 		resp.Score = *w.Score
 	}
