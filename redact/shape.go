@@ -37,8 +37,9 @@ const (
 
 // Personal reports whether s, a caller's identifier, holds a number that
 // is personal data, and names its kind ("" when none does). A number is a
-// run of digits, or runs joined by single ' ', '-', '.', '_' or ':', in
-// any part of which (up to 19 digits) it looks for:
+// run of digits, or runs that are words of their own (no letter or digit
+// either side) joined by single ' ', '-', '.', '_' or ':', in any part of
+// which (up to 19 digits) it looks for:
 //
 //   - a mainland mobile number: 11 digits 1[3-9]xxxxxxxxx, or 86 or 0086
 //     and those 11;
@@ -54,7 +55,10 @@ const (
 //
 // UUIDs, and hexadecimal words of 16 or more characters with a letter
 // (hashes, object ids), are not looked into: 13 digits in a row are common
-// there and one in ten would pass Luhn. A number of 13-19 digits that
+// there and one in ten would pass Luhn. Runs are joined only when each is
+// a word of its own for the same reason: "v3-000000000123" is a version
+// and a sequence number, not a 13-digit card (so "tel139-1234-5678" is not
+// refused either; it is masked where shown, by Text's broader rules). A number of 13-19 digits that
 // passes Luhn and starts like a card (a numeric snowflake id, say) cannot
 // be told from a card: about one in sixteen such ids matches.
 func Personal(s string) string {
@@ -160,6 +164,7 @@ type group struct {
 	sep        byte // the one byte between it and the group before, 0 if none or more than one
 	x          bool // an X or x follows at once (an ID card's check character)
 	hex        bool // inside a hexadecimal word of 16 or more characters
+	word       bool // a word of its own: no letter or digit either side (but an X)
 	stars      int  // how many of its leading digits to mask
 }
 
@@ -277,6 +282,11 @@ func tokenize(s string, gs []group, ds []byte) scan {
 		}
 		g.end, g.d1 = i, len(ds)
 		g.x = i < len(s) && (s[i] == 'X' || s[i] == 'x')
+		end := i
+		if g.x {
+			end++
+		}
+		g.word = (g.start == 0 || !isAlnum(s[g.start-1])) && (end == len(s) || !isAlnum(s[end]))
 		gs = append(gs, g)
 	}
 	return scan{gs: gs, ds: ds}
@@ -316,7 +326,7 @@ func (sc *scan) precise(fn func(kind string, a, b, n int) bool) {
 		d := buf[:0]
 		for b := a; b < len(sc.gs); b++ {
 			g := &sc.gs[b]
-			if g.hex || b > a && (g.sep == 0 || strings.IndexByte(" -._:", g.sep) < 0) {
+			if g.hex || b > a && (g.sep == 0 || strings.IndexByte(" -._:", g.sep) < 0 || !g.word || !sc.gs[a].word) {
 				break
 			}
 			if len(d)+g.d1-g.d0 > 19 {

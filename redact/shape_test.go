@@ -31,9 +31,10 @@ func TestPersonal(t *testing.T) {
 		{"008613912345678", KindMobile},
 		{"158_8765_4321", KindMobile},
 		{"order:158:8765:4321:v2", KindMobile},
-		{"12912345678", ""},  // 1 then 2: no mobile network
-		{"1391234567", ""},   // 10 digits
-		{"139123456789", ""}, // 12 digits: one number, not a mobile in it
+		{"tel139-1234-5678", ""}, // a run glued to letters is not joined to the next
+		{"12912345678", ""},      // 1 then 2: no mobile network
+		{"1391234567", ""},       // 10 digits
+		{"139123456789", ""},     // 12 digits: one number, not a mobile in it
 		{"1391234567x8", ""},
 		// resident ID: date of birth and check digit
 		{"411524198810280019", KindResidentID},
@@ -67,6 +68,8 @@ func TestPersonal(t *testing.T) {
 		{"0123456789abcdef0123456789abcdef", ""},     // an MD5 in hex
 		{"deadbeef13912345678", ""},                  // a long hex word is not looked into
 		{"Az09._:-", ""},
+		{"v3-000000000123", ""},          // a version, then a sequence number (Luhn valid joined)
+		{"lg-ab12c3d7-000000000001", ""}, // cmd/loadgen's ids
 		{"", ""},
 	}
 	for _, tc := range tests {
@@ -84,6 +87,14 @@ func TestPersonalSparesUUIDsAndTimestamps(t *testing.T) {
 		rand.Read(b[:])
 		u := fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 		for _, id := range []string{u, "req-" + u, fmt.Sprintf("%x", b), strings.ToUpper(u)} {
+			if k := Personal(id); k != "" {
+				t.Fatalf("Personal(%q) = %q", id, k)
+			}
+		}
+		// cmd/loadgen's ids: a run id that may end in digits, then a
+		// 12-digit sequence number.
+		run := fmt.Sprintf("%x", b[:4])
+		for _, id := range []string{fmt.Sprintf("lg-%s-%012d", run, i), fmt.Sprintf("v%d-%012d", i%10, i), fmt.Sprintf("svc%s-%d", run[:3], 1e12+i)} {
 			if k := Personal(id); k != "" {
 				t.Fatalf("Personal(%q) = %q", id, k)
 			}
