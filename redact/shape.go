@@ -57,10 +57,12 @@ const (
 // (hashes, object ids), are not looked into: 13 digits in a row are common
 // there and one in ten would pass Luhn. Runs are joined only when each is
 // a word of its own for the same reason: "v3-000000000123" is a version
-// and a sequence number, not a 13-digit card (so "tel139-1234-5678" is not
-// refused either; it is masked where shown, by Text's broader rules). A number of 13-19 digits that
-// passes Luhn and starts like a card (a numeric snowflake id, say) cannot
-// be told from a card: about one in sixteen such ids matches.
+// and a sequence number, not a 13-digit card (so "tel139-1234-5678" is
+// not refused either; where it is shown, Text's broader rules mask it).
+//
+// The boundary: a numeric id of 13-19 digits that starts like a card (a
+// snowflake id, say) passes Luhn one time in ten and cannot then be told
+// from a card; nor can an 11-digit one starting 13-19 from a mobile.
 func Personal(s string) string {
 	if digitCount(s) < 11 {
 		return ""
