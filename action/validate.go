@@ -11,6 +11,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/outpost-agent/outpost/redact"
 )
 
 // Limits of a POST /v1/actions request.
@@ -262,8 +264,11 @@ func (v *validator) action(i int, raw []byte, a *Action) {
 		v.add(path(i, "id"), "must be a string")
 	} else if !validID(s) {
 		v.add(path(i, "id"), "must be 1-128 characters of [A-Za-z0-9._:-]")
+	} else if a.ID = string(s); redact.Personal(a.ID) != "" {
+		// The id is Tencent's outer_action_id and is listed back: it must
+		// not be personal data.
+		v.add(path(i, "id"), "looks like "+redact.Personal(a.ID)+"; use an opaque id, such as a UUID")
 	} else {
-		a.ID = string(s)
 		if v.ids != nil {
 			if j, dup := v.ids[a.ID]; dup {
 				v.add(path(i, "id"), "duplicates actions["+strconv.Itoa(j)+"].id")
@@ -721,8 +726,9 @@ func keyPath(prefix string, key []byte) string {
 	}
 }
 
-// echo quotes a caller's value for an error message (see mask).
-func echo(s []byte) string { return strconv.Quote(mask(s)) }
+// echo quotes a caller's value for an error message (see mask), numbers
+// written with separators masked first (redact.Text).
+func echo(s []byte) string { return strconv.Quote(mask([]byte(redact.Text(string(s))))) }
 
 // mask makes a caller-supplied string safe to put in an error message: at
 // most 64 characters, non-printable characters replaced by '?', and every

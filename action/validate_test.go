@@ -487,6 +487,19 @@ func TestID(t *testing.T) {
 		{"unicode", `"订单1"`, "", "must be 1-128 characters"},
 		{"number", `123`, "", "must be a string"},
 		{"missing", `-`, "", "is required"},
+		// ids that look like personal data are refused, naming the rule
+		{"mobile", `"13912345678"`, "", "looks like a mainland mobile number; use an opaque id"},
+		{"mobile in id", `"user-139-1234-5678"`, "", "looks like a mainland mobile number"},
+		{"resident ID", `"11010519491231002X"`, "", "looks like a mainland ID-card number (check digit valid)"},
+		{"bank card", `"6222021234567890128"`, "", "looks like a bank-card number (Luhn valid)"},
+		{"card with separators", `"card:6222-0212-3456-7890-128"`, "", "looks like a bank-card number (Luhn valid)"},
+		// and ordinary ids are not
+		{"uuid", `"550e8400-e29b-41d4-a716-446655440000"`, "550e8400-e29b-41d4-a716-446655440000", ""},
+		{"timestamp", `"20261204123453"`, "20261204123453", ""},
+		{"unix ms", `"evt-1764825600000"`, "evt-1764825600000", ""},
+		{"12 digits", `"139123456789"`, "139123456789", ""},
+		{"ID check digit wrong", `"110105194912310021"`, "110105194912310021", ""},
+		{"not Luhn", `"6222021234567890127"`, "6222021234567890127", ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -686,25 +699,27 @@ func TestProblemCapManyKeys(t *testing.T) {
 func TestNoPersonalDataInErrors(t *testing.T) {
 	hash := md5hex(testPhone)
 	bodies := map[string][]byte{
-		"bad phone":                body(act("user_id", `{"phone":"+86 13800138000 0"}`)),
-		"phone with hash":          body(act("user_id", `{"phone":"13800138000","hash_phone":"`+hash+`"}`)),
-		"phone with bad action":    body(act("track", `"payment"`, "action_type", `"CREDIT"`, "user_id", `{"phone":"138-0013-8000"}`)),
-		"phone as track":           body(act("track", `"13800138000"`, "user_id", `{"phone":"13800138000"}`)),
-		"phone in action_type":     body(act("action_type", `"X13800138000X"`, "user_id", `{"phone":"13800138000"}`)),
-		"hash as track":            body(act("track", q(hash), "user_id", `{"phone":"13800138000"}`)),
-		"hash as action_type":      body(act("action_type", q(strings.ToUpper(hash)), "user_id", `{"phone":"13800138000"}`)),
-		"phone as key":             body(act("13800138000", "1", "user_id", `{"phone":"13800138000"}`)),
-		"phone as param key":       body(act("action_param", `{"p13800138000":1}`, "user_id", `{"phone":"13800138000"}`)),
-		"phone as top key":         []byte(`{"13800138000":1,"actions":[` + act("user_id", `{"phone":"13800138000"}`) + `]}`),
-		"phone as user_id key":     body(act("user_id", `{"13800138000":"13800138000"}`)),
-		"hash as user_id key":      body(act("user_id", `{"`+hash+`":"x"}`)),
-		"phone as id":              body(act("id", `"13800138000 "`, "user_id", `{"phone":"13800138000"}`)),
-		"phone not string":         body(act("user_id", `{"phone":13800138000}`)),
-		"user_id not object":       body(act("user_id", `["13800138000"]`)),
-		"phone unknown in trace":   body(act("trace", `{"phone":"13800138000"}`)),
-		"phone past time":          body(act("action_time", `"13800138000"`)),
-		"phone as param value":     body(act("action_param", `{"credit_level":13800138000}`)),
-		"syntax error after phone": []byte(`{"actions":[{"user_id":{"phone":"13800138000"}}]`),
+		"bad phone":                      body(act("user_id", `{"phone":"+86 13800138000 0"}`)),
+		"phone with hash":                body(act("user_id", `{"phone":"13800138000","hash_phone":"`+hash+`"}`)),
+		"phone with bad action":          body(act("track", `"payment"`, "action_type", `"CREDIT"`, "user_id", `{"phone":"138-0013-8000"}`)),
+		"phone as track":                 body(act("track", `"13800138000"`, "user_id", `{"phone":"13800138000"}`)),
+		"phone in action_type":           body(act("action_type", `"X13800138000X"`, "user_id", `{"phone":"13800138000"}`)),
+		"hash as track":                  body(act("track", q(hash), "user_id", `{"phone":"13800138000"}`)),
+		"hash as action_type":            body(act("action_type", q(strings.ToUpper(hash)), "user_id", `{"phone":"13800138000"}`)),
+		"phone as key":                   body(act("13800138000", "1", "user_id", `{"phone":"13800138000"}`)),
+		"phone as param key":             body(act("action_param", `{"p13800138000":1}`, "user_id", `{"phone":"13800138000"}`)),
+		"phone as top key":               []byte(`{"13800138000":1,"actions":[` + act("user_id", `{"phone":"13800138000"}`) + `]}`),
+		"phone as user_id key":           body(act("user_id", `{"13800138000":"13800138000"}`)),
+		"hash as user_id key":            body(act("user_id", `{"`+hash+`":"x"}`)),
+		"phone as id":                    body(act("id", `"13800138000 "`, "user_id", `{"phone":"13800138000"}`)),
+		"phone not string":               body(act("user_id", `{"phone":13800138000}`)),
+		"user_id not object":             body(act("user_id", `["13800138000"]`)),
+		"phone unknown in trace":         body(act("trace", `{"phone":"13800138000"}`)),
+		"phone past time":                body(act("action_time", `"13800138000"`)),
+		"phone as param value":           body(act("action_param", `{"credit_level":13800138000}`)),
+		"syntax error after phone":       []byte(`{"actions":[{"user_id":{"phone":"13800138000"}}]`),
+		"phone with separators as track": body(act("track", `"138-0013-8000"`, "user_id", `{"phone":"13800138000"}`)),
+		"phone as a valid-looking id":    body(act("id", `"13800138000"`, "user_id", `{"phone":"13800138000"}`)),
 	}
 	for name, b := range bodies {
 		t.Run(name, func(t *testing.T) {
@@ -718,7 +733,7 @@ func TestNoPersonalDataInErrors(t *testing.T) {
 				js, _ := json.Marshal(ve.Problems)
 				msg += string(js)
 			}
-			for _, secret := range []string{testPhone, hash, strings.ToUpper(hash)} {
+			for _, secret := range []string{testPhone, hash, strings.ToUpper(hash), "138-0013-8000"} {
 				if strings.Contains(msg, secret) {
 					t.Fatalf("error %q leaks %q", msg, secret)
 				}

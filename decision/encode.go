@@ -18,12 +18,15 @@ import (
 // leaves to the pair: TestMaskedInputSameAsBefore and
 // FuzzRequestPaths compare the two.
 
-// maskKey: the string-valued fields whose values redact masks. They are
-// read from redact.Sensitive, so the list stays redact's.
+// stringKeys are the request's string-valued fields.
+var stringKeys = []string{"id", "channel", "session_id", "decision_event", "event_time", "account_id",
+	"black_box", "ip", "card_no", "cert_id", "mobile", "date", "location", "mode", "valid_until"}
+
+// maskKey: the string-valued fields whose values redact masks whole. They
+// are read from redact.Sensitive, so the list stays redact's.
 var maskKey = func() map[string]bool {
 	m := map[string]bool{}
-	for _, k := range []string{"id", "channel", "session_id", "decision_event", "event_time", "account_id",
-		"black_box", "ip", "card_no", "cert_id", "mobile", "date", "location", "mode", "valid_until"} {
+	for _, k := range stringKeys {
 		m[k] = redact.Sensitive(k)
 	}
 	return m
@@ -31,11 +34,17 @@ var maskKey = func() map[string]bool {
 
 // maskedFast: appendMasked may be used. If redact ever masked a container
 // or a numeric field of the request (whose values it would rewrite in ways
-// appendMasked does not), every request takes the marshal-then-redact path.
+// appendMasked does not), or took a field for a name, every request takes
+// the marshal-then-redact path.
 var maskedFast = func() bool {
 	for _, k := range []string{"terminal", "ext", "event_detail", "amount", "card", "transaction", "credit",
 		"line", "outstanding", "overdue_days", "apr"} {
-		if redact.Sensitive(k) {
+		if redact.Sensitive(k) || redact.NameKey(k) {
+			return false
+		}
+	}
+	for _, k := range stringKeys {
+		if redact.NameKey(k) {
 			return false
 		}
 	}
@@ -214,8 +223,8 @@ func appendEventDetail(b []byte, ed map[string]map[string]any) ([]byte, bool) {
 }
 
 // appendField appends key (with its leading comma and colon) and the
-// value as redact leaves it: masked under a sensitive key, long digit runs
-// masked otherwise.
+// value as redact leaves it: masked whole under a sensitive key, by its
+// shape otherwise.
 func appendField(b []byte, key, v string, mask bool) ([]byte, bool) {
 	b = append(b, key...)
 	if mask {
@@ -226,7 +235,7 @@ func appendField(b []byte, key, v string, mask bool) ([]byte, bool) {
 		}
 		v = redact.Mask(v)
 	} else {
-		v = redact.Digits(v)
+		v = redact.Text(v)
 	}
 	if !plainString(v) {
 		return b, false
@@ -249,9 +258,10 @@ func plainString(s string) bool {
 }
 
 // appendFloat writes f as encoding/json does; a non-finite f (which
-// encoding/json refuses) is left to the slow path.
+// encoding/json refuses), or one redact would mask (which validation
+// refuses: amounts are at most MaxAmount), is left to the slow path.
 func appendFloat(b []byte, f float64) ([]byte, bool) {
-	if math.IsInf(f, 0) || math.IsNaN(f) {
+	if math.IsInf(f, 0) || math.IsNaN(f) || redact.MasksNumber(f) {
 		return b, false
 	}
 	abs := math.Abs(f)

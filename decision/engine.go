@@ -590,7 +590,7 @@ func (e *Engine) tongdunSignal(now time.Time, req *Request, ds *decideState) (li
 		resp, v := e.cfg.TongDun.Verify(ctx, &req.Request)
 		if v.Outcome != upstream.Delivered || resp == nil {
 			if v.Outcome == upstream.Permanent {
-				ds.set(sigTD, SignalView{Status: "error", Source: "live", Note: "TongDun refused the request: " + redact.Digits(v.Code+" "+v.Message)}, policy.Signal{Status: "error"})
+				ds.set(sigTD, SignalView{Status: "error", Source: "live", Note: "TongDun refused the request: " + redact.Text(v.Code+" "+v.Message)}, policy.Signal{Status: "error"})
 				return
 			}
 			e.mem.failed(k, now.Add(e.cfg.TongDunCache.NegativeTTL))

@@ -6,9 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sort"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/outpost-agent/outpost/redact"
 	"github.com/outpost-agent/outpost/upstream/tongdun"
 )
 
@@ -114,14 +117,18 @@ func decodeRequest(body []byte) (*Request, error) {
 func (r *Request) Validate() []Problem {
 	var ps []Problem
 	add := func(f, why string) { ps = append(ps, Problem{Field: f, Reason: why}) }
-	if r.ID != "" && !validID(r.ID) {
-		add("id", "must be 1-128 characters of A-Z a-z 0-9 . _ : -")
+	if r.ID != "" {
+		if !validID(r.ID) {
+			add("id", "must be 1-128 characters of A-Z a-z 0-9 . _ : -")
+		} else if kind := redact.Personal(r.ID); kind != "" {
+			add("id", "looks like "+kind+"; use an opaque id, such as a UUID")
+		}
 	}
 	for _, p := range tongdun.ValidateRequest(&r.Request) {
 		add(p.Field, fmt.Sprintf("%s (TongDun code %d)", p.Reason, p.Code))
 	}
-	if r.Amount != nil && (*r.Amount < 0 || math.IsNaN(*r.Amount) || math.IsInf(*r.Amount, 0)) {
-		add("amount", "must be a number >= 0")
+	if r.Amount != nil && !(*r.Amount >= 0 && *r.Amount <= MaxAmount) {
+		add("amount", "must be a number from 0 to "+maxAmountText)
 	}
 	if c := r.Card; c != nil {
 		if !digits(c.CardNo, 12, 19) {
@@ -141,8 +148,8 @@ func (r *Request) Validate() []Problem {
 		if _, err := time.Parse("20060102", t.Date); err != nil || len(t.Date) != 8 {
 			add("transaction.date", "must be YYYYMMDD")
 		}
-		if !(t.Amount > 0) || math.IsInf(t.Amount, 0) {
-			add("transaction.amount", "must be > 0")
+		if !(t.Amount > 0 && t.Amount <= MaxAmount) {
+			add("transaction.amount", "must be > 0 and at most "+maxAmountText)
 		}
 		if len(t.Location) > 128 {
 			add("transaction.location", "must be at most 128 characters")
@@ -152,11 +159,11 @@ func (r *Request) Validate() []Problem {
 		if c.Mode != "revolving" && c.Mode != "single" {
 			add("credit.mode", "must be revolving or single")
 		}
-		if !(c.Line > 0) || math.IsInf(c.Line, 0) {
-			add("credit.line", "must be > 0")
+		if !(c.Line > 0 && c.Line <= MaxAmount) {
+			add("credit.line", "must be > 0 and at most "+maxAmountText)
 		}
-		if c.Outstanding < 0 || math.IsNaN(c.Outstanding) || math.IsInf(c.Outstanding, 0) {
-			add("credit.outstanding", "must be >= 0")
+		if !(c.Outstanding >= 0 && c.Outstanding <= MaxAmount) {
+			add("credit.outstanding", "must be a number from 0 to "+maxAmountText)
 		}
 		if c.OverdueDays < 0 {
 			add("credit.overdue_days", "must be >= 0")
@@ -170,7 +177,170 @@ func (r *Request) Validate() []Problem {
 			}
 		}
 	}
+	ps = append(ps, r.characterProblems()...)
 	return ps
+}
+
+// MaxAmount is the largest money amount a decision takes (amount,
+// transaction.amount, credit.line, credit.outstanding): ten billion, in
+// the caller's unit. It is far above any consumer-credit amount, keeps
+// amounts exact to the cent (the policy rounds them so) with room for
+// sums, and keeps them clear of what redact takes for a mobile number
+// (1.3e10 and up), so a stored decision never shows an amount masked.
+const MaxAmount = 1e10
+
+const maxAmountText = "10000000000"
+
+// maxCharProblems bounds the control-character problems listed for one
+// request.
+const maxCharProblems = 10
+
+// characterProblems refuses control characters (C0, DEL, C1) and Unicode
+// bidirectional formatting characters in the request's strings: they
+// hide or reorder what an operator reads in a stored decision, a log or a
+// terminal, and TongDun gets session_id and ext as they are. The free
+// text of ext and event_detail values may hold tab, line feed and
+// carriage return (a comment's lines); nothing else may.
+func (r *Request) characterProblems() []Problem {
+	if !r.hasBadChars() {
+		return nil
+	}
+	var ps []Problem
+	check := func(field, v string, text bool) {
+		if c, bad := badChar(v, text); bad && len(ps) < maxCharProblems {
+			ps = append(ps, Problem{Field: field, Reason: charReason(c)})
+		}
+	}
+	check("channel", r.Channel, false)
+	check("session_id", r.SessionID, false)
+	check("decision_event", r.DecisionEvent, false)
+	check("event_time", r.EventTime, false)
+	check("account_id", r.AccountID, false)
+	if t := r.Terminal; t != nil {
+		check("terminal.black_box", t.BlackBox, false)
+		check("terminal.ip", t.IP, false)
+	}
+	if t := r.Transaction; t != nil {
+		check("transaction.location", t.Location, false)
+	}
+	if r.Ext != nil {
+		walkChars("ext", r.Ext, check)
+	}
+	if r.EventDetail != nil {
+		m := make(map[string]any, len(r.EventDetail))
+		for k, v := range r.EventDetail {
+			m[k] = v
+		}
+		walkChars("event_detail", m, check)
+	}
+	return ps
+}
+
+// walkChars checks every key and string under v, in a stable order. A key
+// that holds a refused character is reported on its object (the path does
+// not echo it) and not walked into.
+func walkChars(path string, v any, check func(field, v string, text bool)) {
+	switch x := v.(type) {
+	case string:
+		check(path, x, true)
+	case map[string]any:
+		for _, k := range sortedKeys(x) {
+			if _, bad := badChar(k, false); bad {
+				check(path, k, false)
+				continue
+			}
+			walkChars(path+"."+k, x[k], check)
+		}
+	case []any:
+		for i, e := range x {
+			walkChars(path+"["+strconv.Itoa(i)+"]", e, check)
+		}
+	}
+}
+
+// hasBadChars: characterProblems has something to say. It walks the
+// request without allocating (every decision pays for it).
+func (r *Request) hasBadChars() bool {
+	bad := func(s string, text bool) bool { _, b := badChar(s, text); return b }
+	if bad(r.Channel, false) || bad(r.SessionID, false) || bad(r.DecisionEvent, false) || bad(r.EventTime, false) || bad(r.AccountID, false) {
+		return true
+	}
+	if t := r.Terminal; t != nil && (bad(t.BlackBox, false) || bad(t.IP, false)) {
+		return true
+	}
+	if t := r.Transaction; t != nil && bad(t.Location, false) {
+		return true
+	}
+	if anyBadChars(r.Ext) {
+		return true
+	}
+	for k, v := range r.EventDetail {
+		if bad(k, false) || anyBadChars(v) {
+			return true
+		}
+	}
+	return false
+}
+
+func anyBadChars(v any) bool {
+	switch x := v.(type) {
+	case string:
+		_, bad := badChar(x, true)
+		return bad
+	case map[string]any:
+		for k, e := range x {
+			if _, bad := badChar(k, false); bad || anyBadChars(e) {
+				return true
+			}
+		}
+	case []any:
+		for _, e := range x {
+			if anyBadChars(e) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// badChar returns the first character of s that a request may not hold:
+// a C0 control (but tab, line feed and carriage return in text), DEL, a
+// C1 control, or a bidirectional formatting character.
+func badChar(s string, text bool) (rune, bool) {
+	i := 0
+	for i < len(s) && s[i] >= 0x20 && s[i] < 0x7f {
+		i++ // printable ASCII, the common case
+	}
+	for _, c := range s[i:] {
+		switch {
+		case c < 0x20:
+			if !text || c != '\t' && c != '\n' && c != '\r' {
+				return c, true
+			}
+		case c >= 0x7f && c <= 0x9f,
+			c == 0x061c, c == 0x200e, c == 0x200f, c >= 0x202a && c <= 0x202e, c >= 0x2066 && c <= 0x2069:
+			return c, true
+		}
+	}
+	return 0, false
+}
+
+func charReason(c rune) string {
+	what := "a control character"
+	if c > 0x9f {
+		what = "a bidirectional formatting character"
+	}
+	return fmt.Sprintf("holds U+%04X, %s: control characters (U+0000-U+001F, U+007F-U+009F) and bidirectional "+
+		"formatting characters (U+061C, U+200E, U+200F, U+202A-U+202E, U+2066-U+2069) are refused", c, what)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
 }
 
 func validID(s string) bool {

@@ -22,6 +22,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/outpost-agent/outpost/redact"
 	"github.com/outpost-agent/outpost/spool"
 	"github.com/outpost-agent/outpost/upstream"
 	"golang.org/x/time/rate"
@@ -454,7 +455,7 @@ func (w *Worker) settle(ctx context.Context, es []spool.Entry, results []upstrea
 		if err := w.cfg.Queue.DeadLetter(ctx, w.cfg.Name, seqs, reason); err != nil {
 			w.log.Error("dead-letter failed", "err", err)
 		} else {
-			w.log.Warn("moved to dead letters", "items", len(seqs), "reason", reason)
+			w.log.Warn("moved to dead letters", "items", len(seqs), "reason", redact.Text(reason))
 		}
 	}
 	if len(fail) > 0 {

@@ -45,8 +45,10 @@ func (s *Server) listDeadLetters(w http.ResponseWriter, r *http.Request) {
 	}
 	out := make([]deadLetter, len(es))
 	for i, e := range es {
-		out[i] = deadLetter{Upstream: name, Seq: e.Seq, ID: e.ID, Reason: redact.Digits(e.Reason), DeadAt: e.DeadAt,
-			EnqueuedAt: e.EnqueuedAt, Attempts: e.Attempts, LastError: redact.Digits(e.LastError), PayloadMasked: redact.JSON(e.Payload)}
+		// Ids that look like personal data are refused at intake; one
+		// stored before is shown masked (replay it with all=true).
+		out[i] = deadLetter{Upstream: name, Seq: e.Seq, ID: redact.ID(e.ID), Reason: redact.Text(e.Reason), DeadAt: e.DeadAt,
+			EnqueuedAt: e.EnqueuedAt, Attempts: e.Attempts, LastError: redact.Text(e.LastError), PayloadMasked: redact.JSON(e.Payload)}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"dead_letters": out})
 }

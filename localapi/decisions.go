@@ -9,6 +9,7 @@ import (
 
 	"github.com/outpost-agent/outpost/decision"
 	"github.com/outpost-agent/outpost/policy"
+	"github.com/outpost-agent/outpost/redact"
 )
 
 // Decider is what the API needs of the decision engine.
@@ -96,6 +97,13 @@ func (s *Server) getDecision(w http.ResponseWriter, r *http.Request) {
 	case !ok:
 		writeError(w, http.StatusNotFound, "not_found", "no such decision (or past its retention)", nil)
 	default:
+		// A record stored by an older agent may hold an id, or input,
+		// that today's rules mask: mask them again as they are shown
+		// (redact leaves what it masked before as it is).
+		res.DecisionID = redact.ID(res.DecisionID)
+		if len(res.Input) > 0 {
+			res.Input = redact.JSON(res.Input)
+		}
 		writeJSON(w, http.StatusOK, res)
 	}
 }

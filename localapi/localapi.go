@@ -24,6 +24,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/outpost-agent/outpost/redact"
 	"github.com/outpost-agent/outpost/spool"
 	"github.com/valyala/fasthttp"
 )
@@ -331,6 +332,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 		for name, u := range st.Upstreams {
 			q := st.Queues[name]
 			u.Queued, u.DeadLetters = q.Depth, q.DeadLetters
+			u.Reason, u.LastError = redact.Text(u.Reason), redact.Text(u.LastError) // upstreams' words
 			st.Upstreams[name] = u
 		}
 	}

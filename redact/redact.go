@@ -4,28 +4,20 @@
 package redact
 
 import (
+	"bytes"
 	"encoding/json"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
-// sensitive keys are masked wherever they appear in a JSON document, at any
-// depth. Hashes of personal data are masked too: an MD5 of an 11-digit phone
-// number is reversed by brute force in minutes.
-var sensitive = map[string]bool{
-	"phone": true, "hash_phone": true, "sha256_phone": true, "mobile": true,
-	"card_no": true, "cardno": true, "cert_id": true, "certid": true, "id_no": true,
-	"wechat_openid": true, "wechat_unionid": true, "open_id": true,
-	"hash_imei": true, "hash_idfa": true, "hash_oaid": true,
-	"black_box": true, "ip": true, "account_id": true,
-	"partner_key": true, "appkey": true, "access_token": true, "token": true, "password": true,
-}
-
-// Sensitive reports whether a JSON key names personal data or a secret.
-func Sensitive(key string) bool { return sensitive[strings.ToLower(key)] }
-
-// JSON returns doc with the value of every sensitive key masked, and long
-// digit runs in other strings masked too. A document that is not JSON is
-// replaced by a placeholder: never echo what cannot be inspected.
+// JSON returns doc with the value of every sensitive key masked whole
+// (see Sensitive), of every name key to its first character (see
+// NameKey), and every other string masked by its shape (see Text), at any
+// depth; a number that looks like a mobile or card number is masked too
+// (see MasksNumber). A document that is not JSON is replaced by a
+// placeholder: never echo what cannot be inspected. JSON of a document it
+// made is that document.
 //
 // It rewrites the document in one pass, keys in their order and numbers as
 // written (the decision path masks every request it stores: decoding into
@@ -35,9 +27,18 @@ func JSON(doc []byte) json.RawMessage {
 		return json.RawMessage(`"<unparseable payload withheld>"`)
 	}
 	w := rewriter{in: doc, out: make([]byte, 0, len(doc)+len(doc)/4)}
-	w.value(false)
+	w.value(clear)
 	return w.out
 }
+
+// mode is how the rewriter masks a value.
+type mode uint8
+
+const (
+	clear mode = iota // by its shape
+	whole             // under a sensitive key
+	name              // under a name key
+)
 
 // rewriter copies a valid JSON document, masking as it goes.
 type rewriter struct {
@@ -57,8 +58,8 @@ func (w *rewriter) space() {
 	}
 }
 
-// value copies one value; mask: it sits under a sensitive key.
-func (w *rewriter) value(mask bool) {
+// value copies one value, masked as m says.
+func (w *rewriter) value(m mode) {
 	w.space()
 	switch c := w.in[w.i]; c {
 	case '{', '[':
@@ -75,12 +76,12 @@ func (w *rewriter) value(mask bool) {
 			return
 		}
 		for {
-			under := mask
+			under := m
 			if c == '{' {
 				w.space()
 				raw := w.str()
 				w.out = append(w.out, raw...)
-				under = mask || sensitiveKey(raw)
+				under = keyMode(m, raw)
 				w.space()
 				w.i++ // the colon
 				w.out = append(w.out, ':')
@@ -96,15 +97,18 @@ func (w *rewriter) value(mask bool) {
 		}
 	case '"':
 		tok := w.str()
-		if !mask && plain(tok) && !hasLongDigitRun(tok) {
+		if m == clear && plain(tok) && !mayMask(tok) {
 			w.out = append(w.out, tok...) // nothing to mask or escape
 			return
 		}
 		s := unquote(tok)
-		if mask {
+		switch m {
+		case whole:
 			s = Mask(s)
-		} else {
-			s = Digits(s)
+		case name:
+			s = Name(s)
+		default:
+			s = Text(s)
 		}
 		w.out = appendQuoted(w.out, s)
 	case 't', 'n':
@@ -118,7 +122,7 @@ func (w *rewriter) value(mask bool) {
 		for j < len(w.in) && strings.IndexByte("0123456789+-.eE", w.in[j]) >= 0 {
 			j++
 		}
-		if mask {
+		if m != clear || maskNumber(w.in[w.i:j]) {
 			w.out = append(w.out, `"***"`...)
 		} else {
 			w.out = append(w.out, w.in[w.i:j]...)
@@ -159,18 +163,54 @@ func plain(tok []byte) bool {
 	return true
 }
 
-// sensitiveKey is Sensitive for a key token, without copying a plain one.
-func sensitiveKey(tok []byte) bool {
+// keyMode is how the value of the key token tok is masked inside a value
+// masked as m: a sensitive key masks it whole, a name key to its first
+// character. Plain keys are looked at without a copy.
+func keyMode(m mode, tok []byte) mode {
+	if m == whole {
+		return whole
+	}
+	var whole_, name_ bool
 	if plain(tok) {
 		body := tok[1 : len(tok)-1]
-		for _, c := range body {
-			if c >= 'A' && c <= 'Z' {
-				return Sensitive(string(body))
-			}
-		}
-		return sensitive[string(body)]
+		whole_, name_ = sensitiveKey(body), nameKey(body)
+	} else {
+		key := unquote(tok)
+		whole_, name_ = sensitiveKey(key), nameKey(key)
 	}
-	return Sensitive(unquote(tok))
+	switch {
+	case whole_:
+		return whole
+	case name_:
+		return name
+	}
+	return m
+}
+
+// mayMask: Text might change the string token tok (it masks nothing with
+// fewer than 7 digits and no @).
+func mayMask(tok []byte) bool {
+	n := 0
+	for _, c := range tok {
+		if c >= '0' && c <= '9' {
+			if n++; n >= 7 {
+				return true
+			}
+		} else if c == '@' {
+			return true
+		}
+	}
+	return false
+}
+
+// maskNumber: MasksNumber of a number token. Below 1.3e10 (11 digits
+// without an exponent) no number is masked, so short ones are not parsed.
+func maskNumber(tok []byte) bool {
+	if len(tok) < 11 && bytes.IndexAny(tok, "eE") < 0 {
+		return false
+	}
+	f, _ := strconv.ParseFloat(string(tok), 64) // beyond float64: ±Inf, masked
+	return MasksNumber(f)
 }
 
 // unquote decodes a string token; plain ASCII without escapes is taken as
@@ -201,71 +241,40 @@ func appendQuoted(b []byte, s string) []byte {
 	return append(b, '"')
 }
 
-// Mask keeps a hint of a value's shape (its length) and nothing else.
+// Mask keeps a hint of a value's shape (its length) and nothing else. A
+// value it masked it leaves as it is.
 func Mask(s string) string {
-	if s == "" {
-		return ""
-	}
-	return "***" + "(" + itoa(len(s)) + ")"
-}
-
-// Digits masks every run of 7 or more digits in free text (card, ID and
-// phone numbers) except its last 4, so messages stay useful for
-// correlation without showing the number.
-func Digits(s string) string {
-	if !hasLongDigitRun(s) {
+	if s == "" || s == "***" || masked(s) {
 		return s
 	}
-	var b strings.Builder
-	run := 0
-	flush := func(end int) {
-		if run >= 7 {
-			b.WriteString(strings.Repeat("*", run-4))
-			b.WriteString(s[end-4 : end])
-		} else {
-			b.WriteString(s[end-run : end])
-		}
-		run = 0
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= '0' && c <= '9' || (run > 0 && (c == 'X' || c == 'x') && run == 17) {
-			run++
-			continue
-		}
-		if run > 0 {
-			flush(i)
-		}
-		b.WriteByte(c)
-	}
-	if run > 0 {
-		flush(len(s))
-	}
-	return b.String()
+	return "***" + "(" + strconv.Itoa(len(s)) + ")"
 }
 
-func hasLongDigitRun[T string | []byte](s T) bool {
-	run := 0
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c >= '0' && c <= '9' {
-			if run++; run >= 7 {
-				return true
-			}
-		} else {
-			run = 0
+// masked: s is what Mask makes of a value, ***(n).
+func masked(s string) bool {
+	if len(s) < 6 || s[:4] != "***(" || s[len(s)-1] != ')' {
+		return false
+	}
+	for _, c := range []byte(s[4 : len(s)-1]) {
+		if c < '0' || c > '9' {
+			return false
 		}
 	}
-	return false
+	return true
 }
 
-func itoa(n int) string {
-	if n == 0 {
-		return "0"
+// Name masks a person's name to its first character and "*": 张三 -> 张*,
+// Zhang San -> Z*. A string of asterisks (a masked number) is left as it is.
+func Name(s string) string {
+	if strings.Trim(s, "*") == "" {
+		return s
 	}
-	var d []byte
-	for n > 0 {
-		d = append([]byte{byte('0' + n%10)}, d...)
-		n /= 10
+	r, n := utf8.DecodeRuneInString(s)
+	if r == utf8.RuneError {
+		return "*"
 	}
-	return string(d)
+	if len(s) == n+1 && s[n] == '*' {
+		return s
+	}
+	return s[:n] + "*"
 }

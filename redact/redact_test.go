@@ -1,6 +1,7 @@
 package redact
 
 import (
+	"bytes"
 	"encoding/json"
 	"reflect"
 	"strings"
@@ -49,32 +50,42 @@ func reference(doc []byte) json.RawMessage {
 	if err := json.Unmarshal(doc, &v); err != nil {
 		return json.RawMessage(`"<unparseable payload withheld>"`)
 	}
-	b, err := json.Marshal(walk(v, false))
+	b, err := json.Marshal(walk(v, clear))
 	if err != nil {
 		return json.RawMessage(`"<payload withheld>"`)
 	}
 	return b
 }
 
-func walk(v any, mask bool) any {
+func walk(v any, m mode) any {
 	switch t := v.(type) {
 	case map[string]any:
 		for k, x := range t {
-			t[k] = walk(x, mask || Sensitive(k))
+			under := m
+			switch {
+			case m == whole || Sensitive(k):
+				under = whole
+			case NameKey(k):
+				under = name
+			}
+			t[k] = walk(x, under)
 		}
 		return t
 	case []any:
 		for i, x := range t {
-			t[i] = walk(x, mask)
+			t[i] = walk(x, m)
 		}
 		return t
 	case string:
-		if mask {
+		switch m {
+		case whole:
 			return Mask(t)
+		case name:
+			return Name(t)
 		}
-		return Digits(t)
+		return Text(t)
 	case float64:
-		if mask {
+		if m != clear || MasksNumber(t) {
 			return "***"
 		}
 		return t
@@ -92,6 +103,9 @@ func FuzzJSON(f *testing.F) {
 		`{"Phone":"13800138000","\u0070hone":"13900139000","note":"\u003cb\u003e 13912345678 caf\u00e9 \" \\"}`,
 		` [ "x" , { } , [ ] , "" ] `, `"13800138000"`, `12345678901234567890`, `{"a":{"b":{"mobile":[1,"2",{"x":3}]}}}`,
 		`{"dup":"1","dup":"13800138000"}`, "\"\xff\xfe 13800138000\"", `not json`, `{"a":}`, ``,
+		`{"ext":{"bank_card":"6222 0212 3456 7890 128","tel":"+86 139 1234 5678","payee_name":"张三","mobile_no":"158-8765-4321"}}`,
+		`{"x":13912345678,"y":6222021234567890128,"z":1.3912345678e10,"ts":1764825600000,"n":[{"realName":["Zhang",1]}]}`,
+		`{"note":"mail zhang.san@example.com or １３９１２３４５６７８","id":"550e8400-e29b-41d4-a716-446655440000"}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -105,6 +119,9 @@ func FuzzJSON(f *testing.F) {
 		}
 		if !json.Valid(got) {
 			t.Fatalf("output is not JSON: %s", got)
+		}
+		if again := JSON(got); !bytes.Equal(again, got) {
+			t.Fatalf("masking its own output changed it:\nonce  %s\ntwice %s", got, again)
 		}
 		if string(want) == `"<unparseable payload withheld>"` {
 			return // valid, but a number beyond float64 stopped the reference
