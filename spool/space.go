@@ -81,8 +81,11 @@ func checkOpenSpace(o Options) (drainOnly bool, err error) {
 		return false, nil
 	}
 	if need, replay := openNeed(o); free < need {
-		return false, fmt.Errorf("%w on %s: %s free; opening the store needs %s (%s to deliver what it holds, %s to replay what an unclean stop left)",
-			ErrDiskLow, o.Dir, mib(free), mib(need), mib(need-replay), mib(replay))
+		why := "to deliver what it holds"
+		if replay > 0 {
+			why = fmt.Sprintf("(%s to deliver what it holds, %s to replay what an unclean stop left)", mib(need-replay), mib(replay))
+		}
+		return false, fmt.Errorf("%w on %s: %s free; opening the store needs %s %s", ErrDiskLow, o.Dir, mib(free), mib(need), why)
 	}
 	return free < o.MinFreeBytes, nil
 }
