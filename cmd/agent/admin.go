@@ -30,6 +30,10 @@ type statusDoc struct {
 	Store struct {
 		Bytes      int64           `json:"bytes"`
 		Quarantine json.RawMessage `json:"quarantine"`
+		Intake     struct {
+			State   string `json:"state"`
+			Message string `json:"message"`
+		} `json:"intake"`
 	} `json:"store"`
 	Policy struct {
 		Version     string `json:"version"`
@@ -75,6 +79,9 @@ func statusCmd(ctx context.Context, args []string, out io.Writer) error {
 	fmt.Fprintf(out, "\nstore %s on disk", humanBytes(st.Store.Bytes))
 	if len(st.Store.Quarantine) > 0 && string(st.Store.Quarantine) != "null" {
 		fmt.Fprintf(out, "  QUARANTINED at start-up: %s", st.Store.Quarantine)
+	}
+	if st.Store.Intake.State == "refusing" {
+		fmt.Fprintf(out, "\nINTAKE REFUSED: %s", st.Store.Intake.Message)
 	}
 	fmt.Fprintf(out, "\npolicy %s (%s)", st.Policy.Version, st.Policy.File)
 	if st.Policy.LastRefusal != "" {
