@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -194,31 +195,33 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 	}
 }
 
-// 4. The data directory's filesystem fills up while Tencent is away.
+// 4. The data directory's filesystem fills up while Tencent is away: intake
+// pushes back (503 spool_full with Retry-After, decisions too) and /readyz
+// says so. The disk fills further and the agent is restarted on it, below
+// AGENT_MIN_FREE_DISK: it must come up drain-only, deliver its whole
+// backlog once Tencent is back, still refuse new work (/readyz 503, the
+// status saying why), and take new work by itself once space is freed.
 func TestDataDirFilesystemFull(t *testing.T) {
 	skipShort(t)
 	mnt := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", mnt).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a 64 MiB tmpfs for the data directory (needs root or CAP_SYS_ADMIN): %v: %s", err, strings.TrimSpace(string(out)))
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=320m", "tmpfs", mnt).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a 320 MiB tmpfs for the data directory (needs root or CAP_SYS_ADMIN): %v: %s", err, strings.TrimSpace(string(out)))
 	}
 	t.Cleanup(func() {
 		if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
 			t.Errorf("umount %s: %v: %s", mnt, err, out)
 		}
 	})
-	// The filler stands for other tenants of the disk; removing it later
-	// is space freeing up (badger does not shrink its files at once).
-	filler := filepath.Join(mnt, "filler")
-	if err := os.WriteFile(filler, make([]byte, 32<<20), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	// Fillers stand for other tenants of the disk; removing them later is
+	// space freeing up. The agent gets about 48 MiB above its minimum (the
+	// default AGENT_MIN_FREE_DISK, 128 MiB) to fill.
+	fillTo(t, mnt, "filler", 176<<20)
 	data := filepath.Join(mnt, "data")
 	tc := newTencent(t)
 	tc.sim.SetFaults(tencentsim.Faults{Outage: true})
-	// The spool cap is far away: the disk fills first. The agent keeps a
-	// 16 MiB reserve (AGENT_MIN_FREE_DISK) so badger never writes into an
-	// mmap with no disk behind it.
-	env := append([]string{"AGENT_SPOOL_MAX_BYTES=8GiB", "AGENT_MIN_FREE_DISK=16MiB"}, tc.env...)
+	// The spool cap is far away: the disk fills first. GC every second
+	// gives back the value log of what was delivered.
+	env := append([]string{"AGENT_SPOOL_MAX_BYTES=8GiB", "AGENT_STORE_GC_INTERVAL=1s"}, tc.env...)
 	l := newLedger("diskfull")
 	a := startAgent(t, data, env...)
 
@@ -266,83 +269,134 @@ func TestDataDirFilesystemFull(t *testing.T) {
 	if first == nil {
 		t.Fatalf("no pushback within 90 s after %d acknowledged actions", len(l.acked))
 	}
+	if len(l.acked) < 1000 {
+		t.Fatalf("only %d actions acknowledged before the disk filled: no backlog to deliver", len(l.acked))
+	}
 	if a.exited() {
-		// Go on: the rest of the acceptance (restart on the full disk,
-		// nothing acknowledged lost once space is back) still applies.
-		t.Errorf("FINDING: the agent died when its filesystem filled up: %v (acknowledged %d actions, first pushback %d %q %v)\n%s",
-			a.err, len(l.acked), first.code, first.body, first.err, a.crash(24))
-	} else {
-		if first.err != nil || first.code != http.StatusServiceUnavailable || first.retryAfter == "" {
-			t.Errorf("first pushback: %d Retry-After=%q %s %v; want 503 with Retry-After", first.code, first.retryAfter, first.body, first.err)
-		}
-		for k := range pushback {
-			if !strings.HasPrefix(k, "503 ") {
-				t.Errorf("pushback answer other than 503: %s", k)
-			}
-		}
-		// Still serving, nothing damaged: status answers, readiness says
-		// what it sees.
-		if _, err := a.status(); err != nil {
-			t.Errorf("/v1/status on a full disk: %v", err)
-		}
-		rc, rbody, _ := a.getJSON("/readyz", nil)
-		t.Logf("/readyz on a full disk: %d %s", rc, strings.TrimSpace(rbody))
-		stopErr := a.sigterm()
-		t.Logf("SIGTERM on a full disk: exit %v", stopErr)
-		if stopErr != nil {
-			t.Errorf("SIGTERM on a full disk: %v (want exit 0)\n%s", stopErr, a.tail(15))
+		t.Fatalf("the agent died when its filesystem filled up: %v (acknowledged %d actions)\n%s", a.err, len(l.acked), a.crash(24))
+	}
+	if first.err != nil || first.code != http.StatusServiceUnavailable || first.retryAfter == "" || !strings.Contains(string(first.body), "spool_full") {
+		t.Errorf("first pushback: %d Retry-After=%q %s %v; want 503 spool_full with Retry-After", first.code, first.retryAfter, first.body, first.err)
+	}
+	for k := range pushback {
+		if !strings.HasPrefix(k, "503 ") {
+			t.Errorf("pushback answer other than 503: %s", k)
 		}
 	}
-	// A restart on the still-full disk works.
-	a2, err := tryStartAgent(t, data, 30*time.Second, env...)
-	restartedFull := err == nil
-	if err != nil {
-		t.Errorf("FINDING: restart on the full disk failed: %.1500s", err)
-	} else {
-		a = a2
-		l.restarts++
-	}
-	if restartedFull {
-		var rd struct {
-			Quarantine *struct{ Path, Reason string } `json:"quarantine"`
-		}
-		rc, rbody, _ := a.getJSON("/readyz", &rd)
-		t.Logf("/readyz after restart on a full disk: %d %s", rc, strings.TrimSpace(rbody))
-		if rd.Quarantine != nil {
-			t.Errorf("FINDING: the store was quarantined after a restart on a full disk: %s", rd.Quarantine.Reason)
-		}
+	checkRefusing(t, a, "on a full disk")
+	if err := a.sigterm(); err != nil {
+		t.Errorf("SIGTERM on a full disk: %v (want exit 0)\n%s", err, a.tail(15))
 	}
 
-	// Space comes back and Tencent too.
-	if err := os.Remove(filler); err != nil {
-		t.Fatal(err)
-	}
+	// The disk fills further while the agent is down: below the minimum,
+	// below half of it, above what opening and draining need.
+	fillTo(t, mnt, "filler2", 48<<20)
 	tc.sim.SetFaults(tencentsim.Faults{})
 	faultsOver := time.Now()
-	if !restartedFull {
-		// Space is back: the agent must start now, store intact.
-		a = startAgent(t, data, env...)
-		l.restarts++
-		var rd struct {
-			Quarantine *struct{ Path, Reason string } `json:"quarantine"`
+	a, err := tryStartAgent(t, data, 30*time.Second, env...)
+	if err != nil {
+		t.Fatalf("restart on a full disk with %d acknowledged actions queued: %.1500s", len(l.acked), err)
+	}
+	l.restarts++
+	if !strings.Contains(a.logs.String(), "starting drain-only") {
+		t.Errorf("the log does not say the agent started drain-only:\n%s", a.tail(20))
+	}
+	checkRefusing(t, a, "after a restart on a full disk")
+	if o := l.post(context.Background(), client, a, 10, false); o.code != http.StatusServiceUnavailable || !strings.Contains(string(o.body), "spool_full") {
+		t.Errorf("post after a restart on a full disk: %d %s %v", o.code, o.body, o.err)
+	}
+	// The backlog goes out while the disk stays full.
+	var undelivered []string
+	if !waitUntil(90*time.Second, func() bool {
+		undelivered = undelivered[:0]
+		l.mu.Lock()
+		for id := range l.acked {
+			if !tc.delivered(id) {
+				undelivered = append(undelivered, id)
+			}
 		}
-		if _, _, err := a.getJSON("/readyz", &rd); err == nil && rd.Quarantine != nil {
-			t.Errorf("FINDING: the store was quarantined after the disk filled: %s", rd.Quarantine.Reason)
+		l.mu.Unlock()
+		return len(undelivered) == 0
+	}) {
+		t.Fatalf("drain-only: %d of %d acknowledged actions not delivered after 90 s\n%s", len(undelivered), len(l.acked), a.tail(20))
+	}
+	drained := time.Since(faultsOver)
+	checkRefusing(t, a, "once drained, the disk still full")
+
+	// Space comes back: intake resumes by itself.
+	for _, f := range []string{"filler", "filler2"} {
+		if err := os.Remove(filepath.Join(mnt, f)); err != nil {
+			t.Fatal(err)
 		}
 	}
+	spaceBack := time.Now()
 	var accepting time.Duration
 	if waitUntil(30*time.Second, func() bool {
 		o := l.post(context.Background(), client, a, 1, false)
 		return o.err == nil && o.code == http.StatusAccepted
 	}) {
-		accepting = time.Since(faultsOver)
+		accepting = time.Since(spaceBack)
 	} else {
 		t.Errorf("no action accepted within 30 s of space coming back")
 	}
-	conserve(t, l, tc, a, faultsOver, 90*time.Second, fmt.Sprintf(" first_pushback=%d/Retry-After:%s accepting_again_after=%s",
-		first.code, first.retryAfter, accepting.Round(time.Millisecond)))
+	if rc, body, _ := a.getJSON("/readyz", nil); rc != http.StatusOK {
+		t.Errorf("/readyz with space back: %d %s", rc, body)
+	}
+	var st intakeDoc
+	if _, body, err := a.getJSON("/v1/status", &st); err != nil || st.Store.Intake.State != "accepting" {
+		t.Errorf("/v1/status with space back: %v %s", err, body)
+	}
+	if !strings.Contains(a.logs.String(), "disk space is back") {
+		t.Errorf("the log does not say space is back:\n%s", a.tail(20))
+	}
+	conserve(t, l, tc, a, faultsOver, 90*time.Second, fmt.Sprintf(" first_pushback=%d/Retry-After:%s drained_on_full_disk_in=%s accepting_again_after=%s",
+		first.code, first.retryAfter, drained.Round(time.Millisecond), accepting.Round(time.Millisecond)))
 	if err := a.sigterm(); err != nil {
 		t.Errorf("clean stop: %v", err)
+	}
+}
+
+// fillTo writes the file name on the file system at mnt until free bytes
+// are left there.
+func fillTo(t *testing.T, mnt, name string, free int64) {
+	t.Helper()
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(mnt, &st); err != nil {
+		t.Fatal(err)
+	}
+	if n := int64(st.Bavail)*st.Bsize - free; n > 0 {
+		if err := os.WriteFile(filepath.Join(mnt, name), make([]byte, n), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+type intakeDoc struct {
+	Store struct {
+		Intake struct {
+			State, Reason, Message string
+		} `json:"intake"`
+	} `json:"store"`
+}
+
+// checkRefusing: a refusing agent says so, on /readyz (503, disk_low) and
+// in /v1/status, and a decision gets 503 spool_full, as actions do.
+func checkRefusing(t *testing.T, a *agent, when string) {
+	t.Helper()
+	var rd struct{ Status, Reason, Error string }
+	if rc, body, _ := a.getJSON("/readyz", &rd); rc != http.StatusServiceUnavailable || rd.Reason != "disk_low" {
+		t.Errorf("/readyz %s: %d %s; want 503 disk_low", when, rc, strings.TrimSpace(body))
+	}
+	var st intakeDoc
+	if _, body, err := a.getJSON("/v1/status", &st); err != nil || st.Store.Intake.State != "refusing" ||
+		!strings.Contains(st.Store.Intake.Message, "AGENT_MIN_FREE_DISK") {
+		t.Errorf("/v1/status %s: %v %s; want store.intake refusing, saying why", when, err, body)
+	}
+	dec := []byte(`{"id":"full-disk-1","channel":"bank","session_id":"s-full","decision_event":"withdraw","event_time":"` +
+		time.Now().Format("2006-01-02T15:04:05.000-07:00") + `","account_id":"acct-1","terminal":{"ip":"210.20.10.33"},"event_detail":{"withdraw":{}},"amount":100}`)
+	code, h, body, err := postJSON(context.Background(), &http.Client{Timeout: 10 * time.Second}, a.url("/v1/decisions"), dec)
+	if err != nil || code != http.StatusServiceUnavailable || h.Get("Retry-After") == "" || !strings.Contains(string(body), `"spool_full"`) {
+		t.Errorf("decision %s: %d %s %v; want 503 spool_full with Retry-After", when, code, body, err)
 	}
 }
 

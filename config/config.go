@@ -79,6 +79,9 @@ type Config struct {
 	CacheNegativeTTL      time.Duration `envconfig:"CACHE_NEGATIVE_TTL" default:"30s"`
 }
 
+// MinFreeDiskFloor is the smallest AGENT_MIN_FREE_DISK but 0 (none).
+const MinFreeDiskFloor = 32 << 20
+
 // Load reads the process environment and validates the result.
 func Load() (Config, error) {
 	var c Config
@@ -140,6 +143,12 @@ func (c Config) Validate() error {
 	}
 	if c.MaxConcurrent < 1 {
 		bad("MAX_CONCURRENT_REQUESTS", "must be at least 1")
+	}
+	// The store needs 32 MiB to open and deliver on a full disk (the drain
+	// reserve in spool/space.go): a smaller minimum would let intake fill
+	// the disk past what a restart can open.
+	if c.MinFreeDisk != 0 && c.MinFreeDisk < MinFreeDiskFloor {
+		bad("MIN_FREE_DISK", "must be 0 (no minimum) or at least 32MiB (what the store needs to open and deliver on a full disk), got %d", c.MinFreeDisk)
 	}
 	if c.DedupeWindow < time.Minute {
 		bad("DEDUPE_WINDOW", "must be at least 1m")

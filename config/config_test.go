@@ -17,6 +17,23 @@ func TestDefaults(t *testing.T) {
 	}
 }
 
+// TestMinFreeDisk: the free-space minimum defaults to 128MiB, and 0 is
+// taken as it is (no minimum), not as unset.
+func TestMinFreeDisk(t *testing.T) {
+	for _, tt := range []struct {
+		val  string
+		want ByteSize
+	}{{"", 128 << 20}, {"0", 0}, {"32MiB", 32 << 20}, {"1GiB", 1 << 30}} {
+		if tt.val != "" {
+			t.Setenv("AGENT_MIN_FREE_DISK", tt.val)
+		}
+		c, err := Load()
+		if err != nil || c.MinFreeDisk != tt.want {
+			t.Errorf("AGENT_MIN_FREE_DISK=%q: %d, %v; want %d", tt.val, c.MinFreeDisk, err, tt.want)
+		}
+	}
+}
+
 func TestBadValuesNameTheVariable(t *testing.T) {
 	key := filepath.Join(t.TempDir(), "key")
 	if err := os.WriteFile(key, []byte("short"), 0o600); err != nil {
@@ -42,6 +59,7 @@ func TestBadValuesNameTheVariable(t *testing.T) {
 		{"tongdun half configured", "AGENT_TONGDUN_PARTNER_KEY", "k", "AGENT_TONGDUN_CHANNEL"},
 		{"unionpay url", "AGENT_UNIONPAY_URL", "ftp://x", "AGENT_UNIONPAY_URL"},
 		{"batch over tencent's limit", "AGENT_FORWARD_BATCH_SIZE", "51", "AGENT_FORWARD_BATCH_SIZE"},
+		{"free disk minimum below what a drain needs", "AGENT_MIN_FREE_DISK", "16MiB", "AGENT_MIN_FREE_DISK: must be 0 (no minimum) or at least 32MiB"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"github.com/outpost-agent/outpost/decision"
 	"github.com/outpost-agent/outpost/policy"
 	"github.com/outpost-agent/outpost/redact"
+	"github.com/outpost-agent/outpost/spool"
 )
 
 // Decider is what the API needs of the decision engine.
@@ -71,6 +72,14 @@ func (s *Server) decide(ctx context.Context, rid string, body []byte) reply {
 	}
 	start := time.Now()
 	res, err := s.cfg.Decider.Decide(ctx, req)
+	if errors.Is(err, spool.ErrFull) {
+		// Only a nearly full disk refuses a decision's record (MaxBytes
+		// counts queued items, not decisions).
+		rep := errorReply(http.StatusServiceUnavailable, "spool_full", "the data disk is nearly full: the decision could not be recorded; retry later", nil)
+		rep.retryAfter = "30"
+		s.log.Warn("decision refused", "request_id", rid, "reason", "spool_full")
+		return rep
+	}
 	if err != nil {
 		rep := errorReply(http.StatusServiceUnavailable, "store_unavailable", "the decision could not be recorded; retry", nil)
 		rep.retryAfter = "1"

@@ -37,6 +37,7 @@ type Store interface {
 	Probe(ctx context.Context) error
 	Quarantine() *spool.QuarantineInfo
 	Damage() []spool.DamageReport
+	Intake() spool.Intake
 	DeadLetters(queue string, after uint64, limit int) ([]spool.Entry, error)
 	Replay(ctx context.Context, queue string, ids []string, all bool) (int, error)
 }
@@ -269,12 +270,16 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 
 type readiness struct {
 	Status     string                `json:"status"`
+	Reason     string                `json:"reason,omitempty"`
 	Error      string                `json:"error,omitempty"`
 	Quarantine *spool.QuarantineInfo `json:"quarantine,omitempty"`
 	Warnings   []string              `json:"warnings,omitempty"`
 }
 
-// readyz proves the store is open and writable with a small synced write.
+// readyz proves the store is open and writable with a small synced write,
+// and that intake takes new work: while it refuses (the disk below its
+// minimum, the spool full) readyz answers 503 with the reason, so an
+// orchestrator stops routing work here; queued items are still delivered.
 // A quarantined store still serves (it is empty and writable), so readyz
 // stays 200 but says so loudly: an operator must look.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
@@ -288,7 +293,12 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		rd.Warnings = append(rd.Warnings, fmt.Sprintf("damage found in the store (%d reports, see /v1/status); the latest: %s", len(d), d[len(d)-1].Message))
 	}
 	if err := s.cfg.Store.Probe(ctx); err != nil {
-		rd.Status, rd.Error = "not_ready", "store is not writable: "+err.Error()
+		rd.Status, rd.Reason, rd.Error = "not_ready", "store_unavailable", "store is not writable: "+err.Error()
+		writeJSON(w, http.StatusServiceUnavailable, rd)
+		return
+	}
+	if in := s.cfg.Store.Intake(); in.Refusing {
+		rd.Status, rd.Reason, rd.Error = "not_ready", in.Reason, intakeMessage(in)
 		writeJSON(w, http.StatusServiceUnavailable, rd)
 		return
 	}
@@ -310,6 +320,7 @@ type storeStatus struct {
 	// Damage: what was found unreadable in the store's files, and what
 	// it cost (spool.DamageReport), oldest first.
 	Damage []spool.DamageReport `json:"damage,omitempty"`
+	Intake intakeStatus         `json:"intake"`
 }
 
 type status struct {
@@ -342,6 +353,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	st.Store.Bytes = s.cfg.Store.StoreBytes()
 	st.Store.Quarantine = s.cfg.Store.Quarantine()
 	st.Store.Damage = s.cfg.Store.Damage()
+	st.Store.Intake = newIntakeStatus(s.cfg.Store.Intake())
 	writeJSON(w, http.StatusOK, st)
 }
 

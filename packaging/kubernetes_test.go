@@ -225,7 +225,9 @@ func checkWorkload(t *testing.T, w workload) (native bool) {
 			t.Errorf("%s: httpGet goes to the pod IP, the agent listens on 127.0.0.1", what)
 		}
 	}
-	probe("startupProbe", agent.StartupProbe, "/readyz")
+	// Started is the store open (the API answers only then), not ready:
+	// an agent on a full disk must start and deliver while /readyz is 503.
+	probe("startupProbe", agent.StartupProbe, "/healthz")
 	probe("readinessProbe", agent.ReadinessProbe, "/readyz")
 	probe("livenessProbe", agent.LivenessProbe, "/healthz")
 	if s := agent.StartupProbe; s != nil && time.Duration(s.PeriodSeconds*s.FailureThreshold)*time.Second < 60*time.Second {

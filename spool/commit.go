@@ -214,8 +214,10 @@ type group struct {
 	// ones whose head can move.
 	removed map[string]bool
 	broken  bool
-	// diskLow: the filesystem is below MinFreeBytes; new data is refused.
+	// diskLow: the filesystem is below MinFreeBytes (free bytes left);
+	// new data is refused.
 	diskLow bool
+	free    int64
 	// jb is the journal record of this transaction: every write staged in
 	// txn, in order, after the record's head (see journal.go).
 	jb []byte
@@ -264,19 +266,7 @@ func werr(format string, err error) error {
 func (s *Spool) newGroup() *group {
 	g := &group{s: s, txn: s.db.NewTransaction(true), metas: map[string]meta{}, now: s.now(), dirty: map[string]bool{}, removed: map[string]bool{},
 		jb: s.jnl.newRecord()}
-	if s.opts.MinFreeBytes > 0 {
-		if free := freeBytes(s.opts.Dir); free >= 0 && free < s.opts.MinFreeBytes {
-			g.diskLow = true
-			if !s.diskLowLogged {
-				s.diskLowLogged = true
-				s.log.Error("the store's disk is nearly full: new data is refused until space is freed",
-					"free_bytes", free, "min_free_bytes", s.opts.MinFreeBytes)
-			}
-		} else if s.diskLowLogged && free >= 0 {
-			s.diskLowLogged = false
-			s.log.Info("disk space is back: new data is accepted again", "free_bytes", free)
-		}
-	}
+	g.diskLow, g.free = s.disk.check()
 	s.mu.Lock()
 	for name, q := range s.queues {
 		g.metas[name] = q.meta
@@ -321,6 +311,11 @@ func estimate(o *op) (count, size int64) {
 		}
 	}
 	return count + 4, size + 256
+}
+
+// diskFull is the refusal of new data on a nearly full disk.
+func (g *group) diskFull() error {
+	return fmt.Errorf("%w: the data disk has %s free, under the minimum of %s", ErrFull, mib(g.free), mib(g.s.opts.MinFreeBytes))
 }
 
 func (g *group) fits(o *op, maxCount, maxSize int64) bool {
@@ -395,7 +390,7 @@ func (g *group) total() int64 {
 
 func (g *group) applyAppend(o *op) error {
 	if g.diskLow {
-		return fmt.Errorf("%w: the data disk is nearly full", ErrFull)
+		return g.diskFull()
 	}
 	// Validate first: queues, duplicates, room. Nothing is written until all
 	// records of this op are known to fit.

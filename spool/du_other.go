@@ -18,3 +18,12 @@ func dirBytes(dir string) int64 {
 	}
 	return n
 }
+
+// fileBytes is the size of one file (0 when it cannot be told).
+func fileBytes(path string) int64 {
+	fi, err := os.Lstat(path)
+	if err != nil || !fi.Mode().IsRegular() {
+		return 0
+	}
+	return fi.Size()
+}

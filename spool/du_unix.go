@@ -29,3 +29,15 @@ func dirBytes(dir string) int64 {
 	}
 	return n
 }
+
+// fileBytes is the allocated size of one file (0 when it cannot be told).
+func fileBytes(path string) int64 {
+	fi, err := os.Lstat(path)
+	if err != nil || !fi.Mode().IsRegular() {
+		return 0
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return st.Blocks * 512
+	}
+	return fi.Size()
+}

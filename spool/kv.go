@@ -95,7 +95,7 @@ func (s *Spool) Scan(prefix, start string, fn func(key string, value []byte) boo
 
 func (g *group) applyPut(o *op) error {
 	if g.diskLow {
-		return fmt.Errorf("%w: the data disk is nearly full", ErrFull)
+		return g.diskFull()
 	}
 	if len(o.recs) > 0 {
 		if err := g.applyAppend(o); err != nil {

@@ -90,11 +90,16 @@ type Options struct {
 	Logger         *slog.Logger
 	Clock          func() time.Time
 	// MinFreeBytes: below this much free space on the store's filesystem
-	// new data is refused with ErrFull (acks, failures and dead letters,
-	// which free space, still go through), and Open refuses to start below
-	// half of it. Badger writes through mmaps: running out of disk under
-	// one is a SIGBUS, not an error. Default 128 MiB; negative disables.
+	// new data is refused with ErrFull (drain-only: acks, failures and dead
+	// letters, which free space, still go through); Open opens a store
+	// below it drain-only, and refuses (ErrDiskLow) only without room to
+	// open and drain it (space.go). Badger writes through mmaps: running
+	// out of disk under one is a SIGBUS, not an error. 0 or negative: no
+	// minimum and no check (the agent's default is in its config).
 	MinFreeBytes int64
+	// FreeBytes reports the space left on dir's filesystem, -1 when it
+	// cannot be told. Default: statfs; tests give a full disk with it.
+	FreeBytes func(dir string) int64
 	// OnCommit, when set, hears of each commit: how long the synced
 	// commit took, how many writes shared it, and its error.
 	OnCommit func(d time.Duration, writes int, err error)
@@ -184,7 +189,7 @@ type Spool struct {
 	ckpts      atomic.Int64
 	ckptErrors atomic.Int64
 
-	diskLowLogged bool // only the committer goroutine touches it
+	disk *diskWatch // is the disk below MinFreeBytes (space.go)
 
 	damageMu sync.Mutex
 	damage   []DamageReport // stored reports and this run's (damage.go)
@@ -238,8 +243,8 @@ func Open(opts Options) (*Spool, error) {
 	if opts.GCInterval <= 0 {
 		opts.GCInterval = time.Minute
 	}
-	if opts.MinFreeBytes == 0 {
-		opts.MinFreeBytes = 128 << 20
+	if opts.FreeBytes == nil {
+		opts.FreeBytes = freeBytes
 	}
 	if opts.MemTableSize <= 0 {
 		opts.MemTableSize = 8 << 20
@@ -255,14 +260,17 @@ func Open(opts Options) (*Spool, error) {
 	}
 	s := &Spool{opts: opts, log: opts.Logger, now: opts.Clock, queues: map[string]*queueState{}}
 
-	// Replaying a store writes (memtable files through mmaps): on a full
-	// disk badger dies of SIGBUS. Refuse with a clear error instead.
+	s.disk = &diskWatch{dir: opts.Dir, min: opts.MinFreeBytes, free: opts.FreeBytes, log: s.log}
+
+	// Opening and draining a store writes (memtable files through mmaps):
+	// on a full disk badger dies of SIGBUS. Below what they need, refuse
+	// with a clear error; below the minimum, open drain-only (space.go).
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("open spool: %w", err)
 	}
-	if free := freeBytes(opts.Dir); opts.MinFreeBytes > 0 && free >= 0 && free < opts.MinFreeBytes/2 {
-		return nil, fmt.Errorf("open spool: %w on %s: %d bytes free, at least %d needed to open the store safely; free some space",
-			ErrDiskLow, opts.Dir, free, opts.MinFreeBytes/2)
+	drainOnly, serr := checkOpenSpace(opts)
+	if serr != nil {
+		return nil, fmt.Errorf("open spool: %w", serr)
 	}
 
 	if err := finishSalvage(opts.Dir); err != nil {
@@ -299,6 +307,9 @@ func Open(opts Options) (*Spool, error) {
 				return nil, fmt.Errorf("open spool after quarantine: %w", err)
 			}
 		}
+	}
+	if drainOnly {
+		s.logDrainOnly()
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.ops = make(chan *op, 1024)

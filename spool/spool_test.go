@@ -302,39 +302,6 @@ func TestDedupeWindowExpires(t *testing.T) {
 	}
 }
 
-// TestLowDiskRefusesNewDataButNotAcks: below MinFreeBytes new data is
-// refused with ErrFull (so the API answers 503 and badger never writes
-// into an mmap with no disk behind it), while acks, which free space, go
-// on; a store cannot even be opened below half of it.
-func TestLowDiskRefusesNewDataButNotAcks(t *testing.T) {
-	ctx := context.Background()
-	dir := filepath.Join(t.TempDir(), "spool")
-	s := openT(t, dir)
-	if _, err := s.Append(ctx, recs("tencent", "a", "b")); err != nil {
-		t.Fatal(err)
-	}
-	closeT(t, s)
-	free := freeBytes(filepath.Dir(dir))
-	if free < 0 {
-		t.Fatal("cannot read free space here")
-	}
-	s = openT(t, dir, func(o *Options) { o.MinFreeBytes = free + free/4 }) // "low" from now on
-	defer closeT(t, s)
-	if _, err := s.Append(ctx, recs("tencent", "c")); !errors.Is(err, ErrFull) {
-		t.Fatalf("append on a nearly full disk: %v, want ErrFull", err)
-	}
-	if _, err := s.Write(ctx, []KV{{Key: "x", Value: []byte("y")}}, nil); !errors.Is(err, ErrFull) {
-		t.Fatalf("write on a nearly full disk: %v, want ErrFull", err)
-	}
-	es, _ := s.Lease(ctx, "tencent", 10, 1<<20)
-	if err := s.Ack(ctx, "tencent", seqs(es)); err != nil || s.Stats()["tencent"].Depth != 0 {
-		t.Fatalf("ack on a nearly full disk: %v", err)
-	}
-	if _, err := Open(Options{Dir: dir + "2", Queues: queues, MinFreeBytes: 4 * free}); !errors.Is(err, ErrDiskLow) {
-		t.Fatalf("open on a nearly full disk: %v, want ErrDiskLow", err)
-	}
-}
-
 // TestLargestRequestFitsOneCommit: the API takes up to 1000 actions with
 // ids of up to 128 characters in one request, and the spool stores a
 // request in one transaction. With the default memtable (whose size

@@ -35,6 +35,10 @@ type statusDoc struct {
 			Found   string    `json:"found"`
 			Message string    `json:"message"`
 		} `json:"damage"`
+		Intake struct {
+			State   string `json:"state"`
+			Message string `json:"message"`
+		} `json:"intake"`
 	} `json:"store"`
 	Policy struct {
 		Version     string `json:"version"`
@@ -84,6 +88,9 @@ func statusCmd(ctx context.Context, args []string, out io.Writer) error {
 	if n := len(st.Store.Damage); n > 0 {
 		d := st.Store.Damage[n-1]
 		fmt.Fprintf(out, "\nDAMAGE found in the store: %d reports; the latest (%s, %s): %s", n, d.Found, d.At.Format(time.RFC3339), truncate(d.Message, 300))
+	}
+	if st.Store.Intake.State == "refusing" {
+		fmt.Fprintf(out, "\nINTAKE REFUSED: %s", st.Store.Intake.Message)
 	}
 	fmt.Fprintf(out, "\npolicy %s (%s)", st.Policy.Version, st.Policy.File)
 	if st.Policy.LastRefusal != "" {

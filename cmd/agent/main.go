@@ -33,8 +33,10 @@
 //	AGENT_STORE_GC_INTERVAL        [1m] value-log garbage collection period
 //	AGENT_LISTEN_UNIX              [] also listen on this unix socket (mode 0660)
 //	AGENT_PPROF                    [false] serve Go's profiler under /debug/pprof/
-//	AGENT_MIN_FREE_DISK            [128MiB] below it new data gets 503 (badger writes
-//	                               through mmaps: a full disk would be a crash)
+//	AGENT_MIN_FREE_DISK            [128MiB] below it new data gets 503 spool_full and
+//	                               queued items are still delivered (drain-only); at
+//	                               least 32MiB, or 0 for none (badger writes through
+//	                               mmaps: a full disk may then crash the agent)
 //
 // Upstreams (each is configured by all its credentials, or none):
 //

@@ -85,6 +85,9 @@ func serve(ctx context.Context) error {
 			debug.SetGCPercent(defaultGCPercent)
 		}
 	}
+	if cfg.MinFreeDisk == 0 {
+		log.Warn("AGENT_MIN_FREE_DISK=0: no free-space minimum; on a full data disk the store may crash (SIGBUS) instead of refusing new data")
+	}
 	var key []byte
 	if cfg.EncryptionKeyFile != "" {
 		if key, err = config.ReadKeyFile(cfg.EncryptionKeyFile); err != nil {
@@ -154,6 +157,9 @@ func serve(ctx context.Context) error {
 		GCInterval:    cfg.StoreGCInterval,
 		Logger:        log.With("component", "spool"),
 	})
+	if errors.Is(err, spool.ErrDiskLow) {
+		return fmt.Errorf("%w\nfree space on the disk of AGENT_DATA_DIR=%s, or set AGENT_MIN_FREE_DISK=0 to start anyway (a full disk may then crash the agent)", err, cfg.DataDir)
+	}
 	if err != nil {
 		return err
 	}
@@ -177,6 +183,10 @@ func serve(ctx context.Context) error {
 	}
 	hashKey, err := hashKey(sp, key)
 	if err != nil {
+		if in := sp.Intake(); errors.Is(err, spool.ErrFull) && in.Reason == "disk_low" {
+			err = fmt.Errorf("the disk of AGENT_DATA_DIR=%s has %s free, under AGENT_MIN_FREE_DISK=%s, and a new store must record its hash key before it serves: free space there, or lower AGENT_MIN_FREE_DISK to at most %s (%w)",
+				cfg.DataDir, mibs(in.FreeBytes), mibs(in.MinFreeBytes), mibs(in.FreeBytes), err)
+		}
 		closeSpool()
 		return err
 	}
@@ -333,6 +343,9 @@ wait:
 	log.Info("stopped cleanly")
 	return nil
 }
+
+// mibs is n in whole MiB (rounded down), as AGENT_* sizes are written.
+func mibs(n int64) string { return fmt.Sprintf("%dMiB", n>>20) }
 
 // listenUnix listens on a unix socket readable and writable by the
 // agent's user and group only (0660): apps in the agent's group reach it,
