@@ -606,6 +606,15 @@ func salvageStore(o Options, now time.Time) (res salvageResult, err error) {
 	if unlock != nil {
 		defer unlock()
 	}
+	// The rebuilt store is written through badger's mmaps, where a full
+	// disk is a SIGBUS: at most as big as the damaged one, plus what any
+	// open store needs (space.go).
+	if o.FreeBytes != nil && o.MinFreeBytes > 0 {
+		need := dirBytes(o.Dir) + drainReserve(o.MemTableSize)
+		if free := o.FreeBytes(o.Dir); free >= 0 && free < need {
+			return res, fmt.Errorf("%w on %s: %s free, salvaging the store needs %s", ErrDiskLow, o.Dir, mib(free), mib(need))
+		}
+	}
 	keys, spans, err := readDataKeys(o.Dir, o.EncryptionKey)
 	if err != nil {
 		return res, err
