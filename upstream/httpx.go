@@ -45,6 +45,11 @@ func NewRetryClient(base *http.Client, timeout time.Duration, retryMax int, retr
 		}
 		hc = &cp
 	}
+	// Never follow a redirect: the request carries the partner's key and,
+	// for UnionPay, card, ID and mobile numbers; a 3xx would send them on
+	// to whatever host Location names (and take that host's answer). The
+	// 3xx itself is the answer, classified like any other.
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	rc := retryablehttp.NewClient()
 	rc.HTTPClient = hc
 	rc.Logger = nil

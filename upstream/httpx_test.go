@@ -3,10 +3,16 @@ package upstream
 import (
 	"context"
 	"errors"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/go-retryablehttp"
 )
 
 func TestRetryAfter(t *testing.T) {
@@ -43,5 +49,38 @@ func TestTransportVerdictHidesTheURL(t *testing.T) {
 	}
 	if v := TransportVerdict("x", context.Canceled, time.Second, nil); v.Code != "canceled" {
 		t.Fatalf("canceled: %+v", v)
+	}
+}
+
+// A redirect is never followed: the body (keys, card numbers) must not
+// reach the host a Location header names.
+func TestRetryClientDoesNotFollowRedirects(t *testing.T) {
+	var elsewhere atomic.Int32
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		elsewhere.Add(1)
+		w.Write([]byte(`{"code":200}`))
+	}))
+	defer other.Close()
+	for _, code := range []int{http.StatusMovedPermanently, http.StatusFound, http.StatusTemporaryRedirect, http.StatusPermanentRedirect} {
+		up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, other.URL+"/steal", code)
+		}))
+		rc := NewRetryClient(nil, time.Second, 0, time.Millisecond, slog.New(slog.DiscardHandler))
+		req, err := retryablehttp.NewRequest(http.MethodPost, up.URL, []byte(`{"partner_key":"secret","card":"6222021234567890128"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := rc.Do(req)
+		up.Close()
+		if err != nil {
+			t.Fatalf("%d: %v", code, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != code {
+			t.Errorf("%d: the client answered %d, want the redirect itself", code, resp.StatusCode)
+		}
+	}
+	if n := elsewhere.Load(); n != 0 {
+		t.Fatalf("the redirect target got %d requests", n)
 	}
 }
