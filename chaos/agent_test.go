@@ -246,6 +246,7 @@ type statusDoc struct {
 			Found       string           `json:"found"`
 			Message     string           `json:"message"`
 			EntriesLost map[string]int64 `json:"entries_lost"`
+			SetAside    string           `json:"set_aside"`
 		} `json:"damage"`
 	} `json:"store"`
 }

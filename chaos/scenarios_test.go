@@ -469,15 +469,34 @@ func TestDamagedStoreStarts(t *testing.T) {
 				t.Errorf("/readyz: %d %s %v", code, body, err)
 			}
 			moved, _ := filepath.Glob(filepath.Join(data, "quarantine", "*"))
+			st, err := a.status()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var reported int64
+			salvagedTo := ""
+			for _, r := range st.Store.Damage {
+				for _, n := range r.EntriesLost {
+					reported += n
+				}
+				if r.SetAside != "" {
+					salvagedTo = r.SetAside
+				}
+			}
 			switch {
-			case len(moved) > 0 && rd.Quarantine == nil:
-				t.Errorf("store moved to %v but /readyz does not report a quarantine: %s", moved, body)
+			case len(moved) > 0 && rd.Quarantine == nil && salvagedTo == "":
+				t.Errorf("store moved to %v but neither /readyz nor /v1/status reports why: %s", moved, body)
 			case rd.Quarantine != nil && len(moved) == 0:
 				t.Errorf("/readyz reports a quarantine at %s but nothing is in %s", rd.Quarantine.Path, filepath.Join(data, "quarantine"))
+			case salvagedTo != "" && !strings.Contains(body, "damage found in the store"):
+				t.Errorf("the store was salvaged (kept at %s) but /readyz does not warn: %s", salvagedTo, body)
 			}
 			outcome := "recovered in place"
-			if rd.Quarantine != nil {
+			switch {
+			case rd.Quarantine != nil:
 				outcome = "quarantined: " + rd.Quarantine.Reason
+			case salvagedTo != "":
+				outcome = "salvaged, the damaged store kept at " + salvagedTo
 			}
 			// Damage may cost data; what is delivered must be intact, nothing
 			// must be invented, and the agent must stay up and deliver.
@@ -486,8 +505,17 @@ func TestDamagedStoreStarts(t *testing.T) {
 			if a.exited() {
 				t.Errorf("FINDING: the agent died after starting on a store with %s: %v\n%s", c.name, a.err, a.tail(20))
 			}
-			if rd.Quarantine == nil && s.lost > 0 {
-				t.Logf("NOTE: %d of %d acknowledged actions lost without a quarantine (damage absorbed in place)", s.lost, s.acked)
+			// Whatever was lost was said: in /v1/status, with its count.
+			if st, err := a.status(); err == nil {
+				reported = 0
+				for _, r := range st.Store.Damage {
+					for _, n := range r.EntriesLost {
+						reported += n
+					}
+				}
+			}
+			if rd.Quarantine == nil && int64(s.lost) > reported {
+				t.Errorf("FINDING: %d of %d acknowledged actions lost, %d reported: lost silently", s.lost, s.acked, reported)
 			}
 		})
 	}

@@ -28,6 +28,9 @@ func exposed(t *testing.T) map[string]bool {
 		},
 		Policy:  func() metrics.PolicyStats { return metrics.PolicyStats{Version: "v"} },
 		Journal: func() metrics.JournalStats { return metrics.JournalStats{} },
+		Damage: func() metrics.DamageStats {
+			return metrics.DamageStats{Lost: map[string]int64{"tencent": 0}}
+		},
 	})
 	m.Request("GET /v1/status", 200, 0)
 	m.Actions("accepted", 1)
