@@ -248,7 +248,7 @@ type queueAudit struct {
 // letter, not below the head, and not in excused: seqs appended after the
 // damage, whose absence means they were delivered). Unreadable values
 // count as neither: the next Lease sets them aside with their own report.
-func auditQueue(txn *badger.Txn, queue string, m meta, lo uint64, excused map[uint64]bool) (queueAudit, error) {
+func auditQueue(txn *badger.Txn, queue string, m meta, lo uint64, excused map[uint64]bool, release func()) (queueAudit, error) {
 	a := queueAudit{meta: m}
 	a.meta.Count, a.meta.Bytes, a.meta.DeadCount, a.meta.DeadBytes = 0, 0, 0, 0
 
@@ -303,7 +303,15 @@ func auditQueue(txn *badger.Txn, queue string, m meta, lo uint64, excused map[ui
 	it = entryIterator(txn, queue)
 	defer it.Close()
 	var prevKey uint64
+	var read int64
 	for it.Seek(seqKey(kindEntry, queue, m.Head)); it.Valid(); it.Next() {
+		if read += it.Item().ValueSize(); read > 8<<20 && release != nil {
+			// The values are read through badger's mapping of its value
+			// logs, and no trim loop runs yet: a million entries' worth
+			// would stay resident.
+			release()
+			read = 0
+		}
 		key, es, err := itemEntries(it)
 		maxSeq = max(maxSeq, key)
 		if err != nil {
@@ -342,7 +350,7 @@ func auditQueue(txn *badger.Txn, queue string, m meta, lo uint64, excused map[ui
 // auditQueues audits every queue (from lo[q], or the head) and writes the
 // corrected metadata. It returns the lost entries by queue (only queues
 // with a loss).
-func auditQueues(db *badger.DB, queues []string, lo map[string]uint64, excused map[string]map[uint64]bool) (map[string]int64, error) {
+func auditQueues(db *badger.DB, queues []string, lo map[string]uint64, excused map[string]map[uint64]bool, release func()) (map[string]int64, error) {
 	lost := map[string]int64{}
 	err := db.Update(func(txn *badger.Txn) error {
 		for _, q := range queues {
@@ -365,7 +373,7 @@ func auditQueues(db *badger.DB, queues []string, lo map[string]uint64, excused m
 			if !ok {
 				from = m.Head
 			}
-			a, err := auditQueue(txn, q, m, from, excused[q])
+			a, err := auditQueue(txn, q, m, from, excused[q], release)
 			if err != nil {
 				return err
 			}

@@ -312,17 +312,17 @@ func storeDamageSweep(t *testing.T, clean bool) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, e := range lf.scan(true).entries {
+		lf.scan(func(e logEntry) {
 			es, err := decodeEntries(seqFromKey(e.key[:len(e.key)-8]), e.value)
 			if err != nil {
-				continue
+				return
 			}
 			v := value{off: e.off, end: e.off + e.size}
 			for _, x := range es {
 				v.ids = append(v.ids, x.rec.ID)
 			}
 			values = append(values, v)
-		}
+		})
 		lf.close()
 	}
 	if len(values) == 0 {

@@ -361,7 +361,8 @@ func recoverJournal(db *badger.DB, o Options, now time.Time, audit bool) (j *jou
 		if audit {
 			lo = nil // salvaged: nothing known, count from each head
 		}
-		if rec.entriesLost, err = auditQueues(db, o.Queues, lo, excused); err != nil {
+		release := func() { releasePages(o.Dir) }
+		if rec.entriesLost, err = auditQueues(db, o.Queues, lo, excused, release); err != nil {
 			return nil, rec, fmt.Errorf("audit queues after damage: %w", err)
 		}
 	}

@@ -70,7 +70,8 @@ var badgerInternal = []byte("!badger!")
 // bytes that a checkpoint had synced (inspectLogs). The store is salvaged.
 var errLogDamage = errors.New("damaged log file")
 
-// logEntry is one entry of a badger log file.
+// logEntry is one entry of a badger log file. key and value may point
+// into the file's read window: copy what is kept past the next read.
 type logEntry struct {
 	off       int64
 	size      int64
@@ -81,30 +82,56 @@ type logEntry struct {
 	value     []byte
 }
 
-// logFile is a badger log file (.mem or .vlog) mapped for reading.
+// logFile reads one of badger's log files (.mem, .vlog) with pread
+// through a window, not a mapping: a salvage reads every log of the store,
+// and mapped pages count against the agent's memory (BENCHMARKS.md,
+// session 12: a 1M-action store's salvage peaked at 854 MiB with
+// mappings, 118-125 MiB with this, the batch flushes and releasePages).
 type logFile struct {
-	name  string
-	data  []byte
-	key   []byte // the data key, nil in clear
-	iv    []byte
-	close func()
+	name   string
+	f      *os.File // nil: the whole file is in win
+	size   int64
+	win    []byte // bytes [base, base+len(win)) of the file
+	base   int64
+	buf    []byte
+	window int64  // bytes read ahead on a miss (0: just what is asked)
+	key    []byte // the data key, nil in clear
+	iv     []byte
 }
 
-// openLogFile maps a log file and finds its data key. keys may be nil (a
+// logWindow is how much a sequential read of a log reads at once.
+const logWindow = 1 << 20
+
+// logFileBytes is a log file held in memory (tests).
+func logFileBytes(name string, b []byte) *logFile {
+	lf := &logFile{name: name, size: int64(len(b)), win: b}
+	if len(b) >= badgerLogHeader {
+		lf.iv = b[8:badgerLogHeader]
+	}
+	return lf
+}
+
+// openLogFile opens a log file and finds its data key. keys may be nil (a
 // store in clear).
 func openLogFile(path string, keys map[uint64]*pb.DataKey) (*logFile, error) {
-	m, err := z.OpenMmapFile(path, os.O_RDONLY, 0)
-	if err != nil && !errors.Is(err, z.NewFile) {
+	f, err := os.Open(path)
+	if err != nil {
 		return nil, err
 	}
-	lf := &logFile{name: filepath.Base(path), data: m.Data, close: func() { _ = m.Close(-1) }}
-	if len(lf.data) < badgerLogHeader {
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	lf := &logFile{name: filepath.Base(path), f: f, size: fi.Size(), window: logWindow}
+	h := lf.at(0, badgerLogHeader)
+	if len(h) < badgerLogHeader {
 		return lf, nil
 	}
-	lf.iv = lf.data[8:badgerLogHeader]
+	lf.iv = slices.Clone(h[8:badgerLogHeader])
 	// A store in clear has no data keys: whatever its header says (a
 	// damaged header), its entries are in clear.
-	if id := binary.BigEndian.Uint64(lf.data[:8]); id != 0 && len(keys) > 0 {
+	if id := binary.BigEndian.Uint64(h[:8]); id != 0 && len(keys) > 0 {
 		dk, ok := keys[id]
 		if !ok {
 			lf.close()
@@ -115,36 +142,67 @@ func openLogFile(path string, keys map[uint64]*pb.DataKey) (*logFile, error) {
 	return lf, nil
 }
 
+func (lf *logFile) close() {
+	if lf.f != nil {
+		lf.f.Close()
+	}
+}
+
+// at returns the file's bytes [off, off+n), fewer at its end. The slice
+// is valid until the next call.
+func (lf *logFile) at(off, n int64) []byte {
+	if off < 0 || off >= lf.size || n <= 0 {
+		return nil
+	}
+	n = min(n, lf.size-off)
+	if off >= lf.base && off+n <= lf.base+int64(len(lf.win)) {
+		return lf.win[off-lf.base : off-lf.base+n]
+	}
+	if lf.f == nil {
+		return nil
+	}
+	w := min(max(n, lf.window), lf.size-off)
+	if int64(cap(lf.buf)) < w {
+		lf.buf = make([]byte, w)
+	}
+	m, _ := lf.f.ReadAt(lf.buf[:w], off)
+	lf.win, lf.base = lf.buf[:m], off
+	return lf.win[:min(n, int64(m))]
+}
+
 // entryAt decodes the entry at off if one is there whole, with a matching
 // CRC.
 func (lf *logFile) entryAt(off int64) (logEntry, bool) {
-	b := lf.data
-	if off < badgerLogHeader || off+2 > int64(len(b)) {
+	if off < badgerLogHeader {
 		return logEntry{}, false
 	}
-	p := b[off:]
-	meta, umeta := p[0], p[1]
+	h := lf.at(off, 22) // badger's largest header
+	if len(h) < 5 {
+		return logEntry{}, false
+	}
+	meta, umeta := h[0], h[1]
 	i := 2
-	klen, n := binary.Uvarint(p[i:])
+	klen, n := binary.Uvarint(h[i:])
 	if n <= 0 || klen < 8 || klen > 1<<16 {
 		return logEntry{}, false
 	}
 	i += n
-	vlen, n := binary.Uvarint(p[i:])
+	vlen, n := binary.Uvarint(h[i:])
 	if n <= 0 || vlen > 1<<31 {
 		return logEntry{}, false
 	}
 	i += n
-	exp, n := binary.Uvarint(p[i:])
+	exp, n := binary.Uvarint(h[i:])
 	if n <= 0 {
 		return logEntry{}, false
 	}
 	i += n
-	end := uint64(i) + klen + vlen
-	if end+4 > uint64(len(p)) {
+	end := int64(i) + int64(klen) + int64(vlen)
+	if off+end+4 > lf.size {
 		return logEntry{}, false
 	}
-	if crc32.Checksum(p[:end], y.CastagnoliCrcTable) != binary.BigEndian.Uint32(p[end:]) {
+	p := lf.at(off, end+4)
+	if int64(len(p)) != end+4 || crc32.Checksum(p[:end], y.CastagnoliCrcTable) != binary.BigEndian.Uint32(p[end:]) {
 		return logEntry{}, false
 	}
 	kv := p[i:end]
@@ -157,12 +215,40 @@ func (lf *logFile) entryAt(off int64) (logEntry, bool) {
 			return logEntry{}, false
 		}
 	}
-	return logEntry{off: off, size: int64(end) + 4, key: kv[:klen], value: kv[klen:], meta: meta, userMeta: umeta, expiresAt: exp}, true
+	return logEntry{off: off, size: end + 4, key: kv[:klen], value: kv[klen:], meta: meta, userMeta: umeta, expiresAt: exp}, true
+}
+
+// zeroFrom reports whether the file holds only zeros from off.
+func (lf *logFile) zeroFrom(off int64) bool {
+	for off < lf.size {
+		b := lf.at(off, logWindow)
+		if len(b) == 0 || !allZero(b) {
+			return len(b) == 0
+		}
+		off += int64(len(b))
+	}
+	return true
+}
+
+// lastNonZero is the offset of the file's last byte that is not zero, or
+// -1.
+func (lf *logFile) lastNonZero() int64 {
+	for end := lf.size; end > 0; {
+		start := max(0, end-logWindow)
+		b := lf.at(start, end-start)
+		if i := lastNonZero(b); i >= 0 {
+			return start + int64(i)
+		}
+		if len(b) == 0 {
+			return -1
+		}
+		end = start
+	}
+	return -1
 }
 
 // logScan is what reading a log file from its start found.
 type logScan struct {
-	entries []logEntry
 	// damaged: unreadable spans followed by readable entries; after[i]
 	// is the version of the first entry after damaged[i].
 	damaged []DamagedSpan
@@ -172,26 +258,26 @@ type logScan struct {
 }
 
 // scan reads every entry, skipping unreadable bytes to the next entry
-// whose framing and CRC hold. keep is false when only the damage and the
-// versions are wanted.
-func (lf *logFile) scan(keep bool) logScan {
+// whose framing and CRC hold, and hands each to fn (nil: only the damage
+// and the versions are wanted). An entry's bytes are valid during fn.
+func (lf *logFile) scan(fn func(logEntry)) logScan {
 	var sc logScan
 	off := int64(badgerLogHeader)
-	for off < int64(len(lf.data)) {
+	for off < lf.size {
 		if e, ok := lf.entryAt(off); ok {
 			sc.maxTs = max(sc.maxTs, y.ParseTs(e.key))
-			if keep {
-				sc.entries = append(sc.entries, e)
+			if fn != nil {
+				fn(e)
 			}
 			off += e.size
 			continue
 		}
-		if allZero(lf.data[off:min(int64(len(lf.data)), off+64)]) && allZero(lf.data[off:]) {
+		if allZero(lf.at(off, 64)) && lf.zeroFrom(off) {
 			break
 		}
 		next := int64(-1)
-		for p := off + 1; p < int64(len(lf.data))-6; p++ {
-			if lf.data[p] == 0 && lf.data[p+1] == 0 && lf.data[p+2] == 0 {
+		for p := off + 1; p < lf.size-6; p++ {
+			if allZero(lf.at(p, 3)) {
 				continue // a zero key length: no entry starts here
 			}
 			if _, ok := lf.entryAt(p); ok {
@@ -200,7 +286,7 @@ func (lf *logFile) scan(keep bool) logScan {
 			}
 		}
 		if next < 0 {
-			sc.tail = &DamagedSpan{File: lf.name, Offset: off, End: int64(lastNonZero(lf.data) + 1), What: "unreadable bytes at the end"}
+			sc.tail = &DamagedSpan{File: lf.name, Offset: off, End: lf.lastNonZero() + 1, What: "unreadable bytes at the end"}
 			break
 		}
 		e, _ := lf.entryAt(next)
@@ -238,7 +324,7 @@ func inspectLogs(dir string, keys map[uint64]*pb.DataKey, synced uint64, tv tabl
 		if err != nil {
 			continue // no data key for it: badger.Open reports that
 		}
-		sc := lf.scan(false)
+		sc := lf.scan(nil)
 		lf.close()
 		for i, d := range sc.damaged {
 			if synced != 0 && sc.after[i] <= synced {
@@ -553,6 +639,7 @@ func (v *valueLogs) read(ptr []byte, key []byte) ([]byte, error) {
 		if lf, err = openLogFile(filepath.Join(v.dir, fmt.Sprintf("%06d.vlog", fid)), v.keys); err != nil {
 			return nil, err
 		}
+		lf.window = 0 // values are read one by one, out of order
 		v.files[fid] = lf
 	}
 	e, ok := lf.entryAt(int64(off))
@@ -562,7 +649,7 @@ func (v *valueLogs) read(ptr []byte, key []byte) ([]byte, error) {
 	if !bytes.Equal(y.ParseKey(e.key), y.ParseKey(key)) {
 		return nil, fmt.Errorf("value log %06d.vlog at %d holds another key", fid, off)
 	}
-	return e.value, nil
+	return slices.Clone(e.value), nil
 }
 
 func (v *valueLogs) close() {
@@ -661,16 +748,15 @@ func salvageStore(o Options, now time.Time) (res salvageResult, err error) {
 			res.unknown = true
 			continue
 		}
-		sc := lf.scan(true)
-		res.spans = append(res.spans, sc.damaged...)
 		var es []logEntry
-		for _, e := range sc.entries {
+		sc := lf.scan(func(e logEntry) {
 			if e.meta&bMetaFinTxn != 0 {
-				continue
+				return
 			}
 			e.key, e.value = slices.Clone(e.key), slices.Clone(e.value)
 			es = append(es, e)
-		}
+		})
+		res.spans = append(res.spans, sc.damaged...)
 		lf.close()
 		// Newest first among equal keys, as in a table.
 		sort.SliceStable(es, func(i, j int) bool { return y.CompareKeys(es[i].key, es[j].key) < 0 })
@@ -693,15 +779,10 @@ func salvageStore(o Options, now time.Time) (res salvageResult, err error) {
 			res.unknown = true
 			continue
 		}
-		sc := lf.scan(true)
-		res.spans = append(res.spans, sc.damaged...)
-		if sc.tail != nil {
-			res.spans = append(res.spans, *sc.tail)
-		}
 		var es []logEntry
-		for _, e := range sc.entries {
+		sc := lf.scan(func(e logEntry) {
 			if e.meta&bMetaFinTxn != 0 || bytes.HasPrefix(y.ParseKey(e.key), badgerInternal) {
-				continue
+				return
 			}
 			ptr := make([]byte, 12)
 			binary.LittleEndian.PutUint32(ptr, fid)
@@ -709,6 +790,10 @@ func salvageStore(o Options, now time.Time) (res salvageResult, err error) {
 			binary.LittleEndian.PutUint32(ptr[8:], uint32(e.off))
 			es = append(es, logEntry{key: slices.Clone(e.key), meta: e.meta&^(bMetaTxn|bMetaFinTxn) | bMetaValuePointer,
 				userMeta: e.userMeta, expiresAt: e.expiresAt, value: ptr})
+		})
+		res.spans = append(res.spans, sc.damaged...)
+		if sc.tail != nil {
+			res.spans = append(res.spans, *sc.tail)
 		}
 		lf.close()
 		sort.SliceStable(es, func(i, j int) bool { return y.CompareKeys(es[i].key, es[j].key) < 0 })
@@ -734,7 +819,11 @@ func salvageStore(o Options, now time.Time) (res salvageResult, err error) {
 	vlogs := &valueLogs{dir: o.Dir, keys: keys, files: map[uint32]*logFile{}}
 	defer vlogs.close()
 	wb := ndb.NewWriteBatch()
-	defer wb.Cancel()
+	defer func() { wb.Cancel() }()
+	// Badger sizes a batch by keys and value pointers, not by the values
+	// that go to its value log: a batch of chunks can hold hundreds of
+	// megabytes before it commits. The salvage flushes every few MiB.
+	var pending, written int
 	nowUnix := uint64(now.Unix())
 	if len(iters) > 0 {
 		mi := table.NewMergeIterator(iters, false)
@@ -755,7 +844,9 @@ func salvageStore(o Options, now time.Time) (res salvageResult, err error) {
 			if vs.Meta&bMetaValuePointer != 0 {
 				if val, err = vlogs.read(vs.Value, mi.Key()); err != nil {
 					res.lostKeys[keyKind(user)]++
-					res.spans = append(res.spans, DamagedSpan{File: "value log", What: err.Error()})
+					if len(res.spans) < 4*maxReportSpans {
+						res.spans = append(res.spans, DamagedSpan{File: "value log", What: err.Error()})
+					}
 					continue
 				}
 			}
@@ -763,6 +854,19 @@ func salvageStore(o Options, now time.Time) (res salvageResult, err error) {
 			e.ExpiresAt = vs.ExpiresAt
 			if err := wb.SetEntry(e); err != nil {
 				return res, fmt.Errorf("write the rebuilt store: %w", err)
+			}
+			if pending += len(user) + len(val); pending > 4<<20 {
+				if err := wb.Flush(); err != nil {
+					return res, fmt.Errorf("write the rebuilt store: %w", err)
+				}
+				wb, pending = ndb.NewWriteBatch(), 0
+				if written += 4 << 20; written%(8<<20) == 0 {
+					// Both stores are mapped (the old one's tables read,
+					// the new one's logs written): without this their pages
+					// stay resident (BENCHMARKS.md, session 12).
+					releasePages(o.Dir)
+					releasePages(tmp)
+				}
 			}
 			res.keys++
 		}

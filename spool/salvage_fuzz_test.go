@@ -33,21 +33,20 @@ func FuzzLogScan(f *testing.F) {
 	f.Add(append(bytes.Repeat([]byte{0xa5}, 13), good...))
 	f.Add([]byte{0, 0, 9, 200, 1, 0})
 	f.Fuzz(func(t *testing.T, body []byte) {
-		lf := &logFile{name: "fuzz.mem", data: append(make([]byte, badgerLogHeader), body...)}
-		sc := lf.scan(true)
+		lf := logFileBytes("fuzz.mem", append(make([]byte, badgerLogHeader), body...))
 		end := int64(badgerLogHeader)
-		for _, e := range sc.entries {
-			if e.off < end || e.size <= 0 || e.off+e.size > int64(len(lf.data)) {
+		sc := lf.scan(func(e logEntry) {
+			if e.off < end || e.size <= 0 || e.off+e.size > lf.size {
 				t.Fatalf("entry [%d,+%d) outside the file or overlapping (from %d)", e.off, e.size, end)
 			}
 			if len(e.key) < 8 {
 				t.Fatalf("entry at %d has a key of %d bytes, no version", e.off, len(e.key))
 			}
 			end = e.off + e.size
-		}
+		})
 		for i, d := range sc.damaged {
-			if d.Offset >= d.End || d.End > int64(len(lf.data)) || (i > 0 && d.Offset < sc.damaged[i-1].End) {
-				t.Fatalf("damaged span [%d,%d) out of order or outside %d bytes", d.Offset, d.End, len(lf.data))
+			if d.Offset >= d.End || d.End > lf.size || (i > 0 && d.Offset < sc.damaged[i-1].End) {
+				t.Fatalf("damaged span [%d,%d) out of order or outside %d bytes", d.Offset, d.End, lf.size)
 			}
 		}
 	})

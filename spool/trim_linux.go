@@ -285,3 +285,11 @@ func writeBack(dir string) {
 		f.Close()
 	}
 }
+
+// releasePages writes back and pages out everything of dir that is mapped
+// (tables, value logs, memtable logs): for a salvage, which reads one
+// store and writes another through mappings with no trim loop running.
+func releasePages(dir string) {
+	writeBack(dir)
+	_, _ = trimMappings(dir, nil, trimTables|trimLogs)
+}
