@@ -173,7 +173,9 @@ func usedLen(t *testing.T, path string) int64 {
 	return 0
 }
 
-func flipAt(t *testing.T, path string, off int64, n int) {
+// flipAt inverts n bytes of path at off (fewer at its end), syncs, and
+// says how many.
+func flipAt(t *testing.T, path string, off int64, n int) int {
 	t.Helper()
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
@@ -188,6 +190,10 @@ func flipAt(t *testing.T, path string, off int64, n int) {
 	if _, err := f.WriteAt(buf[:m], off); err != nil {
 		t.Fatal(err)
 	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
 
 // copyTree copies the regular files under src into dst.

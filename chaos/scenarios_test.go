@@ -556,26 +556,14 @@ func truncateHalf(t *testing.T, p string) string {
 }
 
 func flip(t *testing.T, p string, at float64, n int) string {
-	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	fi, err := os.Stat(p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	fi, _ := f.Stat()
 	off := int64(float64(fi.Size()) * at)
 	if off+int64(n) > fi.Size() {
 		off = max(0, fi.Size()-int64(n))
 	}
-	buf := make([]byte, n)
-	m, _ := f.ReadAt(buf, off)
-	for i := range buf[:m] {
-		buf[i] ^= 0xFF
-	}
-	if _, err := f.WriteAt(buf[:m], off); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Sync(); err != nil {
-		t.Fatal(err)
-	}
+	m := flipAt(t, p, off, n)
 	return fmt.Sprintf("%d bytes inverted at offset %d of %d", m, off, fi.Size())
 }

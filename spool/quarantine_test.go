@@ -323,16 +323,7 @@ func TestDamagedStores(t *testing.T) {
 			if err != nil || len(got) != c.wantEntries {
 				t.Fatalf("%d entries came out (%v), want %d", len(got), err, c.wantEntries)
 			}
-			j := 0
-			for i, p := range got {
-				for j < len(want) && !bytes.Equal(p, want[j]) {
-					j++
-				}
-				if j == len(want) {
-					t.Fatalf("entry %d: payload %q was never written, or is out of order", i, p)
-				}
-				j++
-			}
+			inOrder(t, got, want)
 			// The rebuilt store works, and the report outlives a restart.
 			ctx := context.Background()
 			if res, err := s.Append(ctx, recs("tencent", "after")); err != nil || res.Accepted != 1 {
@@ -408,18 +399,7 @@ func damagedSetAside(t *testing.T, s *Spool, want [][]byte, exactly int) {
 	if len(got) == 0 || len(got) >= len(want) || (exactly > 0 && len(got) < exactly) {
 		t.Fatalf("%d entries came out of %d (at least %d expected readable)", len(got), len(want), exactly)
 	}
-	// Readable entries come out intact and in their order (a subsequence
-	// of what was written).
-	j := 0
-	for i, p := range got {
-		for j < len(want) && !bytes.Equal(p, want[j]) {
-			j++
-		}
-		if j == len(want) {
-			t.Fatalf("entry %d: payload %q was never written, or is out of order", i, p)
-		}
-		j++
-	}
+	inOrder(t, got, want)
 	// One dead letter per unreadable value: fillStore's appends are
 	// chunks of fillChunk entries, lost together.
 	lost := len(want) - len(got)
@@ -456,6 +436,22 @@ func damagedSetAside(t *testing.T, s *Spool, want [][]byte, exactly int) {
 		t.Fatalf("lease after the damage: %v %v", es, err)
 	}
 	t.Logf("%d of %d entries readable, %d set aside", len(got), len(want), len(dl))
+}
+
+// inOrder: the entries that came out are intact and in the order they
+// were written (a subsequence of want).
+func inOrder(t *testing.T, got, want [][]byte) {
+	t.Helper()
+	j := 0
+	for i, p := range got {
+		for j < len(want) && !bytes.Equal(p, want[j]) {
+			j++
+		}
+		if j == len(want) {
+			t.Fatalf("entry %d: payload %q was never written, or is out of order", i, p)
+		}
+		j++
+	}
 }
 
 var testKey = []byte("0123456789abcdef0123456789abcdef")
