@@ -181,9 +181,6 @@ func New(cfg Config) *Server {
 	s.mux.HandleFunc("GET /v1/deadletters", s.listDeadLetters)
 	s.mux.HandleFunc("POST /v1/deadletters/replay", s.replayDeadLetters)
 	s.mux.HandleFunc("GET /{$}", s.page)
-	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path, nil)
-	})
 	s.hs = s.newHTTPServer()
 	return s
 }
@@ -196,14 +193,60 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.leave()
+	s.route(w, r)
+}
+
+// route serves an admitted request with the mux, and answers what no
+// route takes in the API's JSON shape: 405 with Allow when the path is
+// known but the method is not (the mux's own answer, whose Allow header
+// it computes from the patterns), 404 otherwise.
+func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
-	s.mux.ServeHTTP(sw, r)
+	if _, pattern := s.mux.Handler(r); pattern != "" {
+		s.mux.ServeHTTP(sw, r)
+	} else {
+		s.noRoute(sw, r)
+	}
 	route := r.Pattern // set by the mux: a bounded label, never a raw path
-	if route == "" || route == "/" {
+	if route == "" {
 		route = "other"
 	}
 	s.cfg.Observer.Request(route, sw.code, time.Since(start))
+}
+
+// noRoute asks the mux why it has no route (its answer is plain text) and
+// gives that answer as JSON.
+func (s *Server) noRoute(w http.ResponseWriter, r *http.Request) {
+	h, _ := s.mux.Handler(r)
+	probe := &probeWriter{h: http.Header{}}
+	h.ServeHTTP(probe, r)
+	if probe.code == http.StatusMethodNotAllowed {
+		allow := probe.h.Get("Allow")
+		w.Header().Set("Allow", allow)
+		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed",
+			r.Method+" is not allowed on "+r.URL.Path+"; allowed: "+allow, nil)
+		return
+	}
+	writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path, nil)
+}
+
+// probeWriter keeps the status and headers a handler writes, and drops its
+// body.
+type probeWriter struct {
+	h    http.Header
+	code int
+}
+
+func (p *probeWriter) Header() http.Header { return p.h }
+func (p *probeWriter) WriteHeader(code int) {
+	if p.code == 0 {
+		p.code = code
+	}
+}
+func (p *probeWriter) Write(b []byte) (int, error) {
+	p.WriteHeader(http.StatusOK)
+	return len(b), nil
 }
 
 // guard is the API's defences, whichever server carries the request: no

@@ -290,3 +290,42 @@ func TestConcurrencyCap(t *testing.T) {
 		t.Fatalf("second request while one is served with cap 1: %d %s", resp.StatusCode, b)
 	}
 }
+
+// TestWrongMethodIs405: a known path asked with a method it does not take
+// is 405 with Allow, on the hot routes (fasthttp) and the others (the mux)
+// alike; an unknown path is still 404. Both in the API's JSON shape.
+func TestWrongMethodIs405(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.Decider = fixedDecider{} })
+	tests := []struct {
+		method, path string
+		status       int
+		allow        string
+	}{
+		{"GET", "/v1/actions", 405, "POST"},
+		{"PUT", "/v1/actions", 405, "POST"},
+		{"GET", "/v1/decisions", 405, "POST"},
+		{"DELETE", "/v1/decisions/d-1", 405, "GET, HEAD"},
+		{"POST", "/v1/status", 405, "GET, HEAD"},
+		{"POST", "/healthz", 405, "GET, HEAD"},
+		{"GET", "/v1/deadletters/replay", 405, "POST"},
+		{"POST", "/v1/deadletters", 405, "GET, HEAD"},
+		{"GET", "/v2/nothing", 404, ""},
+		{"POST", "/v1/nothing", 404, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
+			resp, b := h.do(t, tt.method, tt.path, "", nil)
+			var eb ErrorBody
+			if resp.StatusCode != tt.status || json.Unmarshal(b, &eb) != nil {
+				t.Fatalf("got %d %s, want %d", resp.StatusCode, b, tt.status)
+			}
+			if got := resp.Header.Get("Allow"); got != tt.allow {
+				t.Fatalf("Allow %q, want %q", got, tt.allow)
+			}
+			want := map[int]string{405: "method_not_allowed", 404: "not_found"}[tt.status]
+			if eb.Error.Code != want || resp.Header.Get("Content-Type") != "application/json" {
+				t.Fatalf("code %q (%s), want %q", eb.Error.Code, resp.Header.Get("Content-Type"), want)
+			}
+		})
+	}
+}
