@@ -195,16 +195,19 @@ func (s *Server) readBodyTo(w http.ResponseWriter, r *http.Request, dst []byte) 
 	}
 }
 
-// isJSON reports whether a Content-Type names JSON: application/json or a
-// +json type, with valid parameters. The two values nearly every client
-// sends are recognised without mime.ParseMediaType (which allocates a map
-// per call); anything else goes through it, so the answer is the same.
+// isJSON reports whether a Content-Type is application/json, with valid
+// parameters (charset=utf-8 and the like). Structured-syntax types
+// (application/vnd.x+json, application/evil+json) are refused: the API takes
+// one format, and a suffix match would accept any type a client cares to
+// invent. The two values nearly every client sends are recognised without
+// mime.ParseMediaType (which allocates a map per call); anything else goes
+// through it, so the answer is the same.
 func isJSON(ct string) bool {
 	if asciiEqualLower(ct, "application/json") || asciiEqualLower(ct, "application/json; charset=utf-8") {
 		return true
 	}
 	mt, _, err := mime.ParseMediaType(ct)
-	return err == nil && (mt == "application/json" || (len(mt) > 5 && mt[len(mt)-5:] == "+json"))
+	return err == nil && mt == "application/json"
 }
 
 // asciiEqualLower reports whether s equals lower, a lower-case ASCII string,

@@ -16,10 +16,10 @@ import (
 	"time"
 )
 
-// isJSONRef is isJSON as it was before its fast path.
+// isJSONRef is isJSON without its fast path.
 func isJSONRef(ct string) bool {
 	mt, _, err := mime.ParseMediaType(ct)
-	return err == nil && (mt == "application/json" || (len(mt) > 5 && mt[len(mt)-5:] == "+json"))
+	return err == nil && mt == "application/json"
 }
 
 func TestIsJSONMatchesParseMediaType(t *testing.T) {

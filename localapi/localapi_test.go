@@ -329,3 +329,31 @@ func TestWrongMethodIs405(t *testing.T) {
 		})
 	}
 }
+
+// TestOnlyApplicationJSON: every endpoint that takes a JSON body takes
+// application/json (with parameters) and nothing else, +json types
+// included.
+func TestOnlyApplicationJSON(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.Decider = fixedDecider{} })
+	bodies := map[string]string{
+		"/v1/actions":            string(body(act("ct-1", ""))),
+		"/v1/decisions":          decisionBody,
+		"/v1/deadletters/replay": `{"upstream":"tencent","all":true}`,
+	}
+	for path, b := range bodies {
+		for _, ct := range []string{"application/evil+json", "application/vnd.api+json", "text/json", "application/jsonx"} {
+			resp, got := h.do(t, "POST", path, ct, []byte(b))
+			if resp.StatusCode != 415 || !strings.Contains(string(got), `"unsupported_media_type"`) {
+				t.Errorf("%s as %q: %d %s", path, ct, resp.StatusCode, got)
+			}
+		}
+		for _, ct := range []string{"application/json", "Application/JSON; charset=UTF-8"} {
+			if resp, got := h.do(t, "POST", path, ct, []byte(b)); resp.StatusCode == 415 {
+				t.Errorf("%s as %q: %d %s", path, ct, resp.StatusCode, got)
+			}
+		}
+	}
+	if d := h.sp.Stats()["tencent"].Depth; d != 1 {
+		t.Fatalf("queued %d, want 1 (the application/json post only)", d)
+	}
+}
