@@ -1,10 +1,14 @@
 package localapi
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
+	"reflect"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/outpost-agent/outpost/redact"
@@ -62,15 +66,17 @@ type replayRequest struct {
 // replayDeadLetters puts dead letters back on their queue.
 func (s *Server) replayDeadLetters(w http.ResponseWriter, r *http.Request) {
 	rid := requestID(w, r)
-	if !isJSON(r.Header.Get("Content-Type")) {
-		writeError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "Content-Type must be application/json", nil)
+	if !isJSON(header(r.Header, "Content-Type")) {
+		writeReply(w, notJSON)
+		return
+	}
+	b, ok := s.readBody(w, r)
+	if !ok {
 		return
 	}
 	var req replayRequest
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		writeError(w, http.StatusBadRequest, "invalid_json", "body must be {\"upstream\":..., \"ids\":[...]} or {\"upstream\":..., \"all\":true}", nil)
+	if f := decodeStrict(b, &req); f != nil {
+		writeError(w, http.StatusBadRequest, "invalid_json", "body must be {\"upstream\":..., \"ids\":[...]} or {\"upstream\":..., \"all\":true}", []Field{*f})
 		return
 	}
 	var problems []Field
@@ -94,4 +100,63 @@ func (s *Server) replayDeadLetters(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log.Info("dead letters replayed", "request_id", rid, "upstream", req.Upstream, "replayed", n)
 	writeJSON(w, http.StatusOK, map[string]int{"replayed": n})
+}
+
+// decodeStrict decodes one JSON object into v: no unknown field, nothing
+// after it but white space. When it refuses the body, the problem names
+// the field at fault ("body" when it is the syntax) and the byte offset.
+func decodeStrict(b []byte, v any) *Field {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var se *json.SyntaxError
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &se):
+			return &Field{Field: "body", Reason: "malformed JSON at byte offset " + strconv.FormatInt(se.Offset, 10)}
+		case errors.As(err, &te) && te.Field != "":
+			return &Field{Field: te.Field, Reason: "must be " + jsonKind(te.Type.Kind()) + ", not " + te.Value}
+		case errors.As(err, &te):
+			return &Field{Field: "body", Reason: "must be a JSON object, not " + te.Value}
+		case errors.Is(err, io.EOF):
+			return &Field{Field: "body", Reason: "empty body"}
+		case errors.Is(err, io.ErrUnexpectedEOF):
+			return &Field{Field: "body", Reason: "JSON ends early at byte offset " + strconv.Itoa(len(b))}
+		}
+		// The decoder's only other refusal here is an unknown field; its
+		// message quotes the name, which is the caller's own key.
+		if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+			if n, err := strconv.Unquote(name); err == nil {
+				name = n
+			}
+			return &Field{Field: name, Reason: "unknown field"}
+		}
+		return &Field{Field: "body", Reason: "not valid JSON"}
+	}
+	off := dec.InputOffset()
+	for off < int64(len(b)) && isJSONSpace(b[off]) {
+		off++
+	}
+	if off < int64(len(b)) {
+		return &Field{Field: "body", Reason: "unexpected data after the JSON object at byte offset " + strconv.FormatInt(off, 10)}
+	}
+	return nil
+}
+
+func isJSONSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
+// jsonKind names a Go kind as the JSON type a caller must send.
+func jsonKind(k reflect.Kind) string {
+	switch k {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.Map, reflect.Struct:
+		return "an object"
+	default:
+		return "a number"
+	}
 }

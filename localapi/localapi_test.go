@@ -357,3 +357,39 @@ func TestOnlyApplicationJSON(t *testing.T) {
 		t.Fatalf("queued %d, want 1 (the application/json post only)", d)
 	}
 }
+
+// TestReplayRefusesBadJSON: the replay body is one JSON object and nothing
+// after it; every refusal is invalid_json naming the field at fault, and
+// nothing is replayed.
+func TestReplayRefusesBadJSON(t *testing.T) {
+	h := newHarness(t)
+	tests := []struct {
+		name, body, field, reason string
+	}{
+		{"trailing object", `{"upstream":"tencent","all":true}{"upstream":"tongdun","all":true}`, "body", "byte offset 33"},
+		{"trailing garbage", `{"upstream":"tencent","all":true} x`, "body", "byte offset 34"},
+		{"syntax", `{"upstream":"tencent",}`, "body", "byte offset"},
+		{"cut short", `{"upstream":"tencent"`, "body", "ends early"},
+		{"empty", ``, "body", "empty"},
+		{"unknown field", `{"upstream":"tencent","al":true}`, "al", "unknown field"},
+		{"wrong type", `{"upstream":"tencent","ids":[1]}`, "ids", "must be a string"},
+		{"not an object", `["tencent"]`, "body", "must be a JSON object"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, b := h.do(t, "POST", "/v1/deadletters/replay", "application/json", []byte(tt.body))
+			var eb ErrorBody
+			if resp.StatusCode != 400 || json.Unmarshal(b, &eb) != nil || eb.Error.Code != "invalid_json" {
+				t.Fatalf("got %d %s", resp.StatusCode, b)
+			}
+			if len(eb.Error.Details) != 1 || eb.Error.Details[0].Field != tt.field || !strings.Contains(eb.Error.Details[0].Reason, tt.reason) {
+				t.Fatalf("details %+v, want field %q, reason with %q", eb.Error.Details, tt.field, tt.reason)
+			}
+		})
+	}
+	// White space after the object is not trailing data.
+	resp, b := h.do(t, "POST", "/v1/deadletters/replay", "application/json", []byte("{\"upstream\":\"tencent\",\"all\":true}\r\n\t "))
+	if resp.StatusCode != 200 || strings.TrimSpace(string(b)) != `{"replayed":0}` {
+		t.Fatalf("with trailing white space: %d %s", resp.StatusCode, b)
+	}
+}
