@@ -1,6 +1,7 @@
 package localapi
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -53,6 +54,12 @@ func (s *Server) newHTTPServer() *fasthttp.Server {
 	slow := fasthttpadaptor.NewFastHTTPHandler(s)
 	return &fasthttp.Server{
 		Handler: func(c *fasthttp.RequestCtx) {
+			if conflictingFraming(&c.Request.Header) {
+				c.SetConnectionClose()
+				writeFast(c, smuggling)
+				s.cfg.Observer.Request("other", smuggling.status, 0)
+				return
+			}
 			switch route := hotRoute(c); route {
 			case routeActions:
 				s.serveFast(c, route, s.fastActions)
@@ -88,6 +95,39 @@ func hotRoute(c *fasthttp.RequestCtx) string {
 		return routeDecisions
 	}
 	return ""
+}
+
+// smuggling is the answer to a request that gives both a Content-Length
+// and a Transfer-Encoding.
+var smuggling = errorReply(http.StatusBadRequest, "bad_request",
+	"a request must not carry both Content-Length and Transfer-Encoding", nil)
+
+// conflictingFraming reports whether a request gave both Content-Length
+// and Transfer-Encoding. RFC 9112 (section 6.3) lets a server take the
+// Transfer-Encoding and close the connection after the answer, which is
+// what fasthttp does; but two framings are how requests are smuggled past
+// a proxy that reads the other one, and no honest client sends both, so
+// the agent refuses the request instead of guessing. fasthttp keeps only
+// the framing it chose, and marks the connection to close when it saw
+// both: that mark (also set by "Connection: close") is the cheap test,
+// and the raw header block, only then, the exact one.
+func conflictingFraming(h *fasthttp.RequestHeader) bool {
+	if !h.ConnectionClose() {
+		return false
+	}
+	var cl, te bool
+	for raw := h.RawHeaders(); len(raw) > 0; {
+		var line []byte
+		line, raw, _ = bytes.Cut(raw, []byte("\n"))
+		name, _, ok := bytes.Cut(line, []byte(":"))
+		if !ok {
+			continue
+		}
+		name = bytes.TrimSpace(name)
+		cl = cl || bytes.EqualFold(name, []byte("Content-Length"))
+		te = te || bytes.EqualFold(name, []byte("Transfer-Encoding"))
+	}
+	return cl && te
 }
 
 // Serve answers requests on ln until Shutdown. It may be called for more

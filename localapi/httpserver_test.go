@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -236,5 +237,51 @@ func TestScrubQuoted(t *testing.T) {
 		if got := scrubQuoted(tt.in); got != tt.want {
 			t.Errorf("scrubQuoted(%q)\n got %q\nwant %q", tt.in, got, tt.want)
 		}
+	}
+}
+
+// TestBothFramingsRefused: a request with both Content-Length and
+// Transfer-Encoding (in either order, any case, chunked or identity) is
+// 400 bad_request, stores nothing, and the connection is closed: the
+// bytes after it are never read as another request.
+func TestBothFramingsRefused(t *testing.T) {
+	h := newHarness(t)
+	b := string(body(act("smuggled", "")))
+	chunked := fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", len(b), b)
+	next := "POST /v1/actions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: " +
+		fmt.Sprint(len(body(act("hidden", "")))) + "\r\n\r\n" + string(body(act("hidden", "")))
+	tests := []struct{ name, framing, body string }{
+		{"length then chunked", "Content-Length: 4\r\nTransfer-Encoding: chunked\r\n", chunked},
+		{"chunked then length", "transfer-encoding: chunked\r\ncontent-length: 4\r\n", chunked},
+		{"identity and length", fmt.Sprintf("Transfer-Encoding: identity\r\nContent-Length: %d\r\n", len(b)), b},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := net.Dial("tcp", strings.TrimPrefix(h.url, "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			raw := "POST /v1/actions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n" + tt.framing + "\r\n" + tt.body + next
+			if _, err := io.WriteString(c, raw); err != nil {
+				t.Fatal(err)
+			}
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != 400 || !strings.Contains(string(got), `"code":"bad_request"`) {
+				t.Fatalf("got %d %s", resp.StatusCode, got)
+			}
+			if more, err := http.ReadResponse(br, nil); err == nil {
+				t.Fatalf("a second answer on the same connection: %d", more.StatusCode)
+			}
+		})
+	}
+	if d := h.sp.Stats()["tencent"].Depth; d != 0 {
+		t.Fatalf("stored %d", d)
 	}
 }
