@@ -36,6 +36,7 @@ type Config struct {
 	MaxBodyBytes      ByteSize      `envconfig:"MAX_BODY_BYTES" default:"1MiB"`
 	MaxConcurrent     int           `envconfig:"MAX_CONCURRENT_REQUESTS" default:"256"`
 	AuthToken         string        `envconfig:"AUTH_TOKEN"`
+	AdminToken        string        `envconfig:"ADMIN_TOKEN"`
 	DedupeWindow      time.Duration `envconfig:"DEDUPE_WINDOW" default:"168h"`
 	StoreGCInterval   time.Duration `envconfig:"STORE_GC_INTERVAL" default:"1m"`
 
@@ -117,6 +118,12 @@ func (c Config) Validate() error {
 	}
 	if c.AuthToken != "" && len(c.AuthToken) < 16 {
 		bad("AUTH_TOKEN", "must be at least 16 characters")
+	}
+	if c.AdminToken != "" && len(c.AdminToken) < 16 {
+		bad("ADMIN_TOKEN", "must be at least 16 characters")
+	}
+	if c.AdminToken != "" && c.AdminToken == c.AuthToken {
+		bad("ADMIN_TOKEN", "must differ from AGENT_AUTH_TOKEN: apps hold the app token, and it must not open the admin endpoints")
 	}
 	if c.DataDir == "" {
 		bad("DATA_DIR", "must not be empty")

@@ -51,6 +51,7 @@ func TestBadValuesNameTheVariable(t *testing.T) {
 		{"level", "AGENT_LOG_LEVEL", "loud", "AGENT_LOG_LEVEL"},
 		{"addr", "AGENT_LISTEN_ADDR", "nope", "AGENT_LISTEN_ADDR"},
 		{"public addr without token", "AGENT_LISTEN_ADDR", "0.0.0.0:8470", "AGENT_AUTH_TOKEN"},
+		{"short admin token", "AGENT_ADMIN_TOKEN", "short", "AGENT_ADMIN_TOKEN"},
 		{"duration", "AGENT_SHUTDOWN_TIMEOUT", "soon", "AGENT_SHUTDOWN_TIMEOUT"},
 		{"key missing", "AGENT_ENCRYPTION_KEY_FILE", "/nonexistent/key", "AGENT_ENCRYPTION_KEY_FILE"},
 		{"key wrong size", "AGENT_ENCRYPTION_KEY_FILE", key, "32 raw bytes"},
@@ -101,5 +102,14 @@ func TestByteSize(t *testing.T) {
 		if _, err := ParseByteSize(in); err == nil {
 			t.Errorf("ParseByteSize(%q) accepted", in)
 		}
+	}
+}
+
+func TestAdminTokenMustDifferFromAppToken(t *testing.T) {
+	t.Setenv("AGENT_AUTH_TOKEN", "the-same-token-0123")
+	t.Setenv("AGENT_ADMIN_TOKEN", "the-same-token-0123")
+	_, err := Load()
+	if err == nil || !strings.Contains(err.Error(), "AGENT_ADMIN_TOKEN") || strings.Contains(err.Error(), "the-same-token") {
+		t.Fatalf("err = %v, want it to name AGENT_ADMIN_TOKEN and not show the token", err)
 	}
 }

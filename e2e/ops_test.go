@@ -134,3 +134,38 @@ func TestStatusPageInChromium(t *testing.T) {
 	}
 	a.stop()
 }
+
+// TestAdminTokenCLI: with both tokens set, the CLI reads the dead letters
+// with AGENT_ADMIN_TOKEN from its environment, and the app token is turned
+// away there (403 admin_required) while it still serves status.
+func TestAdminTokenCLI(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end")
+	}
+	const app, admin = "app-token-e2e-0123456789", "admin-token-e2e-0123456789"
+	a := startAgent(t, t.TempDir(), "AGENT_AUTH_TOKEN="+app, "AGENT_ADMIN_TOKEN="+admin)
+	cli := func(env string, args ...string) (string, error) {
+		cmd := exec.Command(agentBinary(t), args...)
+		cmd.Env = append(os.Environ(), "AGENT_LISTEN_ADDR="+a.addr, "AGENT_AUTH_TOKEN=", "AGENT_ADMIN_TOKEN=", env)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := cli("AGENT_ADMIN_TOKEN="+admin, "deadletters", "list", "tencent"); err != nil || !strings.Contains(out, "SEQ") {
+		t.Fatalf("deadletters list with the admin token: %v\n%s", err, out)
+	}
+	if out, err := cli("AGENT_ADMIN_TOKEN="+admin, "deadletters", "replay", "tencent", "--all"); err != nil || !strings.Contains(out, "replayed 0") {
+		t.Fatalf("replay with the admin token: %v\n%s", err, out)
+	}
+	if out, err := cli("AGENT_AUTH_TOKEN="+app, "deadletters", "list", "tencent"); err == nil || !strings.Contains(out, "403 admin_required") {
+		t.Fatalf("deadletters list with the app token: %v\n%s", err, out)
+	}
+	for _, env := range []string{"AGENT_AUTH_TOKEN=" + app, "AGENT_ADMIN_TOKEN=" + admin} {
+		if out, err := cli(env, "status"); err != nil || !strings.Contains(out, "UPSTREAM") {
+			t.Fatalf("status with %s: %v\n%s", env[:strings.IndexByte(env, '=')], err, out)
+		}
+	}
+	if strings.Contains(a.logs.String(), app) || strings.Contains(a.logs.String(), admin) {
+		t.Fatal("a token in the agent's log")
+	}
+	a.stop()
+}

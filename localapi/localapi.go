@@ -4,8 +4,9 @@
 //
 // It defends itself like a local daemon should: it refuses browser requests
 // (an Origin header) and unexpected Host values (DNS rebinding), caps body
-// size and concurrent requests, and, when a token is configured, requires
-// it on everything but /healthz.
+// size and concurrent requests, and, when tokens are configured, requires
+// them: the app token on everything but /healthz, the admin token on the
+// routes that show or move other callers' records (see authorize).
 package localapi
 
 import (
@@ -19,6 +20,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"path"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -68,8 +70,12 @@ type Config struct {
 	// 503 at once rather than queueing without bound (default 256).
 	MaxConcurrent int
 	// AuthToken, when set, is required as "Authorization: Bearer <token>"
-	// on every endpoint but /healthz.
+	// on every endpoint but /healthz and the admin routes.
 	AuthToken string
+	// AdminToken, when set, is required on the admin routes (dead letters,
+	// decision records, pprof) and accepted on every other; the app token
+	// never opens an admin route. See authorize.
+	AdminToken string
 	// AllowedHosts are extra Host header values accepted besides loopback
 	// names (for a non-loopback listen address).
 	AllowedHosts []string
@@ -251,7 +257,7 @@ func (p *probeWriter) Write(b []byte) (int, error) {
 
 // guard is the API's defences, whichever server carries the request: no
 // browser requests, no Host but a loopback name, an IP or an allowed host
-// (DNS rebinding), and the bearer token when one is set (not on /healthz).
+// (DNS rebinding), and the tokens (authorize). It reads headers only.
 func (s *Server) guard(origin, fetchSite, host, authz, path string) (reply, bool) {
 	if origin != "" || fetchSite == "cross-site" {
 		return errorReply(http.StatusForbidden, "forbidden", "browser requests are not accepted", nil), true
@@ -264,13 +270,68 @@ func (s *Server) guard(origin, fetchSite, host, authz, path string) (reply, bool
 		// A name we don't know is how DNS rebinding reaches a local API.
 		return errorReply(http.StatusForbidden, "forbidden", "unexpected Host header", nil), true
 	}
-	if s.cfg.AuthToken != "" && path != "/healthz" {
-		got, ok := strings.CutPrefix(authz, "Bearer ")
-		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(s.cfg.AuthToken)) != 1 {
-			return errorReply(http.StatusUnauthorized, "unauthorized", "missing or wrong bearer token", nil), true
-		}
+	return s.authorize(authz, path)
+}
+
+// Answers of authorize.
+var (
+	unauthorized  = errorReply(http.StatusUnauthorized, "unauthorized", "missing or wrong bearer token", nil)
+	adminRequired = errorReply(http.StatusForbidden, "admin_required",
+		"this endpoint needs the admin token (AGENT_ADMIN_TOKEN), not the app token", nil)
+	adminUnset = errorReply(http.StatusForbidden, "admin_required",
+		"this endpoint needs the admin token, and AGENT_ADMIN_TOKEN is not set: admin endpoints are off", nil)
+)
+
+// authorize checks the bearer token against the route. The app token
+// (AuthToken) is what apps hold; the admin token (AdminToken) is what
+// operators hold, and it alone opens the admin routes (isAdminPath), which
+// show and move other callers' records. The admin token is accepted
+// wherever the app token is.
+//
+//   - No token set: every route is open (the API listens on loopback only;
+//     config refuses another address without AGENT_AUTH_TOKEN).
+//   - App token only: app routes need it; admin routes are closed (403),
+//     so that the credential given to apps cannot read records.
+//   - Admin token only: app routes are open as with no token; admin routes
+//     need the admin token.
+//   - Both: app routes need either; admin routes the admin token.
+//
+// /healthz needs nothing. A missing or unknown token is 401; the app token
+// on an admin route is 403 admin_required.
+func (s *Server) authorize(authz, path string) (reply, bool) {
+	app, admin := s.cfg.AuthToken, s.cfg.AdminToken
+	if (app == "" && admin == "") || path == "/healthz" {
+		return reply{}, false
 	}
-	return reply{}, false
+	got, bearer := strings.CutPrefix(authz, "Bearer ")
+	isAdmin := bearer && admin != "" && subtle.ConstantTimeCompare([]byte(got), []byte(admin)) == 1
+	isApp := bearer && app != "" && subtle.ConstantTimeCompare([]byte(got), []byte(app)) == 1
+	switch {
+	case isAdmin:
+		return reply{}, false
+	case !isAdminPath(path):
+		if app == "" || isApp {
+			return reply{}, false
+		}
+		return unauthorized, true
+	case isApp && admin == "":
+		return adminUnset, true
+	case isApp:
+		return adminRequired, true
+	}
+	return unauthorized, true
+}
+
+// isAdminPath reports whether a request path is an admin route: dead
+// letters (listing and replay), stored decision records, and the
+// profiler. They show or move records of every caller of the agent, not
+// only the app asking.
+func isAdminPath(p string) bool {
+	// Clean allocates only for a path that is not clean already; the mux
+	// would redirect such a path, but its class must not depend on that.
+	p = path.Clean(p)
+	return p == "/v1/deadletters" || strings.HasPrefix(p, "/v1/deadletters/") ||
+		strings.HasPrefix(p, "/v1/decisions/") || p == "/debug" || strings.HasPrefix(p, "/debug/")
 }
 
 // admit is what every request passes, whichever server carries it: the

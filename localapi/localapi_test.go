@@ -393,3 +393,81 @@ func TestReplayRefusesBadJSON(t *testing.T) {
 		t.Fatalf("with trailing white space: %d %s", resp.StatusCode, b)
 	}
 }
+
+// TestAdminToken: the admin routes (dead letters, decision records, pprof)
+// open to the admin token only, never to the app token, under every
+// combination of the two settings; the other routes take the app token or
+// the admin token.
+func TestAdminToken(t *testing.T) {
+	const app, admin = "app-token-0123456789", "admin-token-0123456789"
+	type route struct{ method, path, body string }
+	adminRoutes := []route{
+		{"GET", "/v1/deadletters?upstream=tencent", ""},
+		{"POST", "/v1/deadletters/replay", `{"upstream":"tencent","all":true}`},
+		{"GET", "/v1/decisions/d-1", ""},
+		{"GET", "/debug/pprof/", ""},
+		{"GET", "/v1/./deadletters?upstream=tencent", ""},
+	}
+	appRoutes := []route{
+		{"POST", "/v1/actions", string(body(act("adm-1", "")))},
+		{"POST", "/v1/decisions", decisionBody},
+		{"GET", "/v1/status", ""},
+		{"GET", "/readyz", ""},
+	}
+	type want struct{ none, wrong, app, admin int }
+	open, needApp := want{200, 200, 200, 200}, want{401, 401, 200, 200}
+	tests := []struct {
+		name             string
+		appTok, adminTok string
+		adminW, appW     want
+	}{
+		{"no tokens", "", "", open, open},
+		{"app token only", app, "", want{401, 401, 403, 401}, want{401, 401, 200, 401}},
+		{"admin token only", "", admin, want{401, 401, 401, 200}, open},
+		{"both", app, admin, want{401, 401, 403, 200}, needApp},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, func(c *Config) {
+				c.AuthToken, c.AdminToken, c.Decider, c.Pprof = tt.appTok, tt.adminTok, fixedDecider{}, true
+				c.DefaultChannel = "app-channel"
+			})
+			check := func(r route, w want) {
+				for _, c := range []struct {
+					who  string
+					hdr  []string
+					code int
+				}{
+					{"no token", nil, w.none},
+					{"wrong token", []string{"Authorization", "Bearer not-a-token-at-all"}, w.wrong},
+					{"app token", []string{"Authorization", "Bearer " + app}, w.app},
+					{"admin token", []string{"Authorization", "Bearer " + admin}, w.admin},
+				} {
+					resp, b := h.do(t, r.method, r.path, "application/json", []byte(r.body), c.hdr...)
+					got := resp.StatusCode
+					if got == 202 || got == 404 { // the route itself answered: admitted
+						got = 200
+					}
+					if got != c.code {
+						t.Errorf("%s %s with %s: %d %s, want %d", r.method, r.path, c.who, resp.StatusCode, b, c.code)
+					}
+					if got == 403 && !strings.Contains(string(b), `"admin_required"`) || got == 401 && !strings.Contains(string(b), `"unauthorized"`) {
+						t.Errorf("%s %s with %s: %s", r.method, r.path, c.who, b)
+					}
+					if strings.Contains(string(b), app) || strings.Contains(string(b), admin) {
+						t.Errorf("a token in the answer: %s", b)
+					}
+				}
+			}
+			for _, r := range adminRoutes {
+				check(r, tt.adminW)
+			}
+			for _, r := range appRoutes {
+				check(r, tt.appW)
+			}
+			if resp, _ := h.do(t, "GET", "/healthz", "", nil); resp.StatusCode != 200 {
+				t.Errorf("healthz: %d", resp.StatusCode)
+			}
+		})
+	}
+}

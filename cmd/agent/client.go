@@ -14,7 +14,9 @@ import (
 )
 
 // apiClient is how the admin subcommands talk to a running agent: its local
-// API, at AGENT_LISTEN_ADDR (or --addr), with AGENT_AUTH_TOKEN when set.
+// API, at AGENT_LISTEN_ADDR (or --addr), with AGENT_ADMIN_TOKEN when set
+// (the admin endpoints take no other, and the agent accepts it everywhere),
+// else AGENT_AUTH_TOKEN (enough for status and drain).
 type apiClient struct {
 	base  string
 	token string
@@ -30,7 +32,11 @@ func adminFlags(name string, args []string) (*apiClient, *flag.FlagSet, error) {
 	}
 	c := &apiClient{http: &http.Client{Timeout: 10 * time.Second}}
 	fs.StringVar(&addr, "addr", addr, "the agent's API address (AGENT_LISTEN_ADDR)")
-	fs.StringVar(&c.token, "token", os.Getenv("AGENT_AUTH_TOKEN"), "bearer token (AGENT_AUTH_TOKEN)")
+	token := os.Getenv("AGENT_ADMIN_TOKEN")
+	if token == "" {
+		token = os.Getenv("AGENT_AUTH_TOKEN")
+	}
+	fs.StringVar(&c.token, "token", token, "bearer token (AGENT_ADMIN_TOKEN, else AGENT_AUTH_TOKEN)")
 	fs.BoolVar(&c.json, "json", false, "print JSON instead of a table")
 	return c, fs, nil
 }

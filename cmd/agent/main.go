@@ -28,7 +28,12 @@
 //	                               under it GC runs at GOGC=400 unless GOGC is set
 //	AGENT_MAX_BODY_BYTES           [1MiB] larger request bodies get 413
 //	AGENT_MAX_CONCURRENT_REQUESTS  [256] beyond it requests get 503 at once
-//	AGENT_AUTH_TOKEN               [] bearer token required on all but /healthz
+//	AGENT_AUTH_TOKEN               [] app token: bearer token required on all but /healthz
+//	                               and the admin endpoints
+//	AGENT_ADMIN_TOKEN              [] admin token: the only one that opens dead letters,
+//	                               decision records and pprof (the app token gets 403);
+//	                               with only AGENT_AUTH_TOKEN set those are closed. The
+//	                               CLI sends it (else AGENT_AUTH_TOKEN)
 //	AGENT_DEDUPE_WINDOW            [168h] an event id seen within it is not stored twice
 //	AGENT_STORE_GC_INTERVAL        [1m] value-log garbage collection period
 //	AGENT_LISTEN_UNIX              [] also listen on this unix socket (mode 0660)

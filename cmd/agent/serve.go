@@ -247,6 +247,7 @@ func serve(ctx context.Context) error {
 		MaxBodyBytes:   int64(cfg.MaxBodyBytes),
 		MaxConcurrent:  cfg.MaxConcurrent,
 		AuthToken:      cfg.AuthToken,
+		AdminToken:     cfg.AdminToken,
 		Notes:          notes,
 	})
 	ln, err := net.Listen("tcp", cfg.ListenAddr)
