@@ -3,8 +3,10 @@ package localapi
 import (
 	"bytes"
 	"context"
+	"net"
 	"net/http"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -135,4 +137,38 @@ func setID(b []byte, n int) {
 	for j := len(b) - 1; j >= 0; j, n = j-1, n/10 {
 		b[j] = byte('0' + n%10)
 	}
+}
+
+// BenchmarkServeActionsLoopback is the path the agent serves, connection
+// included: single actions posted over loopback to Serve (fasthttp, the
+// header check, the body read), the store left out. Parallel callers on
+// keep-alive connections.
+func BenchmarkServeActionsLoopback(b *testing.B) {
+	srv := New(Config{Store: benchStore{}, Clock: func() time.Time { return benchNow }})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go srv.Serve(ln)
+	defer srv.Shutdown(context.Background())
+	hc := &fasthttp.HostClient{Addr: ln.Addr().String(), MaxConns: 64}
+	var n atomic.Int64
+	b.ReportAllocs()
+	b.SetParallelism(8)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		data := []byte(benchAction)
+		idAt := bytes.Index(data, []byte("00000000"))
+		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		req.Header.SetMethod("POST")
+		req.SetRequestURI("http://" + ln.Addr().String() + "/v1/actions")
+		req.Header.SetContentType("application/json")
+		for pb.Next() {
+			setID(data[idAt:idAt+8], int(n.Add(1)))
+			req.SetBody(data)
+			if err := hc.Do(req, resp); err != nil || resp.StatusCode() != http.StatusAccepted {
+				b.Fatalf("%v %d %s", err, resp.StatusCode(), resp.Body())
+			}
+		}
+	})
 }

@@ -19,20 +19,24 @@ import (
 	"github.com/valyala/fasthttp/fasthttpadaptor"
 )
 
-// The HTTP server's limits.
+// The HTTP server's fixed limits; the others are settings (Config).
 const (
-	readTimeout  = 30 * time.Second
 	writeTimeout = 30 * time.Second
 	idleTimeout  = 120 * time.Second
 	// MaxHeaderBytes caps a request's line and headers (431 past it), as
-	// nginx's default does. It is also the size of the read buffers, which
-	// are pooled (ReduceMemoryUsage): a connection holds one only while it
-	// reads a request, not while its commit is on the way. With 64 callers
-	// in requests of 100, per-connection 16 KiB buffers (and pooled body
-	// buffers) left the garbage collector a third less room under the 88
-	// MiB Go limit: 695 collections against 542 in the same run length,
-	// and a tenth of the rate.
+	// nginx's default does. It is also the size of each connection's read
+	// buffer, which a connection keeps while it is open (fasthttp's
+	// ReduceMemoryUsage would pool it between requests, but not with
+	// streamed bodies, where the buffer may hold the next request's
+	// bytes). With 64 callers in requests of 100, 16 KiB buffers (and
+	// pooled body buffers) left the garbage collector a third less room
+	// under the 88 MiB Go limit: 695 collections against 542 in the same
+	// run length, and a tenth of the rate.
 	MaxHeaderBytes = 8 << 10
+	// prefetchBytes is the most of a body fasthttp reads with the headers,
+	// before the handler runs (it streams the rest): 8 KiB, or less when
+	// MaxBodyBytes is smaller. A connection holds it whatever the budget.
+	prefetchBytes = 8 << 10
 )
 
 // Routes served without net/http, as the metrics name them.
@@ -47,31 +51,25 @@ const (
 // context) an acknowledged action cost the agent about 52 µs of CPU,
 // against 40 µs with fasthttp (BENCHMARKS.md, session 7). The two hot
 // endpoints, POST /v1/actions and POST /v1/decisions, are served
-// natively; everything else goes through ServeHTTP by fasthttp's adaptor.
-// Both paths admit requests the same way (admit) and build the same
-// answers (reply).
+// natively; everything else goes through the mux by fasthttp's adaptor.
+//
+// Memory stays bounded whatever callers do (BENCHMARKS.md, session 12).
+// fasthttp would read each whole body before the handler runs; here it
+// streams them (StreamRequestBody), and every request goes through handle,
+// which reads a body only once the request is admitted and its bytes fit
+// in the process's budget (BodyBytesInFlight). The token and the other
+// defences are checked on the headers (headerReceived), before a body
+// byte is read; a caller has HeaderTimeout to send its headers and
+// BodyTimeout more for its body.
 func (s *Server) newHTTPServer() *fasthttp.Server {
-	slow := fasthttpadaptor.NewFastHTTPHandler(s)
+	s.slow = fasthttpadaptor.NewFastHTTPHandler(http.HandlerFunc(s.route))
 	return &fasthttp.Server{
-		Handler: func(c *fasthttp.RequestCtx) {
-			if conflictingFraming(&c.Request.Header) {
-				c.SetConnectionClose()
-				writeFast(c, smuggling)
-				s.cfg.Observer.Request("other", smuggling.status, 0)
-				return
-			}
-			switch route := hotRoute(c); route {
-			case routeActions:
-				s.serveFast(c, route, s.fastActions)
-			case routeDecisions:
-				s.serveFast(c, route, s.fastDecision)
-			default:
-				slow(c)
-			}
-		},
+		Handler:                      s.handle,
+		HeaderReceived:               s.headerReceived,
+		StreamRequestBody:            true,
 		ErrorHandler:                 s.connError,
 		Logger:                       connLogger{s.log},
-		ReadTimeout:                  readTimeout,
+		ReadTimeout:                  s.cfg.HeaderTimeout,
 		WriteTimeout:                 writeTimeout,
 		IdleTimeout:                  idleTimeout,
 		ReadBufferSize:               MaxHeaderBytes,
@@ -81,6 +79,258 @@ func (s *Server) newHTTPServer() *fasthttp.Server {
 		CloseOnShutdown:              true,
 		DisablePreParseMultipartForm: true,
 	}
+}
+
+// headerReceived runs once a request's headers are read, before any of
+// its body is: it gives the body its deadline (BodyTimeout from now),
+// and when the request will be refused on its headers (guard: browser,
+// Host, token) it makes fasthttp read none of the body. The request is
+// then taken as having none (Content-Length 0, no Expect: 100-continue,
+// so the caller is not invited to send it), handle refuses it on the same
+// headers, and the connection closes after the answer: the body's bytes
+// are never read as a request. Only a plain origin-form path (plainPath)
+// is judged here, so that the path is the one handle will see; any other
+// is left to handle, which then holds at most the prefetched 8 KiB.
+func (s *Server) headerReceived(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
+	if p, ok := plainPath(h.RequestURI()); ok {
+		if _, refused := s.guard(string(h.Peek("Origin")), string(h.Peek("Sec-Fetch-Site")), string(h.Host()),
+			string(h.Peek("Authorization")), string(p)); refused {
+			h.Del("Expect")
+			h.SetContentLength(0)
+			h.SetConnectionClose()
+		}
+	}
+	return fasthttp.RequestConfig{ReadTimeout: s.cfg.BodyTimeout}
+}
+
+// plainPath is the path of an origin-form request target when fasthttp's
+// normalisation leaves it as it is: it starts with "/" and has no
+// percent-escape, no empty segment, no segment starting with a dot and no
+// backslash.
+func plainPath(uri []byte) ([]byte, bool) {
+	if len(uri) == 0 || uri[0] != '/' {
+		return nil, false
+	}
+	if i := bytes.IndexAny(uri, "?#"); i >= 0 {
+		uri = uri[:i]
+	}
+	if bytes.IndexByte(uri, '%') >= 0 || bytes.IndexByte(uri, '\\') >= 0 ||
+		bytes.Contains(uri, []byte("//")) || bytes.Contains(uri, []byte("/.")) {
+		return nil, false
+	}
+	return uri, true
+}
+
+// handle is every request's way in. In order: the framing (both
+// Content-Length and Transfer-Encoding is refused), the defences (guard,
+// the authoritative check, on the normalised path), for a route that
+// takes a body its type and size from the headers, then the body read
+// under the budget, then one of MaxConcurrent places, then the route.
+// Every refusal before the body is read closes the connection when body
+// bytes are still on their way (refuse).
+func (s *Server) handle(c *fasthttp.RequestCtx) {
+	hd := &c.Request.Header
+	route := hotRoute(c)
+	label, path := route, ""
+	if route != "" {
+		path = route[len("POST "):]
+	} else {
+		label, path = "other", string(c.Path())
+	}
+	if conflictingFraming(hd) {
+		c.SetConnectionClose() // whatever follows is not to be read as a request
+		s.refuse(c, label, smuggling)
+		return
+	}
+	if rep, refused := s.guard(string(hd.Peek("Origin")), string(hd.Peek("Sec-Fetch-Site")), string(c.Host()),
+		string(hd.Peek("Authorization")), path); refused {
+		s.refuse(c, "", rep)
+		return
+	}
+	var body []byte
+	refuse := s.refuse
+	if route != "" || (c.IsPost() && path == "/v1/deadletters/replay") {
+		if route == routeDecisions && s.cfg.Decider == nil {
+			s.refuse(c, label, noDecider)
+			return
+		}
+		if !isJSON(string(hd.ContentType())) {
+			s.refuse(c, label, notJSON)
+			return
+		}
+		var held int64
+		var rep reply
+		var ok bool
+		body, held, rep, ok = s.readFastBody(c)
+		defer s.budget.give(held)
+		if !ok {
+			s.refuse(c, label, rep)
+			return
+		}
+		refuse = s.answer // the body is read: the connection can serve the next request
+	}
+	if !s.enter() {
+		s.cfg.Observer.Request("overloaded", http.StatusServiceUnavailable, 0)
+		refuse(c, "", overloaded)
+		return
+	}
+	defer s.leave()
+	switch route {
+	case routeActions:
+		s.serveFast(c, route, body, s.fastActions)
+	case routeDecisions:
+		s.serveFast(c, route, body, s.fastDecision)
+	default:
+		// The adaptor hands net/http the request's body, which must not be
+		// the stream: it would read all of it, unbounded.
+		c.Request.SetBodyRaw(body)
+		s.slow(c)
+	}
+}
+
+// refuse answers a request that is not served, and closes the connection
+// after the answer when the request's body is still on its way (chunked,
+// or longer than what fasthttp read with the headers): reading it only to
+// throw it away would hold the connection for a caller that was refused.
+// label, when set, is the route the metrics count the refusal under.
+// As on net/http, a request refused before its handler (guard, the cap)
+// gets no X-Request-Id; one its handler refuses does.
+func (s *Server) refuse(c *fasthttp.RequestCtx, label string, rep reply) {
+	s.closeIfPending(c)
+	s.answer(c, label, rep)
+}
+
+// closeIfPending closes the connection after the answer when the body is
+// still on its way.
+func (s *Server) closeIfPending(c *fasthttp.RequestCtx) {
+	if cl := c.Request.Header.ContentLength(); cl == -1 || cl > min(prefetchBytes, int(s.cfg.MaxBodyBytes)) {
+		c.SetConnectionClose()
+	}
+}
+
+// answer answers a request that is not served, its body read or never
+// sent.
+func (s *Server) answer(c *fasthttp.RequestCtx, label string, rep reply) {
+	if label != "" {
+		c.Response.Header.Set("X-Request-Id", newRequestID(string(c.Request.Header.Peek("X-Request-Id"))))
+	}
+	writeFast(c, rep)
+	if label != "" {
+		s.cfg.Observer.Request(label, rep.status, 0)
+	}
+}
+
+// Answers of readFastBody.
+var (
+	bodyTimeout = errorReply(http.StatusRequestTimeout, "timeout", "the request body was not received in time", nil)
+	badBody     = errorReply(http.StatusBadRequest, "bad_request", "malformed request body", nil)
+)
+
+// bodyStep is the first reservation for a body of unknown length
+// (chunked); it doubles as the body arrives.
+const bodyStep = 16 << 10
+
+// readFastBody reads the request's body within the budget and returns it
+// with the bytes it holds of the budget, which the caller gives back once
+// the request is answered; when it refuses, the reply says why (413 past
+// MaxBodyBytes, 503 overloaded past the budget, 408 past BodyTimeout, 400
+// for a broken body). A body with a Content-Length takes its whole share
+// before its first byte is read, so a caller learns at once, and a body
+// that got its share always completes; a chunked body takes its share as
+// it grows, and is refused mid-way when the budget runs out. The body is
+// a fresh slice of its own.
+func (s *Server) readFastBody(c *fasthttp.RequestCtx) (body []byte, held int64, rep reply, ok bool) {
+	cl := c.Request.Header.ContentLength()
+	stream := c.RequestBodyStream()
+	limit := s.cfg.MaxBodyBytes
+	if stream == nil {
+		// Nothing streamed: no body, or a request not read from a
+		// connection (built in a test), whose body is in memory already.
+		b := c.Request.Body()
+		if int64(len(b)) > limit {
+			return nil, 0, s.tooLarge, false
+		}
+		if len(b) == 0 {
+			return nil, 0, reply{}, true
+		}
+		if !s.budget.take(int64(len(b))) {
+			return nil, 0, overloadedBody, false
+		}
+		return bytes.Clone(b), int64(len(b)), reply{}, true
+	}
+	if cl == 0 || cl < -1 {
+		return nil, 0, reply{}, true
+	}
+	if int64(cl) > limit {
+		return nil, 0, s.tooLarge, false
+	}
+	if cl > 0 {
+		if !s.budget.take(int64(cl)) {
+			return nil, 0, overloadedBody, false
+		}
+		body = make([]byte, cl)
+		if _, err := io.ReadFull(stream, body); err != nil {
+			s.budget.give(int64(cl))
+			return nil, 0, bodyError(err), false
+		}
+		return body, int64(cl), reply{}, true
+	}
+	for {
+		if int64(len(body)) == limit {
+			// Full: one byte more is one too many. (Not a buffer of
+			// limit+1: a budget of exactly MaxBodyBytes must take the
+			// largest body allowed.)
+			var one [1]byte
+			n, err := stream.Read(one[:])
+			switch {
+			case n > 0:
+				s.budget.give(held)
+				return nil, 0, s.tooLarge, false
+			case err == io.EOF:
+				return body, held, reply{}, true
+			case err != nil:
+				s.budget.give(held)
+				return nil, 0, bodyError(err), false
+			}
+			continue
+		}
+		if len(body) == cap(body) {
+			grow := min(int64(max(2*cap(body), bodyStep)), limit) - int64(cap(body))
+			if !s.budget.take(grow) {
+				s.budget.give(held)
+				return nil, 0, overloadedBody, false
+			}
+			held += grow
+			nb := make([]byte, len(body), int64(cap(body))+grow)
+			copy(nb, body)
+			body = nb
+		}
+		n, err := stream.Read(body[len(body):cap(body)])
+		body = body[:len(body)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			s.budget.give(held)
+			return nil, 0, bodyError(err), false
+		}
+	}
+	return body, held, reply{}, true
+}
+
+// overloadedBody is the answer to a body that does not fit in the budget.
+var overloadedBody = func() reply {
+	r := errorReply(http.StatusServiceUnavailable, "overloaded", "too many request bodies in flight; retry later", nil)
+	r.retryAfter = "1"
+	return r
+}()
+
+func bodyError(err error) reply {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return bodyTimeout
+	}
+	return badBody
 }
 
 // hotRoute is the route of a request served without net/http, or "".
@@ -198,61 +448,35 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return s.hs.ShutdownWithContext(ctx)
 }
 
-// serveFast is ServeHTTP for a hot route: the same defences, cap and
-// metrics, then h.
-func (s *Server) serveFast(c *fasthttp.RequestCtx, route string, h func(*fasthttp.RequestCtx, string) reply) {
-	hd := &c.Request.Header
-	if rep, ok := s.admit(string(hd.Peek("Origin")), string(hd.Peek("Sec-Fetch-Site")), string(c.Host()),
-		string(hd.Peek("Authorization")), route[len("POST "):]); !ok {
-		writeFast(c, rep)
-		return
-	}
-	defer s.leave()
+// serveFast serves an admitted request on a hot route, with its body,
+// and counts it.
+func (s *Server) serveFast(c *fasthttp.RequestCtx, route string, body []byte, h func(*fasthttp.RequestCtx, string, []byte) reply) {
 	start := time.Now()
-	rid := newRequestID(string(hd.Peek("X-Request-Id")))
+	rid := newRequestID(string(c.Request.Header.Peek("X-Request-Id")))
 	c.Response.Header.Set("X-Request-Id", rid)
-	rep := h(c, rid)
+	rep := h(c, rid, body)
 	writeFast(c, rep)
 	s.cfg.Observer.Request(route, rep.status, time.Since(start))
 }
 
-// fastActions is postActions. The body is fasthttp's; decodeActions keeps
-// nothing of it.
-func (s *Server) fastActions(c *fasthttp.RequestCtx, rid string) reply {
-	if !isJSON(string(c.Request.Header.ContentType())) {
-		return notJSON
-	}
-	body := c.PostBody()
+// fastActions is postActions. body is the request's own (readFastBody);
+// decodeActions keeps nothing of it, and it is let go once decoded, not
+// after the commit.
+func (s *Server) fastActions(c *fasthttp.RequestCtx, rid string, body []byte) reply {
 	acts, rep, ok := s.decodeActions(rid, body)
-	nbody := len(body)
-	// The body is let go now, not after the commit, and not to fasthttp's
-	// pool either: fasthttp sizes a body buffer to the next power of two,
-	// so 64 callers of 100 actions (17.6 KB) kept 2 MiB of 32 KiB buffers
-	// live in the pool, and under load the Go heap sits at its limit,
-	// where each MB of live heap is a MB less room between collections.
-	// A fresh buffer per request is cheaper than that.
-	c.Request.SwapBody(nil)
-	c.Request.ResetBody()
 	if !ok {
 		return rep
 	}
 	// Not c: fasthttp's context ends when the server shuts down, and a
 	// request in flight is finished, not dropped, then. The commit it
 	// waits for is bounded by the spool.
-	rep, _ = s.storeActions(context.Background(), rid, acts, nbody)
+	rep, _ = s.storeActions(context.Background(), rid, acts, len(body))
 	return rep
 }
 
-// fastDecision is postDecision. The parsed request may point into the
-// body, and fasthttp reuses its buffer, so it is copied.
-func (s *Server) fastDecision(c *fasthttp.RequestCtx, rid string) reply {
-	if s.cfg.Decider == nil {
-		return noDecider
-	}
-	if !isJSON(string(c.Request.Header.ContentType())) {
-		return notJSON
-	}
-	body := append([]byte(nil), c.PostBody()...)
+// fastDecision is postDecision. The parsed request may point into body,
+// which is the request's own (readFastBody) and never reused.
+func (s *Server) fastDecision(c *fasthttp.RequestCtx, rid string, body []byte) reply {
 	return s.decide(context.Background(), rid, body)
 }
 

@@ -69,6 +69,15 @@ type Config struct {
 	// MaxConcurrent caps requests served at once; beyond it the API answers
 	// 503 at once rather than queueing without bound (default 256).
 	MaxConcurrent int
+	// BodyBytesInFlight caps the bytes of request bodies held at once by
+	// the whole process; a body that does not fit is answered 503 with
+	// Retry-After (default 16 MiB, at least MaxBodyBytes).
+	BodyBytesInFlight int64
+	// HeaderTimeout is how long a caller has to send a request's line and
+	// headers, from its first byte (from the connection's opening for its
+	// first request); BodyTimeout how long more for the body. Past either
+	// the request is answered 408 and the connection closed (defaults 10s).
+	HeaderTimeout, BodyTimeout time.Duration
 	// AuthToken, when set, is required as "Authorization: Bearer <token>"
 	// on every endpoint but /healthz and the admin routes.
 	AuthToken string
@@ -139,6 +148,10 @@ type Server struct {
 	hour  hourly
 	hosts map[string]bool
 	hs    *fasthttp.Server
+	slow  fasthttp.RequestHandler // the mux (route) by fasthttp's adaptor
+
+	budget   budget // BodyBytesInFlight
+	tooLarge reply  // the 413 answer
 }
 
 // New returns a ready Server.
@@ -155,16 +168,29 @@ func New(cfg Config) *Server {
 	if cfg.MaxConcurrent <= 0 {
 		cfg.MaxConcurrent = 256
 	}
+	if cfg.BodyBytesInFlight <= 0 {
+		cfg.BodyBytesInFlight = 16 << 20
+	}
+	cfg.BodyBytesInFlight = max(cfg.BodyBytesInFlight, cfg.MaxBodyBytes)
+	if cfg.HeaderTimeout <= 0 {
+		cfg.HeaderTimeout = 10 * time.Second
+	}
+	if cfg.BodyTimeout <= 0 {
+		cfg.BodyTimeout = 10 * time.Second
+	}
 	if cfg.Observer == nil {
 		cfg.Observer = nopObserver{}
 	}
 	s := &Server{
-		cfg:   cfg,
-		log:   cfg.Logger.With("component", "localapi"),
-		now:   cfg.Clock,
-		mux:   http.NewServeMux(),
-		sem:   make(chan struct{}, cfg.MaxConcurrent),
-		hosts: map[string]bool{"localhost": true, "127.0.0.1": true, "::1": true},
+		cfg:    cfg,
+		log:    cfg.Logger.With("component", "localapi"),
+		now:    cfg.Clock,
+		mux:    http.NewServeMux(),
+		sem:    make(chan struct{}, cfg.MaxConcurrent),
+		hosts:  map[string]bool{"localhost": true, "127.0.0.1": true, "::1": true},
+		budget: budget{max: cfg.BodyBytesInFlight},
+		tooLarge: errorReply(http.StatusRequestEntityTooLarge, "body_too_large",
+			fmt.Sprintf("body exceeds %d bytes", cfg.MaxBodyBytes), nil),
 	}
 	for _, h := range cfg.AllowedHosts {
 		s.hosts[strings.ToLower(h)] = true
@@ -191,7 +217,11 @@ func New(cfg Config) *Server {
 	return s
 }
 
-// ServeHTTP applies the API's defences, then routes.
+// ServeHTTP applies the API's defences, then routes. It is the API for a
+// net/http server (the agent serves with Serve): the body budget holds
+// there too, a body taking its Content-Length of it (or MaxBodyBytes when
+// the length is not known) before a handler reads it; the connection cap
+// and the read deadlines are that server's to set.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rep, ok := s.admit(header(r.Header, "Origin"), header(r.Header, "Sec-Fetch-Site"), r.Host,
 		header(r.Header, "Authorization"), r.URL.Path); !ok {
@@ -199,6 +229,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.leave()
+	if n := r.ContentLength; n != 0 && r.Body != nil && r.Body != http.NoBody {
+		if n < 0 || n > s.cfg.MaxBodyBytes {
+			n = s.cfg.MaxBodyBytes
+		}
+		if !s.budget.take(n) {
+			s.cfg.Observer.Request("overloaded", http.StatusServiceUnavailable, 0)
+			writeReply(w, overloadedBody)
+			return
+		}
+		defer s.budget.give(n)
+	}
 	s.route(w, r)
 }
 
@@ -262,15 +303,32 @@ func (s *Server) guard(origin, fetchSite, host, authz, path string) (reply, bool
 	if origin != "" || fetchSite == "cross-site" {
 		return errorReply(http.StatusForbidden, "forbidden", "browser requests are not accepted", nil), true
 	}
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
-	host = strings.Trim(strings.ToLower(host), "[]")
-	if !s.hosts[host] && net.ParseIP(host) == nil {
+	host = strings.ToLower(hostName(host))
+	// The clone keeps host from escaping (ParseIP's result may point into
+	// its argument), so the caller's conversion to a string can stay on
+	// the stack; it is paid only for a host that is not a loopback name.
+	if !s.hosts[host] && net.ParseIP(strings.Clone(host)) == nil {
 		// A name we don't know is how DNS rebinding reaches a local API.
 		return errorReply(http.StatusForbidden, "forbidden", "unexpected Host header", nil), true
 	}
 	return s.authorize(authz, path)
+}
+
+// hostName is a Host header's host, without port or IPv6 brackets. It is
+// net.SplitHostPort's answer where that has one, but keeps its argument on
+// the stack (SplitHostPort's errors hold it): guard runs twice a request,
+// on the headers and in the handler.
+func hostName(host string) string {
+	if strings.HasPrefix(host, "[") {
+		if i := strings.IndexByte(host, ']'); i > 0 {
+			return host[1:i]
+		}
+		return strings.Trim(host, "[]")
+	}
+	if i := strings.LastIndexByte(host, ':'); i >= 0 && strings.IndexByte(host, ':') == i {
+		return host[:i]
+	}
+	return host
 }
 
 // Answers of authorize.

@@ -36,6 +36,7 @@ type harness struct {
 	url  string
 	sp   *spool.Spool
 	logs *logBuffer
+	api  *Server
 }
 
 func newHarness(t *testing.T, mod ...func(*Config)) *harness {
@@ -48,7 +49,8 @@ func newHarness(t *testing.T, mod ...func(*Config)) *harness {
 	if cfg.Store == nil {
 		cfg.Store = h.sp
 	}
-	h.url = serve(t, New(cfg))
+	h.api = New(cfg)
+	h.url = serve(t, h.api)
 	return h
 }
 
@@ -469,5 +471,19 @@ func TestAdminToken(t *testing.T) {
 				t.Errorf("healthz: %d", resp.StatusCode)
 			}
 		})
+	}
+}
+
+func TestHostName(t *testing.T) {
+	for _, h := range []string{"127.0.0.1", "127.0.0.1:8470", "localhost", "LocalHost:80", "[::1]:8470", "[::1]", "::1",
+		"evil.example:8470", "evil.example", "host:", "", ":8470", "[fe80::1%25eth0]:80", "a:b:c", "[::1"} {
+		want := h
+		if hh, _, err := net.SplitHostPort(h); err == nil {
+			want = hh
+		}
+		want = strings.Trim(want, "[]")
+		if got := hostName(h); got != want {
+			t.Errorf("hostName(%q) = %q, want %q (net.SplitHostPort's)", h, got, want)
+		}
 	}
 }
