@@ -59,8 +59,9 @@ const (
 // which reads a body only once the request is admitted and its bytes fit
 // in the process's budget (BodyBytesInFlight). The token and the other
 // defences are checked on the headers (headerReceived), before a body
-// byte is read; a caller has HeaderTimeout to send its headers and
-// BodyTimeout more for its body.
+// byte is read; connections are capped (MaxConnections, see capListener);
+// a caller has HeaderTimeout to send its headers and BodyTimeout more for
+// its body.
 func (s *Server) newHTTPServer() *fasthttp.Server {
 	s.slow = fasthttpadaptor.NewFastHTTPHandler(http.HandlerFunc(s.route))
 	return &fasthttp.Server{
@@ -381,36 +382,77 @@ func conflictingFraming(h *fasthttp.RequestHeader) bool {
 }
 
 // Serve answers requests on ln until Shutdown. It may be called for more
-// than one listener (TCP and a unix socket) at once.
+// than one listener (TCP and a unix socket) at once; MaxConnections is
+// shared by them.
 func (s *Server) Serve(ln net.Listener) error {
-	return s.hs.Serve(lingerListener{ln})
+	return s.hs.Serve(capListener{Listener: ln, s: s})
 }
 
-// lingerListener's connections close gently. fasthttp closes a connection
-// as soon as it has answered, and when it refuses a body by its
+// capListener caps the connections open at once (MaxConnections) and
+// makes them close gently (lingerConn). A connection past the cap is
+// answered 503 overloaded with Retry-After, without reading any of it,
+// and closed: each open connection holds a goroutine and buffers whether
+// it sends anything or not, so their number is what bounds the memory
+// that idle, slow and hostile callers take.
+type capListener struct {
+	net.Listener
+	s *Server
+}
+
+func (l capListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if l.s.conns.Add(1) > int64(l.s.cfg.MaxConnections) {
+			l.s.conns.Add(-1)
+			l.s.cfg.Observer.Request("overloaded", http.StatusServiceUnavailable, 0)
+			rejectConn(c)
+			continue
+		}
+		release := func() { l.s.conns.Add(-1) }
+		if hc, ok := c.(halfCloser); ok {
+			return &lingerConn{halfCloser: hc, release: release}, nil
+		}
+		return &countedConn{Conn: c, release: release}, nil
+	}
+}
+
+// connsFull is the whole answer on a connection past MaxConnections.
+var connsFull = func() []byte {
+	rep := errorReply(http.StatusServiceUnavailable, "overloaded", "too many open connections; retry later", nil)
+	return []byte("HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nCache-Control: no-store\r\n" +
+		"Retry-After: 1\r\nConnection: close\r\nContent-Length: " + strconv.Itoa(len(rep.body)) + "\r\n\r\n" + string(rep.body))
+}()
+
+// rejectConn answers a connection past the cap and closes it. Nothing of
+// the request is read: the answer is written at once (a new socket's send
+// buffer takes it), the writing side is shut so the caller reads it and
+// then end of stream, and the socket is closed lingerTime later without a
+// goroutine waiting on it.
+func rejectConn(c net.Conn) {
+	c.SetWriteDeadline(time.Now().Add(time.Second))
+	c.Write(connsFull)
+	if hc, ok := c.(halfCloser); ok && hc.CloseWrite() == nil {
+		time.AfterFunc(lingerTime, func() { c.Close() })
+		return
+	}
+	c.Close()
+}
+
+// lingerConn's connections close gently. fasthttp closes a connection
+// as soon as it has answered, and when the agent refuses a body by its
 // Content-Length (413) the body is still on its way: closing a socket with
 // unread data sends a reset, which makes the caller's kernel drop the 413
 // before the caller reads it. So a close shuts the writing side (the
 // caller sees the answer, then end of stream), and reads and discards
 // what the caller still sends, up to lingerBytes or lingerTime, before it
 // closes. net/http does the same (its closeWriteAndWait).
-type lingerListener struct{ net.Listener }
-
 const (
 	lingerTime  = 500 * time.Millisecond
 	lingerBytes = 4 << 20
 )
-
-func (l lingerListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	if hc, ok := c.(halfCloser); ok {
-		return &lingerConn{halfCloser: hc}, nil
-	}
-	return c, nil
-}
 
 type halfCloser interface {
 	net.Conn
@@ -419,11 +461,13 @@ type halfCloser interface {
 
 type lingerConn struct {
 	halfCloser
-	once sync.Once
+	release func() // gives back the connection's place under the cap
+	once    sync.Once
 }
 
 func (c *lingerConn) Close() error {
 	c.once.Do(func() {
+		c.release()
 		deadline := time.Now().Add(lingerTime)
 		if c.CloseWrite() != nil || c.SetReadDeadline(deadline) != nil {
 			c.halfCloser.Close()
@@ -440,6 +484,19 @@ func (c *lingerConn) Close() error {
 		}()
 	})
 	return nil
+}
+
+// countedConn is a connection that cannot close gently (no CloseWrite),
+// counted under the cap all the same.
+type countedConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(c.release)
+	return c.Conn.Close()
 }
 
 // Shutdown closes the listeners, then waits until every request in flight

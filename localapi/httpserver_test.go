@@ -113,7 +113,7 @@ func headerOf(hdr []string, key string) string {
 
 // TestTooLargeBodyIsAnswered: fasthttp refuses a body by its
 // Content-Length before reading it; the caller must still read the 413
-// rather than a connection reset (see lingerListener). Bodies well past
+// rather than a connection reset (see lingerConn). Bodies well past
 // the cap, as a misbehaving app would send, every time.
 func TestTooLargeBodyIsAnswered(t *testing.T) {
 	h := newHarness(t)

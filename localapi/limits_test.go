@@ -237,3 +237,29 @@ func TestSlowRequestsTimeOut(t *testing.T) {
 		t.Fatalf("a silent connection: %d after %v", resp.StatusCode, time.Since(start))
 	}
 }
+
+// TestConnectionCap: past MaxConnections a connection is answered 503
+// overloaded with Retry-After and closed, without being read; a place
+// comes back when a connection closes.
+func TestConnectionCap(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.MaxConnections = 2 })
+	a, b := dialRaw(t, h), dialRaw(t, h)
+	a.write("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+	if resp, _ := a.read(); resp.StatusCode != 200 {
+		t.Fatalf("first: %d", resp.StatusCode)
+	}
+	time.Sleep(100 * time.Millisecond)
+	c := dialRaw(t, h)
+	c.write(postHeader("/v1/actions", "Content-Length: 1048576\r\n") + "\r\n")
+	resp, got := c.read()
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" || !strings.Contains(got, `"overloaded"`) || !c.closed() {
+		t.Fatalf("past the cap: %d %q %s", resp.StatusCode, resp.Header.Get("Retry-After"), got)
+	}
+	b.c.Close()
+	time.Sleep(100 * time.Millisecond)
+	d := dialRaw(t, h)
+	d.write("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+	if resp, _ := d.read(); resp.StatusCode != 200 {
+		t.Fatalf("after one closed: %d", resp.StatusCode)
+	}
+}

@@ -69,6 +69,9 @@ type Config struct {
 	// MaxConcurrent caps requests served at once; beyond it the API answers
 	// 503 at once rather than queueing without bound (default 256).
 	MaxConcurrent int
+	// MaxConnections caps the connections open at once, over all
+	// listeners; one past it is answered 503 and closed (default 512).
+	MaxConnections int
 	// BodyBytesInFlight caps the bytes of request bodies held at once by
 	// the whole process; a body that does not fit is answered 503 with
 	// Retry-After (default 16 MiB, at least MaxBodyBytes).
@@ -150,8 +153,9 @@ type Server struct {
 	hs    *fasthttp.Server
 	slow  fasthttp.RequestHandler // the mux (route) by fasthttp's adaptor
 
-	budget   budget // BodyBytesInFlight
-	tooLarge reply  // the 413 answer
+	budget   budget       // BodyBytesInFlight
+	conns    atomic.Int64 // connections open, under MaxConnections
+	tooLarge reply        // the 413 answer
 }
 
 // New returns a ready Server.
@@ -167,6 +171,9 @@ func New(cfg Config) *Server {
 	}
 	if cfg.MaxConcurrent <= 0 {
 		cfg.MaxConcurrent = 256
+	}
+	if cfg.MaxConnections <= 0 {
+		cfg.MaxConnections = 512
 	}
 	if cfg.BodyBytesInFlight <= 0 {
 		cfg.BodyBytesInFlight = 16 << 20
