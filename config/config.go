@@ -35,6 +35,10 @@ type Config struct {
 	MemoryLimit       ByteSize      `envconfig:"MEMORY_LIMIT" default:"88MiB"`
 	MaxBodyBytes      ByteSize      `envconfig:"MAX_BODY_BYTES" default:"1MiB"`
 	MaxConcurrent     int           `envconfig:"MAX_CONCURRENT_REQUESTS" default:"256"`
+	MaxConnections    int           `envconfig:"MAX_CONNECTIONS" default:"512"`
+	BodyBytesInFlight ByteSize      `envconfig:"MAX_BODY_BYTES_IN_FLIGHT" default:"16MiB"`
+	HeaderTimeout     time.Duration `envconfig:"HEADER_TIMEOUT" default:"10s"`
+	BodyTimeout       time.Duration `envconfig:"BODY_TIMEOUT" default:"10s"`
 	AuthToken         string        `envconfig:"AUTH_TOKEN"`
 	AdminToken        string        `envconfig:"ADMIN_TOKEN"`
 	DedupeWindow      time.Duration `envconfig:"DEDUPE_WINDOW" default:"168h"`
@@ -156,6 +160,18 @@ func (c Config) Validate() error {
 	// the disk past what a restart can open.
 	if c.MinFreeDisk != 0 && c.MinFreeDisk < MinFreeDiskFloor {
 		bad("MIN_FREE_DISK", "must be 0 (no minimum) or at least 32MiB (what the store needs to open and deliver on a full disk), got %d", c.MinFreeDisk)
+	}
+	if c.MaxConnections < 1 || c.MaxConnections > 1<<16 {
+		bad("MAX_CONNECTIONS", "must be 1-65536")
+	}
+	if c.BodyBytesInFlight < c.MaxBodyBytes || c.BodyBytesInFlight > 1<<30 {
+		bad("MAX_BODY_BYTES_IN_FLIGHT", "must be at least AGENT_MAX_BODY_BYTES (%d) and at most 1GiB, got %d", c.MaxBodyBytes, c.BodyBytesInFlight)
+	}
+	if c.HeaderTimeout < 100*time.Millisecond || c.HeaderTimeout > 10*time.Minute {
+		bad("HEADER_TIMEOUT", "must be between 100ms and 10m")
+	}
+	if c.BodyTimeout < 100*time.Millisecond || c.BodyTimeout > 10*time.Minute {
+		bad("BODY_TIMEOUT", "must be between 100ms and 10m")
 	}
 	if c.DedupeWindow < time.Minute {
 		bad("DEDUPE_WINDOW", "must be at least 1m")

@@ -28,6 +28,12 @@
 //	                               under it GC runs at GOGC=400 unless GOGC is set
 //	AGENT_MAX_BODY_BYTES           [1MiB] larger request bodies get 413
 //	AGENT_MAX_CONCURRENT_REQUESTS  [256] beyond it requests get 503 at once
+//	AGENT_MAX_BODY_BYTES_IN_FLIGHT [16MiB] request body bytes held at once by the
+//	                               process; a body that does not fit gets 503
+//	AGENT_MAX_CONNECTIONS          [512] open connections (TCP and unix together);
+//	                               one more gets 503 and is closed
+//	AGENT_HEADER_TIMEOUT           [10s] to send the request line and headers; then 408
+//	AGENT_BODY_TIMEOUT             [10s] to send the body after the headers; then 408
 //	AGENT_AUTH_TOKEN               [] app token: bearer token required on all but /healthz
 //	                               and the admin endpoints
 //	AGENT_ADMIN_TOKEN              [] admin token: the only one that opens dead letters,

@@ -235,20 +235,24 @@ func serve(ctx context.Context) error {
 	defer stopWatch()
 	go pols.watch(wctx, cfg.PolicyPollInterval)
 	api := localapi.New(localapi.Config{
-		Decider:        eng,
-		Observer:       mets,
-		Pprof:          cfg.Pprof,
-		Metrics:        mets.Handler(),
-		DefaultChannel: cfg.TongdunChannel,
-		Policy:         func() any { return pols.status() },
-		Upstreams:      upstreamStatus(ws),
-		Store:          sp,
-		Logger:         log,
-		MaxBodyBytes:   int64(cfg.MaxBodyBytes),
-		MaxConcurrent:  cfg.MaxConcurrent,
-		AuthToken:      cfg.AuthToken,
-		AdminToken:     cfg.AdminToken,
-		Notes:          notes,
+		Decider:           eng,
+		Observer:          mets,
+		Pprof:             cfg.Pprof,
+		Metrics:           mets.Handler(),
+		DefaultChannel:    cfg.TongdunChannel,
+		Policy:            func() any { return pols.status() },
+		Upstreams:         upstreamStatus(ws),
+		Store:             sp,
+		Logger:            log,
+		MaxBodyBytes:      int64(cfg.MaxBodyBytes),
+		MaxConcurrent:     cfg.MaxConcurrent,
+		MaxConnections:    cfg.MaxConnections,
+		HeaderTimeout:     cfg.HeaderTimeout,
+		BodyTimeout:       cfg.BodyTimeout,
+		BodyBytesInFlight: int64(cfg.BodyBytesInFlight),
+		AuthToken:         cfg.AuthToken,
+		AdminToken:        cfg.AdminToken,
+		Notes:             notes,
 	})
 	ln, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
