@@ -3,7 +3,8 @@
 // stands in for the upstream, and checks one oracle (see oracle_test.go)
 // after every scenario: every action that got a 202 reaches Tencent intact,
 // nothing refused ever does, and once the faults stop a fresh action is
-// delivered promptly.
+// delivered promptly. memory_test.go holds the memory budgets against
+// hostile local clients (big, slow and token-less bodies).
 //
 // The default run is short; -soak (or OUTPOST_SOAK=1) runs the long one:
 //
@@ -113,7 +114,13 @@ func tryStartAgent(t testing.TB, dataDir string, wait time.Duration, env ...stri
 // listen address when it says it is ready (set a.addr from it).
 func spawnAgent(t testing.TB, dataDir string, env ...string) (*agent, <-chan string, error) {
 	t.Helper()
-	cmd := exec.Command(agentBinary(t))
+	return spawnAgentBin(t, agentBinary(t), dataDir, env...)
+}
+
+// spawnAgentBin is spawnAgent with the binary to run.
+func spawnAgentBin(t testing.TB, bin, dataDir string, env ...string) (*agent, <-chan string, error) {
+	t.Helper()
+	cmd := exec.Command(bin)
 	cmd.Env = append(os.Environ(),
 		"AGENT_DATA_DIR="+dataDir,
 		"AGENT_LISTEN_ADDR=127.0.0.1:0",

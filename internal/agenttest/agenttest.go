@@ -14,35 +14,52 @@ import (
 	"testing"
 )
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
+// build is one build of cmd/agent, made once per test binary.
+type build struct {
+	once sync.Once
+	path string
+	err  error
+}
 
-// Binary builds cmd/agent once per test binary and returns its path.
+var raceBuild, plainBuild build
+
+// Binary builds cmd/agent once per test binary and returns its path. It
+// has the race detector when the tests do.
 func Binary(t testing.TB) string {
 	t.Helper()
-	buildOnce.Do(func() {
+	if RaceEnabled {
+		return raceBuild.get(t, "-race")
+	}
+	return plainBuild.get(t)
+}
+
+// PlainBinary is Binary without the race detector even under -race: for
+// tests that measure the agent's memory, which the detector's shadow
+// memory would multiply (5 to 10 times, as the Go documentation says).
+func PlainBinary(t testing.TB) string {
+	t.Helper()
+	return plainBuild.get(t)
+}
+
+func (b *build) get(t testing.TB, flags ...string) string {
+	t.Helper()
+	b.once.Do(func() {
 		dir, err := os.MkdirTemp("", "outpost-agent-bin")
 		if err != nil {
-			buildErr = err
+			b.err = err
 			return
 		}
-		binPath = filepath.Join(dir, "agent")
-		args := []string{"build", "-o", binPath}
-		if RaceEnabled {
-			args = append(args, "-race")
-		}
+		b.path = filepath.Join(dir, "agent")
+		args := append([]string{"build", "-o", b.path}, flags...)
 		out, err := exec.Command("go", append(args, "github.com/outpost-agent/outpost/cmd/agent")...).CombinedOutput()
 		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+			b.err = fmt.Errorf("go build: %v\n%s", err, out)
 		}
 	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return binPath
+	return b.path
 }
 
 // SyncBuffer collects a process's output from one goroutine while tests
