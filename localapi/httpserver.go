@@ -83,8 +83,8 @@ func (s *Server) newHTTPServer() *fasthttp.Server {
 }
 
 // headerReceived runs once a request's headers are read, before any of
-// its body is: it gives the body its deadline (BodyTimeout from now),
-// and when the request will be refused on its headers (guard: browser,
+// its body is: it gives a body longer than what fasthttp reads with the
+// headers its deadline (BodyTimeout from now), and when the request will be refused on its headers (guard: browser,
 // Host, token) it makes fasthttp read none of the body. The request is
 // then taken as having none (Content-Length 0, no Expect: 100-continue,
 // so the caller is not invited to send it), handle refuses it on the same
@@ -101,8 +101,17 @@ func (s *Server) headerReceived(h *fasthttp.RequestHeader) fasthttp.RequestConfi
 			h.SetConnectionClose()
 		}
 	}
-	return fasthttp.RequestConfig{ReadTimeout: s.cfg.BodyTimeout}
+	if cl := h.ContentLength(); cl == -1 || cl > s.prefetch() {
+		return fasthttp.RequestConfig{ReadTimeout: s.cfg.BodyTimeout}
+	}
+	// A body fasthttp reads whole with the headers is read under their
+	// deadline (HeaderTimeout), which saves resetting the connection's
+	// deadline on every small request.
+	return fasthttp.RequestConfig{}
 }
+
+// prefetch is the most of a body fasthttp reads with the headers.
+func (s *Server) prefetch() int { return min(prefetchBytes, int(s.cfg.MaxBodyBytes)) }
 
 // plainPath is the path of an origin-form request target when fasthttp's
 // normalisation leaves it as it is: it starts with "/" and has no
@@ -204,7 +213,7 @@ func (s *Server) refuse(c *fasthttp.RequestCtx, label string, rep reply) {
 // closeIfPending closes the connection after the answer when the body is
 // still on its way.
 func (s *Server) closeIfPending(c *fasthttp.RequestCtx) {
-	if cl := c.Request.Header.ContentLength(); cl == -1 || cl > min(prefetchBytes, int(s.cfg.MaxBodyBytes)) {
+	if cl := c.Request.Header.ContentLength(); cl == -1 || cl > s.prefetch() {
 		c.SetConnectionClose()
 	}
 }
