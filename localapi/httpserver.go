@@ -63,7 +63,17 @@ const (
 // a caller has HeaderTimeout to send its headers and BodyTimeout more for
 // its body.
 func (s *Server) newHTTPServer() *fasthttp.Server {
-	s.slow = fasthttpadaptor.NewFastHTTPHandler(http.HandlerFunc(s.route))
+	s.slow = fasthttpadaptor.NewFastHTTPHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The adaptor gives the handler fasthttp's RequestCtx as its
+		// context, and fasthttp resets and reuses that once the request is
+		// answered. A context derived from it with a deadline (readyz's
+		// probe) watches it from a goroutine that may still read it then:
+		// the race detector caught one at a Shutdown right after /readyz.
+		// Its cancellation only says the server is shutting down, which a
+		// request in flight is meant to finish through, so the handlers
+		// get its values without it.
+		s.route(w, r.WithContext(context.WithoutCancel(r.Context())))
+	}))
 	return &fasthttp.Server{
 		Handler:                      s.handle,
 		HeaderReceived:               s.headerReceived,
