@@ -7,8 +7,11 @@
 // Choices where the seed is silent:
 //   - a request that cannot be read (POST not form-encoded, no data field,
 //     data not JSON), a missing required field or a malformed one (transDate
-//     not YYYYMMDD, transAmount not a number): 0004 "处理异常", the only
-//     generic error code the seed has.
+//     not YYYYMMDD, a field not of the table's type: transAmount not a JSON
+//     number (the table's double), any other field not a JSON string): 0004
+//     "处理异常", the only generic error code the seed has.
+//   - a request target with characters RFC 3986 does not allow (JSON put in
+//     the query without URL-encoding): HTTP 400, as Java servers answer it.
 //   - unknown or missing id: 0001 (the institution is not enabled); right id
 //     with a wrong appKey: 0002 (wrong password).
 //   - 0003 answers carry data 0; error answers carry data null.
@@ -277,6 +280,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.requests++
 	f := s.faults
 	s.mu.Unlock()
+	if !validTarget(r.RequestURI) {
+		s.count("http_400")
+		http.Error(w, "invalid character in the request target", http.StatusBadRequest)
+		return
+	}
 
 	// Read the body before any delay: net/http only notices a client that
 	// hung up once the body is consumed.
@@ -421,8 +429,9 @@ func (s *Server) lookup(q unionpay.TransactionQuery) (string, int) {
 
 func agree(recorded, given string) bool { return recorded == "" || given == "" || recorded == given }
 
-// fieldsOf reads the inner data object: string values as they are, numbers
-// as their text (the seed's sample sends transAmount as a string).
+// fieldsOf reads the inner data object with the seed's field types: every
+// field is a JSON string but transAmount, a JSON number (the table's
+// double). null is taken as absent.
 func fieldsOf(raw json.RawMessage) (map[string]string, bool) {
 	var m map[string]any
 	dec := json.NewDecoder(bytes.NewReader(raw))
@@ -434,8 +443,14 @@ func fieldsOf(raw json.RawMessage) (map[string]string, bool) {
 	for k, v := range m {
 		switch x := v.(type) {
 		case string:
+			if k == "transAmount" {
+				return nil, false
+			}
 			out[k] = strings.TrimSpace(x)
 		case json.Number:
+			if k != "transAmount" {
+				return nil, false
+			}
 			out[k] = x.String()
 		case nil:
 		default:
@@ -443,6 +458,34 @@ func fieldsOf(raw json.RawMessage) (map[string]string, bool) {
 		}
 	}
 	return out, true
+}
+
+// validTarget reports whether a request target holds only what RFC 3986
+// allows in a path and a query: unreserved characters, sub-delims, ":",
+// "@", "/", "?" and %XX escapes. A Java server such as Tomcat answers
+// anything else (a raw "{", '"' or space: JSON put in a query without
+// URL-encoding) with HTTP 400 before the application sees it; Go's server
+// is laxer, so the simulator checks.
+func validTarget(t string) bool {
+	for i := 0; i < len(t); i++ {
+		c := t[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("-._~!$&'()*+,;=:@/?", c) >= 0:
+		case c == '%':
+			if i+2 >= len(t) || !isHex(t[i+1]) || !isHex(t[i+2]) {
+				return false
+			}
+			i += 2
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
 func authQuery(f map[string]string) (unionpay.TransactionQuery, bool) {

@@ -62,7 +62,7 @@ func TestSimChecksRequests(t *testing.T) {
 	const fo = "application/x-www-form-urlencoded"
 	auth := "/fireeye/creditScore/transationAuthentication"
 	score := "/fireeye/creditScore/UnionPayModelScore"
-	okTx := `{"transDate":"20161201","cardNo":"` + card + `","certid":"` + certID + `","transAmount":"21200"}`
+	okTx := `{"transDate":"20161201","cardNo":"` + card + `","certid":"` + certID + `","transAmount":21200}`
 	okScore := `{"mobile":"13888888888","cardNo":"` + card + `","certid":"` + certID + `"}`
 	tests := []struct {
 		name   string
@@ -74,8 +74,8 @@ func TestSimChecksRequests(t *testing.T) {
 		code   string
 		data   any // nil: don't check
 	}{
-		{"auth match (amount as string, like the seed)", "POST", auth, fo, form(envelope("username", "password", okTx)), "respCd", "0000", 1.0},
-		{"auth amount as number", "POST", auth, fo, form(envelope("username", "password", strings.Replace(okTx, `"21200"`, `21200`, 1))), "respCd", "0000", 1.0},
+		{"auth match", "POST", auth, fo, form(envelope("username", "password", okTx)), "respCd", "0000", 1.0},
+		{"auth amount with decimals", "POST", auth, fo, form(envelope("username", "password", strings.Replace(okTx, `21200`, `21200.00`, 1))), "respCd", "0000", 1.0},
 		{"auth certid disagrees", "POST", auth, fo, form(envelope("username", "password", strings.Replace(okTx, certID, "110101199001011234", 1))), "respCd", "0000", 0.0},
 		{"auth no such transaction", "POST", auth, fo, form(envelope("username", "password", strings.Replace(okTx, "20161201", "20161202", 1))), "respCd", "0003", 0.0},
 		{"score", "POST", score, fo, form(envelope("username", "password", okScore)), "resp", "0000", float64(upsim.Predict(card, certID, "13888888888"))},
@@ -92,7 +92,9 @@ func TestSimChecksRequests(t *testing.T) {
 		{"score without certid", "POST", score, fo, form(envelope("username", "password", `{"cardNo":"`+card+`","mobile":"1"}`)), "resp", "0004", nil},
 		{"auth without amount", "POST", auth, fo, form(envelope("username", "password", `{"cardNo":"`+card+`","transDate":"20161201"}`)), "respCd", "0004", nil},
 		{"auth date not YYYYMMDD", "POST", auth, fo, form(envelope("username", "password", strings.Replace(okTx, "20161201", "2016-12-01", 1))), "respCd", "0004", nil},
-		{"auth amount not a number", "POST", auth, fo, form(envelope("username", "password", strings.Replace(okTx, `"21200"`, `"a lot"`, 1))), "respCd", "0004", nil},
+		{"auth amount not a number", "POST", auth, fo, form(envelope("username", "password", strings.Replace(okTx, `21200`, `"a lot"`, 1))), "respCd", "0004", nil},
+		{"auth amount as a string (the table says double)", "POST", auth, fo, form(envelope("username", "password", strings.Replace(okTx, `21200`, `"21200"`, 1))), "respCd", "0004", nil},
+		{"card number as a number (the table says string)", "POST", score, fo, form(envelope("username", "password", strings.Replace(okScore, `"`+card+`"`, card, 1))), "resp", "0004", nil},
 		{"data is not an object", "POST", auth, fo, form(envelope("username", "password", `[1]`)), "respCd", "0004", nil},
 	}
 	for _, tt := range tests {
@@ -127,6 +129,21 @@ func TestSimMethodAndPath(t *testing.T) {
 	}
 	if status, _ := do(t, "POST", srv.URL+"/x/modelScore", "application/x-www-form-urlencoded", ""); status != http.StatusNotFound {
 		t.Errorf("unknown path: %d", status)
+	}
+}
+
+// TestSimRefusesRawJSONInTheQuery: JSON put in a query without
+// URL-encoding is refused with HTTP 400, as a Java server refuses it, while
+// the same JSON URL-encoded is read. Go's client sends such a query as it
+// is (it does not encode it), so a raw one is a real request to refuse.
+func TestSimRefusesRawJSONInTheQuery(t *testing.T) {
+	_, srv := start(t)
+	js := envelope("username", "password", `{"mobile":"13888888888","cardNo":"`+card+`","certid":"`+certID+`"}`)
+	if status, m := do(t, "GET", srv.URL+"/fireeye/creditScore/UnionPayModelScore?"+form(js), "", ""); status != 200 || m["resp"] != "0000" {
+		t.Fatalf("URL-encoded: HTTP %d %v", status, m)
+	}
+	if status, _ := do(t, "GET", srv.URL+"/fireeye/creditScore/UnionPayModelScore?data="+js, "", ""); status != http.StatusBadRequest {
+		t.Fatalf("raw JSON in the query: HTTP %d, want 400", status)
 	}
 }
 
