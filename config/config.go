@@ -58,6 +58,10 @@ type Config struct {
 	UnionpayURL    string `envconfig:"UNIONPAY_URL" default:"https://risktech.unionpay.com/fireeye/creditScore"`
 	UnionpayID     string `envconfig:"UNIONPAY_ID"`
 	UnionpayAppKey string `envconfig:"UNIONPAY_APP_KEY"`
+	// UnionpayAPIShape is unionpay.Shape: "table" or "sample".
+	UnionpayAPIShape string `envconfig:"UNIONPAY_API_SHAPE" default:"table"`
+	// UnionpayScoreURL empty means the shape's default.
+	UnionpayScoreURL string `envconfig:"UNIONPAY_SCORE_URL"`
 
 	ForwardBatchSize     int           `envconfig:"FORWARD_BATCH_SIZE" default:"50"`
 	ForwardFlushInterval time.Duration `envconfig:"FORWARD_FLUSH_INTERVAL" default:"1s"`
@@ -198,13 +202,20 @@ func (c Config) Validate() error {
 	need("tencent", map[string]bool{"TENCENT_ACCOUNT_ID": c.TencentAccountID != 0, "TENCENT_USER_ACTION_SET_ID": c.TencentUserActionSetID != 0, "TENCENT_ACCESS_TOKEN": c.TencentAccessToken != ""})
 	need("tongdun", map[string]bool{"TONGDUN_URL": c.TongdunURL != "", "TONGDUN_PARTNER_CODE": c.TongdunPartnerCode != "", "TONGDUN_PARTNER_KEY": c.TongdunPartnerKey != "", "TONGDUN_CHANNEL": c.TongdunChannel != ""})
 	need("unionpay", map[string]bool{"UNIONPAY_ID": c.UnionpayID != "", "UNIONPAY_APP_KEY": c.UnionpayAppKey != ""})
-	for name, u := range map[string]string{"TENCENT_URL": c.TencentURL, "TONGDUN_URL": c.TongdunURL, "UNIONPAY_URL": c.UnionpayURL} {
+	for name, u := range map[string]string{"TENCENT_URL": c.TencentURL, "TONGDUN_URL": c.TongdunURL, "UNIONPAY_URL": c.UnionpayURL, "UNIONPAY_SCORE_URL": c.UnionpayScoreURL} {
 		if u == "" {
 			continue
 		}
 		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "https" && pu.Scheme != "http") || pu.Host == "" {
 			bad(name, "%q is not an http(s) URL", u)
+		} else if strings.HasPrefix(name, "UNIONPAY_") && (pu.RawQuery != "" || pu.ForceQuery) {
+			bad(name, "%q has a query; FireEye's calls take their data there or in the body", u)
 		}
+	}
+	// The seed's two descriptions of FireEye (unionpay.ShapeTable,
+	// unionpay.ShapeSample); config imports none of our packages.
+	if c.UnionpayAPIShape != "table" && c.UnionpayAPIShape != "sample" {
+		bad("UNIONPAY_API_SHAPE", "%q is neither table (the seed's tables) nor sample (its sample code)", c.UnionpayAPIShape)
 	}
 	if c.TencentRequestsPerMin < 1 {
 		bad("TENCENT_REQUESTS_PER_MINUTE", "must be at least 1")

@@ -12,7 +12,8 @@ func TestDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.ListenAddr != "127.0.0.1:8470" || c.DataDir != "./data" || c.SpoolMaxBytes != 1<<30 || c.LogLevel != "info" {
+	if c.ListenAddr != "127.0.0.1:8470" || c.DataDir != "./data" || c.SpoolMaxBytes != 1<<30 || c.LogLevel != "info" ||
+		c.UnionpayAPIShape != "table" || c.UnionpayScoreURL != "" {
 		t.Fatalf("defaults = %+v", c)
 	}
 }
@@ -64,6 +65,9 @@ func TestBadValuesNameTheVariable(t *testing.T) {
 		{"tencent half configured", "AGENT_TENCENT_ACCESS_TOKEN", "tok", "AGENT_TENCENT_ACCOUNT_ID, AGENT_TENCENT_USER_ACTION_SET_ID"},
 		{"tongdun half configured", "AGENT_TONGDUN_PARTNER_KEY", "k", "AGENT_TONGDUN_CHANNEL"},
 		{"unionpay url", "AGENT_UNIONPAY_URL", "ftp://x", "AGENT_UNIONPAY_URL"},
+		{"unionpay url with a query", "AGENT_UNIONPAY_URL", "https://x/fireeye/creditScore?a=1", "AGENT_UNIONPAY_URL"},
+		{"unionpay shape", "AGENT_UNIONPAY_API_SHAPE", "Sample", "AGENT_UNIONPAY_API_SHAPE"},
+		{"unionpay score url", "AGENT_UNIONPAY_SCORE_URL", "esb.unionpay.com/ares", "AGENT_UNIONPAY_SCORE_URL"},
 		{"batch over tencent's limit", "AGENT_FORWARD_BATCH_SIZE", "51", "AGENT_FORWARD_BATCH_SIZE"},
 		{"free disk minimum below what a drain needs", "AGENT_MIN_FREE_DISK", "16MiB", "AGENT_MIN_FREE_DISK: must be 0 (no minimum) or at least 32MiB"},
 	}

@@ -57,6 +57,11 @@
 //	AGENT_TONGDUN_URL, AGENT_TONGDUN_PARTNER_CODE, AGENT_TONGDUN_PARTNER_KEY, AGENT_TONGDUN_CHANNEL
 //	AGENT_UNIONPAY_URL             [https://risktech.unionpay.com/fireeye/creditScore]
 //	AGENT_UNIONPAY_ID, AGENT_UNIONPAY_APP_KEY
+//	AGENT_UNIONPAY_API_SHAPE       [table] which of the seed's two descriptions of
+//	                               FireEye to speak: table (its tables) or sample
+//	                               (its sample code); README, "UnionPay FireEye"
+//	AGENT_UNIONPAY_SCORE_URL       [] the model score's full URL; unset: URL/UnionPayModelScore
+//	                               (table), the sample's UnionPay ESB URL (sample)
 //
 // Forwarding:
 //

@@ -48,6 +48,7 @@ func newClients(cfg config.Config, log *slog.Logger) (clients, error) {
 	if cfg.UnionpayConfigured() {
 		c, err := unionpay.New(unionpay.Config{
 			URL: cfg.UnionpayURL, ID: cfg.UnionpayID, AppKey: cfg.UnionpayAppKey,
+			Shape: unionpay.Shape(cfg.UnionpayAPIShape), ScoreURL: cfg.UnionpayScoreURL,
 			Logger: log.With("component", "upstream", "upstream", "unionpay"),
 		})
 		if err != nil {

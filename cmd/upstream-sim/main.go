@@ -4,6 +4,7 @@
 // API and takes faults at POST /_sim/faults; GET /_sim/stats shows counts.
 //
 //	go run ./cmd/upstream-sim            # prints the AGENT_* settings to point an agent at it
+//	go run ./cmd/upstream-sim -unionpay-shape sample   # FireEye as the seed's sample code speaks it
 package main
 
 import (
@@ -21,6 +22,7 @@ import (
 
 	"github.com/outpost-agent/outpost/upstream/tencent/tencentsim"
 	"github.com/outpost-agent/outpost/upstream/tongdun/tdsim"
+	"github.com/outpost-agent/outpost/upstream/unionpay"
 	"github.com/outpost-agent/outpost/upstream/unionpay/upsim"
 )
 
@@ -44,7 +46,12 @@ func run(ctx context.Context, args []string) error {
 	channel := fs.String("tongdun-channel", "demo", "TongDun channel")
 	upID := fs.String("unionpay-id", "demo", "UnionPay id")
 	upKey := fs.String("unionpay-app-key", "demo-app-key", "UnionPay appKey")
+	upShape := fs.String("unionpay-shape", string(unionpay.ShapeTable), "request shape the UnionPay simulator accepts: table or sample (README, UnionPay FireEye)")
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	shape, err := unionpay.ParseShape(*upShape)
+	if err != nil {
 		return err
 	}
 	for _, a := range []string{*tAddr, *dAddr, *uAddr} {
@@ -57,7 +64,7 @@ func run(ctx context.Context, args []string) error {
 	servers := []*http.Server{
 		{Addr: *tAddr, Handler: tencentsim.New(tencentsim.Options{AccessToken: *token, AccountID: *account, UserActionSetID: *set})},
 		{Addr: *dAddr, Handler: tdsim.New(tdsim.Options{PartnerCode: *pcode, PartnerKey: *pkey, Channel: *channel})},
-		{Addr: *uAddr, Handler: upsim.New(upsim.Options{ID: *upID, AppKey: *upKey})},
+		{Addr: *uAddr, Handler: upsim.New(upsim.Options{ID: *upID, AppKey: *upKey, Shape: shape})},
 	}
 	errs := make(chan error, len(servers))
 	for _, s := range servers {
@@ -68,12 +75,19 @@ func run(ctx context.Context, args []string) error {
 		}
 		go func(s *http.Server) { errs <- s.Serve(ln) }(s)
 	}
-	log.Info("simulators up", "tencent", *tAddr, "tongdun", *dAddr, "unionpay", *uAddr)
+	log.Info("simulators up", "tencent", *tAddr, "tongdun", *dAddr, "unionpay", *uAddr, "unionpay_shape", shape)
+	// The score URL is always printed: an AGENT_UNIONPAY_SCORE_URL left in
+	// the environment would otherwise send the agent's scores elsewhere.
+	scoreURL := "http://" + *uAddr + "/fireeye/creditScore/" + unionpay.PathModelScore
+	if shape == unionpay.ShapeSample {
+		scoreURL = "http://" + *uAddr + "/ares/ARESVerificationService/" + unionpay.PathSampleModelScore
+	}
 	fmt.Printf(`# point an agent at the simulators:
 export AGENT_TENCENT_URL=http://%s AGENT_TENCENT_ACCOUNT_ID=%d AGENT_TENCENT_USER_ACTION_SET_ID=%d AGENT_TENCENT_ACCESS_TOKEN=%s
 export AGENT_TONGDUN_URL=http://%s/riskService AGENT_TONGDUN_PARTNER_CODE=%s AGENT_TONGDUN_PARTNER_KEY=%s AGENT_TONGDUN_CHANNEL=%s
 export AGENT_UNIONPAY_URL=http://%s/fireeye/creditScore AGENT_UNIONPAY_ID=%s AGENT_UNIONPAY_APP_KEY=%s
-`, *tAddr, *account, *set, *token, *dAddr, *pcode, *pkey, *channel, *uAddr, *upID, *upKey)
+export AGENT_UNIONPAY_API_SHAPE=%s AGENT_UNIONPAY_SCORE_URL=%s
+`, *tAddr, *account, *set, *token, *dAddr, *pcode, *pkey, *channel, *uAddr, *upID, *upKey, shape, scoreURL)
 
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)

@@ -2,6 +2,11 @@
 // authentication (does this card transaction exist) and the credit model
 // score (300-1000).
 //
+// The seed describes the requests twice, differently: in its tables and in
+// its sample code. Config.Shape chooses which the client speaks (Shape has
+// both); the answers of both shapes are read the same way, the code under
+// respCd or resp.
+//
 // Requests carry a card number, an ID number and a mobile number, and the
 // appKey (a password): none of them ever reaches a log line, an error or a
 // Verdict. Logs show cards only through MaskCard.
@@ -39,6 +44,14 @@ const maxAnswer = 1 << 20
 type Config struct {
 	// URL is the base URL (default DefaultURL); the call names are appended.
 	URL string
+	// Shape is which of the seed's two descriptions of the API to speak
+	// (default ShapeTable).
+	Shape Shape
+	// ScoreURL is the model score's full URL. By default it is
+	// URL/UnionPayModelScore in the table shape, and DefaultSampleScoreURL
+	// in the sample shape, whose sample code posts the score to another
+	// host than the transaction authentication.
+	ScoreURL string
 	// ID is the institution id UnionPay assigned ("id" in the request).
 	ID string
 	// AppKey is the password ("appKey"): a secret.
@@ -57,11 +70,12 @@ type Config struct {
 
 // Client calls FireEye. It is safe for concurrent use.
 type Client struct {
-	cfg   Config
-	base  string
-	http  *retryablehttp.Client
-	log   *slog.Logger
-	clock func() time.Time
+	cfg      Config
+	authURL  string
+	scoreURL string
+	http     *retryablehttp.Client
+	log      *slog.Logger
+	clock    func() time.Time
 }
 
 // New checks cfg and builds a client.
@@ -81,14 +95,28 @@ func New(cfg Config) (*Client, error) {
 	if cfg.RetryWait <= 0 {
 		cfg.RetryWait = 100 * time.Millisecond
 	}
-	u, err := url.Parse(cfg.URL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" {
+	shape, err := ParseShape(string(cfg.Shape))
+	if err != nil {
+		return nil, err
+	}
+	cfg.Shape = shape
+	if !isBaseURL(cfg.URL) {
 		return nil, errors.New("unionpay: URL must be an absolute http(s) base URL without a query")
+	}
+	base := strings.TrimRight(cfg.URL, "/")
+	if cfg.ScoreURL == "" {
+		cfg.ScoreURL = base + "/" + PathModelScore
+		if shape == ShapeSample {
+			cfg.ScoreURL = DefaultSampleScoreURL
+		}
+	}
+	if !isBaseURL(cfg.ScoreURL) {
+		return nil, errors.New("unionpay: ScoreURL must be an absolute http(s) URL without a query")
 	}
 	if (cfg.ID == "") != (cfg.AppKey == "") {
 		return nil, errors.New("unionpay: ID and AppKey go together")
 	}
-	c := &Client{cfg: cfg, base: strings.TrimRight(cfg.URL, "/"), log: cfg.Logger, clock: cfg.Clock}
+	c := &Client{cfg: cfg, authURL: base + "/" + PathTransactionAuth, scoreURL: cfg.ScoreURL, log: cfg.Logger, clock: cfg.Clock}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
@@ -101,8 +129,18 @@ func New(cfg Config) (*Client, error) {
 	return c, nil
 }
 
-// Configured reports whether FireEye credentials are set.
+func isBaseURL(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" && u.RawQuery == "" && !u.ForceQuery
+}
+
+// Configured reports whether FireEye credentials are set. The sample
+// shape's transaction authentication sends none, but its model score does:
+// both shapes need them.
 func (c *Client) Configured() bool { return c != nil && c.cfg.ID != "" && c.cfg.AppKey != "" }
+
+// Shape is the shape the client speaks.
+func (c *Client) Shape() Shape { return c.cfg.Shape }
 
 // TransactionAuth asks whether the transaction exists. 0003 (no such
 // transaction) is an answer: Delivered with match false.
@@ -114,14 +152,14 @@ func (c *Client) TransactionAuth(ctx context.Context, q TransactionQuery) (bool,
 		return false, invalidQuery(err)
 	}
 	start := time.Now()
-	code, data, v := c.call(ctx, PathTransactionAuth, q)
+	code, data, v := c.call(c.transactionRequest(ctx, q))
 	var match bool
 	if v.Outcome == upstream.Delivered {
 		switch {
 		case code == CodeNoTransaction:
 			v.Message = "unionpay 0003: no such transaction"
 		case data == nil || (*data != 0 && *data != 1):
-			v = badAnswer("transationAuthentication data is not 0 or 1")
+			v = badAnswer("transaction authentication data is not 0 or 1")
 		default:
 			match = *data == 1
 			v.Message = "unionpay: transaction does not match"
@@ -143,7 +181,7 @@ func (c *Client) ModelScore(ctx context.Context, q ScoreQuery) (int, upstream.Ve
 		return 0, invalidQuery(err)
 	}
 	start := time.Now()
-	code, data, v := c.call(ctx, PathModelScore, q)
+	code, data, v := c.call(c.scoreRequest(ctx, q))
 	score := 0
 	if v.Outcome == upstream.Delivered {
 		switch {
@@ -153,7 +191,7 @@ func (c *Client) ModelScore(ctx context.Context, q ScoreQuery) (int, upstream.Ve
 			// asking again will not change.
 			v = upstream.Verdict{Outcome: upstream.Permanent, Code: code, Message: "unionpay 0003: no match for this customer"}
 		case data == nil || *data < MinScore || *data > MaxScore:
-			v = badAnswer("UnionPayModelScore data is outside 300-1000")
+			v = badAnswer("model score data is outside 300-1000")
 		default:
 			score = *data
 			v.Message = "unionpay: score " + strconv.Itoa(score)
@@ -221,30 +259,112 @@ func fillRest(out []upstream.Result, rest []upstream.Item, v upstream.Verdict) [
 	return out
 }
 
-// envelope is the JSON inside the data= form field.
+// envelope is the JSON in data= of every request but the sample shape's
+// transaction authentication.
 type envelope struct {
 	ID     string `json:"id"`
 	AppKey string `json:"appKey"`
 	Data   any    `json:"data"`
 }
 
-// call posts one request and classifies the answer's code. For 0000 and 0003
-// the verdict is Delivered and the caller checks data.
-func (c *Client) call(ctx context.Context, path string, query any) (string, *int, upstream.Verdict) {
+// sampleTransaction is transationAuthentication's data in the sample shape:
+// no envelope, transAmount a string, the fields in the sample's order (so
+// the sample's values give the sample's bytes).
+type sampleTransaction struct {
+	TransDate     string `json:"transDate"`
+	CardNo        string `json:"cardNo"`
+	CertID        string `json:"certid,omitempty"`
+	Mobile        string `json:"mobile,omitempty"`
+	TransLocation string `json:"transLocation,omitempty"`
+	TransAmount   string `json:"transAmount"`
+}
+
+// sampleScore is the model score's data in the sample shape, in the
+// sample's order.
+type sampleScore struct {
+	Mobile string `json:"mobile"`
+	CardNo string `json:"cardNo"`
+	CertID string `json:"certid"`
+}
+
+const formType = "application/x-www-form-urlencoded"
+
+// transactionRequest builds transaction authentication in the configured
+// shape; a nil request comes with the verdict to give instead.
+func (c *Client) transactionRequest(ctx context.Context, q TransactionQuery) (*retryablehttp.Request, upstream.Verdict) {
+	if c.cfg.Shape != ShapeSample {
+		return c.formPost(ctx, c.authURL, q)
+	}
+	js, err := json.Marshal(sampleTransaction{TransDate: q.TransDate, CardNo: q.CardNo, CertID: q.CertID, Mobile: q.Mobile,
+		TransLocation: q.TransLocation, TransAmount: strconv.FormatFloat(q.TransAmount, 'f', -1, 64)})
+	if err != nil {
+		return nil, badPayload("cannot encode request")
+	}
+	// URL-encoded as the sample's URLEncoder.encode does: Go's client sends
+	// a raw query as it is, and JSON is not a valid one (RFC 3986).
+	req, err := retryablehttp.NewRequestWithContext(ctx, http.MethodGet, c.authURL+"?data="+url.QueryEscape(string(js)), nil)
+	if err != nil {
+		return nil, cannotBuild()
+	}
+	// The sample sets it on its GET too; it names no body, so it is harmless.
+	req.Header.Set("Content-Type", formType)
+	req.Header.Set("Accept", "application/json")
+	return req, upstream.Verdict{}
+}
+
+// scoreRequest builds the model score in the configured shape.
+func (c *Client) scoreRequest(ctx context.Context, q ScoreQuery) (*retryablehttp.Request, upstream.Verdict) {
+	if c.cfg.Shape != ShapeSample {
+		return c.formPost(ctx, c.scoreURL, q)
+	}
+	js, err := json.Marshal(envelope{ID: c.cfg.ID, AppKey: c.cfg.AppKey, Data: sampleScore{Mobile: q.Mobile, CardNo: q.CardNo, CertID: q.CertID}})
+	if err != nil {
+		return nil, badPayload("cannot encode request")
+	}
+	// "data=" + json.toString(), not URL-encoded, as the sample posts it.
+	// The sample's ClientApp.httpPostWithJSON is not shown; its name says
+	// JSON, so that is the type sent.
+	req, err := retryablehttp.NewRequestWithContext(ctx, http.MethodPost, c.scoreURL, append([]byte("data="), js...))
+	if err != nil {
+		return nil, cannotBuild()
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	return req, upstream.Verdict{}
+}
+
+// formPost builds the table shape's request: a POST of the form
+// data=<envelope JSON>.
+func (c *Client) formPost(ctx context.Context, u string, query any) (*retryablehttp.Request, upstream.Verdict) {
 	js, err := json.Marshal(envelope{ID: c.cfg.ID, AppKey: c.cfg.AppKey, Data: query})
 	if err != nil {
 		// Only a NaN/Inf amount can get here, and Validate rules it out;
 		// the error text names no value.
-		return "", nil, badPayload("cannot encode request")
+		return nil, badPayload("cannot encode request")
 	}
 	form := url.Values{"data": {string(js)}}.Encode()
-	req, err := retryablehttp.NewRequestWithContext(ctx, http.MethodPost, c.base+"/"+path, []byte(form))
+	req, err := retryablehttp.NewRequestWithContext(ctx, http.MethodPost, u, []byte(form))
 	if err != nil {
-		return "", nil, upstream.Verdict{Outcome: upstream.Pause, Code: "bad_config", Message: "unionpay: cannot build request"}
+		return nil, cannotBuild()
 	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Content-Type", formType)
 	req.Header.Set("Accept", "application/json")
+	return req, upstream.Verdict{}
+}
 
+// cannotBuild says nothing of the URL: in the sample shape it holds the
+// card number.
+func cannotBuild() upstream.Verdict {
+	return upstream.Verdict{Outcome: upstream.Pause, Code: "bad_config", Message: "unionpay: cannot build request"}
+}
+
+// call sends one request and classifies the answer's code. For 0000 and 0003
+// the verdict is Delivered and the caller checks data. A nil req means the
+// request could not be built and v says why.
+func (c *Client) call(req *retryablehttp.Request, v upstream.Verdict) (string, *int, upstream.Verdict) {
+	if req == nil {
+		return "", nil, v
+	}
 	hresp, err := c.http.Do(req)
 	if err != nil {
 		if hresp != nil {

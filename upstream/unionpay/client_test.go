@@ -49,6 +49,11 @@ type env struct {
 	logs   *syncBuffer
 }
 
+// shapes are both request shapes, for tests that hold in each.
+var shapes = []unionpay.Shape{unionpay.ShapeTable, unionpay.ShapeSample}
+
+// newEnv starts a simulator of opts.Shape and a client of the same shape
+// pointed at it.
 func newEnv(t *testing.T, opts upsim.Options, mod func(*unionpay.Config)) *env {
 	t.Helper()
 	opts.ID, opts.AppKey = instID, appKey
@@ -58,11 +63,15 @@ func newEnv(t *testing.T, opts upsim.Options, mod func(*unionpay.Config)) *env {
 	logs := &syncBuffer{}
 	cfg := unionpay.Config{
 		URL:       srv.URL + "/fireeye/creditScore",
+		Shape:     opts.Shape,
 		ID:        instID,
 		AppKey:    appKey,
 		Timeout:   time.Second,
 		RetryWait: 5 * time.Millisecond,
 		Logger:    slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+	if opts.Shape == unionpay.ShapeSample {
+		cfg.ScoreURL = srv.URL + "/ares/ARESVerificationService/" + unionpay.PathSampleModelScore
 	}
 	if mod != nil {
 		mod(&cfg)
@@ -109,6 +118,9 @@ func TestClassification(t *testing.T) {
 		score    int // -1: Predict
 		retry    time.Duration
 		requests int
+		// tableOnly: the sample shape's transaction authentication sends
+		// no credentials, so nothing can be wrong with them.
+		tableOnly bool
 	}{
 		{name: "0000 match", kind: unionpay.KindTransactionAuth, outcome: upstream.Delivered, code: "0000", match: true, requests: 1},
 		{name: "0000 data 0 (certid disagrees)", kind: unionpay.KindTransactionAuth, tx: func(q *unionpay.TransactionQuery) { q.CertID = "110101199001011234" },
@@ -119,7 +131,8 @@ func TestClassification(t *testing.T) {
 		{name: "0003 for a score", kind: unionpay.KindModelScore, faults: upsim.Faults{Code: "0003"}, outcome: upstream.Permanent, code: "0003"},
 
 		{name: "0001 not enabled", kind: unionpay.KindModelScore, faults: upsim.Faults{Code: "0001"}, outcome: upstream.Pause, code: "0001"},
-		{name: "0001 unknown id", kind: unionpay.KindTransactionAuth, cfg: func(c *unionpay.Config) { c.ID = "someone" }, outcome: upstream.Pause, code: "0001"},
+		{name: "0001 unknown id", kind: unionpay.KindTransactionAuth, cfg: func(c *unionpay.Config) { c.ID = "someone" }, outcome: upstream.Pause, code: "0001", tableOnly: true},
+		{name: "0001 unknown id (score)", kind: unionpay.KindModelScore, cfg: func(c *unionpay.Config) { c.ID = "someone" }, outcome: upstream.Pause, code: "0001"},
 		{name: "0002 wrong password", kind: unionpay.KindTransactionAuth, faults: upsim.Faults{Code: "0002"}, outcome: upstream.Pause, code: "0002"},
 		{name: "0002 wrong appKey", kind: unionpay.KindModelScore, cfg: func(c *unionpay.Config) { c.AppKey = "nope" }, outcome: upstream.Pause, code: "0002"},
 		{name: "0004 processing error", kind: unionpay.KindModelScore, faults: upsim.Faults{Code: "0004"}, outcome: upstream.RetryLater, code: "0004", requests: 1},
@@ -143,75 +156,82 @@ func TestClassification(t *testing.T) {
 		{name: "invalid query not sent", kind: unionpay.KindTransactionAuth, tx: func(q *unionpay.TransactionQuery) { q.TransDate = "2016-12-01" },
 			outcome: upstream.Permanent, code: "invalid_query", requests: -1},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			e := newEnv(t, upsim.Options{}, tt.cfg)
-			e.sim.SetFaults(tt.faults)
-			if tt.closed {
-				e.srv.Close()
+	for _, shape := range shapes {
+		for _, tt := range tests {
+			if tt.tableOnly && shape != unionpay.ShapeTable {
+				continue
 			}
-			var v upstream.Verdict
-			if tt.kind == unionpay.KindTransactionAuth {
-				q := txQuery()
-				if tt.tx != nil {
-					tt.tx(&q)
+			t.Run(string(shape)+"/"+tt.name, func(t *testing.T) {
+				e := newEnv(t, upsim.Options{Shape: shape}, tt.cfg)
+				e.sim.SetFaults(tt.faults)
+				if tt.closed {
+					e.srv.Close()
 				}
-				var match bool
-				match, v = e.client.TransactionAuth(context.Background(), q)
-				if match != tt.match {
-					t.Errorf("match = %v, want %v", match, tt.match)
+				var v upstream.Verdict
+				if tt.kind == unionpay.KindTransactionAuth {
+					q := txQuery()
+					if tt.tx != nil {
+						tt.tx(&q)
+					}
+					var match bool
+					match, v = e.client.TransactionAuth(context.Background(), q)
+					if match != tt.match {
+						t.Errorf("match = %v, want %v", match, tt.match)
+					}
+				} else {
+					var score int
+					score, v = e.client.ModelScore(context.Background(), scoreQuery())
+					want := 0
+					if tt.score == -1 {
+						want = upsim.Predict(card, certID, mobile)
+					}
+					if score != want {
+						t.Errorf("score = %d, want %d", score, want)
+					}
 				}
-			} else {
-				var score int
-				score, v = e.client.ModelScore(context.Background(), scoreQuery())
-				want := 0
-				if tt.score == -1 {
-					want = upsim.Predict(card, certID, mobile)
+				t.Logf("%s %s: %s", v.Outcome, v.Code, v.Message)
+				if v.Outcome != tt.outcome || v.Code != tt.code {
+					t.Fatalf("verdict = %s %q (%s), want %s %q", v.Outcome, v.Code, v.Message, tt.outcome, tt.code)
 				}
-				if score != want {
-					t.Errorf("score = %d, want %d", score, want)
+				if v.RetryAfter != tt.retry || !v.PauseUntil.IsZero() {
+					t.Errorf("RetryAfter %s PauseUntil %s", v.RetryAfter, v.PauseUntil)
 				}
-			}
-			t.Logf("%s %s: %s", v.Outcome, v.Code, v.Message)
-			if v.Outcome != tt.outcome || v.Code != tt.code {
-				t.Fatalf("verdict = %s %q (%s), want %s %q", v.Outcome, v.Code, v.Message, tt.outcome, tt.code)
-			}
-			if v.RetryAfter != tt.retry || !v.PauseUntil.IsZero() {
-				t.Errorf("RetryAfter %s PauseUntil %s", v.RetryAfter, v.PauseUntil)
-			}
-			if v.Message == "" {
-				t.Errorf("empty message")
-			}
-			switch {
-			case tt.requests > 0 && e.sim.Requests() != tt.requests:
-				t.Errorf("sim saw %d requests, want %d", e.sim.Requests(), tt.requests)
-			case tt.requests < 0 && e.sim.Requests() != 0:
-				t.Errorf("sim saw %d requests, want none", e.sim.Requests())
-			}
-			assertClean(t, "verdict", v.Message)
-			assertClean(t, "logs", e.logs.String())
-		})
+				if v.Message == "" {
+					t.Errorf("empty message")
+				}
+				switch {
+				case tt.requests > 0 && e.sim.Requests() != tt.requests:
+					t.Errorf("sim saw %d requests, want %d", e.sim.Requests(), tt.requests)
+				case tt.requests < 0 && e.sim.Requests() != 0:
+					t.Errorf("sim saw %d requests, want none", e.sim.Requests())
+				}
+				assertClean(t, "verdict", v.Message)
+				assertClean(t, "logs", e.logs.String())
+			})
+		}
 	}
 }
 
 // TestCodeField runs both calls against every spelling of the code field.
 func TestCodeField(t *testing.T) {
-	for _, field := range []string{upsim.FieldRespCd, upsim.FieldResp, upsim.FieldBoth} {
-		t.Run(field, func(t *testing.T) {
-			e := newEnv(t, upsim.Options{AuthCodeField: field, ScoreCodeField: field}, nil)
-			match, v := e.client.TransactionAuth(context.Background(), txQuery())
-			if !match || v.Outcome != upstream.Delivered || v.Code != "0000" {
-				t.Errorf("auth: %v %+v", match, v)
-			}
-			score, v := e.client.ModelScore(context.Background(), scoreQuery())
-			if score != upsim.Predict(card, certID, mobile) || v.Outcome != upstream.Delivered {
-				t.Errorf("score: %d %+v", score, v)
-			}
-			e.sim.SetFaults(upsim.Faults{Code: "0002"})
-			if _, v := e.client.ModelScore(context.Background(), scoreQuery()); v.Code != "0002" {
-				t.Errorf("error code under %s: %+v", field, v)
-			}
-		})
+	for _, shape := range shapes {
+		for _, field := range []string{upsim.FieldRespCd, upsim.FieldResp, upsim.FieldBoth} {
+			t.Run(string(shape)+"/"+field, func(t *testing.T) {
+				e := newEnv(t, upsim.Options{AuthCodeField: field, ScoreCodeField: field, Shape: shape}, nil)
+				match, v := e.client.TransactionAuth(context.Background(), txQuery())
+				if !match || v.Outcome != upstream.Delivered || v.Code != "0000" {
+					t.Errorf("auth: %v %+v", match, v)
+				}
+				score, v := e.client.ModelScore(context.Background(), scoreQuery())
+				if score != upsim.Predict(card, certID, mobile) || v.Outcome != upstream.Delivered {
+					t.Errorf("score: %d %+v", score, v)
+				}
+				e.sim.SetFaults(upsim.Faults{Code: "0002"})
+				if _, v := e.client.ModelScore(context.Background(), scoreQuery()); v.Code != "0002" {
+					t.Errorf("error code under %s: %+v", field, v)
+				}
+			})
+		}
 	}
 }
 
@@ -332,24 +352,26 @@ func TestNoPersonalDataLeaks(t *testing.T) {
 		{name: "timeout", faults: upsim.Faults{Latency: 200 * time.Millisecond}, cfg: func(c *unionpay.Config) { c.Timeout = 30 * time.Millisecond }},
 		{name: "server down", closed: true},
 	}
-	for _, sc := range scenarios {
-		t.Run(sc.name, func(t *testing.T) {
-			e := newEnv(t, upsim.Options{}, sc.cfg)
-			e.sim.SetFaults(sc.faults)
-			if sc.closed {
-				e.srv.Close()
-			}
-			_, v1 := e.client.TransactionAuth(context.Background(), txQuery())
-			_, v2 := e.client.ModelScore(context.Background(), scoreQuery())
-			sp, _ := scoreQuery().Payload()
-			res := e.client.Send(context.Background(), []upstream.Item{{ID: "x", Payload: sp}})
-			for _, s := range []string{v1.Message, v2.Message, res[0].Verdict.Message, string(res[0].Answer), e.logs.String()} {
-				assertClean(t, sc.name, s)
-			}
-			if !strings.Contains(e.logs.String(), unionpay.MaskCard(card)) {
-				t.Errorf("logs should name the card masked")
-			}
-		})
+	for _, shape := range shapes {
+		for _, sc := range scenarios {
+			t.Run(string(shape)+"/"+sc.name, func(t *testing.T) {
+				e := newEnv(t, upsim.Options{Shape: shape}, sc.cfg)
+				e.sim.SetFaults(sc.faults)
+				if sc.closed {
+					e.srv.Close()
+				}
+				_, v1 := e.client.TransactionAuth(context.Background(), txQuery())
+				_, v2 := e.client.ModelScore(context.Background(), scoreQuery())
+				sp, _ := scoreQuery().Payload()
+				res := e.client.Send(context.Background(), []upstream.Item{{ID: "x", Payload: sp}})
+				for _, s := range []string{v1.Message, v2.Message, res[0].Verdict.Message, string(res[0].Answer), e.logs.String()} {
+					assertClean(t, sc.name, s)
+				}
+				if !strings.Contains(e.logs.String(), unionpay.MaskCard(card)) {
+					t.Errorf("logs should name the card masked")
+				}
+			})
+		}
 	}
 }
 
@@ -364,12 +386,15 @@ func TestNewConfig(t *testing.T) {
 	for _, cfg := range []unionpay.Config{
 		{URL: "::", ID: instID, AppKey: appKey},
 		{URL: "https://x/y?z=1", ID: instID, AppKey: appKey},
+		{ScoreURL: "https://x/y?z=1", ID: instID, AppKey: appKey},
+		{ScoreURL: "/relative", ID: instID, AppKey: appKey, Shape: unionpay.ShapeSample},
+		{Shape: "Sample", ID: instID, AppKey: appKey},
 		{ID: instID},
 		{AppKey: appKey},
 	} {
 		_, err := unionpay.New(cfg)
 		if err == nil {
-			t.Errorf("accepted %q", cfg.URL)
+			t.Errorf("accepted URL %q ScoreURL %q shape %q", cfg.URL, cfg.ScoreURL, cfg.Shape)
 			continue
 		}
 		assertClean(t, "New error", err.Error())

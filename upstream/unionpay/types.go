@@ -24,7 +24,50 @@ const (
 const (
 	PathTransactionAuth = "transationAuthentication"
 	PathModelScore      = "UnionPayModelScore"
+	// PathSampleModelScore ends the model score's URL in the sample shape.
+	PathSampleModelScore = "ARESVerificationServiceProxy/modelScore/modelScoreDataQuery"
 )
+
+// DefaultSampleScoreURL is where the seed's sample code posts the model
+// score (the sample shape's default ScoreURL).
+const DefaultSampleScoreURL = "https://esb.unionpay.com/ares/ARESVerificationService/" + PathSampleModelScore
+
+// Shape is which of the seed's two descriptions of the API the client
+// speaks. The seed contradicts itself: its tables and its sample code give
+// different paths, methods, envelopes and field types, and nothing says
+// which one FireEye runs, so both are kept and a setting chooses.
+type Shape string
+
+const (
+	// ShapeTable is the seed's tables, the default. Both calls are a POST
+	// of the form data=<JSON>, URL-encoded
+	// (application/x-www-form-urlencoded), the JSON being
+	// {"id":ID,"appKey":AppKey,"data":{...the query...}}, to
+	// URL/transationAuthentication and URL/UnionPayModelScore;
+	// transAmount is a JSON number (the table's double), every other field
+	// a string.
+	ShapeTable Shape = "table"
+	// ShapeSample is the seed's sample code. Transaction authentication is
+	// a GET of URL/transationAuthentication?data=<JSON>, the JSON
+	// URL-encoded as Java's URLEncoder does, being the query alone (no id,
+	// no appKey: the sample sends none) with transAmount a string
+	// ("21200"). The model score is a POST to ScoreURL (by default
+	// .../ARESVerificationServiceProxy/modelScore/modelScoreDataQuery on
+	// UnionPay's ESB) of the body data=<JSON>, the JSON not URL-encoded,
+	// being {"id":ID,"appKey":AppKey,"data":{mobile,cardNo,certid}}.
+	ShapeSample Shape = "sample"
+)
+
+// ParseShape reads a Shape: "table" or "sample" ("" is table).
+func ParseShape(s string) (Shape, error) {
+	switch Shape(s) {
+	case "", ShapeTable:
+		return ShapeTable, nil
+	case ShapeSample:
+		return ShapeSample, nil
+	}
+	return "", fmt.Errorf("unionpay: shape %q is neither %q nor %q", s, ShapeTable, ShapeSample)
+}
 
 // Score bounds of the credit model.
 const (

@@ -1,28 +1,47 @@
 // Package upsim is a UnionPay FireEye simulator: a real HTTP handler for
-// transationAuthentication and UnionPayModelScore that checks what it
+// transaction authentication and the model score that checks what it
 // receives the way FireEye does, with a table of known transactions, a
 // deterministic model score, the seed's respCd/resp quirk, and faults to
 // inject.
 //
+// It speaks one of the seed's two shapes (Options.Shape, see
+// unionpay.Shape) and refuses the other:
+//   - table (default): .../transationAuthentication and
+//     .../UnionPayModelScore, GET ?data= or POST form data=, both
+//     URL-encoded, the JSON {"id","appKey","data":{...}}; transAmount a
+//     JSON number.
+//   - sample: .../transationAuthentication by GET only, ?data=<the query's
+//     JSON> URL-encoded, no id or appKey, transAmount a JSON string holding
+//     a number; .../ARESVerificationServiceProxy/modelScore/modelScoreDataQuery
+//     by POST only, the body data=<{"id","appKey","data":{...}}> not
+//     URL-encoded (whatever its Content-Type: the seed does not show it).
+//
 // Choices where the seed is silent:
-//   - a request that cannot be read (POST not form-encoded, no data field,
-//     data not JSON), a missing required field or a malformed one (transDate
-//     not YYYYMMDD, transAmount not a number): 0004 "处理异常", the only
-//     generic error code the seed has.
+//   - a request that cannot be read (not the shape's encoding, no data
+//     field, data not JSON), a missing required field or a malformed one
+//     (transDate not YYYYMMDD, a field not of the shape's type: transAmount
+//     not a JSON number in the table shape (its double), not a string in
+//     the sample shape, any other field not a JSON string): 0004 "处理异常",
+//     the only generic error code the seed has.
+//   - a request target with characters RFC 3986 does not allow (JSON put in
+//     the query without URL-encoding): HTTP 400, as Java servers answer it.
 //   - unknown or missing id: 0001 (the institution is not enabled); right id
-//     with a wrong appKey: 0002 (wrong password).
+//     with a wrong appKey: 0002 (wrong password). The sample shape's
+//     transaction authentication carries no credentials, so it checks none.
 //   - 0003 answers carry data 0; error answers carry data null.
 //   - a transaction matches on cardNo + transDate + transAmount; if it
 //     exists but a given optional field (certid, mobile, transLocation)
 //     disagrees with the recorded one, data is 0; if none exists, 0003.
-//   - GET with ?data= is accepted too (the seed says GET/POST); other
-//     methods get HTTP 405. Every FireEye code comes with HTTP 200.
-//   - by default transationAuthentication answers its code as respCd and
-//     UnionPayModelScore as resp, like the seed's two samples.
+//   - the table shape takes GET with ?data= too (the table says GET/POST);
+//     the sample shape takes each call by its sample's method only. Other
+//     methods get HTTP 405, a call of the other shape's path 404. Every
+//     FireEye code comes with HTTP 200.
+//   - by default transaction authentication answers its code as respCd and
+//     the model score as resp, like the seed's two samples, in both shapes.
 //
 // Test hooks over HTTP: POST /_sim/faults (JSON Faults), GET /_sim/faults,
-// GET /_sim/stats (cards masked). Every other path ending in one of the two
-// call names is the API.
+// GET /_sim/stats (cards masked). Every other path ending in one of the
+// shape's two call paths is the API.
 package upsim
 
 import (
@@ -36,6 +55,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -67,6 +87,8 @@ type Options struct {
 	ScoreCodeField string
 	// Seed makes ErrorRate draws reproducible.
 	Seed uint64
+	// Shape is the request shape accepted (default unionpay.ShapeTable).
+	Shape unionpay.Shape
 }
 
 // Faults are injected failures. The zero value injects nothing.
@@ -161,8 +183,13 @@ type Server struct {
 	byCard   map[string]int
 }
 
-// New builds a simulator.
+// New builds a simulator. It panics on a Shape unionpay.ParseShape refuses.
 func New(opts Options) *Server {
+	shape, err := unionpay.ParseShape(string(opts.Shape))
+	if err != nil {
+		panic(err)
+	}
+	opts.Shape = shape
 	if opts.Clock == nil {
 		opts.Clock = time.Now
 	}
@@ -263,11 +290,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		simctl.Serve(w, r, s.Faults, s.SetFaults, func() any { return s.Stats() })
 		return
 	}
+	scorePath := unionpay.PathModelScore
+	if s.opts.Shape == unionpay.ShapeSample {
+		scorePath = unionpay.PathSampleModelScore
+	}
 	var kind, field string
 	switch {
 	case strings.HasSuffix(r.URL.Path, "/"+unionpay.PathTransactionAuth):
 		kind, field = unionpay.KindTransactionAuth, s.opts.AuthCodeField
-	case strings.HasSuffix(r.URL.Path, "/"+unionpay.PathModelScore):
+	case strings.HasSuffix(r.URL.Path, "/"+scorePath):
 		kind, field = unionpay.KindModelScore, s.opts.ScoreCodeField
 	default:
 		http.NotFound(w, r)
@@ -277,6 +308,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.requests++
 	f := s.faults
 	s.mu.Unlock()
+	if !validTarget(r.RequestURI) {
+		s.count("http_400")
+		http.Error(w, "invalid character in the request target", http.StatusBadRequest)
+		return
+	}
 
 	// Read the body before any delay: net/http only notices a client that
 	// hung up once the body is consumed.
@@ -305,44 +341,47 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	var data string
-	switch r.Method {
-	case http.MethodGet:
-		data = r.URL.Query().Get("data")
-	case http.MethodPost:
-		mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-		if err != nil || mt != "application/x-www-form-urlencoded" || readErr != nil {
-			s.answer(w, f, field, unionpay.CodeProcessing, nil)
-			return
-		}
-		vals, err := url.ParseQuery(string(raw))
-		if err != nil {
-			s.answer(w, f, field, unionpay.CodeProcessing, nil)
-			return
-		}
-		data = vals.Get("data")
-	default:
-		w.Header().Set("Allow", "GET, POST")
+	sample := s.opts.Shape == unionpay.ShapeSample
+	allow := []string{http.MethodGet, http.MethodPost}
+	switch {
+	case sample && kind == unionpay.KindTransactionAuth:
+		allow = []string{http.MethodGet}
+	case sample:
+		allow = []string{http.MethodPost}
+	}
+	if !slices.Contains(allow, r.Method) {
+		w.Header().Set("Allow", strings.Join(allow, ", "))
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return
 	}
 
+	data, ok := s.data(r, raw, readErr)
+	if !ok {
+		s.answer(w, f, field, unionpay.CodeProcessing, nil)
+		return
+	}
+	// The sample shape's transaction authentication is the query alone,
+	// without credentials; every other call is an envelope.
 	var env struct {
 		ID     string          `json:"id"`
 		AppKey string          `json:"appKey"`
 		Data   json.RawMessage `json:"data"`
 	}
-	if data == "" || json.Unmarshal([]byte(data), &env) != nil {
-		s.answer(w, f, field, unionpay.CodeProcessing, nil)
-		return
-	}
-	if env.ID == "" || env.ID != s.opts.ID {
-		s.answer(w, f, field, unionpay.CodeNotEnabled, nil)
-		return
-	}
-	if env.AppKey != s.opts.AppKey {
-		s.answer(w, f, field, unionpay.CodeWrongPassword, nil)
-		return
+	if sample && kind == unionpay.KindTransactionAuth {
+		env.Data = json.RawMessage(data)
+	} else {
+		if json.Unmarshal([]byte(data), &env) != nil {
+			s.answer(w, f, field, unionpay.CodeProcessing, nil)
+			return
+		}
+		if env.ID == "" || env.ID != s.opts.ID {
+			s.answer(w, f, field, unionpay.CodeNotEnabled, nil)
+			return
+		}
+		if env.AppKey != s.opts.AppKey {
+			s.answer(w, f, field, unionpay.CodeWrongPassword, nil)
+			return
+		}
 	}
 	if f.Code != "" {
 		s.answer(w, f, field, f.Code, nil)
@@ -357,7 +396,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	fields, ok := fieldsOf(env.Data)
+	fields, ok := fieldsOf(env.Data, sample)
 	if !ok {
 		s.answer(w, f, field, unionpay.CodeProcessing, nil)
 		return
@@ -398,6 +437,30 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.answer(w, f, field, call.Code, &d)
 }
 
+// data is the data field of a request in the configured shape, as text:
+// the form field (URL-encoded) of a table shape request or of the sample
+// shape's GET; what follows "data=" in the body (not URL-encoded) of the
+// sample shape's POST.
+func (s *Server) data(r *http.Request, raw []byte, readErr error) (string, bool) {
+	if r.Method == http.MethodGet {
+		vals, err := url.ParseQuery(r.URL.RawQuery)
+		return vals.Get("data"), err == nil && vals.Get("data") != ""
+	}
+	if readErr != nil {
+		return "", false
+	}
+	if s.opts.Shape == unionpay.ShapeSample {
+		d, ok := bytes.CutPrefix(raw, []byte("data="))
+		return string(d), ok && len(d) > 0
+	}
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/x-www-form-urlencoded" {
+		return "", false
+	}
+	vals, err := url.ParseQuery(string(raw))
+	return vals.Get("data"), err == nil && vals.Get("data") != ""
+}
+
 // lookup finds the transaction: 0003 when no transaction has this card, date
 // and amount; data 0 when one does but a given optional field disagrees.
 func (s *Server) lookup(q unionpay.TransactionQuery) (string, int) {
@@ -421,9 +484,11 @@ func (s *Server) lookup(q unionpay.TransactionQuery) (string, int) {
 
 func agree(recorded, given string) bool { return recorded == "" || given == "" || recorded == given }
 
-// fieldsOf reads the inner data object: string values as they are, numbers
-// as their text (the seed's sample sends transAmount as a string).
-func fieldsOf(raw json.RawMessage) (map[string]string, bool) {
+// fieldsOf reads the inner data object with the shape's field types: every
+// field is a JSON string but transAmount, a JSON number in the table shape
+// (its double) and a JSON string in the sample shape (its "21200"). null
+// is taken as absent.
+func fieldsOf(raw json.RawMessage, amountString bool) (map[string]string, bool) {
 	var m map[string]any
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
@@ -434,8 +499,14 @@ func fieldsOf(raw json.RawMessage) (map[string]string, bool) {
 	for k, v := range m {
 		switch x := v.(type) {
 		case string:
+			if k == "transAmount" && !amountString {
+				return nil, false
+			}
 			out[k] = strings.TrimSpace(x)
 		case json.Number:
+			if k != "transAmount" || amountString {
+				return nil, false
+			}
 			out[k] = x.String()
 		case nil:
 		default:
@@ -443,6 +514,34 @@ func fieldsOf(raw json.RawMessage) (map[string]string, bool) {
 		}
 	}
 	return out, true
+}
+
+// validTarget reports whether a request target holds only what RFC 3986
+// allows in a path and a query: unreserved characters, sub-delims, ":",
+// "@", "/", "?" and %XX escapes. A Java server such as Tomcat answers
+// anything else (a raw "{", '"' or space: JSON put in a query without
+// URL-encoding) with HTTP 400 before the application sees it; Go's server
+// is laxer, so the simulator checks.
+func validTarget(t string) bool {
+	for i := 0; i < len(t); i++ {
+		c := t[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("-._~!$&'()*+,;=:@/?", c) >= 0:
+		case c == '%':
+			if i+2 >= len(t) || !isHex(t[i+1]) || !isHex(t[i+2]) {
+				return false
+			}
+			i += 2
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
 func authQuery(f map[string]string) (unionpay.TransactionQuery, bool) {

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 
@@ -20,7 +21,14 @@ const (
 
 func start(t *testing.T) (*upsim.Server, *httptest.Server) {
 	t.Helper()
-	sim := upsim.New(upsim.Options{ID: "username", AppKey: "password"})
+	return startShape(t, unionpay.ShapeTable)
+}
+
+// startShape starts a simulator of shape with the seed's sample
+// credentials and its sample transaction.
+func startShape(t *testing.T, shape unionpay.Shape) (*upsim.Server, *httptest.Server) {
+	t.Helper()
+	sim := upsim.New(upsim.Options{ID: "username", AppKey: "password", Shape: shape})
 	sim.AddTransaction(unionpay.TransactionQuery{CardNo: card, TransDate: "20161201", TransAmount: 21200, CertID: certID})
 	srv := httptest.NewServer(sim)
 	t.Cleanup(srv.Close)
@@ -62,7 +70,7 @@ func TestSimChecksRequests(t *testing.T) {
 	const fo = "application/x-www-form-urlencoded"
 	auth := "/fireeye/creditScore/transationAuthentication"
 	score := "/fireeye/creditScore/UnionPayModelScore"
-	okTx := `{"transDate":"20161201","cardNo":"` + card + `","certid":"` + certID + `","transAmount":"21200"}`
+	okTx := `{"transDate":"20161201","cardNo":"` + card + `","certid":"` + certID + `","transAmount":21200}`
 	okScore := `{"mobile":"13888888888","cardNo":"` + card + `","certid":"` + certID + `"}`
 	tests := []struct {
 		name   string
@@ -74,8 +82,8 @@ func TestSimChecksRequests(t *testing.T) {
 		code   string
 		data   any // nil: don't check
 	}{
-		{"auth match (amount as string, like the seed)", "POST", auth, fo, form(envelope("username", "password", okTx)), "respCd", "0000", 1.0},
-		{"auth amount as number", "POST", auth, fo, form(envelope("username", "password", strings.Replace(okTx, `"21200"`, `21200`, 1))), "respCd", "0000", 1.0},
+		{"auth match", "POST", auth, fo, form(envelope("username", "password", okTx)), "respCd", "0000", 1.0},
+		{"auth amount with decimals", "POST", auth, fo, form(envelope("username", "password", strings.Replace(okTx, `21200`, `21200.00`, 1))), "respCd", "0000", 1.0},
 		{"auth certid disagrees", "POST", auth, fo, form(envelope("username", "password", strings.Replace(okTx, certID, "110101199001011234", 1))), "respCd", "0000", 0.0},
 		{"auth no such transaction", "POST", auth, fo, form(envelope("username", "password", strings.Replace(okTx, "20161201", "20161202", 1))), "respCd", "0003", 0.0},
 		{"score", "POST", score, fo, form(envelope("username", "password", okScore)), "resp", "0000", float64(upsim.Predict(card, certID, "13888888888"))},
@@ -92,7 +100,9 @@ func TestSimChecksRequests(t *testing.T) {
 		{"score without certid", "POST", score, fo, form(envelope("username", "password", `{"cardNo":"`+card+`","mobile":"1"}`)), "resp", "0004", nil},
 		{"auth without amount", "POST", auth, fo, form(envelope("username", "password", `{"cardNo":"`+card+`","transDate":"20161201"}`)), "respCd", "0004", nil},
 		{"auth date not YYYYMMDD", "POST", auth, fo, form(envelope("username", "password", strings.Replace(okTx, "20161201", "2016-12-01", 1))), "respCd", "0004", nil},
-		{"auth amount not a number", "POST", auth, fo, form(envelope("username", "password", strings.Replace(okTx, `"21200"`, `"a lot"`, 1))), "respCd", "0004", nil},
+		{"auth amount not a number", "POST", auth, fo, form(envelope("username", "password", strings.Replace(okTx, `21200`, `"a lot"`, 1))), "respCd", "0004", nil},
+		{"auth amount as a string (the table says double)", "POST", auth, fo, form(envelope("username", "password", strings.Replace(okTx, `21200`, `"21200"`, 1))), "respCd", "0004", nil},
+		{"card number as a number (the table says string)", "POST", score, fo, form(envelope("username", "password", strings.Replace(okScore, `"`+card+`"`, card, 1))), "resp", "0004", nil},
 		{"data is not an object", "POST", auth, fo, form(envelope("username", "password", `[1]`)), "respCd", "0004", nil},
 	}
 	for _, tt := range tests {
@@ -127,6 +137,21 @@ func TestSimMethodAndPath(t *testing.T) {
 	}
 	if status, _ := do(t, "POST", srv.URL+"/x/modelScore", "application/x-www-form-urlencoded", ""); status != http.StatusNotFound {
 		t.Errorf("unknown path: %d", status)
+	}
+}
+
+// TestSimRefusesRawJSONInTheQuery: JSON put in a query without
+// URL-encoding is refused with HTTP 400, as a Java server refuses it, while
+// the same JSON URL-encoded is read. Go's client sends such a query as it
+// is (it does not encode it), so a raw one is a real request to refuse.
+func TestSimRefusesRawJSONInTheQuery(t *testing.T) {
+	_, srv := start(t)
+	js := envelope("username", "password", `{"mobile":"13888888888","cardNo":"`+card+`","certid":"`+certID+`"}`)
+	if status, m := do(t, "GET", srv.URL+"/fireeye/creditScore/UnionPayModelScore?"+form(js), "", ""); status != 200 || m["resp"] != "0000" {
+		t.Fatalf("URL-encoded: HTTP %d %v", status, m)
+	}
+	if status, _ := do(t, "GET", srv.URL+"/fireeye/creditScore/UnionPayModelScore?data="+js, "", ""); status != http.StatusBadRequest {
+		t.Fatalf("raw JSON in the query: HTTP %d, want 400", status)
 	}
 }
 
@@ -178,5 +203,98 @@ func TestSimFaultsAndStatsOverHTTP(t *testing.T) {
 	}
 	if sim.Count(card) != 1 || sim.Requests() != 5 {
 		t.Errorf("count %d requests %d", sim.Count(card), sim.Requests())
+	}
+}
+
+// seedRequest reads one of the seed's sample requests from
+// ../testdata/seed: "METHOD URL", then for a POST a blank line and the body.
+func seedRequest(t *testing.T, name string) (method string, u *url.URL, body string) {
+	t.Helper()
+	b, err := os.ReadFile("../testdata/seed/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, body, _ := strings.Cut(string(b), "\n\n")
+	method, rawURL, ok := strings.Cut(head, " ")
+	if u, err = url.Parse(rawURL); !ok || err != nil {
+		t.Fatalf("%s: %q: %v", name, head, err)
+	}
+	return method, u, body
+}
+
+// TestSimSampleShape: the sample-shape simulator takes the seed's sample
+// requests byte for byte and answers them as the seed's sample answers do
+// (data 1: the transaction exists; score 888), and refuses the table
+// shape's requests.
+func TestSimSampleShape(t *testing.T) {
+	const fo = "application/x-www-form-urlencoded"
+	am, au, _ := seedRequest(t, "transaction-request.txt")
+	sm, su, sbody := seedRequest(t, "score-request.txt")
+	auth, score := au.Path, su.Path
+	tx := au.Query().Get("data")
+	okScore := `{"mobile":"13888888888","cardNo":"` + card + `","certid":"` + certID + `"}`
+	tests := []struct {
+		name   string
+		method string
+		target string // path and query
+		ctype  string
+		body   string
+		status int
+		field  string
+		code   string
+		data   any
+	}{
+		{"the seed's transaction request", am, au.RequestURI(), "", "", 200, "respCd", "0000", 1.0},
+		{"the seed's transaction request with its Content-Type", am, au.RequestURI(), fo, "", 200, "respCd", "0000", 1.0},
+		{"the seed's score request", sm, score, "application/json", sbody, 200, "resp", "0000", 888.0},
+		{"the seed's score request as a form", sm, score, fo, sbody, 200, "resp", "0000", 888.0},
+		{"the seed's score request without a Content-Type", sm, score, "", sbody, 200, "resp", "0000", 888.0},
+		{"no such transaction", "GET", auth + "?" + form(strings.Replace(tx, "20161201", "20161202", 1)), "", "", 200, "respCd", "0003", 0.0},
+		{"amount with decimals", "GET", auth + "?" + form(strings.Replace(tx, `"21200"`, `"21200.00"`, 1)), "", "", 200, "respCd", "0000", 1.0},
+
+		{"amount as a number (the table's double)", "GET", auth + "?" + form(strings.Replace(tx, `"21200"`, `21200`, 1)), "", "", 200, "respCd", "0004", nil},
+		{"amount not a number", "GET", auth + "?" + form(strings.Replace(tx, `"21200"`, `"a lot"`, 1)), "", "", 200, "respCd", "0004", nil},
+		{"transaction in the table's envelope", "GET", auth + "?" + form(envelope("username", "password", tx)), "", "", 200, "respCd", "0004", nil},
+		{"transaction by the table's POST", "POST", auth, fo, form(envelope("username", "password", strings.Replace(tx, `"21200"`, `21200`, 1))), 405, "", "", nil},
+		{"transaction JSON not URL-encoded", "GET", auth + "?data=" + tx, "", "", 400, "", "", nil},
+		{"transaction without data", "GET", auth + "?x=1", "", "", 200, "respCd", "0004", nil},
+		{"score at the table's path", "POST", "/fireeye/creditScore/UnionPayModelScore", fo, form(envelope("username", "password", okScore)), 404, "", "", nil},
+		{"score body URL-encoded (the table's form)", "POST", score, fo, form(envelope("username", "password", okScore)), 200, "resp", "0004", nil},
+		{"score body JSON without data=", "POST", score, "application/json", envelope("username", "password", okScore), 200, "resp", "0004", nil},
+		{"score by GET", "GET", score + "?" + form(envelope("username", "password", okScore)), "", "", 405, "", "", nil},
+		{"score wrong appKey", "POST", score, "application/json", "data=" + envelope("username", "passw0rd", okScore), 200, "resp", "0002", nil},
+		{"score unknown id", "POST", score, "application/json", "data=" + envelope("stranger", "password", okScore), 200, "resp", "0001", nil},
+		{"score without mobile", "POST", score, "application/json", "data=" + envelope("username", "password", `{"cardNo":"`+card+`","certid":"`+certID+`"}`), 200, "resp", "0004", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sim, srv := startShape(t, unionpay.ShapeSample)
+			sim.SetScore(card, 888)
+			status, m := do(t, tt.method, srv.URL+tt.target, tt.ctype, tt.body)
+			if status != tt.status {
+				t.Fatalf("HTTP %d %v, want %d", status, m, tt.status)
+			}
+			if status != 200 {
+				return
+			}
+			if m[tt.field] != tt.code || (tt.data != nil && m["data"] != tt.data) {
+				t.Fatalf("answer %v, want %s=%s data %v", m, tt.field, tt.code, tt.data)
+			}
+		})
+	}
+}
+
+// TestSimTableShapeRefusesTheSample: the table-shape simulator refuses the
+// seed's sample requests: the transaction one has no id (0001), the score
+// one goes to a path the table does not have.
+func TestSimTableShapeRefusesTheSample(t *testing.T) {
+	_, srv := start(t)
+	am, au, _ := seedRequest(t, "transaction-request.txt")
+	if status, m := do(t, am, srv.URL+"/fireeye"+au.RequestURI(), "", ""); status != 200 || m["respCd"] != "0001" {
+		t.Errorf("the seed's transaction request: HTTP %d %v, want respCd 0001", status, m)
+	}
+	sm, su, sbody := seedRequest(t, "score-request.txt")
+	if status, _ := do(t, sm, srv.URL+su.Path, "application/json", sbody); status != http.StatusNotFound {
+		t.Errorf("the seed's score request: HTTP %d, want 404", status)
 	}
 }
