@@ -124,7 +124,7 @@ func (r *Request) Validate() []Problem {
 			add("id", "looks like "+kind+"; use an opaque id, such as a UUID")
 		}
 	}
-	for _, p := range tongdun.ValidateRequest(&r.Request) {
+	for _, p := range tongdun.ValidateRequest(&r.Request, tongdun.V2) {
 		add(p.Field, fmt.Sprintf("%s (TongDun code %d)", p.Reason, p.Code))
 	}
 	if r.Amount != nil && !(*r.Amount >= 0 && *r.Amount <= MaxAmount) {

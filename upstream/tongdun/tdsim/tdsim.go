@@ -341,7 +341,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	req, p := decode(raw, readErr)
 	if p == nil {
-		if ps := tongdun.ValidateRequest(req); len(ps) > 0 {
+		if ps := tongdun.ValidateRequest(req, tongdun.V2); len(ps) > 0 {
 			p = &ps[0]
 		}
 	}
