@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -54,6 +55,10 @@ type Config struct {
 	TongdunPartnerCode string `envconfig:"TONGDUN_PARTNER_CODE"`
 	TongdunPartnerKey  string `envconfig:"TONGDUN_PARTNER_KEY"`
 	TongdunChannel     string `envconfig:"TONGDUN_CHANNEL"`
+	// TongdunAPIVersion is the TD risk verification API version of
+	// TONGDUN_URL: v2 (the seed) or v3 (adds the lookup event and an
+	// account object in event_detail).
+	TongdunAPIVersion string `envconfig:"TONGDUN_API_VERSION" default:"v2"`
 
 	UnionpayURL    string `envconfig:"UNIONPAY_URL" default:"https://risktech.unionpay.com/fireeye/creditScore"`
 	UnionpayID     string `envconfig:"UNIONPAY_ID"`
@@ -216,6 +221,17 @@ func (c Config) Validate() error {
 	// unionpay.ShapeSample); config imports none of our packages.
 	if c.UnionpayAPIShape != "table" && c.UnionpayAPIShape != "sample" {
 		bad("UNIONPAY_API_SHAPE", "%q is neither table (the seed's tables) nor sample (its sample code)", c.UnionpayAPIShape)
+	}
+	switch c.TongdunAPIVersion {
+	case "v2":
+	case "v3":
+		// TD's endpoints carry their version last (…/fraud/promo/v2, …/v3):
+		// v3 requests sent to a v2 endpoint would all be refused (9002).
+		if pu, err := url.Parse(c.TongdunURL); err == nil && path.Base(pu.Path) == "v2" {
+			bad("TONGDUN_API_VERSION", "is v3 but AGENT_TONGDUN_URL %q is TD's v2 endpoint, which refuses lookup and the account object", pu.Path)
+		}
+	default:
+		bad("TONGDUN_API_VERSION", "%q is not v2 or v3", c.TongdunAPIVersion)
 	}
 	if c.TencentRequestsPerMin < 1 {
 		bad("TENCENT_REQUESTS_PER_MINUTE", "must be at least 1")

@@ -69,6 +69,8 @@ func TestBadValuesNameTheVariable(t *testing.T) {
 		{"unionpay shape", "AGENT_UNIONPAY_API_SHAPE", "Sample", "AGENT_UNIONPAY_API_SHAPE"},
 		{"unionpay score url", "AGENT_UNIONPAY_SCORE_URL", "esb.unionpay.com/ares", "AGENT_UNIONPAY_SCORE_URL"},
 		{"batch over tencent's limit", "AGENT_FORWARD_BATCH_SIZE", "51", "AGENT_FORWARD_BATCH_SIZE"},
+		{"tongdun api version", "AGENT_TONGDUN_API_VERSION", "3", "AGENT_TONGDUN_API_VERSION: \"3\" is not v2 or v3"},
+		{"tongdun api version case", "AGENT_TONGDUN_API_VERSION", "V3", "AGENT_TONGDUN_API_VERSION"},
 		{"free disk minimum below what a drain needs", "AGENT_MIN_FREE_DISK", "16MiB", "AGENT_MIN_FREE_DISK: must be 0 (no minimum) or at least 32MiB"},
 	}
 	for _, tt := range tests {
@@ -120,5 +122,35 @@ func TestAdminTokenMustDifferFromAppToken(t *testing.T) {
 	_, err := Load()
 	if err == nil || !strings.Contains(err.Error(), "AGENT_ADMIN_TOKEN") || strings.Contains(err.Error(), "the-same-token") {
 		t.Fatalf("err = %v, want it to name AGENT_ADMIN_TOKEN and not show the token", err)
+	}
+}
+
+// TestTongdunAPIVersion: v2 by default; v3 is refused with a URL that is
+// TD's v2 endpoint, naming both variables.
+func TestTongdunAPIVersion(t *testing.T) {
+	c, err := Load()
+	if err != nil || c.TongdunAPIVersion != "v2" {
+		t.Fatalf("default: %q %v", c.TongdunAPIVersion, err)
+	}
+	for _, tt := range []struct {
+		version, url string
+		ok           bool
+	}{
+		{"v3", "https://cn.apitd.net/fraud/promo/v3", true},
+		{"v3", "http://127.0.0.1:9102/riskService", true},
+		{"v3", "", true},
+		{"v2", "https://cn.apitd.net/fraud/promo/v3", true}, // v3 takes v2's requests
+		{"v3", "https://cn.apitd.net/fraud/promo/v2", false},
+		{"v3", "https://cn.apitd.net/fraud/promo/v2/", false},
+	} {
+		t.Setenv("AGENT_TONGDUN_API_VERSION", tt.version)
+		t.Setenv("AGENT_TONGDUN_URL", tt.url)
+		_, err := Load()
+		// The URL alone leaves TD partly configured: only the version's
+		// error counts here.
+		bad := err != nil && strings.Contains(err.Error(), "AGENT_TONGDUN_API_VERSION")
+		if bad == tt.ok || bad && !strings.Contains(err.Error(), "AGENT_TONGDUN_URL") {
+			t.Errorf("%s with %q: %v", tt.version, tt.url, err)
+		}
 	}
 }

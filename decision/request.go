@@ -68,9 +68,23 @@ func (e *InvalidError) Error() string {
 	return fmt.Sprintf("invalid decision request: %d problem(s)", len(e.Problems))
 }
 
-// ParseRequest decodes strictly (unknown fields refused) and validates.
-// defaultChannel fills an absent channel.
+// ParseOptions are the settings a decision request is read by.
+type ParseOptions struct {
+	// DefaultChannel fills an absent channel (AGENT_TONGDUN_CHANNEL).
+	DefaultChannel string
+	// TongDunVersion is the TD API the core is validated for
+	// (AGENT_TONGDUN_API_VERSION; zero is v2): v3 also takes the lookup
+	// event and an account object in event_detail.
+	TongDunVersion tongdun.APIVersion
+}
+
+// ParseRequest is Parse by TD's v2 rules.
 func ParseRequest(body []byte, defaultChannel string) (*Request, error) {
+	return Parse(body, ParseOptions{DefaultChannel: defaultChannel})
+}
+
+// Parse decodes strictly (unknown fields refused) and validates.
+func Parse(body []byte, o ParseOptions) (*Request, error) {
 	r, ok := parseFast(body)
 	if !ok {
 		var err error
@@ -79,9 +93,9 @@ func ParseRequest(body []byte, defaultChannel string) (*Request, error) {
 		}
 	}
 	if r.Channel == "" {
-		r.Channel = defaultChannel
+		r.Channel = o.DefaultChannel
 	}
-	if ps := r.Validate(); len(ps) > 0 {
+	if ps := r.ValidateFor(o.TongDunVersion); len(ps) > 0 {
 		return nil, &InvalidError{ps}
 	}
 	return r, nil
@@ -113,8 +127,13 @@ func decodeRequest(body []byte) (*Request, error) {
 	return &r, nil
 }
 
-// Validate applies TongDun's rules to the core and ours to the blocks.
-func (r *Request) Validate() []Problem {
+// Validate is ValidateFor TD's v2 API.
+func (r *Request) Validate() []Problem { return r.ValidateFor(tongdun.V2) }
+
+// ValidateFor applies TongDun's rules of API version v to the core and
+// ours to the blocks. What only a later version takes (v3's lookup event
+// and account object, under v2) says which setting would take it.
+func (r *Request) ValidateFor(v tongdun.APIVersion) []Problem {
 	var ps []Problem
 	add := func(f, why string) { ps = append(ps, Problem{Field: f, Reason: why}) }
 	if r.ID != "" {
@@ -124,7 +143,12 @@ func (r *Request) Validate() []Problem {
 			add("id", "looks like "+kind+"; use an opaque id, such as a UUID")
 		}
 	}
-	for _, p := range tongdun.ValidateRequest(&r.Request) {
+	for _, p := range tongdun.ValidateRequest(&r.Request, v) {
+		if p.Since != "" {
+			add(p.Field, fmt.Sprintf("%s (TongDun code %d): it needs AGENT_TONGDUN_API_VERSION=%s, for TD's %s endpoint; the agent is set for %s",
+				p.Reason, p.Code, p.Since, p.Since, ver(v)))
+			continue
+		}
 		add(p.Field, fmt.Sprintf("%s (TongDun code %d)", p.Reason, p.Code))
 	}
 	if r.Amount != nil && !(*r.Amount >= 0 && *r.Amount <= MaxAmount) {
@@ -179,6 +203,14 @@ func (r *Request) Validate() []Problem {
 	}
 	ps = append(ps, r.characterProblems()...)
 	return ps
+}
+
+// ver names a version for a message (the zero version is v2).
+func ver(v tongdun.APIVersion) tongdun.APIVersion {
+	if v == "" {
+		return tongdun.V2
+	}
+	return v
 }
 
 // MaxAmount is the largest money amount a decision takes (amount,

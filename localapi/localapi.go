@@ -28,6 +28,7 @@ import (
 
 	"github.com/outpost-agent/outpost/redact"
 	"github.com/outpost-agent/outpost/spool"
+	"github.com/outpost-agent/outpost/upstream/tongdun"
 	"github.com/valyala/fasthttp"
 )
 
@@ -95,6 +96,9 @@ type Config struct {
 	Decider Decider
 	// DefaultChannel fills a decision request's absent TongDun channel.
 	DefaultChannel string
+	// TongDunAPIVersion is the TD API decision requests are validated for
+	// (v2 when empty; v3 also takes lookup and an account object).
+	TongDunAPIVersion tongdun.APIVersion
 	// Policy reports the policy in force (version, hash, reloads, last
 	// refusal).
 	Policy func() any

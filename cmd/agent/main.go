@@ -55,6 +55,8 @@
 //	AGENT_TENCENT_ACCOUNT_ID, AGENT_TENCENT_USER_ACTION_SET_ID, AGENT_TENCENT_ACCESS_TOKEN
 //	AGENT_TENCENT_REQUESTS_PER_MINUTE [4000] client-side rate limit
 //	AGENT_TONGDUN_URL, AGENT_TONGDUN_PARTNER_CODE, AGENT_TONGDUN_PARTNER_KEY, AGENT_TONGDUN_CHANNEL
+//	AGENT_TONGDUN_API_VERSION      [v2] TD's API at that URL: v2, or v3 (also takes the
+//	                               lookup event and event_detail.account)
 //	AGENT_UNIONPAY_URL             [https://risktech.unionpay.com/fireeye/creditScore]
 //	AGENT_UNIONPAY_ID, AGENT_UNIONPAY_APP_KEY
 //	AGENT_UNIONPAY_API_SHAPE       [table] which of the seed's two descriptions of

@@ -25,6 +25,7 @@ import (
 	"github.com/outpost-agent/outpost/sdnotify"
 	"github.com/outpost-agent/outpost/spool"
 	"github.com/outpost-agent/outpost/upstream"
+	"github.com/outpost-agent/outpost/upstream/tongdun"
 )
 
 // hashKey keys the HMAC of card, ID and mobile numbers. With an encryption
@@ -240,6 +241,7 @@ func serve(ctx context.Context) error {
 		Pprof:             cfg.Pprof,
 		Metrics:           mets.Handler(),
 		DefaultChannel:    cfg.TongdunChannel,
+		TongDunAPIVersion: tongdun.APIVersion(cfg.TongdunAPIVersion),
 		Policy:            func() any { return pols.status() },
 		Upstreams:         upstreamStatus(ws),
 		Store:             sp,

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/outpost-agent/outpost/upstream/tencent/tencentsim"
+	"github.com/outpost-agent/outpost/upstream/tongdun"
 	"github.com/outpost-agent/outpost/upstream/tongdun/tdsim"
 	"github.com/outpost-agent/outpost/upstream/unionpay"
 	"github.com/outpost-agent/outpost/upstream/unionpay/upsim"
@@ -44,6 +45,7 @@ func run(ctx context.Context, args []string) error {
 	pcode := fs.String("tongdun-partner-code", "demo", "TongDun partner_code")
 	pkey := fs.String("tongdun-partner-key", "demo-partner-key", "TongDun partner_key")
 	channel := fs.String("tongdun-channel", "demo", "TongDun channel")
+	tdVersion := fs.String("tongdun-api-version", "v2", "TongDun API version served: v2 or v3 (lookup, event_detail.account)")
 	upID := fs.String("unionpay-id", "demo", "UnionPay id")
 	upKey := fs.String("unionpay-app-key", "demo-app-key", "UnionPay appKey")
 	upShape := fs.String("unionpay-shape", string(unionpay.ShapeTable), "request shape the UnionPay simulator accepts: table or sample (README, UnionPay FireEye)")
@@ -54,6 +56,10 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	tdv, err := tongdun.ParseAPIVersion(*tdVersion)
+	if err != nil {
+		return fmt.Errorf("-tongdun-api-version: %w", err)
+	}
 	for _, a := range []string{*tAddr, *dAddr, *uAddr} {
 		host, _, err := net.SplitHostPort(a)
 		if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
@@ -63,7 +69,7 @@ func run(ctx context.Context, args []string) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	servers := []*http.Server{
 		{Addr: *tAddr, Handler: tencentsim.New(tencentsim.Options{AccessToken: *token, AccountID: *account, UserActionSetID: *set})},
-		{Addr: *dAddr, Handler: tdsim.New(tdsim.Options{PartnerCode: *pcode, PartnerKey: *pkey, Channel: *channel})},
+		{Addr: *dAddr, Handler: tdsim.New(tdsim.Options{PartnerCode: *pcode, PartnerKey: *pkey, Channel: *channel, APIVersion: tdv})},
 		{Addr: *uAddr, Handler: upsim.New(upsim.Options{ID: *upID, AppKey: *upKey, Shape: shape})},
 	}
 	errs := make(chan error, len(servers))
@@ -84,10 +90,10 @@ func run(ctx context.Context, args []string) error {
 	}
 	fmt.Printf(`# point an agent at the simulators:
 export AGENT_TENCENT_URL=http://%s AGENT_TENCENT_ACCOUNT_ID=%d AGENT_TENCENT_USER_ACTION_SET_ID=%d AGENT_TENCENT_ACCESS_TOKEN=%s
-export AGENT_TONGDUN_URL=http://%s/riskService AGENT_TONGDUN_PARTNER_CODE=%s AGENT_TONGDUN_PARTNER_KEY=%s AGENT_TONGDUN_CHANNEL=%s
+export AGENT_TONGDUN_URL=http://%s/riskService AGENT_TONGDUN_PARTNER_CODE=%s AGENT_TONGDUN_PARTNER_KEY=%s AGENT_TONGDUN_CHANNEL=%s AGENT_TONGDUN_API_VERSION=%s
 export AGENT_UNIONPAY_URL=http://%s/fireeye/creditScore AGENT_UNIONPAY_ID=%s AGENT_UNIONPAY_APP_KEY=%s
 export AGENT_UNIONPAY_API_SHAPE=%s AGENT_UNIONPAY_SCORE_URL=%s
-`, *tAddr, *account, *set, *token, *dAddr, *pcode, *pkey, *channel, *uAddr, *upID, *upKey, shape, scoreURL)
+`, *tAddr, *account, *set, *token, *dAddr, *pcode, *pkey, *channel, tdv, *uAddr, *upID, *upKey, shape, scoreURL)
 
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)

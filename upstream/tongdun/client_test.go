@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -478,5 +480,91 @@ func TestNewConfig(t *testing.T) {
 	ok, err := tongdun.New(tongdun.Config{URL: "https://td.example/api", PartnerCode: "p", PartnerKey: partnerKey})
 	if err != nil || !ok.Configured() {
 		t.Fatalf("good config: %v", err)
+	}
+}
+
+// TestPublicExampleReplayed: TD's public request example, answered with
+// TD's public answer example (score 90, decline, reason IDRBVBBY), parses
+// to that decline through the real client, live (Verify) and from the
+// spool (Send); so does v3's lookup with an account object against a v3
+// endpoint.
+func TestPublicExampleReplayed(t *testing.T) {
+	answer, err := os.ReadFile("testdata/answers/seed-sample.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		file string
+		v    tongdun.APIVersion
+	}{
+		{"v2-seed-example.json", tongdun.V2},
+		{"v2-seed-example.json", tongdun.V3},
+		{"v3-lookup-account.json", tongdun.V3},
+	} {
+		t.Run(tt.file+" "+string(tt.v), func(t *testing.T) {
+			body, err := os.ReadFile("testdata/requests/" + tt.file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var req tongdun.Request
+			if err := json.Unmarshal(body, &req); err != nil {
+				t.Fatal(err)
+			}
+			// The example's channel is "test": the simulator is that partner.
+			sim := tdsim.New(tdsim.Options{PartnerCode: partnerCode, PartnerKey: partnerKey, Channel: req.Channel, APIVersion: tt.v})
+			if err := sim.SetAnswer(req.AccountID, answer); err != nil {
+				t.Fatal(err)
+			}
+			srv := httptest.NewServer(sim)
+			t.Cleanup(srv.Close)
+			c, err := tongdun.New(tongdun.Config{URL: srv.URL + "/fraud/promo/" + string(tt.v), PartnerCode: partnerCode, PartnerKey: partnerKey, Channel: "unused"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := tongdun.Response{Code: 200, SequenceID: "1648777165770866F82AC7F326307055", Score: 90, Result: tongdun.ResultDecline,
+				Reasons: []tongdun.Reason{{ID: "IDRBVBBY", Reason: "短时间内操作频率异常"}}}
+
+			resp, v := c.Verify(context.Background(), &req)
+			if v.Outcome != upstream.Delivered || v.Code != "200" || resp == nil {
+				t.Fatalf("Verify: %+v", v)
+			}
+			if !reflect.DeepEqual(*resp, want) {
+				t.Fatalf("Verify answered %+v, want %+v", *resp, want)
+			}
+
+			res := c.Send(context.Background(), []upstream.Item{{ID: "dec-1#tongdun", Payload: body}})
+			if len(res) != 1 || res[0].Verdict.Outcome != upstream.Delivered {
+				t.Fatalf("Send: %+v", res)
+			}
+			var got tongdun.Response
+			if err := json.Unmarshal(res[0].Answer, &got); err != nil || !reflect.DeepEqual(got, want) {
+				t.Fatalf("Send answered %s (%v), want %+v", res[0].Answer, err, want)
+			}
+			if st := sim.Stats(); st.Accepted != 2 {
+				t.Fatalf("simulator accepted %d of 2", st.Accepted)
+			}
+		})
+	}
+}
+
+// TestV3RequestToV2Endpoint: a v2 endpoint refuses v3's lookup with 9002;
+// the client takes that as permanent (the event goes to the dead letters
+// rather than being retried for ever).
+func TestV3RequestToV2Endpoint(t *testing.T) {
+	body, err := os.ReadFile("testdata/requests/v3-lookup-account.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sim := tdsim.New(tdsim.Options{PartnerCode: partnerCode, PartnerKey: partnerKey, Channel: "test"})
+	srv := httptest.NewServer(sim)
+	t.Cleanup(srv.Close)
+	c, err := tongdun.New(tongdun.Config{URL: srv.URL + "/fraud/promo/v2", PartnerCode: partnerCode, PartnerKey: partnerKey, Channel: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := c.Send(context.Background(), []upstream.Item{{ID: "dec-1#tongdun", Payload: body}})
+	if len(res) != 1 || res[0].Verdict.Outcome != upstream.Permanent || res[0].Verdict.Code != "9002" ||
+		!strings.Contains(res[0].Verdict.Message, "decision_event") {
+		t.Fatalf("Send: %+v", res)
 	}
 }

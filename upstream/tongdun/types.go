@@ -1,15 +1,63 @@
 package tongdun
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
+	"math"
 	"net"
 	"sort"
+	"strconv"
 	"time"
 	"unicode/utf8"
 )
 
+// APIVersion is the version of TD's marketing anti-fraud risk verification
+// API the agent speaks: the one TD assigned with the URL (…/fraud/promo/v2
+// or …/fraud/promo/v3).
+//
+// v2 is the seed (tongdun-risk-verification-api). v3 is v2 and two things
+// more, from TD's public v3 page of the same API:
+//   - decision_event may be "lookup" (查询), between activate and like in
+//     the enum; its event_detail object is named "lookup", by the same
+//     rule as every other event (the object named by decision_event). TD
+//     documents no fields of its own for it here: it is as free-form as
+//     the other thirteen.
+//   - event_detail may carry TD's Account data object, under "account",
+//     beside the event's own object ("在业务必要的情况下,event_detail 允许
+//     传入 Account 数据对象"). Its fields are TD's Account type: account_id
+//     (String, required), register_time (String, ISO 8601 like
+//     event_time), phone (Phone: country_code Integer, phone_number
+//     String of digits, no "+" or prefix) and email (String); see
+//     ValidateRequest.
+//
+// Everything valid in v2 is valid in v3 and means the same.
+type APIVersion string
+
+// The API versions.
+const (
+	V2 APIVersion = "v2"
+	V3 APIVersion = "v3"
+)
+
+// ErrAPIVersion: a version other than v2 or v3.
+var ErrAPIVersion = errors.New("not a TD API version: v2 or v3")
+
+// ParseAPIVersion reads "v2" or "v3"; "" is v2, the default.
+func ParseAPIVersion(s string) (APIVersion, error) {
+	switch APIVersion(s) {
+	case "", V2:
+		return V2, nil
+	case V3:
+		return V3, nil
+	}
+	return "", fmt.Errorf("%q: %w", s, ErrAPIVersion)
+}
+
+func (v APIVersion) v3() bool { return v == V3 }
+
 // Decision events TD accepts in decision_event (the seed's enum). Each one is
-// also the only key allowed in event_detail for that request.
+// also the name of its object in event_detail.
 const (
 	EventMarketing         = "marketing"
 	EventMarketingCode     = "marketing_code"
@@ -24,24 +72,42 @@ const (
 	EventLike              = "like"
 	EventComment           = "comment"
 	EventFavorite          = "favorite"
+	// EventLookup (查询) is v3's only: v2 answers it 9002.
+	EventLookup = "lookup"
 )
 
-// DecisionEvents lists the decision_event enum in the seed's order.
-func DecisionEvents() []string {
-	return []string{
+// DetailAccount is the key of the Account object v3 allows in event_detail
+// beside the event's own object.
+const DetailAccount = "account"
+
+// DecisionEvents lists v2's decision_event enum in the seed's order.
+func DecisionEvents() []string { return V2.DecisionEvents() }
+
+// DecisionEvents lists the decision_event enum of version v in TD's order
+// (v3 puts lookup after activate).
+func (v APIVersion) DecisionEvents() []string {
+	evs := []string{
 		EventMarketing, EventMarketingCode, EventMarketingExchange, EventSendGift,
-		EventGetCoupon, EventWithdraw, EventInvite, EventSMS, EventBrowse,
-		EventActivate, EventLike, EventComment, EventFavorite,
+		EventGetCoupon, EventWithdraw, EventInvite, EventSMS, EventBrowse, EventActivate,
 	}
+	if v.v3() {
+		evs = append(evs, EventLookup)
+	}
+	return append(evs, EventLike, EventComment, EventFavorite)
 }
 
-// IsDecisionEvent reports whether s is in the decision_event enum.
-func IsDecisionEvent(s string) bool {
+// IsDecisionEvent reports whether s is in v2's decision_event enum.
+func IsDecisionEvent(s string) bool { return V2.IsDecisionEvent(s) }
+
+// IsDecisionEvent reports whether s is in version v's decision_event enum.
+func (v APIVersion) IsDecisionEvent(s string) bool {
 	switch s {
 	case EventMarketing, EventMarketingCode, EventMarketingExchange, EventSendGift,
 		EventGetCoupon, EventWithdraw, EventInvite, EventSMS, EventBrowse,
 		EventActivate, EventLike, EventComment, EventFavorite:
 		return true
+	case EventLookup:
+		return v.v3()
 	}
 	return false
 }
@@ -125,6 +191,11 @@ type FieldProblem struct {
 	Field  string `json:"field"`
 	Code   int    `json:"code"`
 	Reason string `json:"reason"`
+	// Since is set when the request is valid in that later version of the
+	// API and only the version checked against refuses it (v3's lookup
+	// event or account object checked as v2): the caller can say which
+	// setting would take it.
+	Since APIVersion `json:"-"`
 }
 
 func (p FieldProblem) String() string { return fmt.Sprintf("%s: %s (%d)", p.Field, p.Reason, p.Code) }
@@ -150,10 +221,11 @@ const EventTimeLayout = "2006-01-02T15:04:05.000Z07:00"
 // FormatEventTime formats t for event_time.
 func FormatEventTime(t time.Time) string { return t.Format(EventTimeLayout) }
 
-// ValidateRequest applies TD's own request rules (codes 9001-9004) so that the
-// agent can reject a request locally, with the code TD would give, before
-// spending TD traffic on it. Problems come in a stable order: the first one is
-// what TD would answer.
+// ValidateRequest applies TD's own request rules of API version v (codes
+// 9001-9004) so that the agent can reject a request locally, with the code
+// TD would give, before spending TD traffic on it. Problems come in a
+// stable order: the first one is what TD would answer. The zero version is
+// v2.
 //
 // 9001 required field empty: channel, session_id, decision_event, event_time,
 // terminal, event_detail (account_id and ext are conditional, TD cannot check
@@ -161,7 +233,16 @@ func FormatEventTime(t time.Time) string { return t.Format(EventTimeLayout) }
 // IP address, event_detail holding exactly the key named by decision_event
 // (one event per request). 9003: any string value, anywhere, longer than 1024
 // characters. 9004: black_box and ip both empty.
-func ValidateRequest(r *Request) []FieldProblem {
+//
+// v3 (see APIVersion) adds lookup to the enum and allows an "account" object
+// in event_detail beside the event's own, checked as TD's Account type:
+// account_id a non-empty string (9001 when empty or missing), register_time
+// ISO 8601 like event_time, phone an object of country_code (an integer
+// 1-999, E.164 without "+") and phone_number (a string of digits), email a
+// string; null is as good as absent (but for account_id), any other field,
+// or a value of another type, is 9002. Checked as v2, lookup and an account
+// object are 9002 with Since set to v3.
+func ValidateRequest(r *Request, v APIVersion) []FieldProblem {
 	if r == nil {
 		return []FieldProblem{{Field: "request", Code: CodeFieldEmpty, Reason: "empty request"}}
 	}
@@ -186,7 +267,12 @@ func ValidateRequest(r *Request) []FieldProblem {
 		ps = append(ps, FieldProblem{Field: "terminal", Code: CodeTerminalMissing, Reason: "black_box or ip must be present"})
 	}
 
-	if r.DecisionEvent != "" && !IsDecisionEvent(r.DecisionEvent) {
+	switch {
+	case r.DecisionEvent == "" || v.IsDecisionEvent(r.DecisionEvent):
+	case V3.IsDecisionEvent(r.DecisionEvent):
+		ps = append(ps, FieldProblem{Field: "decision_event", Code: CodeFieldInvalid, Since: V3,
+			Reason: fmt.Sprintf("%q is a decision_event of TD's v3 API only", r.DecisionEvent)})
+	default:
 		ps = append(ps, FieldProblem{Field: "decision_event", Code: CodeFieldInvalid, Reason: "not one of the decision_event values"})
 	}
 	if r.EventTime != "" && !validEventTime(r.EventTime) {
@@ -195,13 +281,8 @@ func ValidateRequest(r *Request) []FieldProblem {
 	if r.Terminal != nil && r.Terminal.IP != "" && net.ParseIP(r.Terminal.IP) == nil {
 		ps = append(ps, FieldProblem{Field: "terminal.ip", Code: CodeFieldInvalid, Reason: "not an IP address"})
 	}
-	if len(r.EventDetail) > 0 && IsDecisionEvent(r.DecisionEvent) {
-		if _, ok := r.EventDetail[r.DecisionEvent]; !ok || len(r.EventDetail) != 1 {
-			ps = append(ps, FieldProblem{Field: "event_detail", Code: CodeFieldInvalid,
-				Reason: fmt.Sprintf("must hold exactly one object, named %q like decision_event", r.DecisionEvent)})
-		} else if r.EventDetail[r.DecisionEvent] == nil {
-			ps = append(ps, FieldProblem{Field: "event_detail." + r.DecisionEvent, Code: CodeFieldEmpty, Reason: "required field is empty"})
-		}
+	if len(r.EventDetail) > 0 && v.IsDecisionEvent(r.DecisionEvent) {
+		ps = append(ps, eventDetailProblems(r.DecisionEvent, r.EventDetail, v)...)
 	}
 
 	long := func(field, v string) {
@@ -223,6 +304,129 @@ func ValidateRequest(r *Request) []FieldProblem {
 		walkStrings("event_detail."+k, r.EventDetail[k], long)
 	}
 	return ps
+}
+
+// eventDetailProblems checks event_detail for decision_event ev, one of
+// v's events: the object named ev, and in v3 at most an account object
+// beside it.
+func eventDetailProblems(ev string, ed map[string]map[string]any, v APIVersion) []FieldProblem {
+	obj, ok := ed[ev]
+	acct, hasAccount := ed[DetailAccount]
+	others := len(ed)
+	if ok {
+		others--
+	}
+	if hasAccount {
+		others--
+	}
+	if ok && others == 0 && hasAccount && !v.v3() {
+		return []FieldProblem{{Field: "event_detail." + DetailAccount, Code: CodeFieldInvalid, Since: V3,
+			Reason: "an account object in event_detail is TD's v3 API only"}}
+	}
+	if !ok || others > 0 || hasAccount && !v.v3() {
+		reason := fmt.Sprintf("must hold exactly one object, named %q like decision_event", ev)
+		if v.v3() {
+			reason = fmt.Sprintf("must hold the object named %q like decision_event, and at most an %q object beside it", ev, DetailAccount)
+		}
+		return []FieldProblem{{Field: "event_detail", Code: CodeFieldInvalid, Reason: reason}}
+	}
+	var ps []FieldProblem
+	if obj == nil {
+		ps = append(ps, FieldProblem{Field: "event_detail." + ev, Code: CodeFieldEmpty, Reason: "required field is empty"})
+	}
+	if hasAccount {
+		ps = append(ps, accountProblems("event_detail."+DetailAccount, acct)...)
+	}
+	return ps
+}
+
+// accountProblems checks TD's Account object (v3's event_detail.account).
+func accountProblems(path string, a map[string]any) []FieldProblem {
+	if a == nil {
+		return []FieldProblem{{Field: path, Code: CodeFieldEmpty, Reason: "required field is empty"}}
+	}
+	var ps []FieldProblem
+	bad := func(field, why string) {
+		ps = append(ps, FieldProblem{Field: path + "." + field, Code: CodeFieldInvalid, Reason: why})
+	}
+	if id, isStr := a["account_id"].(string); a["account_id"] == nil || isStr && id == "" {
+		ps = append(ps, FieldProblem{Field: path + ".account_id", Code: CodeFieldEmpty, Reason: "required field is empty"})
+	} else if !isStr {
+		bad("account_id", "must be a string")
+	}
+	for _, k := range sortedKeys(a) {
+		val := a[k]
+		switch k {
+		case "account_id":
+		case "register_time":
+			if s, isStr := val.(string); val != nil && (!isStr || !validEventTime(s)) {
+				bad(k, "not ISO 8601 YYYY-MM-DDTHH:mm:ss.sss with offset")
+			}
+		case "email":
+			if _, isStr := val.(string); val != nil && !isStr {
+				bad(k, "must be a string")
+			}
+		case "phone":
+			if val == nil {
+				continue
+			}
+			ph, isObj := val.(map[string]any)
+			if !isObj {
+				bad(k, "must be an object of country_code and phone_number")
+				continue
+			}
+			for _, pk := range sortedKeys(ph) {
+				pv := ph[pk]
+				switch pk {
+				case "country_code":
+					if n, isInt := integer(pv); pv != nil && (!isInt || n < 1 || n > 999) {
+						bad("phone.country_code", "must be an integer 1-999 (E.164, without + or a leading 0)")
+					}
+				case "phone_number":
+					if s, isStr := pv.(string); pv != nil && (!isStr || !allDigits(s)) {
+						bad("phone.phone_number", "must be a string of digits, without + or a prefix")
+					}
+				default:
+					bad("phone."+pk, "not a field of TD's Phone object (country_code, phone_number)")
+				}
+			}
+		default:
+			bad(k, "not a field of TD's Account object (account_id, register_time, phone, email)")
+		}
+	}
+	return ps
+}
+
+// integer reads a JSON number as encoding/json leaves it in an any (a
+// float64, or a json.Number with UseNumber), or a Go integer.
+func integer(v any) (int64, bool) {
+	switch n := v.(type) {
+	case float64:
+		if n != math.Trunc(n) || math.Abs(n) > 1<<53 {
+			return 0, false
+		}
+		return int64(n), true
+	case json.Number:
+		i, err := strconv.ParseInt(string(n), 10, 64)
+		return i, err == nil
+	case int:
+		return int64(n), true
+	case int64:
+		return n, true
+	}
+	return 0, false
+}
+
+func allDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // validEventTime checks the seed's YYYY-MM-DDTHH:mm:ss.sssZ shape (Z being

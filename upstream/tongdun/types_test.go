@@ -1,6 +1,10 @@
 package tongdun
 
 import (
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -81,7 +85,12 @@ func TestValidateRequest(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			r := okRequest()
 			tt.mod(r)
-			ps := ValidateRequest(r)
+			ps := ValidateRequest(r, V2)
+			// v3 is v2 and more: what v2 refuses of a v2 request, v3
+			// refuses too, with the same code on the same field.
+			if ps3 := ValidateRequest(r, V3); !reflect.DeepEqual(codes(ps), codes(ps3)) {
+				t.Errorf("v2 and v3 differ: %v / %v", ps, ps3)
+			}
 			if tt.code == 0 {
 				if len(ps) != 0 {
 					t.Fatalf("want valid, got %v", ps)
@@ -98,8 +107,164 @@ func TestValidateRequest(t *testing.T) {
 	}
 }
 
+// codes is each problem's field and code.
+func codes(ps []FieldProblem) []string {
+	var out []string
+	for _, p := range ps {
+		out = append(out, fmt.Sprintf("%s:%d", p.Field, p.Code))
+	}
+	return out
+}
+
+// v3Request is a v3 request: the lookup event with an account object.
+func v3Request() *Request {
+	r := okRequest()
+	r.DecisionEvent = EventLookup
+	r.EventDetail = map[string]map[string]any{
+		EventLookup: {"lookup_id": "L1"},
+		DetailAccount: {
+			"account_id": "123456789", "register_time": "2021-10-12T14:20:50.521+07:00",
+			"phone": map[string]any{"country_code": float64(86), "phone_number": "18700001111"},
+			"email": "user@example.com",
+		},
+	}
+	return r
+}
+
+// TestValidateRequestV3: lookup and the account object are v3's; v2 refuses
+// them with 9002 and says v3 would take them (Since).
+func TestValidateRequestV3(t *testing.T) {
+	long := strings.Repeat("x", MaxValueLen+1)
+	type want struct {
+		field string
+		code  int // 0: valid
+		since APIVersion
+	}
+	tests := []struct {
+		name   string
+		mod    func(r *Request)
+		v2, v3 want
+	}{
+		{"lookup with an account", func(r *Request) {}, want{"decision_event", CodeFieldInvalid, V3}, want{}},
+		{"lookup alone", func(r *Request) { delete(r.EventDetail, DetailAccount) }, want{"decision_event", CodeFieldInvalid, V3}, want{}},
+		{"lookup with an empty object", func(r *Request) { r.EventDetail = map[string]map[string]any{EventLookup: {}} }, want{"decision_event", CodeFieldInvalid, V3}, want{}},
+		{"withdraw with an account", func(r *Request) {
+			r.DecisionEvent = EventWithdraw
+			r.EventDetail[EventWithdraw] = map[string]any{}
+			delete(r.EventDetail, EventLookup)
+		}, want{"event_detail.account", CodeFieldInvalid, V3}, want{}},
+		{"account with account_id only", func(r *Request) {
+			r.EventDetail[DetailAccount] = map[string]any{"account_id": "a-1"}
+		}, want{"decision_event", CodeFieldInvalid, V3}, want{}},
+		{"account with nulls for the optional fields", func(r *Request) {
+			r.EventDetail[DetailAccount] = map[string]any{"account_id": "a-1", "phone": nil, "email": nil, "register_time": nil}
+		}, want{"decision_event", CodeFieldInvalid, V3}, want{}},
+		{"phone as json.Number (a UseNumber decoder)", func(r *Request) {
+			r.EventDetail[DetailAccount]["phone"] = map[string]any{"country_code": json.Number("86"), "phone_number": "18700001111"}
+		}, want{"decision_event", CodeFieldInvalid, V3}, want{}},
+
+		{"lookup without its object", func(r *Request) { delete(r.EventDetail, EventLookup) },
+			want{"decision_event", CodeFieldInvalid, V3}, want{"event_detail", CodeFieldInvalid, ""}},
+		{"withdraw with an account and a lookup", func(r *Request) {
+			r.DecisionEvent = EventWithdraw
+			r.EventDetail[EventWithdraw] = map[string]any{}
+		}, want{"event_detail", CodeFieldInvalid, ""}, want{"event_detail", CodeFieldInvalid, ""}},
+		{"an account alone", func(r *Request) {
+			r.DecisionEvent = EventWithdraw
+			delete(r.EventDetail, EventLookup)
+		}, want{"event_detail", CodeFieldInvalid, ""}, want{"event_detail", CodeFieldInvalid, ""}},
+		{"account null", func(r *Request) { r.EventDetail[DetailAccount] = nil },
+			want{"decision_event", CodeFieldInvalid, V3}, want{"event_detail.account", CodeFieldEmpty, ""}},
+		{"account without account_id", func(r *Request) { delete(r.EventDetail[DetailAccount], "account_id") },
+			want{"decision_event", CodeFieldInvalid, V3}, want{"event_detail.account.account_id", CodeFieldEmpty, ""}},
+		{"account_id empty", func(r *Request) { r.EventDetail[DetailAccount]["account_id"] = "" },
+			want{"decision_event", CodeFieldInvalid, V3}, want{"event_detail.account.account_id", CodeFieldEmpty, ""}},
+		{"account_id a number", func(r *Request) { r.EventDetail[DetailAccount]["account_id"] = float64(123456789) },
+			want{"decision_event", CodeFieldInvalid, V3}, want{"event_detail.account.account_id", CodeFieldInvalid, ""}},
+		{"register_time without millis", func(r *Request) { r.EventDetail[DetailAccount]["register_time"] = "2021-10-12T14:20:50+07:00" },
+			want{"decision_event", CodeFieldInvalid, V3}, want{"event_detail.account.register_time", CodeFieldInvalid, ""}},
+		{"register_time epoch millis", func(r *Request) { r.EventDetail[DetailAccount]["register_time"] = float64(1634023250521) },
+			want{"decision_event", CodeFieldInvalid, V3}, want{"event_detail.account.register_time", CodeFieldInvalid, ""}},
+		{"phone a string", func(r *Request) { r.EventDetail[DetailAccount]["phone"] = "18700001111" },
+			want{"decision_event", CodeFieldInvalid, V3}, want{"event_detail.account.phone", CodeFieldInvalid, ""}},
+		{"country_code with +", func(r *Request) {
+			r.EventDetail[DetailAccount]["phone"] = map[string]any{"country_code": "+86", "phone_number": "18700001111"}
+		}, want{"decision_event", CodeFieldInvalid, V3}, want{"event_detail.account.phone.country_code", CodeFieldInvalid, ""}},
+		{"country_code a fraction", func(r *Request) {
+			r.EventDetail[DetailAccount]["phone"] = map[string]any{"country_code": 8.6}
+		}, want{"decision_event", CodeFieldInvalid, V3}, want{"event_detail.account.phone.country_code", CodeFieldInvalid, ""}},
+		{"phone_number with +86", func(r *Request) {
+			r.EventDetail[DetailAccount]["phone"] = map[string]any{"country_code": float64(86), "phone_number": "+8618700001111"}
+		}, want{"decision_event", CodeFieldInvalid, V3}, want{"event_detail.account.phone.phone_number", CodeFieldInvalid, ""}},
+		{"phone with another field", func(r *Request) {
+			r.EventDetail[DetailAccount]["phone"] = map[string]any{"country_code": float64(86), "verified": true}
+		}, want{"decision_event", CodeFieldInvalid, V3}, want{"event_detail.account.phone.verified", CodeFieldInvalid, ""}},
+		{"email a list", func(r *Request) { r.EventDetail[DetailAccount]["email"] = []any{"a@b.c"} },
+			want{"decision_event", CodeFieldInvalid, V3}, want{"event_detail.account.email", CodeFieldInvalid, ""}},
+		{"an account field TD does not document", func(r *Request) { r.EventDetail[DetailAccount]["account_level"] = "gold" },
+			want{"decision_event", CodeFieldInvalid, V3}, want{"event_detail.account.account_level", CodeFieldInvalid, ""}},
+		{"1025 characters in the account", func(r *Request) { r.EventDetail[DetailAccount]["email"] = long },
+			want{"decision_event", CodeFieldInvalid, V3}, want{"event_detail.account.email", CodeFieldTooLong, ""}},
+		{"an event v3 does not know either", func(r *Request) { r.DecisionEvent = "search" },
+			want{"decision_event", CodeFieldInvalid, ""}, want{"decision_event", CodeFieldInvalid, ""}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, c := range []struct {
+				v    APIVersion
+				want want
+			}{{V2, tt.v2}, {V3, tt.v3}, {"", tt.v2}} {
+				r := v3Request()
+				tt.mod(r)
+				ps := ValidateRequest(r, c.v)
+				if c.want.code == 0 {
+					if len(ps) != 0 {
+						t.Errorf("%s: want valid, got %v", c.v, ps)
+					}
+					continue
+				}
+				if len(ps) == 0 {
+					t.Errorf("%s: want %d on %s, got valid", c.v, c.want.code, c.want.field)
+					continue
+				}
+				if p := ps[0]; p.Code != c.want.code || p.Field != c.want.field || p.Since != c.want.since {
+					t.Errorf("%s: first problem = %v (since %q), want %d on %s (since %q); all: %v",
+						c.v, p, p.Since, c.want.code, c.want.field, c.want.since, ps)
+				}
+			}
+		})
+	}
+}
+
+func TestAPIVersion(t *testing.T) {
+	for in, want := range map[string]APIVersion{"": V2, "v2": V2, "v3": V3} {
+		if v, err := ParseAPIVersion(in); err != nil || v != want {
+			t.Errorf("ParseAPIVersion(%q) = %q, %v; want %q", in, v, err, want)
+		}
+	}
+	for _, in := range []string{"V3", "3", "v4", "v2 "} {
+		if _, err := ParseAPIVersion(in); err == nil {
+			t.Errorf("ParseAPIVersion(%q) accepted", in)
+		}
+	}
+	v2, v3 := V2.DecisionEvents(), V3.DecisionEvents()
+	if len(v2) != 13 || slices.Contains(v2, EventLookup) || !slices.Equal(DecisionEvents(), v2) {
+		t.Errorf("v2 events: %v", v2)
+	}
+	// TD's v3 enum: v2's, with lookup between activate and like.
+	i := slices.Index(v2, EventActivate) + 1
+	if want := slices.Insert(slices.Clone(v2), i, EventLookup); !slices.Equal(v3, want) {
+		t.Errorf("v3 events: %v, want %v", v3, want)
+	}
+	for _, e := range v3 {
+		if !V3.IsDecisionEvent(e) || V2.IsDecisionEvent(e) != (e != EventLookup) || IsDecisionEvent(e) != V2.IsDecisionEvent(e) {
+			t.Errorf("IsDecisionEvent(%q) is wrong", e)
+		}
+	}
+}
+
 func TestValidateRequestNil(t *testing.T) {
-	if ps := ValidateRequest(nil); len(ps) != 1 || ps[0].Code != CodeFieldEmpty {
+	if ps := ValidateRequest(nil, V2); len(ps) != 1 || ps[0].Code != CodeFieldEmpty {
 		t.Fatalf("nil request: %v", ps)
 	}
 }

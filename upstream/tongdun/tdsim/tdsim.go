@@ -17,9 +17,16 @@
 //     non-POST methods get HTTP 405.
 //   - DailyCap counts accepted events per Asia/Shanghai day (+08:00) on the
 //     injected clock; the event after the cap gets 305 until local midnight.
+//   - Options.APIVersion is the API the simulated endpoint serves (TD's
+//     …/fraud/promo/v2 or …/v3; v2 by default): v3's lookup event and
+//     event_detail.account are answered 9002 by a v2 endpoint, as the
+//     seed's enum and its one-object event_detail have it
+//     (tongdun.ValidateRequest).
 //
 // Test hooks over HTTP: POST /_sim/faults (JSON Faults), GET /_sim/faults,
-// GET /_sim/stats. Every other path is the API.
+// GET /_sim/stats. Every other path is the API. In Go, SetVerdict fixes the
+// decision for an account and SetAnswer the exact bytes of the answer (to
+// replay a recorded one, such as the public example).
 package tdsim
 
 import (
@@ -47,6 +54,8 @@ type Options struct {
 	PartnerCode string
 	PartnerKey  string
 	Channel     string
+	// APIVersion is the version of the API served: v2 (the default) or v3.
+	APIVersion tongdun.APIVersion
 	// Clock drives the daily cap's day and sequence ids (default time.Now).
 	Clock func() time.Time
 	// Seed makes ErrorRate draws reproducible.
@@ -148,6 +157,7 @@ type Server struct {
 	faults    Faults
 	rng       *rand.Rand
 	overrides map[string]verdict
+	answers   map[string]fixedAnswer
 	requests  int
 	received  []tongdun.Request
 	byCode    map[string]int
@@ -167,6 +177,7 @@ func New(opts Options) *Server {
 		opts:      opts,
 		rng:       rand.New(rand.NewPCG(opts.Seed, opts.Seed^0x5eed)),
 		overrides: map[string]verdict{},
+		answers:   map[string]fixedAnswer{},
 		byCode:    map[string]int{},
 		bySession: map[string]int{},
 		byDay:     map[string]DayStats{},
@@ -192,6 +203,30 @@ func (s *Server) SetVerdict(accountID string, score int, result string, reasons 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.overrides[accountID] = verdict{score: score, result: result, reasons: append([]tongdun.Reason(nil), reasons...)}
+}
+
+// fixedAnswer is an answer set with SetAnswer: its bytes and its code.
+type fixedAnswer struct {
+	raw  []byte
+	code int
+}
+
+// SetAnswer makes the simulator answer every valid event of accountID with
+// exactly answer, a TD answer (a JSON object with a code), byte for byte:
+// a recorded answer replayed. The request is checked first as always; an
+// answer with code 200 counts as accepting the event. It takes precedence
+// over SetVerdict.
+func (s *Server) SetAnswer(accountID string, answer []byte) error {
+	var a struct {
+		Code *int `json:"code"`
+	}
+	if err := json.Unmarshal(answer, &a); err != nil || a.Code == nil {
+		return errors.New("tdsim: an answer is a JSON object with a code")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.answers[accountID] = fixedAnswer{raw: bytes.Clone(answer), code: *a.Code}
+	return nil
 }
 
 // Requests counts every API request received, rejected ones included.
@@ -341,7 +376,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	req, p := decode(raw, readErr)
 	if p == nil {
-		if ps := tongdun.ValidateRequest(req); len(ps) > 0 {
+		if ps := tongdun.ValidateRequest(req, s.opts.APIVersion); len(ps) > 0 {
 			p = &ps[0]
 		}
 	}
@@ -364,6 +399,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.byDay[s.day] = ds
 		s.mu.Unlock()
 		s.answer(w, f, tongdun.CodeDailyCap, "日流量已封顶", nil)
+		return
+	}
+	if fa, ok := s.answers[req.AccountID]; ok {
+		if fa.code == tongdun.CodeOK {
+			s.today++
+			ds.Accepted++
+			s.byDay[s.day] = ds
+			s.received = append(s.received, *req)
+			s.bySession[req.SessionID]++
+		}
+		s.mu.Unlock()
+		s.write(w, f, fa.code, fa.raw)
 		return
 	}
 	s.today++
@@ -470,15 +517,21 @@ func messageFor(code int) string {
 // carry only code and message with an empty sequence_id, like the seed's
 // error table suggests.
 func (s *Server) answer(w http.ResponseWriter, f Faults, code int, msg string, resp *tongdun.Response) {
-	s.count(strconv.Itoa(code))
 	if resp == nil {
 		resp = &tongdun.Response{Code: code, Message: msg, Reasons: []tongdun.Reason{}}
 	}
 	b, err := json.Marshal(resp)
 	if err != nil {
+		s.count(strconv.Itoa(code))
 		http.Error(w, "encode", http.StatusInternalServerError)
 		return
 	}
+	s.write(w, f, code, b)
+}
+
+// write sends the answer b (HTTP 200, code in the body), counted by code.
+func (s *Server) write(w http.ResponseWriter, f Faults, code int, b []byte) {
+	s.count(strconv.Itoa(code))
 	if f.Truncate {
 		b = b[:len(b)/2]
 	}

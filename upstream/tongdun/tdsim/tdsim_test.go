@@ -1,11 +1,14 @@
 package tdsim_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -274,5 +277,138 @@ func TestDailyCapPerShanghaiDay(t *testing.T) {
 	if len(st.ByDay) != 2 || st.ByDay["2026-11-23"] != want["2026-11-23"] || st.ByDay["2026-11-24"] != want["2026-11-24"] ||
 		st.Today != 2 || st.ByCode["305"] != 4 || st.Accepted != 4 {
 		t.Fatalf("stats: by day %+v, today %d, 305s %d, accepted %d", st.ByDay, st.Today, st.ByCode["305"], st.Accepted)
+	}
+}
+
+// startWith runs a simulator with the channel of the testdata requests
+// ("test") and API version v, on a fixed clock.
+func startWith(t *testing.T, v tongdun.APIVersion) (*tdsim.Server, string) {
+	t.Helper()
+	at := time.Date(2026, 11, 23, 15, 0, 0, 0, time.FixedZone("CST", 8*3600))
+	sim := tdsim.New(tdsim.Options{PartnerCode: "pc", PartnerKey: "pk", Channel: "test", APIVersion: v, Clock: func() time.Time { return at }})
+	srv := httptest.NewServer(sim)
+	t.Cleanup(srv.Close)
+	return sim, srv.URL + "/fraud/promo/" + string(v) + "?partner_code=pc&partner_key=pk"
+}
+
+func readRequest(t *testing.T, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "testdata", "requests", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// postRaw posts body and returns the answer's bytes.
+func postRaw(t *testing.T, api, body string) []byte {
+	t.Helper()
+	resp, err := http.Post(api, "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("HTTP %d %q: %v", resp.StatusCode, b, err)
+	}
+	return b
+}
+
+// TestSimAPIVersion: a v2 endpoint answers v3's lookup event and account
+// object 9002, naming the field; a v3 endpoint takes them, and checks the
+// account object as TD's Account type.
+func TestSimAPIVersion(t *testing.T) {
+	lookup := readRequest(t, "v3-lookup-account.json")
+	withdraw := readRequest(t, "v3-withdraw-account.json")
+	tests := []struct {
+		name     string
+		body     string
+		v2, v3   int
+		v2m, v3m string
+	}{
+		{"lookup with an account", lookup, 9002, 200, "decision_event参数校验错误", ""},
+		{"withdraw with an account", withdraw, 9002, 200, "event_detail.account参数校验错误", ""},
+		{"lookup without the account", strings.Replace(lookup, `"account": {`, `"x": {`, 1), 9002, 9002, "decision_event参数校验错误", "event_detail参数校验错误"},
+		{"account without account_id", strings.Replace(withdraw, `{"account_id":"acct-2"}`, `{}`, 1), 9002, 9001, "event_detail.account参数校验错误", "event_detail.account.account_id为空"},
+		{"account with an undocumented field", strings.Replace(withdraw, `{"account_id":"acct-2"}`, `{"account_id":"acct-2","level":3}`, 1), 9002, 9002, "", "event_detail.account.level参数校验错误"},
+		{"account with a phone number with +", strings.Replace(lookup, `"18700001111"`, `"+8618700001111"`, 1), 9002, 9002, "", "event_detail.account.phone.phone_number参数校验错误"},
+		{"account null", strings.Replace(withdraw, `{"account_id":"acct-2"}`, `null`, 1), 9002, 9001, "", "event_detail.account为空"},
+		{"account not an object", strings.Replace(withdraw, `{"account_id":"acct-2"}`, `"acct-2"`, 1), 9002, 9002, "event_detail参数校验错误", "event_detail参数校验错误"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, c := range []struct {
+				v    tongdun.APIVersion
+				code int
+				msg  string
+			}{{tongdun.V2, tt.v2, tt.v2m}, {tongdun.V3, tt.v3, tt.v3m}} {
+				sim, api := startWith(t, c.v)
+				var r tongdun.Response
+				if err := json.Unmarshal(postRaw(t, api, tt.body), &r); err != nil {
+					t.Fatal(err)
+				}
+				if r.Code != c.code || c.msg != "" && r.Message != c.msg {
+					t.Errorf("%s: code %d %q, want %d %q", c.v, r.Code, r.Message, c.code, c.msg)
+				}
+				if accepted := len(sim.Received()); (accepted == 1) != (c.code == 200) {
+					t.Errorf("%s: %d accepted with code %d", c.v, accepted, r.Code)
+				}
+			}
+		})
+	}
+}
+
+// TestSimV2CorpusSameInV3: every valid v2 request is answered the same,
+// byte for byte, by a v2 and a v3 endpoint.
+func TestSimV2CorpusSameInV3(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("..", "testdata", "requests", "v2-*.json"))
+	if err != nil || len(files) < 3 {
+		t.Fatalf("corpus: %v %v", files, err)
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			body := readRequest(t, filepath.Base(f))
+			_, api2 := startWith(t, tongdun.V2)
+			_, api3 := startWith(t, tongdun.V3)
+			a2, a3 := postRaw(t, api2, body), postRaw(t, api3, body)
+			if !bytes.Equal(a2, a3) || !bytes.HasPrefix(a2, []byte(`{"code":200,`)) {
+				t.Fatalf("v2 answered %s\nv3 answered %s", a2, a3)
+			}
+		})
+	}
+}
+
+// TestSimSetAnswer: a recorded answer is replayed byte for byte to valid
+// requests of its account, and only to them.
+func TestSimSetAnswer(t *testing.T) {
+	sample, err := os.ReadFile(filepath.Join("..", "testdata", "answers", "seed-sample.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sim, api := startWith(t, tongdun.V2)
+	for _, bad := range []string{``, `[]`, `{"score":90}`, `{"code":"200"}`} {
+		if err := sim.SetAnswer("123456789", []byte(bad)); err == nil {
+			t.Errorf("SetAnswer(%q) accepted", bad)
+		}
+	}
+	if err := sim.SetAnswer("123456789", sample); err != nil {
+		t.Fatal(err)
+	}
+	example := readRequest(t, "v2-seed-example.json")
+	if got := postRaw(t, api, example); !bytes.Equal(got, sample) {
+		t.Fatalf("answered %s, want the sample as it is", got)
+	}
+	// Still checked first: an invalid request of the account gets its error.
+	var r tongdun.Response
+	if err := json.Unmarshal(postRaw(t, api, strings.Replace(example, `"marketing": {`, `"withdraw": {`, 1)), &r); err != nil || r.Code != 9002 {
+		t.Fatalf("invalid request: %+v %v", r, err)
+	}
+	// Another account gets the simulator's own decision.
+	if got := postRaw(t, api, strings.Replace(example, `"account_id": "123456789"`, `"account_id": "other"`, 1)); bytes.Equal(got, sample) {
+		t.Fatal("another account got the fixed answer")
+	}
+	if st := sim.Stats(); st.Accepted != 2 || st.ByCode["200"] != 2 || st.ByCode["9002"] != 1 {
+		t.Fatalf("stats %+v", st)
 	}
 }
