@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -196,18 +197,19 @@ func TestClassification(t *testing.T) {
 		{name: "11004 malformed", status: 200, body: codeBody(11004, "x"), outcome: upstream.Pause, code: "11004"},
 		{name: "11005 empty", status: 200, body: codeBody(11005, "x"), outcome: upstream.Pause, code: "11005"},
 		{name: "11014 out of scope", status: 200, body: codeBody(11014, "x"), outcome: upstream.Pause, code: "11014"},
-		{name: "11008 throttled", status: 200, body: codeBody(11008, "limit"), outcome: upstream.RetryLater, code: "11008", throttled: true, retryAfter: time.Minute},
+		{name: "11008 throttled", status: 200, body: codeBody(11008, "limit"), outcome: upstream.RetryLater, code: "11008", throttled: true},
 		{name: "11008 with Retry-After", status: 200, hdr: map[string]string{"Retry-After": "17"}, body: codeBody(11008, "limit"), outcome: upstream.RetryLater, code: "11008", throttled: true, retryAfter: 17 * time.Second},
-		{name: "11016 per second", status: 200, body: codeBody(11016, "x"), outcome: upstream.RetryLater, code: "11016", throttled: true, retryAfter: time.Minute},
+		{name: "11016 per second with Retry-After", status: 200, hdr: map[string]string{"Retry-After": "2"}, body: codeBody(11016, "x"), outcome: upstream.RetryLater, code: "11016", throttled: true, retryAfter: 2 * time.Second},
 		{name: "11017 per minute with Retry-After", status: 200, hdr: map[string]string{"Retry-After": "5"}, body: codeBody(11017, "x"), outcome: upstream.RetryLater, code: "11017", throttled: true, retryAfter: 5 * time.Second},
-		{name: "11019 too frequent", status: 200, body: codeBody(11019, "x"), outcome: upstream.RetryLater, code: "11019", throttled: true, retryAfter: time.Minute},
+		{name: "11019 too frequent", status: 200, body: codeBody(11019, "x"), outcome: upstream.RetryLater, code: "11019", throttled: true},
+		{name: "11022 real-name token limit", status: 200, body: codeBody(11022, "x"), outcome: upstream.RetryLater, code: "11022", throttled: true},
 		{name: "12000 missing auth", status: 200, body: codeBody(12000, "x"), outcome: upstream.Pause, code: "12000"},
 		{name: "param error", status: 200, body: codeBody(31001, "actions[0].action_type: bad"), outcome: upstream.Permanent, code: "31001"},
 		{name: "503 Retry-After", status: 503, hdr: map[string]string{"Retry-After": "7"}, body: "busy", outcome: upstream.RetryLater, code: "http_503", retryAfter: 7 * time.Second},
 		{name: "500", status: 500, body: "oops", outcome: upstream.RetryLater, code: "http_500"},
 		{name: "502 with a code body", status: 502, body: codeBody(31001, "x"), outcome: upstream.RetryLater, code: "http_502"},
 		{name: "429", status: 429, hdr: map[string]string{"Retry-After": "3"}, outcome: upstream.RetryLater, code: "http_429", throttled: true, retryAfter: 3 * time.Second},
-		{name: "429 no header", status: 429, outcome: upstream.RetryLater, code: "http_429", throttled: true, retryAfter: time.Minute},
+		{name: "429 no header", status: 429, outcome: upstream.RetryLater, code: "http_429", throttled: true},
 		{name: "404 no code", status: 404, body: "not found", outcome: upstream.Pause, code: "http_404"},
 		{name: "401 no code", status: 401, body: "", outcome: upstream.Pause, code: "http_401"},
 		{name: "302 not followed", status: 302, hdr: map[string]string{"Location": "http://127.0.0.1:1/elsewhere"}, outcome: upstream.Pause, code: "http_302"},
@@ -235,6 +237,55 @@ func TestClassification(t *testing.T) {
 				t.Fatalf("PauseUntil %v, want zero (until an operator acts)", v.PauseUntil)
 			}
 		})
+	}
+}
+
+// TestThrottleWindowPerCode: each throttling code, as the simulator
+// answers it, is waited out for the window Tencent's error table names:
+// 11016 the rest of the second, 11017 the rest of the minute, 11018 until
+// midnight in Beijing; 11008 and 11019 name none (RetryAfter zero: the
+// forwarder backs off from about a second). A Retry-After wins over all.
+func TestThrottleWindowPerCode(t *testing.T) {
+	now := time.Date(2026, 11, 23, 14, 15, 42, 300_000_000, time.UTC) // 22:15:42.3 in Beijing
+	tests := []struct {
+		code       int
+		retryAfter time.Duration // the simulator's Retry-After header, if any
+		want       time.Duration
+	}{
+		{code: tencentsim.CodeSecondQuota, want: 700 * time.Millisecond},
+		{code: tencentsim.CodeMinuteQuota, want: 17700 * time.Millisecond},
+		{code: tencentsim.CodeDayQuota, want: time.Hour + 44*time.Minute + 17700*time.Millisecond},
+		{code: tencentsim.CodeTooFrequent, want: 0},
+		{code: tencentsim.CodeThrottled, want: 0},
+		{code: tencentsim.CodeSecondQuota, retryAfter: 3 * time.Second, want: 3 * time.Second},
+		{code: tencentsim.CodeTooFrequent, retryAfter: 9 * time.Second, want: 9 * time.Second},
+	}
+	for _, tc := range tests {
+		t.Run(fmt.Sprintf("%d retry-after %s", tc.code, tc.retryAfter), func(t *testing.T) {
+			sim := tencentsim.New(tencentsim.Options{AccessToken: testToken, AccountID: account, UserActionSetID: set,
+				Clock: func() time.Time { return now }})
+			sim.SetFaults(tencentsim.Faults{ThrottleCode: tc.code, RetryAfter: tc.retryAfter})
+			ts := httptest.NewServer(sim)
+			defer ts.Close()
+			c := newClient(t, ts.URL, nil, func(c *Config) { c.Clock = func() time.Time { return now } })
+			acts := nActions(2)
+			for i := range acts {
+				acts[i].ActionTime = now.Add(-time.Minute).Unix()
+			}
+			for _, r := range c.Send(context.Background(), mkItems(t, acts...)) {
+				v := r.Verdict
+				if v.Outcome != upstream.RetryLater || !v.Throttled || v.Code != strconv.Itoa(tc.code) || v.RetryAfter != tc.want {
+					t.Fatalf("%s: verdict %+v; want throttled, code %d, wait %s", r.ID, v, tc.code, tc.want)
+				}
+			}
+			if n := sim.Requests(); n != 1 {
+				t.Fatalf("%d requests; a throttled Send stops at the first", n)
+			}
+		})
+	}
+	// On a second's boundary the wait is the whole next second.
+	if d := untilNextSecond(now.Truncate(time.Second)); d != time.Second {
+		t.Fatalf("untilNextSecond on a boundary = %s", d)
 	}
 }
 

@@ -16,7 +16,11 @@
 //	       use it for an account_id / user_action_set_id that does not
 //	       match the token: Tencent documents no code for this to us, and
 //	       it must not look like a per-action error)
+//	11016  per-second request limit reached   (Tencent; QuotaPerSecond)
 //	11017  per-minute request limit reached   (Tencent; QuotaPerMinute)
+//	11018  per-day request limit reached      (Tencent; ThrottleCode)
+//	11019  much too frequent (the body's or developer's frequency control)
+//	                                          (Tencent; ThrottleCode)
 //	12000  access_token, timestamp or nonce missing (Tencent)
 //	12001  timestamp malformed or more than 300 s off      (OUR CHOICE)
 //	12002  nonce empty or longer than 32 characters        (OUR CHOICE)
@@ -70,7 +74,10 @@ const (
 	CodeTokenEmpty     = 11005
 	CodeThrottled      = 11008
 	CodeOutOfAuthority = 11014
+	CodeSecondQuota    = 11016
 	CodeMinuteQuota    = 11017
+	CodeDayQuota       = 11018
+	CodeTooFrequent    = 11019
 	CodeMissingAuth    = 12000
 	CodeBadTimestamp   = 12001
 	CodeBadNonce       = 12002
@@ -131,8 +138,8 @@ type Options struct {
 }
 
 // Faults are injected in this order: Outage, Latency, HTTPStatus, then
-// (after the auth checks) TokenExpired, Throttle, QuotaPerMinute,
-// ErrorRate, then (after the body checks) BadActionIDs, and Truncate on
+// (after the auth checks) TokenExpired, Throttle, ThrottleCode,
+// QuotaPerSecond, QuotaPerMinute, ErrorRate, then (after the body checks) BadActionIDs, and Truncate on
 // an accepted request.
 type Faults struct {
 	// Latency delays every answer; a client that gives up first leaves
@@ -146,15 +153,22 @@ type Faults struct {
 	Outage       bool `json:"outage"`
 	HTTPStatus   int  `json:"http_status"`
 	TokenExpired bool `json:"token_expired"`
-	Throttle     bool `json:"throttle"`
+	// Throttle answers 11008 (the application's request limit).
+	Throttle bool `json:"throttle"`
+	// ThrottleCode answers this throttling code to every request: 11008,
+	// 11016 (per second), 11017 (per minute), 11018 (per day) or 11019
+	// (much too frequent). Any other value is answered as given.
+	ThrottleCode int `json:"throttle_code"`
 	// Truncate accepts and records the request, then answers a cut-off
 	// JSON body: the answer was lost, the delivery was not.
 	Truncate bool `json:"truncate"`
 	// BadActionIDs make a request holding any of these outer_action_ids
 	// fail whole with 31001.
 	BadActionIDs []string `json:"bad_action_ids,omitempty"`
-	// QuotaPerMinute is the token's quota shared by all clients; requests
-	// over it in a clock minute get 11017.
+	// QuotaPerSecond and QuotaPerMinute are the token's quotas shared by
+	// all clients; requests over one in a clock second get 11016, in a
+	// clock minute 11017.
+	QuotaPerSecond int `json:"quota_per_second"`
 	QuotaPerMinute int `json:"quota_per_minute"`
 	// RetryAfter, when set, adds a Retry-After header to HTTPStatus and
 	// throttling answers.
@@ -207,6 +221,8 @@ type Server struct {
 	pruned    time.Time
 	quotaMin  int64
 	quotaUsed int
+	quotaSec  int64
+	secUsed   int
 }
 
 // New builds a Server.
@@ -314,7 +330,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if code, msg := s.checkAuth(r, f); code != 0 {
-		if code == CodeThrottled || code == CodeMinuteQuota {
+		if throttling(code) {
 			s.retryAfter(w, f)
 		}
 		s.answer(w, code, msg)
@@ -401,7 +417,20 @@ func (s *Server) checkAuth(r *http.Request, f Faults) (int, string) {
 	s.nonces[nonce] = now
 
 	if f.Throttle {
-		return CodeThrottled, "Application request limit has been exceeded."
+		return CodeThrottled, throttleMessage(CodeThrottled)
+	}
+	if f.ThrottleCode != 0 {
+		return f.ThrottleCode, throttleMessage(f.ThrottleCode)
+	}
+	if f.QuotaPerSecond > 0 {
+		sec := now.Unix()
+		if sec != s.quotaSec {
+			s.quotaSec, s.secUsed = sec, 0
+		}
+		if s.secUsed >= f.QuotaPerSecond {
+			return CodeSecondQuota, throttleMessage(CodeSecondQuota)
+		}
+		s.secUsed++
 	}
 	if f.QuotaPerMinute > 0 {
 		minute := now.Unix() / 60
@@ -409,11 +438,35 @@ func (s *Server) checkAuth(r *http.Request, f Faults) (int, string) {
 			s.quotaMin, s.quotaUsed = minute, 0
 		}
 		if s.quotaUsed >= f.QuotaPerMinute {
-			return CodeMinuteQuota, "Application has reached the request limit per minute."
+			return CodeMinuteQuota, throttleMessage(CodeMinuteQuota)
 		}
 		s.quotaUsed++
 	}
 	return 0, ""
+}
+
+// throttling reports the codes that say "slow down"; their answers carry
+// Faults.RetryAfter as a Retry-After header when it is set.
+func throttling(code int) bool {
+	return code == CodeThrottled || code >= CodeSecondQuota && code <= CodeTooFrequent
+}
+
+// throttleMessage is Tencent's message for a throttling code (its error
+// table, developers.e.qq.com/v3.0/docs/errors).
+func throttleMessage(code int) string {
+	switch code {
+	case CodeThrottled:
+		return "Application request limit has been exceeded."
+	case CodeSecondQuota:
+		return "Application has reached the request limit per second."
+	case CodeMinuteQuota:
+		return "Application has reached the request limit per minute."
+	case CodeDayQuota:
+		return "Application has reached the request limit per day."
+	case CodeTooFrequent:
+		return "Your request is much too frequent."
+	}
+	return "Request limit reached."
 }
 
 func (s *Server) injectedError(f Faults) (int, string) {

@@ -264,6 +264,11 @@ func TestFaults(t *testing.T) {
 		{name: "none", code: 0, recorded: 2},
 		{name: "token expired", faults: Faults{TokenExpired: true}, code: CodeTokenExpired},
 		{name: "throttle", faults: Faults{Throttle: true, RetryAfter: 30 * time.Second}, code: CodeThrottled, hdr: "30"},
+		{name: "11016 per second", faults: Faults{ThrottleCode: CodeSecondQuota}, code: CodeSecondQuota},
+		{name: "11017 per minute", faults: Faults{ThrottleCode: CodeMinuteQuota, RetryAfter: 7 * time.Second}, code: CodeMinuteQuota, hdr: "7"},
+		{name: "11018 per day", faults: Faults{ThrottleCode: CodeDayQuota}, code: CodeDayQuota},
+		{name: "11019 too frequent", faults: Faults{ThrottleCode: CodeTooFrequent, RetryAfter: time.Second}, code: CodeTooFrequent, hdr: "1"},
+		{name: "11008 by code", faults: Faults{ThrottleCode: CodeThrottled}, code: CodeThrottled},
 		{name: "error rate", faults: Faults{ErrorRate: 1}, code: CodeSystemError},
 		{name: "error code", faults: Faults{ErrorRate: 1, ErrorCode: 10001}, code: 10001},
 		{name: "http status", faults: Faults{HTTPStatus: 503, RetryAfter: 5 * time.Second}, status: 503, hdr: "5"},
@@ -359,6 +364,32 @@ func TestQuotaPerMinute(t *testing.T) {
 	clock.Add(60) // next minute: a fresh quota
 	got = append(got, send())
 	want := []int{0, 0, CodeMinuteQuota, 0}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("codes %v, want %v", got, want)
+	}
+}
+
+func TestQuotaPerSecond(t *testing.T) {
+	var clock atomic.Int64
+	clock.Store(t0.UnixMilli())
+	srv := New(Options{AccessToken: token, AccountID: account, UserActionSetID: set,
+		Clock: func() time.Time { return time.UnixMilli(clock.Load()) }})
+	ts := httptest.NewServer(srv)
+	defer ts.Close()
+	h := &harness{srv: srv, ts: ts}
+	srv.SetFaults(Faults{QuotaPerSecond: 2})
+	b := body(account, set, act("x", "APPLY"))
+	send := func() int {
+		q := h.query()
+		q.Set("timestamp", strconv.FormatInt(clock.Load()/1000, 10))
+		return h.post(t, "POST", Path, q, "application/json", b).Code
+	}
+	got := []int{send(), send(), send()}
+	clock.Add(999) // the same clock second still
+	got = append(got, send())
+	clock.Add(1) // the next second: a fresh quota
+	got = append(got, send())
+	want := []int{0, 0, CodeSecondQuota, CodeSecondQuota, 0}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("codes %v, want %v", got, want)
 	}
