@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outpost-agent/outpost/action"
 	"github.com/outpost-agent/outpost/upstream/tencent/tencentsim"
 )
 
@@ -116,7 +117,7 @@ func checkAllDelivered(t *testing.T, sim *tencentsim.Server, acked []string) {
 	}
 	missing := 0
 	for _, id := range acked {
-		if !got[id] {
+		if !got[action.OuterActionID(id)] {
 			missing++
 		}
 	}
@@ -203,7 +204,7 @@ func TestKill9DuringForwardingLosesNothing(t *testing.T) {
 	checkAllDelivered(t, sim, acked)
 	dups := 0
 	for _, id := range acked {
-		if n := sim.DeliveryCount(id); n > 1 {
+		if n := sim.DeliveryCount(action.OuterActionID(id)); n > 1 {
 			dups += n - 1
 		}
 	}
@@ -223,7 +224,7 @@ func TestBadActionDeadLetteredListedMaskedAndReplayed(t *testing.T) {
 		t.Skip("end-to-end")
 	}
 	sim, env := tencentSim(t)
-	sim.SetFaults(tencentsim.Faults{BadActionIDs: []string{"bad-000017"}})
+	sim.SetFaults(tencentsim.Faults{BadActionIDs: []string{action.OuterActionID("bad-000017")}})
 	a := startAgent(t, t.TempDir(), env...)
 	acked := sendActions(t, a, "bad", 50, 50)
 	waitFor(t, "batch settled", 20*time.Second, func() bool {
@@ -239,7 +240,8 @@ func TestBadActionDeadLetteredListedMaskedAndReplayed(t *testing.T) {
 	}
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if !strings.Contains(string(b), `"id":"bad-000017"`) || !strings.Contains(string(b), "31001") {
+	if !strings.Contains(string(b), `"id":"bad-000017"`) || !strings.Contains(string(b), "31001") ||
+		!strings.Contains(string(b), `"outer_action_id":"`+action.OuterActionID("bad-000017")+`"`) {
 		t.Fatalf("dead letters: %s", b)
 	}
 	if strings.Contains(string(b), "hash_phone\":\"") && !strings.Contains(string(b), `"hash_phone":"***`) {
@@ -250,7 +252,7 @@ func TestBadActionDeadLetteredListedMaskedAndReplayed(t *testing.T) {
 	if err != nil || code != 200 || !strings.Contains(string(body), `"replayed":1`) {
 		t.Fatalf("replay: %d %s %v", code, body, err)
 	}
-	waitFor(t, "replayed action delivered", 20*time.Second, func() bool { return sim.DeliveryCount("bad-000017") == 1 })
+	waitFor(t, "replayed action delivered", 20*time.Second, func() bool { return sim.DeliveryCount(action.OuterActionID("bad-000017")) == 1 })
 	checkAllDelivered(t, sim, acked)
 	a.stop()
 }

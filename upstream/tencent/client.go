@@ -190,7 +190,9 @@ func (c *Client) Configured() bool {
 
 // wireAction is one action as Tencent takes it. Our internal track is not
 // sent; outer_action_id is Tencent's de-duplication key, so re-sending after
-// a crash or a lost answer does not count the action twice.
+// a crash or a lost answer does not count the action twice. It is the
+// action id mapped to Tencent's alphabet (action.OuterActionID): the same
+// id always gives the same key.
 type wireAction struct {
 	OuterActionID string         `json:"outer_action_id"`
 	ActionTime    int64          `json:"action_time"`
@@ -272,7 +274,7 @@ func encodeItem(i int, it upstream.Item) (entry, error) {
 		return entry{}, errors.New("action has no id")
 	}
 	w := wireAction{
-		OuterActionID: id,
+		OuterActionID: action.OuterActionID(id),
 		ActionTime:    a.ActionTime,
 		UserID:        a.UserID,
 		ActionType:    a.ActionType,

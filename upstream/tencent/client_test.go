@@ -3,6 +3,8 @@ package tencent
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -468,7 +470,7 @@ func TestBisection(t *testing.T) {
 			var badIDs []string
 			isBad := map[string]bool{}
 			for _, i := range tc.bad {
-				badIDs = append(badIDs, acts[i].ID)
+				badIDs = append(badIDs, action.OuterActionID(acts[i].ID))
 				isBad[acts[i].ID] = true
 			}
 			e.sim.SetFaults(tencentsim.Faults{BadActionIDs: badIDs})
@@ -488,8 +490,12 @@ func TestBisection(t *testing.T) {
 			if len(d) != 50-len(tc.bad) {
 				t.Fatalf("simulator holds %d, want %d", len(d), 50-len(tc.bad))
 			}
+			outer := map[string]string{}
+			for _, a := range acts {
+				outer[action.OuterActionID(a.ID)] = a.ID
+			}
 			for _, a := range d {
-				if isBad[a.OuterActionID] || e.sim.DeliveryCount(a.OuterActionID) != 1 {
+				if isBad[outer[a.OuterActionID]] || e.sim.DeliveryCount(a.OuterActionID) != 1 {
 					t.Fatalf("simulator holds %s %d times", a.OuterActionID, e.sim.DeliveryCount(a.OuterActionID))
 				}
 			}
@@ -508,7 +514,7 @@ func TestBisectionBudget(t *testing.T) {
 	acts := nActions(50)
 	var bad []string
 	for i := 0; i < 50; i += 2 { // 25 bad: far more than the budget isolates
-		bad = append(bad, acts[i].ID)
+		bad = append(bad, action.OuterActionID(acts[i].ID))
 	}
 	e.sim.SetFaults(tencentsim.Faults{BadActionIDs: bad})
 	c := newClient(t, e.ts.URL, nil, nil)
@@ -530,7 +536,7 @@ func TestBisectionBudget(t *testing.T) {
 func TestBisectionStopsOnPause(t *testing.T) {
 	e := newSim(t)
 	acts := nActions(50)
-	e.sim.SetFaults(tencentsim.Faults{BadActionIDs: []string{acts[40].ID}})
+	e.sim.SetFaults(tencentsim.Faults{BadActionIDs: []string{action.OuterActionID(acts[40].ID)}})
 	// After the first (rejected) request the token expires.
 	e.rec.before = func(n int64) {
 		if n == 2 {
@@ -566,7 +572,7 @@ func TestOuterActionIDAndResend(t *testing.T) {
 		}
 	}
 	d := e.sim.Delivered()
-	if len(d) != 2 || d[0].OuterActionID != "evt-42" || d[1].OuterActionID != "evt-43" {
+	if len(d) != 2 || d[0].OuterActionID != action.OuterActionID("evt-42") || d[1].OuterActionID != action.OuterActionID("evt-43") {
 		t.Fatalf("delivered %+v", d)
 	}
 	if d[0].UserID["hash_phone"] != a.UserID.HashPhone || d[0].ActionType != "REGISTER" ||
@@ -576,7 +582,7 @@ func TestOuterActionIDAndResend(t *testing.T) {
 	if d[1].Trace != nil || d[1].ActionParam != nil {
 		t.Fatalf("empty trace/param sent: %+v", d[1])
 	}
-	if n := e.sim.DeliveryCount("evt-42"); n != 2 {
+	if n := e.sim.DeliveryCount(action.OuterActionID("evt-42")); n != 2 {
 		t.Fatalf("DeliveryCount = %d, want 2", n)
 	}
 	for _, body := range e.rec.bodies {
@@ -584,6 +590,43 @@ func TestOuterActionIDAndResend(t *testing.T) {
 			t.Fatalf("internal fields sent: %s", body)
 		}
 	}
+}
+
+// TestOuterActionIDIsTencentSafe: ids the local API takes but Tencent's
+// outer_action_id does not ('.', ':', '-', such as the README's own
+// loan-app-000123) are sent mapped, and Tencent-safe ids unchanged; the
+// simulator refuses anything else, as Tencent refuses a bad parameter.
+func TestOuterActionIDIsTencentSafe(t *testing.T) {
+	e := newSim(t)
+	c := newClient(t, e.ts.URL, nil, nil)
+	ids := []string{"loan-app-000123", "loan_app_000123", "evt.2026-11-23:7", "plain42"}
+	var acts []action.Action
+	for _, id := range ids {
+		acts = append(acts, mkAction(id))
+	}
+	for i := 0; i < 2; i++ { // a re-send carries the same keys
+		for _, r := range c.Send(context.Background(), mkItems(t, acts...)) {
+			if r.Verdict.Outcome != upstream.Delivered {
+				t.Fatalf("send %d: %s: %+v", i, r.ID, r.Verdict)
+			}
+		}
+	}
+	d := e.sim.Delivered()
+	want := []string{"loan_app_000123_" + hash16("loan-app-000123"), "loan_app_000123",
+		"evt_2026_11_23_7_" + hash16("evt.2026-11-23:7"), "plain42"}
+	if len(d) != len(want) {
+		t.Fatalf("simulator holds %d actions, want %d", len(d), len(want))
+	}
+	for i, a := range d {
+		if a.OuterActionID != want[i] || e.sim.DeliveryCount(want[i]) != 2 {
+			t.Fatalf("action %d: outer_action_id %q (delivered %d times), want %q twice", i, a.OuterActionID, e.sim.DeliveryCount(a.OuterActionID), want[i])
+		}
+	}
+}
+
+func hash16(id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return hex.EncodeToString(sum[:8])
 }
 
 func TestRetryUsesFreshNonce(t *testing.T) {
@@ -608,7 +651,7 @@ func TestRetryUsesFreshNonce(t *testing.T) {
 	if v.Outcome != upstream.Delivered {
 		t.Fatalf("verdict %+v", v)
 	}
-	if n := e.sim.DeliveryCount("r1"); n != 2 {
+	if n := e.sim.DeliveryCount(action.OuterActionID("r1")); n != 2 {
 		t.Fatalf("DeliveryCount = %d, want 2 (lost answer, then retry)", n)
 	}
 }

@@ -27,7 +27,8 @@
 //	12003  nonce already used within the 300 s window      (OUR CHOICE)
 //	31001  invalid parameter: body not JSON, wrong Content-Type, unknown
 //	       field, 0 or >50 actions, action_time missing, unknown
-//	       action_type, no user_id nor trace.click_id, BadActionIDs
+//	       action_type, no user_id nor trace.click_id, an outer_action_id
+//	       not 1-255 of [A-Za-z0-9_] (Tencent's rule), BadActionIDs
 //	       (OUR CHOICE of code; the message names the field and the index,
 //	       e.g. "actions[3].action_type")
 //	31002  body larger than 50 KiB                          (OUR CHOICE)
@@ -63,6 +64,8 @@ const (
 	MaxBodyBytes   = 50 * 1024
 	TimestampSkew  = 300 * time.Second
 	MaxNonceLength = 32
+	// MaxOuterActionID is the longest outer_action_id Tencent takes.
+	MaxOuterActionID = 255
 )
 
 // Codes the simulator answers; see the package comment for which are ours.
@@ -574,6 +577,9 @@ func checkAction(raw json.RawMessage, now time.Time) (Action, string, string) {
 	if a.ActionTime > now.Add(TimestampSkew).Unix() {
 		return a, "action_time", "must not be in the future."
 	}
+	if _, ok := keys["outer_action_id"]; ok && !validOuterID(a.OuterActionID) {
+		return a, "outer_action_id", "must be 1-255 characters of letters, digits and underscores."
+	}
 	if !knownActionType(a.ActionType) {
 		return a, "action_type", fmt.Sprintf("unknown value %q.", a.ActionType)
 	}
@@ -587,6 +593,20 @@ func checkAction(raw json.RawMessage, now time.Time) (Action, string, string) {
 		return a, "user_id", "user_id or trace.click_id is required."
 	}
 	return a, "", ""
+}
+
+// validOuterID is Tencent's rule for outer_action_id: 1 to 255 letters,
+// digits and underscores. (The simulator's own copy, not the agent's.)
+func validOuterID(id string) bool {
+	if len(id) == 0 || len(id) > MaxOuterActionID {
+		return false
+	}
+	for _, ch := range []byte(id) {
+		if !('a' <= ch && ch <= 'z' || 'A' <= ch && ch <= 'Z' || '0' <= ch && ch <= '9' || ch == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 func (s *Server) serveFaults(w http.ResponseWriter, r *http.Request) {

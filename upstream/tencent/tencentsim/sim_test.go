@@ -184,6 +184,11 @@ func TestRejects(t *testing.T) {
 		{name: "future action_time", body: body(account, set, future), code: CodeInvalidParam, contains: "actions[0].action_time"},
 		{name: "no user", body: body(account, set, act("a", "APPLY"), noUser), code: CodeInvalidParam, contains: "actions[1].user_id"},
 		{name: "internal track field", body: body(account, set, tracked), code: CodeInvalidParam, contains: "actions[0].track"},
+		{name: "outer_action_id with a hyphen", body: body(account, set, act("ok_1", "APPLY"), act("loan-app-000123", "APPLY")), code: CodeInvalidParam, contains: "actions[1].outer_action_id"},
+		{name: "outer_action_id with a dot", body: body(account, set, act("a.b", "APPLY")), code: CodeInvalidParam, contains: "actions[0].outer_action_id"},
+		{name: "outer_action_id empty", body: body(account, set, act("", "APPLY")), code: CodeInvalidParam, contains: "actions[0].outer_action_id"},
+		{name: "outer_action_id 256", body: body(account, set, act(strings.Repeat("a", 256), "APPLY")), code: CodeInvalidParam, contains: "actions[0].outer_action_id"},
+		{name: "outer_action_id 255", body: body(account, set, act(strings.Repeat("a", 255), "APPLY")), code: 0},
 		{name: "wrong type", body: body(account, set, map[string]any{"action_time": "now", "action_type": "APPLY"}), code: CodeInvalidParam, contains: "actions[0].action_time"},
 	}
 	for _, tc := range tests {
