@@ -22,9 +22,10 @@ const (
 	MaxPast       = 30 * 24 * time.Hour // and at most this far before now
 	maxProblems   = 100                 // problems listed before "... N more problems"
 	maxIDLen      = 128
-	maxWechatLen  = 128
-	maxClickIDLen = 256
-	maxEcho       = 64 // characters of a caller's value echoed in a message
+	maxWechatLen  = 64  // wechat_openid, wechat_unionid: Tencent's 1-64 bytes
+	maxAppIDLen   = 128 // wechat_app_id (wx + 16 hex in practice)
+	maxClickIDLen = 64  // trace.click_id: Tencent's at most 64 bytes
+	maxEcho       = 64  // characters of a caller's value echoed in a message
 )
 
 // FieldError is one problem with the request.
@@ -437,11 +438,16 @@ func (v *validator) userID(i int, raw []byte, a *Action) bool {
 		case uSHA256Phone:
 			val, ok = lowerHex(s, 64)
 			reason = "must be 64 hex characters (SHA-256)"
-		default: // WeChat ids
-			if ok = visibleASCII(s, maxWechatLen); ok {
+		case uWechatAppID:
+			if ok = visibleASCII(s, maxAppIDLen); ok {
 				val = string(s)
 			}
 			reason = "must be 1-128 printable ASCII characters"
+		default: // wechat_openid, wechat_unionid
+			if ok = visibleASCII(s, maxWechatLen); ok {
+				val = string(s)
+			}
+			reason = "must be 1-64 printable ASCII characters"
 		}
 		if !ok {
 			v.add(path(i, "user_id."+name), reason)
@@ -454,8 +460,14 @@ func (v *validator) userID(i int, raw []byte, a *Action) bool {
 		v.add(path(i, "user_id"), "phone and hash_phone must not both be given")
 		bad = true
 	}
-	if present(f[uWechatAppID]) && !present(f[uWechatOpenID]) {
-		v.add(path(i, "user_id.wechat_app_id"), "is only allowed with wechat_openid")
+	// Tencent takes an openid only with the app it belongs to (openids
+	// are per app); an app id names the app of an openid or a unionid.
+	switch {
+	case present(f[uWechatOpenID]) && !present(f[uWechatAppID]):
+		v.add(path(i, "user_id.wechat_app_id"), "is required with wechat_openid")
+		bad = true
+	case present(f[uWechatAppID]) && !present(f[uWechatOpenID]) && !present(f[uWechatUnionID]):
+		v.add(path(i, "user_id.wechat_app_id"), "is only allowed with wechat_openid or wechat_unionid")
 		bad = true
 	}
 	if given && !bad {
@@ -587,8 +599,8 @@ func (v *validator) trace(i int, raw []byte, a *Action) bool {
 	switch {
 	case !ok:
 		v.add(path(i, "trace.click_id"), "must be a string")
-	case len(s) == 0 || utf8.RuneCount(s) > maxClickIDLen:
-		v.add(path(i, "trace.click_id"), "must be 1-256 characters")
+	case len(s) == 0 || len(s) > maxClickIDLen:
+		v.add(path(i, "trace.click_id"), "must be 1-64 bytes")
 	default:
 		if v.traces == nil {
 			v.traces = make([]Trace, 0, v.n)

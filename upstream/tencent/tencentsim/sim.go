@@ -28,7 +28,9 @@
 //	31001  invalid parameter: body not JSON, wrong Content-Type, unknown
 //	       field, 0 or >50 actions, action_time missing, unknown
 //	       action_type, no user_id nor trace.click_id, an outer_action_id
-//	       not 1-255 of [A-Za-z0-9_] (Tencent's rule), BadActionIDs
+//	       not 1-255 of [A-Za-z0-9_], wechat_openid without wechat_app_id,
+//	       wechat_openid or wechat_unionid not 1-64 bytes, trace.click_id
+//	       over 64 bytes (Tencent's rules), BadActionIDs
 //	       (OUR CHOICE of code; the message names the field and the index,
 //	       e.g. "actions[3].action_type")
 //	31002  body larger than 50 KiB                          (OUR CHOICE)
@@ -66,6 +68,10 @@ const (
 	MaxNonceLength = 32
 	// MaxOuterActionID is the longest outer_action_id Tencent takes.
 	MaxOuterActionID = 255
+	// MaxWechatID bounds wechat_openid and wechat_unionid, MaxClickID
+	// trace.click_id (bytes).
+	MaxWechatID = 64
+	MaxClickID  = 64
 )
 
 // Codes the simulator answers; see the package comment for which are ours.
@@ -582,6 +588,17 @@ func checkAction(raw json.RawMessage, now time.Time) (Action, string, string) {
 	}
 	if !knownActionType(a.ActionType) {
 		return a, "action_type", fmt.Sprintf("unknown value %q.", a.ActionType)
+	}
+	for _, k := range []string{"wechat_openid", "wechat_unionid"} {
+		if v, ok := a.UserID[k]; ok && (v == "" || len(v) > MaxWechatID) {
+			return a, "user_id." + k, fmt.Sprintf("must be 1-%d bytes.", MaxWechatID)
+		}
+	}
+	if a.UserID["wechat_openid"] != "" && a.UserID["wechat_app_id"] == "" {
+		return a, "user_id.wechat_app_id", "required with wechat_openid."
+	}
+	if a.Trace != nil && len(a.Trace.ClickID) > MaxClickID {
+		return a, "trace.click_id", fmt.Sprintf("must be at most %d bytes.", MaxClickID)
 	}
 	hasUser := false
 	for _, v := range a.UserID {

@@ -84,6 +84,24 @@ func act(id, typ string) map[string]any {
 	}
 }
 
+// withUser adds user_id members (key, value pairs) to a.
+func withUser(a map[string]any, kv ...string) map[string]any {
+	u := map[string]string{}
+	for k, v := range a["user_id"].(map[string]string) {
+		u[k] = v
+	}
+	for i := 0; i+1 < len(kv); i += 2 {
+		u[kv[i]] = kv[i+1]
+	}
+	a["user_id"] = u
+	return a
+}
+
+func withClick(a map[string]any, click string) map[string]any {
+	a["trace"] = map[string]string{"click_id": click}
+	return a
+}
+
 func body(acc, st int64, actions ...map[string]any) string {
 	b, _ := json.Marshal(map[string]any{"account_id": acc, "user_action_set_id": st, "actions": actions})
 	return string(b)
@@ -189,6 +207,15 @@ func TestRejects(t *testing.T) {
 		{name: "outer_action_id empty", body: body(account, set, act("", "APPLY")), code: CodeInvalidParam, contains: "actions[0].outer_action_id"},
 		{name: "outer_action_id 256", body: body(account, set, act(strings.Repeat("a", 256), "APPLY")), code: CodeInvalidParam, contains: "actions[0].outer_action_id"},
 		{name: "outer_action_id 255", body: body(account, set, act(strings.Repeat("a", 255), "APPLY")), code: 0},
+		{name: "openid with app id", body: body(account, set, withUser(act("w", "APPLY"), "wechat_openid", "o1", "wechat_app_id", "wx1")), code: 0},
+		{name: "openid without app id", body: body(account, set, withUser(act("w", "APPLY"), "wechat_openid", "o1")), code: CodeInvalidParam, contains: "actions[0].user_id.wechat_app_id"},
+		{name: "unionid without app id", body: body(account, set, withUser(act("w", "APPLY"), "wechat_unionid", "u1")), code: 0},
+		{name: "openid 64", body: body(account, set, withUser(act("w", "APPLY"), "wechat_openid", strings.Repeat("o", 64), "wechat_app_id", "wx1")), code: 0},
+		{name: "openid 65", body: body(account, set, withUser(act("w", "APPLY"), "wechat_openid", strings.Repeat("o", 65), "wechat_app_id", "wx1")), code: CodeInvalidParam, contains: "actions[0].user_id.wechat_openid"},
+		{name: "unionid 65", body: body(account, set, withUser(act("w", "APPLY"), "wechat_unionid", strings.Repeat("u", 65))), code: CodeInvalidParam, contains: "actions[0].user_id.wechat_unionid"},
+		{name: "unionid empty", body: body(account, set, withUser(act("w", "APPLY"), "wechat_unionid", "")), code: CodeInvalidParam, contains: "actions[0].user_id.wechat_unionid"},
+		{name: "click_id 64", body: body(account, set, withClick(act("c", "APPLY"), strings.Repeat("c", 64))), code: 0},
+		{name: "click_id 65", body: body(account, set, withClick(act("c", "APPLY"), strings.Repeat("c", 65))), code: CodeInvalidParam, contains: "actions[0].trace.click_id"},
 		{name: "wrong type", body: body(account, set, map[string]any{"action_time": "now", "action_type": "APPLY"}), code: CodeInvalidParam, contains: "actions[0].action_time"},
 	}
 	for _, tc := range tests {
