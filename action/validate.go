@@ -25,6 +25,7 @@ const (
 	maxWechatLen  = 64  // wechat_openid, wechat_unionid: Tencent's 1-64 bytes
 	maxAppIDLen   = 128 // wechat_app_id (wx + 16 hex in practice)
 	maxClickIDLen = 64  // trace.click_id: Tencent's at most 64 bytes
+	maxCAIDLen    = 64  // caid (ours: CAIDs are 32 hex in practice)
 	maxEcho       = 64  // characters of a caller's value echoed in a message
 )
 
@@ -219,10 +220,14 @@ const (
 	fUserID
 	fTrace
 	fActionParam
+	fChannel
+	fCustomAction
+	fProductInform
 	nActionFields
 )
 
-var actionFieldNames = [nActionFields]string{"id", "track", "action_type", "action_time", "user_id", "trace", "action_param"}
+var actionFieldNames = [nActionFields]string{"id", "track", "action_type", "action_time", "user_id", "trace", "action_param",
+	"channel", "custom_action", "product_inform"}
 
 func fieldIndex(names []string, key []byte) int {
 	for i, n := range names {
@@ -310,6 +315,9 @@ func (v *validator) action(i int, raw []byte, a *Action) {
 		v.add(path(i, "user_id"), "user_id or trace.click_id is required")
 	}
 	v.params(i, f[fActionParam], a, track)
+	v.channel(i, f[fChannel], a)
+	v.customAction(i, f[fCustomAction], a)
+	v.productInform(i, f[fProductInform], a)
 }
 
 func validID(s []byte) bool {
@@ -382,10 +390,18 @@ const (
 	uHashIMEI
 	uHashIDFA
 	uHashOAID
+	uHashAndroidID
+	uMD5SHA256IMEI
+	uMD5SHA256IDFA
+	uMD5SHA256OAID
+	uCAID
+	uCAIDVersion
 	nUserFields
 )
 
-var userFieldNames = [nUserFields]string{"phone", "hash_phone", "sha256_phone", "wechat_openid", "wechat_app_id", "wechat_unionid", "hash_imei", "hash_idfa", "hash_oaid"}
+var userFieldNames = [nUserFields]string{"phone", "hash_phone", "sha256_phone", "wechat_openid", "wechat_app_id", "wechat_unionid",
+	"hash_imei", "hash_idfa", "hash_oaid", "hash_android_id", "md5_sha256_imei", "md5_sha256_idfa", "md5_sha256_oaid",
+	"caid", "caid_version"}
 
 // userID validates user_id and reports whether it names at least one
 // identifier (valid or not). Values are never echoed.
@@ -418,6 +434,16 @@ func (v *validator) userID(i int, raw []byte, a *Action) bool {
 		}
 		given = true
 		name := userFieldNames[k]
+		if k == uCAIDVersion {
+			n, err := strconv.ParseInt(string(f[k]), 10, 32)
+			if !isInteger(f[k]) || err != nil || n < 1 {
+				v.add(path(i, "user_id."+name), "must be a positive integer")
+				bad = true
+				continue
+			}
+			u.CAIDVersion = n
+			continue
+		}
 		s, ok := unquote(f[k])
 		if !ok {
 			v.add(path(i, "user_id."+name), "must be a string")
@@ -432,12 +458,17 @@ func (v *validator) userID(i int, raw []byte, a *Action) bool {
 		case uPhone:
 			val, ok = hashPhone(s)
 			reason = "must be an 11-digit mainland China mobile number (optionally +86, spaces, dashes)"
-		case uHashPhone, uHashIMEI, uHashIDFA, uHashOAID:
+		case uHashPhone, uHashIMEI, uHashIDFA, uHashOAID, uHashAndroidID:
 			val, ok = lowerHex(s, 32)
 			reason = "must be 32 hex characters (MD5)"
-		case uSHA256Phone:
+		case uSHA256Phone, uMD5SHA256IMEI, uMD5SHA256IDFA, uMD5SHA256OAID:
 			val, ok = lowerHex(s, 64)
 			reason = "must be 64 hex characters (SHA-256)"
+		case uCAID:
+			if ok = visibleASCII(s, maxCAIDLen); ok {
+				val = string(s)
+			}
+			reason = "must be 1-64 printable ASCII characters"
 		case uWechatAppID:
 			if ok = visibleASCII(s, maxAppIDLen); ok {
 				val = string(s)
@@ -470,6 +501,10 @@ func (v *validator) userID(i int, raw []byte, a *Action) bool {
 		v.add(path(i, "user_id.wechat_app_id"), "is only allowed with wechat_openid or wechat_unionid")
 		bad = true
 	}
+	if present(f[uCAIDVersion]) && !present(f[uCAID]) {
+		v.add(path(i, "user_id.caid_version"), "is only allowed with caid")
+		bad = true
+	}
 	if given && !bad {
 		if v.users == nil {
 			v.users = make([]UserID, 0, v.n) // one allocation for all actions
@@ -498,8 +533,18 @@ func (u *UserID) slot(k int) *string {
 		return &u.HashIMEI
 	case uHashIDFA:
 		return &u.HashIDFA
-	default:
+	case uHashOAID:
 		return &u.HashOAID
+	case uHashAndroidID:
+		return &u.HashAndroidID
+	case uMD5SHA256IMEI:
+		return &u.MD5SHA256IMEI
+	case uMD5SHA256IDFA:
+		return &u.MD5SHA256IDFA
+	case uMD5SHA256OAID:
+		return &u.MD5SHA256OAID
+	default:
+		return &u.CAID
 	}
 }
 

@@ -557,7 +557,7 @@ func TestBodyShape(t *testing.T) {
 		{"unknown top-level key", []byte(`{"actions":[` + act() + `],"Actions":[]}`), []action.FieldError{{"Actions", "unknown field"}}},
 		{"duplicate actions key", []byte(`{"actions":[` + act() + `],"actions":[]}`), []action.FieldError{{"actions", "duplicate key"}}},
 		{"action not object", body(act(), `"x"`, `[]`), []action.FieldError{{"actions[1]", "must be an object"}, {"actions[2]", "must be an object"}}},
-		{"unknown action key", body(act("product_inform", `{}`)), []action.FieldError{{"actions[0].product_inform", "unknown field"}}},
+		{"unknown action key", body(act("ext_info", `{}`)), []action.FieldError{{"actions[0].ext_info", "unknown field"}}},
 		{"unknown field with tricky content", body(act("x", `[ "]}\\\"" , {"a" : "}{[" }, [[]], -1.5e3, null ]`)), []action.FieldError{{"actions[0].x", "unknown field"}}},
 		{"key differing in case", body(act("id", `"a"`, "ID", `"b"`)), []action.FieldError{{"actions[0].ID", "unknown field"}}},
 	}

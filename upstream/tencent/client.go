@@ -194,12 +194,15 @@ func (c *Client) Configured() bool {
 // action id mapped to Tencent's alphabet (action.OuterActionID): the same
 // id always gives the same key.
 type wireAction struct {
-	OuterActionID string         `json:"outer_action_id"`
-	ActionTime    int64          `json:"action_time"`
-	UserID        *action.UserID `json:"user_id,omitempty"`
-	ActionType    string         `json:"action_type"`
-	ActionParam   map[string]int `json:"action_param,omitempty"`
-	Trace         *action.Trace  `json:"trace,omitempty"`
+	OuterActionID string                `json:"outer_action_id"`
+	ActionTime    int64                 `json:"action_time"`
+	UserID        *action.UserID        `json:"user_id,omitempty"`
+	ActionType    string                `json:"action_type"`
+	ActionParam   map[string]int        `json:"action_param,omitempty"`
+	Trace         *action.Trace         `json:"trace,omitempty"`
+	Channel       string                `json:"channel,omitempty"`
+	CustomAction  string                `json:"custom_action,omitempty"`
+	ProductInform *action.ProductInform `json:"product_inform,omitempty"`
 }
 
 // entry is one item on its way: its index in Send's input and its encoding.
@@ -279,6 +282,9 @@ func encodeItem(i int, it upstream.Item) (entry, error) {
 		UserID:        a.UserID,
 		ActionType:    a.ActionType,
 		ActionParam:   a.ActionParam,
+		Channel:       a.Channel,
+		CustomAction:  a.CustomAction,
+		ProductInform: a.ProductInform,
 	}
 	if a.Trace != nil && a.Trace.ClickID != "" {
 		w.Trace = a.Trace
@@ -290,7 +296,8 @@ func encodeItem(i int, it upstream.Item) (entry, error) {
 	e := entry{idx: i, json: b}
 	if u := a.UserID; u != nil {
 		e.personal = append(e.personal, u.HashPhone, u.SHA256Phone, u.WechatOpenID,
-			u.WechatUnionID, u.HashIMEI, u.HashIDFA, u.HashOAID)
+			u.WechatUnionID, u.HashIMEI, u.HashIDFA, u.HashOAID, u.HashAndroidID,
+			u.MD5SHA256IMEI, u.MD5SHA256IDFA, u.MD5SHA256OAID, u.CAID)
 	}
 	if w.Trace != nil {
 		e.personal = append(e.personal, w.Trace.ClickID)

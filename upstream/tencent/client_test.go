@@ -632,6 +632,35 @@ func TestOuterActionIDIsTencentSafe(t *testing.T) {
 	}
 }
 
+// TestPassesOnEveryUserIDFormAndOptionalField: the user_id forms of
+// Tencent's v3 model beyond the first ones (hash_android_id, the
+// md5_sha256_* forms, caid with its version) and the optional channel,
+// custom_action and product_inform reach the simulator as given.
+func TestPassesOnEveryUserIDFormAndOptionalField(t *testing.T) {
+	e := newSim(t)
+	c := newClient(t, e.ts.URL, nil, nil)
+	a := mkAction("full_1")
+	h32, h64 := strings.Repeat("ab", 16), strings.Repeat("cd", 32)
+	a.UserID = &action.UserID{HashAndroidID: h32, MD5SHA256IMEI: h64, MD5SHA256IDFA: h64, MD5SHA256OAID: h64,
+		CAID: h32, CAIDVersion: 20230330, WechatUnionID: "u1", WechatAppID: "wx1"}
+	a.Channel, a.CustomAction = "TENCENT", "Speak_frequently"
+	a.ProductInform = &action.ProductInform{ContentType: "LOAN", ProductCatalogID: "cat", ProductID: []string{"p1"}, CategoryPath: []string{"贷款", "个贷"}}
+	if v := c.Send(context.Background(), mkItems(t, a))[0].Verdict; v.Outcome != upstream.Delivered {
+		t.Fatalf("verdict %+v", v)
+	}
+	d := e.sim.Delivered()
+	if len(d) != 1 {
+		t.Fatalf("simulator holds %d", len(d))
+	}
+	got := d[0]
+	wantUser := map[string]any{"hash_android_id": h32, "md5_sha256_imei": h64, "md5_sha256_idfa": h64, "md5_sha256_oaid": h64,
+		"caid": h32, "caid_version": float64(20230330), "wechat_unionid": "u1", "wechat_app_id": "wx1"}
+	if fmt.Sprint(got.UserID) != fmt.Sprint(wantUser) || got.Channel != "TENCENT" || got.CustomAction != "Speak_frequently" ||
+		got.ProductInform == nil || fmt.Sprint(*got.ProductInform) != fmt.Sprint(tencentsim.ProductInform(*a.ProductInform)) {
+		t.Fatalf("delivered %+v (product_inform %+v)", got, got.ProductInform)
+	}
+}
+
 func hash16(id string) string {
 	sum := sha256.Sum256([]byte(id))
 	return hex.EncodeToString(sum[:8])

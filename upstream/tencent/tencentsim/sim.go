@@ -108,13 +108,43 @@ func knownActionType(t string) bool {
 	return false
 }
 
-// knownActionField reports the action keys accepted; anything else (our
-// internal "track", say) is an unknown parameter. channel, url and
-// custom_action are optional Tencent fields the agent does not send.
+// knownActionField reports the action keys of Tencent's v3 model
+// (UserAction); anything else (our internal "track", say) is an unknown
+// parameter. ext_info, Tencent's device details, is not taken here: the
+// agent never sends it.
 func knownActionField(k string) bool {
 	switch k {
 	case "outer_action_id", "action_time", "user_id", "action_type",
-		"action_param", "trace", "channel", "url", "custom_action":
+		"action_param", "trace", "channel", "url", "custom_action", "product_inform":
+		return true
+	}
+	return false
+}
+
+// userIDKeys are the members of Tencent's v3 user_id (UserIdDn), all
+// strings but caid_version, an integer.
+var userIDKeys = map[string]bool{
+	"hash_imei": true, "md5_sha256_imei": true, "hash_idfa": true, "md5_sha256_idfa": true,
+	"hash_phone": true, "sha256_phone": true, "hash_android_id": true, "hash_oaid": true,
+	"md5_sha256_oaid": true, "wechat_openid": true, "wechat_unionid": true, "wechat_app_id": true,
+	"caid": true, "caid_version": true,
+}
+
+// knownChannel: Tencent's ActionChannelType.
+func knownChannel(c string) bool {
+	switch c {
+	case "NATURAL", "TENCENT", "BYTEDANCE", "KUAISHOU", "ALIBABA", "BAIDU", "OTHERS", "MULTIPLE", "UNKNOWN":
+		return true
+	}
+	return false
+}
+
+// knownContentType: Tencent's ActionProductInformType.
+func knownContentType(c string) bool {
+	switch c {
+	case "EC", "ESTATE", "VIDEO", "CAR", "NEWS_INFORMATION", "BEAUTY_PERSONAL_CARE", "RETAIL", "EDUCATION",
+		"READING", "INSURANCE", "LOAN", "FINANCIAL", "BANKCARD", "WEDDING", "SECURITIES",
+		"DECORATION_BUILDING_MATERIAL", "CARRIER", "GAME":
 		return true
 	}
 	return false
@@ -122,15 +152,24 @@ func knownActionField(k string) bool {
 
 // Action is one accepted action as it came over the wire.
 type Action struct {
-	OuterActionID string            `json:"outer_action_id,omitempty"`
-	ActionTime    int64             `json:"action_time"`
-	UserID        map[string]string `json:"user_id,omitempty"`
-	ActionType    string            `json:"action_type"`
-	ActionParam   map[string]any    `json:"action_param,omitempty"`
-	Trace         *Trace            `json:"trace,omitempty"`
-	Channel       string            `json:"channel,omitempty"`
-	URL           string            `json:"url,omitempty"`
-	CustomAction  string            `json:"custom_action,omitempty"`
+	OuterActionID string         `json:"outer_action_id,omitempty"`
+	ActionTime    int64          `json:"action_time"`
+	UserID        map[string]any `json:"user_id,omitempty"`
+	ActionType    string         `json:"action_type"`
+	ActionParam   map[string]any `json:"action_param,omitempty"`
+	Trace         *Trace         `json:"trace,omitempty"`
+	Channel       string         `json:"channel,omitempty"`
+	URL           string         `json:"url,omitempty"`
+	CustomAction  string         `json:"custom_action,omitempty"`
+	ProductInform *ProductInform `json:"product_inform,omitempty"`
+}
+
+// ProductInform is Tencent's product_inform.
+type ProductInform struct {
+	ContentType      string   `json:"content_type,omitempty"`
+	ProductCatalogID string   `json:"product_catalog_id,omitempty"`
+	ProductID        []string `json:"product_id,omitempty"`
+	CategoryPath     []string `json:"category_path,omitempty"`
 }
 
 // Trace carries the ad click id.
@@ -589,20 +628,29 @@ func checkAction(raw json.RawMessage, now time.Time) (Action, string, string) {
 	if !knownActionType(a.ActionType) {
 		return a, "action_type", fmt.Sprintf("unknown value %q.", a.ActionType)
 	}
-	for _, k := range []string{"wechat_openid", "wechat_unionid"} {
-		if v, ok := a.UserID[k]; ok && (v == "" || len(v) > MaxWechatID) {
-			return a, "user_id." + k, fmt.Sprintf("must be 1-%d bytes.", MaxWechatID)
-		}
-	}
-	if a.UserID["wechat_openid"] != "" && a.UserID["wechat_app_id"] == "" {
-		return a, "user_id.wechat_app_id", "required with wechat_openid."
+	if field, why := checkUserID(a.UserID); why != "" {
+		return a, "user_id." + field, why
 	}
 	if a.Trace != nil && len(a.Trace.ClickID) > MaxClickID {
 		return a, "trace.click_id", fmt.Sprintf("must be at most %d bytes.", MaxClickID)
 	}
+	if _, ok := keys["channel"]; ok && !knownChannel(a.Channel) {
+		return a, "channel", fmt.Sprintf("unknown value %q.", a.Channel)
+	}
+	if raw, ok := keys["product_inform"]; ok {
+		var p ProductInform
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&p); err != nil {
+			return a, "product_inform", "invalid: " + err.Error()
+		}
+		if p.ContentType != "" && !knownContentType(p.ContentType) {
+			return a, "product_inform.content_type", fmt.Sprintf("unknown value %q.", p.ContentType)
+		}
+	}
 	hasUser := false
-	for _, v := range a.UserID {
-		if v != "" {
+	for k, v := range a.UserID {
+		if s, ok := v.(string); ok && s != "" && k != "wechat_app_id" {
 			hasUser = true
 		}
 	}
@@ -610,6 +658,37 @@ func checkAction(raw json.RawMessage, now time.Time) (Action, string, string) {
 		return a, "user_id", "user_id or trace.click_id is required."
 	}
 	return a, "", ""
+}
+
+// checkUserID checks user_id's members: known, of the right type, WeChat
+// ids 1-64 bytes, an openid with its app id.
+func checkUserID(u map[string]any) (field, why string) {
+	str := map[string]string{}
+	for k, v := range u {
+		if !userIDKeys[k] {
+			return k, "unknown parameter."
+		}
+		if k == "caid_version" {
+			if n, ok := v.(float64); !ok || n != float64(int64(n)) {
+				return k, "wrong type."
+			}
+			continue
+		}
+		s, ok := v.(string)
+		if !ok {
+			return k, "wrong type."
+		}
+		str[k] = s
+	}
+	for _, k := range []string{"wechat_openid", "wechat_unionid"} {
+		if v, ok := str[k]; ok && (v == "" || len(v) > MaxWechatID) {
+			return k, fmt.Sprintf("must be 1-%d bytes.", MaxWechatID)
+		}
+	}
+	if str["wechat_openid"] != "" && str["wechat_app_id"] == "" {
+		return "wechat_app_id", "required with wechat_openid."
+	}
+	return "", ""
 }
 
 // validOuterID is Tencent's rule for outer_action_id: 1 to 255 letters,

@@ -97,6 +97,12 @@ func withUser(a map[string]any, kv ...string) map[string]any {
 	return a
 }
 
+// set1 sets one member of a.
+func set1(a map[string]any, k string, v any) map[string]any {
+	a[k] = v
+	return a
+}
+
 func withClick(a map[string]any, click string) map[string]any {
 	a["trace"] = map[string]string{"click_id": click}
 	return a
@@ -216,6 +222,20 @@ func TestRejects(t *testing.T) {
 		{name: "unionid empty", body: body(account, set, withUser(act("w", "APPLY"), "wechat_unionid", "")), code: CodeInvalidParam, contains: "actions[0].user_id.wechat_unionid"},
 		{name: "click_id 64", body: body(account, set, withClick(act("c", "APPLY"), strings.Repeat("c", 64))), code: 0},
 		{name: "click_id 65", body: body(account, set, withClick(act("c", "APPLY"), strings.Repeat("c", 65))), code: CodeInvalidParam, contains: "actions[0].trace.click_id"},
+		{name: "every v3 user_id form", body: body(account, set, set1(act("v", "APPLY"), "user_id", map[string]any{
+			"hash_imei": "a", "md5_sha256_imei": "b", "hash_idfa": "c", "md5_sha256_idfa": "d", "hash_phone": "e",
+			"sha256_phone": "f", "hash_android_id": "g", "hash_oaid": "h", "md5_sha256_oaid": "i", "wechat_openid": "j",
+			"wechat_unionid": "k", "wechat_app_id": "l", "caid": "m", "caid_version": 20230330})), code: 0},
+		{name: "unknown user_id key", body: body(account, set, set1(act("v", "APPLY"), "user_id", map[string]any{"hash_phone": "e", "imei": "x"})), code: CodeInvalidParam, contains: "actions[0].user_id.imei"},
+		{name: "caid_version a string", body: body(account, set, set1(act("v", "APPLY"), "user_id", map[string]any{"caid": "m", "caid_version": "2023"})), code: CodeInvalidParam, contains: "actions[0].user_id.caid_version"},
+		{name: "hash_android_id a number", body: body(account, set, set1(act("v", "APPLY"), "user_id", map[string]any{"hash_android_id": 5})), code: CodeInvalidParam, contains: "actions[0].user_id.hash_android_id"},
+		{name: "app id is no user", body: body(account, set, set1(act("v", "APPLY"), "user_id", map[string]any{"wechat_app_id": "wx1"})), code: CodeInvalidParam, contains: "actions[0].user_id"},
+		{name: "optional fields", body: body(account, set, set1(set1(set1(act("o", "APPLY"), "channel", "TENCENT"), "custom_action", "Speak_frequently"),
+			"product_inform", map[string]any{"content_type": "LOAN", "product_catalog_id": "c", "product_id": []string{"p"}, "category_path": []string{"a", "b"}})), code: 0},
+		{name: "unknown channel", body: body(account, set, set1(act("o", "APPLY"), "channel", "WEIBO")), code: CodeInvalidParam, contains: "actions[0].channel"},
+		{name: "unknown content_type", body: body(account, set, set1(act("o", "APPLY"), "product_inform", map[string]any{"content_type": "MORTGAGE"})), code: CodeInvalidParam, contains: "actions[0].product_inform.content_type"},
+		{name: "unknown product_inform key", body: body(account, set, set1(act("o", "APPLY"), "product_inform", map[string]any{"price": 1})), code: CodeInvalidParam, contains: "actions[0].product_inform"},
+		{name: "ext_info", body: body(account, set, set1(act("o", "APPLY"), "ext_info", map[string]any{"ip": "1.2.3.4"})), code: CodeInvalidParam, contains: "actions[0].ext_info"},
 		{name: "wrong type", body: body(account, set, map[string]any{"action_time": "now", "action_type": "APPLY"}), code: CodeInvalidParam, contains: "actions[0].action_time"},
 	}
 	for _, tc := range tests {
