@@ -14,6 +14,9 @@ type Action struct {
 	UserID      *UserID        `json:"user_id,omitempty"`
 	Trace       *Trace         `json:"trace,omitempty"`
 	ActionParam map[string]int `json:"action_param,omitempty"`
+	// URL is the page the action happened on, for actions from H5/web
+	// pages: required when the Tencent data source is WEB.
+	URL string `json:"url,omitempty"`
 	// Optional Tencent fields, passed on as given (after validation).
 	Channel       string         `json:"channel,omitempty"`
 	CustomAction  string         `json:"custom_action,omitempty"`

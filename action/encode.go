@@ -83,6 +83,10 @@ func (a *Action) AppendJSON(dst []byte) []byte {
 		}
 		dst = append(dst, '}')
 	}
+	if a.URL != "" {
+		dst = append(dst, `,"url":`...)
+		dst = appendString(dst, a.URL)
+	}
 	if a.Channel != "" {
 		dst = append(dst, `,"channel":`...)
 		dst = appendString(dst, a.Channel)

@@ -1,10 +1,13 @@
 package action
 
 import (
+	neturl "net/url"
 	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/outpost-agent/outpost/redact"
 )
 
 // The optional fields of Tencent's v3 user action the agent passes on:
@@ -183,4 +186,61 @@ func (v *validator) textList(name string, raw []byte, most int) ([]string, bool)
 		out[j] = string(s)
 	}
 	return out, true
+}
+
+// MaxURLLen bounds url (bytes): ours, the common ceiling of browsers and
+// servers; Tencent's reference states none.
+const MaxURLLen = 2048
+
+// url validates the page URL: required when the data source is WEB (as
+// Tencent requires for a web data source), and when given an absolute
+// http(s) URL with a host, without user information, white space or
+// control characters, and without a query parameter whose name says it
+// holds personal data or a secret (phone, mobile, id_no, openid, token...:
+// redact.Sensitive). The URL goes to Tencent as it is and cannot be
+// masked there.
+func (v *validator) url(i int, raw []byte, a *Action) {
+	const field = "url"
+	if !present(raw) {
+		if v.needURL {
+			v.add(path(i, field), "is required: the Tencent data source is WEB (AGENT_TENCENT_DATA_SOURCE_TYPE)")
+		}
+		return
+	}
+	s, ok := unquote(raw)
+	if !ok {
+		v.add(path(i, field), "must be a string")
+		return
+	}
+	if reason := checkURL(s); reason != "" {
+		v.add(path(i, field), reason)
+		return
+	}
+	a.URL = string(s)
+}
+
+func checkURL(s []byte) string {
+	const shape = "must be an absolute http or https URL of at most 2048 bytes, such as https://bank.example/loan/apply"
+	if len(s) == 0 || len(s) > MaxURLLen || !utf8.Valid(s) {
+		return shape
+	}
+	for _, r := range string(s) {
+		if r <= ' ' || r == 0x7f || unicode.IsControl(r) || unicode.IsSpace(r) || unicode.Is(unicode.Bidi_Control, r) {
+			return shape
+		}
+	}
+	u, err := neturl.Parse(string(s))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Opaque != "" {
+		return shape
+	}
+	if u.User != nil {
+		return "must not carry a user name or password"
+	}
+	q, _ := neturl.ParseQuery(u.RawQuery)
+	for k := range q {
+		if redact.Sensitive(k) {
+			return "query parameter " + echo([]byte(k)) + " holds personal data or a secret; leave it out of the page URL"
+		}
+	}
+	return ""
 }

@@ -1,6 +1,7 @@
 package action_test
 
 import (
+	"errors"
 	"reflect"
 	"strings"
 	"testing"
@@ -120,5 +121,75 @@ func TestOptionalTencentFields(t *testing.T) {
 				t.Fatalf("re-decoded %+v; want %+v", again[0], got[0])
 			}
 		})
+	}
+}
+
+// TestURL: the page URL of an action from an H5/web page: optional, but
+// required when the Tencent data source is WEB; an absolute http(s) URL
+// of at most 2048 bytes, with no personal data named in its query.
+func TestURL(t *testing.T) {
+	long := "https://bank.example/" + strings.Repeat("a", 2048-len("https://bank.example/"))
+	cases := []struct {
+		name, url     string // url "-" leaves it out
+		web           bool
+		want          string
+		field, reason string
+	}{
+		{"https", `"https://bank.example/loan/apply?gdt_vid=wx0abc&utm_source=tencent#step2"`, false, "https://bank.example/loan/apply?gdt_vid=wx0abc&utm_source=tencent#step2", "", ""},
+		{"http with port", `"http://h5.bank.example:8080/a"`, true, "http://h5.bank.example:8080/a", "", ""},
+		{"2048 bytes", q(long), true, long, "", ""},
+		{"non-ASCII path", `"https://bank.example/贷款/申请"`, true, "https://bank.example/贷款/申请", "", ""},
+		{"absent, not web", "-", false, "", "", ""},
+		{"null, not web", "null", false, "", "", ""},
+
+		{"absent, web", "-", true, "", "actions[0].url", "is required: the Tencent data source is WEB"},
+		{"null, web", "null", true, "", "actions[0].url", "is required: the Tencent data source is WEB"},
+		{"2049 bytes", q(long + "a"), false, "", "actions[0].url", "must be an absolute http or https URL"},
+		{"empty", `""`, true, "", "actions[0].url", "must be an absolute http or https URL"},
+		{"relative", `"/loan/apply"`, false, "", "actions[0].url", "must be an absolute http or https URL"},
+		{"no host", `"https:///apply"`, false, "", "actions[0].url", "must be an absolute http or https URL"},
+		{"ftp", `"ftp://bank.example/a"`, false, "", "actions[0].url", "must be an absolute http or https URL"},
+		{"javascript", `"javascript:alert(1)"`, false, "", "actions[0].url", "must be an absolute http or https URL"},
+		{"space", `"https://bank.example/a b"`, false, "", "actions[0].url", "must be an absolute http or https URL"},
+		{"control", `"https://bank.example/a\u0000"`, false, "", "actions[0].url", "must be an absolute http or https URL"},
+		{"bad escape", `"https://bank.example/%zz"`, false, "", "actions[0].url", "must be an absolute http or https URL"},
+		{"number", `5`, false, "", "actions[0].url", "must be a string"},
+		{"user info", `"https://user:pw@bank.example/a"`, false, "", "actions[0].url", "must not carry a user name or password"},
+		{"phone in query", `"https://bank.example/a?phone=13800138000"`, false, "", "actions[0].url", `query parameter "phone" holds personal data`},
+		{"mobile_no in query", `"https://bank.example/a?x=1&mobile_no=1"`, false, "", "actions[0].url", `query parameter "mobile_no" holds personal data`},
+		{"token in query", `"https://bank.example/a?access_token=abc"`, false, "", "actions[0].url", `query parameter "access_token" holds personal data or a secret`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			opts := action.Options{}
+			if c.web {
+				opts.DataSource = action.DataSourceWeb
+			}
+			b := body(act("url", c.url))
+			got, err := action.DecodeWith(b, now, opts)
+			if c.field != "" {
+				var ve *action.ValidationError
+				if got != nil || !errors.As(err, &ve) || len(ve.Problems) != 1 || ve.Problems[0].Field != c.field || !strings.Contains(ve.Problems[0].Reason, c.reason) {
+					t.Fatalf("got %v, %v; want one problem %s: %s", got, err, c.field, c.reason)
+				}
+				if strings.Contains(err.Error(), "13800138000") {
+					t.Fatalf("error echoes the phone number: %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got[0].URL != c.want {
+				t.Fatalf("url %q, want %q", got[0].URL, c.want)
+			}
+			sameAsMarshal(t, &got[0])
+		})
+	}
+	// Every other data source type leaves url optional.
+	for _, ds := range action.DataSourceTypes() {
+		if _, err := action.DecodeWith(body(act()), now, action.Options{DataSource: ds}); (err != nil) != (ds == action.DataSourceWeb) {
+			t.Errorf("data source %s, no url: %v", ds, err)
+		}
 	}
 }

@@ -80,10 +80,41 @@ func (e *SyntaxError) Error() string {
 // Decode keeps no reference to body: every string in the result (and in
 // an error) is a copy, so the caller may reuse body once Decode returns.
 func Decode(body []byte, now time.Time) ([]Action, error) {
+	return DecodeWith(body, now, Options{})
+}
+
+// Options are the intake rules that depend on the deployment.
+type Options struct {
+	// DataSource is the type of the Tencent user action set (data source)
+	// the actions go to (AGENT_TENCENT_DATA_SOURCE_TYPE): DataSourceWeb
+	// makes url required. Empty: not said, url is optional.
+	DataSource string
+}
+
+// Tencent's user action set types (AmUserActionSetType in its v3 model).
+const (
+	DataSourceWeb               = "WEB"
+	DataSourceAndroid           = "ANDROID"
+	DataSourceIOS               = "IOS"
+	DataSourceOffline           = "OFFLINE"
+	DataSourceWechat            = "WECHAT"
+	DataSourceWechatMiniProgram = "WECHAT_MINI_PROGRAM"
+	DataSourceWechatMiniGame    = "WECHAT_MINI_GAME"
+	DataSourceHarmony           = "HARMONY"
+)
+
+// DataSourceTypes returns Tencent's user action set types.
+func DataSourceTypes() []string {
+	return []string{DataSourceWeb, DataSourceAndroid, DataSourceIOS, DataSourceOffline, DataSourceWechat,
+		DataSourceWechatMiniProgram, DataSourceWechatMiniGame, DataSourceHarmony}
+}
+
+// DecodeWith is Decode under the deployment's options.
+func DecodeWith(body []byte, now time.Time, o Options) ([]Action, error) {
 	if !validJSON(body) && !json.Valid(body) {
 		return nil, syntaxError(body)
 	}
-	v := validator{lo: now.Add(-MaxPast), hi: now.Add(MaxFuture)}
+	v := validator{lo: now.Add(-MaxPast), hi: now.Add(MaxFuture), needURL: o.DataSource == DataSourceWeb}
 	root := trimSpace(body)
 	if !isObject(root) {
 		v.add("", "request body must be a JSON object")
@@ -158,14 +189,15 @@ func syntaxError(body []byte) error {
 }
 
 type validator struct {
-	lo, hi time.Time
-	ids    map[string]int // valid ids seen so far -> action index
-	cur    []FieldError   // problems of the current action, sorted on flush
-	list   []FieldError
-	more   int
-	n      int // number of actions, to size the pools below
-	users  []UserID
-	traces []Trace
+	lo, hi  time.Time
+	needURL bool           // the data source is WEB: url is required
+	ids     map[string]int // valid ids seen so far -> action index
+	cur     []FieldError   // problems of the current action, sorted on flush
+	list    []FieldError
+	more    int
+	n       int // number of actions, to size the pools below
+	users   []UserID
+	traces  []Trace
 }
 
 func (v *validator) add(field, reason string) {
@@ -220,6 +252,7 @@ const (
 	fUserID
 	fTrace
 	fActionParam
+	fURL
 	fChannel
 	fCustomAction
 	fProductInform
@@ -227,7 +260,7 @@ const (
 )
 
 var actionFieldNames = [nActionFields]string{"id", "track", "action_type", "action_time", "user_id", "trace", "action_param",
-	"channel", "custom_action", "product_inform"}
+	"url", "channel", "custom_action", "product_inform"}
 
 func fieldIndex(names []string, key []byte) int {
 	for i, n := range names {
@@ -315,6 +348,7 @@ func (v *validator) action(i int, raw []byte, a *Action) {
 		v.add(path(i, "user_id"), "user_id or trace.click_id is required")
 	}
 	v.params(i, f[fActionParam], a, track)
+	v.url(i, f[fURL], a)
 	v.channel(i, f[fChannel], a)
 	v.customAction(i, f[fCustomAction], a)
 	v.productInform(i, f[fProductInform], a)

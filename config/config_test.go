@@ -64,6 +64,8 @@ func TestBadValuesNameTheVariable(t *testing.T) {
 		{"tencent half configured", "AGENT_TENCENT_ACCESS_TOKEN", "tok", "AGENT_TENCENT_ACCOUNT_ID, AGENT_TENCENT_USER_ACTION_SET_ID"},
 		{"tongdun half configured", "AGENT_TONGDUN_PARTNER_KEY", "k", "AGENT_TONGDUN_CHANNEL"},
 		{"unionpay url", "AGENT_UNIONPAY_URL", "ftp://x", "AGENT_UNIONPAY_URL"},
+		{"data source type", "AGENT_TENCENT_DATA_SOURCE_TYPE", "H5", "AGENT_TENCENT_DATA_SOURCE_TYPE: \"H5\" is not a Tencent data source type"},
+		{"data source type in lower case", "AGENT_TENCENT_DATA_SOURCE_TYPE", "web", "AGENT_TENCENT_DATA_SOURCE_TYPE"},
 		{"batch over tencent's limit", "AGENT_FORWARD_BATCH_SIZE", "51", "AGENT_FORWARD_BATCH_SIZE"},
 		{"free disk minimum below what a drain needs", "AGENT_MIN_FREE_DISK", "16MiB", "AGENT_MIN_FREE_DISK: must be 0 (no minimum) or at least 32MiB"},
 	}

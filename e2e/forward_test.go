@@ -18,9 +18,13 @@ import (
 
 const simToken = "e2e-access-token-0123456789"
 
-func tencentSim(t *testing.T) (*tencentsim.Server, []string) {
+func tencentSim(t *testing.T, mod ...func(*tencentsim.Options)) (*tencentsim.Server, []string) {
 	t.Helper()
-	sim := tencentsim.New(tencentsim.Options{AccessToken: simToken, AccountID: 11, UserActionSetID: 22})
+	o := tencentsim.Options{AccessToken: simToken, AccountID: 11, UserActionSetID: 22}
+	for _, f := range mod {
+		f(&o)
+	}
+	sim := tencentsim.New(o)
 	hs := httptest.NewServer(sim)
 	t.Cleanup(hs.Close)
 	return sim, []string{
@@ -254,5 +258,33 @@ func TestBadActionDeadLetteredListedMaskedAndReplayed(t *testing.T) {
 	}
 	waitFor(t, "replayed action delivered", 20*time.Second, func() bool { return sim.DeliveryCount(action.OuterActionID("bad-000017")) == 1 })
 	checkAllDelivered(t, sim, acked)
+	a.stop()
+}
+
+// TestWebDataSourceURL: an agent told its Tencent data source is WEB
+// (AGENT_TENCENT_DATA_SOURCE_TYPE) refuses an action without its page
+// url at intake, and delivers one with it to a simulator that, like
+// Tencent, takes nothing else from a web data source.
+func TestWebDataSourceURL(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end")
+	}
+	sim, env := tencentSim(t, func(o *tencentsim.Options) { o.DataSourceType = "WEB" })
+	a := startAgent(t, t.TempDir(), append(env, "AGENT_TENCENT_DATA_SOURCE_TYPE=WEB")...)
+	now := time.Now()
+	without := actionJSON("web-000001", now)
+	with := strings.TrimSuffix(actionJSON("web-000002", now), "}") + `,"url":"https://bank.example/loan/apply?gdt_vid=wx0abc"}`
+	code, b, err := postJSON(context.Background(), http.DefaultClient, a.url("/v1/actions"), []byte(`{"actions":[`+with+`,`+without+`]}`))
+	if err != nil || code != http.StatusBadRequest || !strings.Contains(string(b), `"field":"actions[1].url"`) {
+		t.Fatalf("without url: %d %s %v", code, b, err)
+	}
+	code, b, err = postJSON(context.Background(), http.DefaultClient, a.url("/v1/actions"), []byte(`{"actions":[`+with+`]}`))
+	if err != nil || code != http.StatusAccepted {
+		t.Fatalf("with url: %d %s %v", code, b, err)
+	}
+	waitFor(t, "delivered", 20*time.Second, func() bool { return len(sim.Delivered()) == 1 })
+	if d := sim.Delivered()[0]; d.URL != "https://bank.example/loan/apply?gdt_vid=wx0abc" || d.OuterActionID != action.OuterActionID("web-000002") {
+		t.Fatalf("delivered %+v", d)
+	}
 	a.stop()
 }

@@ -26,6 +26,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/outpost-agent/outpost/action"
 	"github.com/outpost-agent/outpost/redact"
 	"github.com/outpost-agent/outpost/spool"
 	"github.com/valyala/fasthttp"
@@ -95,6 +96,9 @@ type Config struct {
 	Decider Decider
 	// DefaultChannel fills a decision request's absent TongDun channel.
 	DefaultChannel string
+	// Actions are the intake rules of POST /v1/actions that depend on the
+	// deployment: the Tencent data source type (WEB requires url).
+	Actions action.Options
 	// Policy reports the policy in force (version, hash, reloads, last
 	// refusal).
 	Policy func() any

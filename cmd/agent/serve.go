@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/outpost-agent/outpost/action"
 	"github.com/outpost-agent/outpost/codepages"
 	"github.com/outpost-agent/outpost/config"
 	"github.com/outpost-agent/outpost/decision"
@@ -240,6 +241,7 @@ func serve(ctx context.Context) error {
 		Pprof:             cfg.Pprof,
 		Metrics:           mets.Handler(),
 		DefaultChannel:    cfg.TongdunChannel,
+		Actions:           action.Options{DataSource: cfg.TencentDataSourceType},
 		Policy:            func() any { return pols.status() },
 		Upstreams:         upstreamStatus(ws),
 		Store:             sp,

@@ -200,6 +200,7 @@ type wireAction struct {
 	ActionType    string                `json:"action_type"`
 	ActionParam   map[string]int        `json:"action_param,omitempty"`
 	Trace         *action.Trace         `json:"trace,omitempty"`
+	URL           string                `json:"url,omitempty"`
 	Channel       string                `json:"channel,omitempty"`
 	CustomAction  string                `json:"custom_action,omitempty"`
 	ProductInform *action.ProductInform `json:"product_inform,omitempty"`
@@ -282,6 +283,7 @@ func encodeItem(i int, it upstream.Item) (entry, error) {
 		UserID:        a.UserID,
 		ActionType:    a.ActionType,
 		ActionParam:   a.ActionParam,
+		URL:           a.URL,
 		Channel:       a.Channel,
 		CustomAction:  a.CustomAction,
 		ProductInform: a.ProductInform,

@@ -661,6 +661,28 @@ func TestPassesOnEveryUserIDFormAndOptionalField(t *testing.T) {
 	}
 }
 
+// TestWebDataSourceGetsTheURL: a WEB data source takes actions only with
+// their page url; the client sends it. An action stored without one (before
+// the data source was said to be WEB) is refused alone, the rest delivered.
+func TestWebDataSourceGetsTheURL(t *testing.T) {
+	sim := tencentsim.New(tencentsim.Options{AccessToken: testToken, AccountID: account, UserActionSetID: set, DataSourceType: "WEB"})
+	ts := httptest.NewServer(sim)
+	t.Cleanup(ts.Close)
+	c := newClient(t, ts.URL, nil, nil)
+	acts := nActions(3)
+	acts[0].URL = "https://bank.example/loan/apply?gdt_vid=wx0abc"
+	acts[2].URL = "http://h5.bank.example/register"
+	rs := c.Send(context.Background(), mkItems(t, acts...))
+	if rs[0].Verdict.Outcome != upstream.Delivered || rs[2].Verdict.Outcome != upstream.Delivered ||
+		rs[1].Verdict.Outcome != upstream.Permanent || !strings.Contains(rs[1].Verdict.Message, "url") {
+		t.Fatalf("results %+v", rs)
+	}
+	d := sim.Delivered()
+	if len(d) != 2 || d[0].URL != acts[0].URL || d[1].URL != acts[2].URL {
+		t.Fatalf("delivered %+v", d)
+	}
+}
+
 func hash16(id string) string {
 	sum := sha256.Sum256([]byte(id))
 	return hex.EncodeToString(sum[:8])

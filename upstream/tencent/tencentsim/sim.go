@@ -30,7 +30,9 @@
 //	       action_type, no user_id nor trace.click_id, an outer_action_id
 //	       not 1-255 of [A-Za-z0-9_], wechat_openid without wechat_app_id,
 //	       wechat_openid or wechat_unionid not 1-64 bytes, trace.click_id
-//	       over 64 bytes (Tencent's rules), BadActionIDs
+//	       over 64 bytes, no url from a WEB data source (Tencent's rules),
+//	       a url that is not an absolute http(s) URL (OUR CHOICE of
+//	       strictness: Tencent's reference says "page url"), BadActionIDs
 //	       (OUR CHOICE of code; the message names the field and the index,
 //	       e.g. "actions[3].action_type")
 //	31002  body larger than 50 KiB                          (OUR CHOICE)
@@ -52,6 +54,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"net/url"
 	"strconv"
 	"sync"
 	"time"
@@ -182,7 +185,10 @@ type Options struct {
 	AccessToken     string
 	AccountID       int64
 	UserActionSetID int64
-	Clock           func() time.Time // default time.Now
+	// DataSourceType is the user action set's type; "WEB" requires every
+	// action to carry its page url, as Tencent does for a web data source.
+	DataSourceType string
+	Clock          func() time.Time // default time.Now
 }
 
 // Faults are injected in this order: Outage, Latency, HTTPStatus, then
@@ -581,7 +587,7 @@ func (s *Server) checkBody(r *http.Request, f Faults) ([]Action, int, string) {
 	now := s.opts.Clock()
 	out := make([]Action, 0, len(req.Actions))
 	for i, raw := range req.Actions {
-		a, field, why := checkAction(raw, now)
+		a, field, why := checkAction(raw, now, s.opts.DataSourceType == "WEB")
 		if why == "" && bad[a.OuterActionID] {
 			field, why = "", "rejected by the platform."
 		}
@@ -598,7 +604,7 @@ func (s *Server) checkBody(r *http.Request, f Faults) ([]Action, int, string) {
 }
 
 // checkAction validates one action; on failure it names the field.
-func checkAction(raw json.RawMessage, now time.Time) (Action, string, string) {
+func checkAction(raw json.RawMessage, now time.Time, web bool) (Action, string, string) {
 	var keys map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &keys); err != nil {
 		return Action{}, "", "must be a JSON object."
@@ -633,6 +639,14 @@ func checkAction(raw json.RawMessage, now time.Time) (Action, string, string) {
 	}
 	if a.Trace != nil && len(a.Trace.ClickID) > MaxClickID {
 		return a, "trace.click_id", fmt.Sprintf("must be at most %d bytes.", MaxClickID)
+	}
+	if a.URL == "" && web {
+		return a, "url", "required for a web data source."
+	}
+	if _, ok := keys["url"]; ok {
+		if u, err := url.Parse(a.URL); err != nil || u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
+			return a, "url", "must be the page's absolute http(s) URL."
+		}
 	}
 	if _, ok := keys["channel"]; ok && !knownChannel(a.Channel) {
 		return a, "channel", fmt.Sprintf("unknown value %q.", a.Channel)

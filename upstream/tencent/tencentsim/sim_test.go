@@ -520,3 +520,39 @@ func TestNonceForgottenAfterWindow(t *testing.T) {
 		t.Fatalf("codes %v, want %v", got, want)
 	}
 }
+
+// TestWebDataSourceRequiresURL: a WEB data source takes an action only
+// with its page url; any data source takes a url only as an absolute
+// http(s) URL.
+func TestWebDataSourceRequiresURL(t *testing.T) {
+	for _, tc := range []struct {
+		name, source, url string // url "" leaves it out
+		code              int
+	}{
+		{"web with url", "WEB", "https://bank.example/loan?x=1", 0},
+		{"web without url", "WEB", "", CodeInvalidParam},
+		{"web with a relative url", "WEB", "/loan", CodeInvalidParam},
+		{"web with ftp", "WEB", "ftp://bank.example/loan", CodeInvalidParam},
+		{"android without url", "ANDROID", "", 0},
+		{"unset without url", "", "", 0},
+		{"unset with url", "", "http://h5.bank.example/a", 0},
+		{"unset with a bad url", "", "bank.example/a", CodeInvalidParam},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := &harness{srv: New(Options{AccessToken: token, AccountID: account, UserActionSetID: set, DataSourceType: tc.source,
+				Clock: func() time.Time { return t0 }})}
+			h.ts = httptest.NewServer(h.srv)
+			defer h.ts.Close()
+			good := act("w0", "REGISTER")
+			good["url"] = "https://bank.example/"
+			a := act("w1", "REGISTER")
+			if tc.url != "" {
+				a["url"] = tc.url
+			}
+			got := h.post(t, "POST", Path, h.query(), "application/json", body(account, set, good, a))
+			if got.Code != tc.code || tc.code != 0 && !strings.Contains(got.Message, "actions[1].url") {
+				t.Fatalf("code %d %q, want %d naming actions[1].url", got.Code, got.Message, tc.code)
+			}
+		})
+	}
+}
