@@ -14,6 +14,13 @@ type Action struct {
 	UserID      *UserID        `json:"user_id,omitempty"`
 	Trace       *Trace         `json:"trace,omitempty"`
 	ActionParam map[string]int `json:"action_param,omitempty"`
+	// URL is the page the action happened on, for actions from H5/web
+	// pages: required when the Tencent data source is WEB.
+	URL string `json:"url,omitempty"`
+	// Optional Tencent fields, passed on as given (after validation).
+	Channel       string         `json:"channel,omitempty"`
+	CustomAction  string         `json:"custom_action,omitempty"`
+	ProductInform *ProductInform `json:"product_inform,omitempty"`
 }
 
 // UserID holds the user identifiers Tencent accepts. A raw phone number is
@@ -27,9 +34,26 @@ type UserID struct {
 	HashIMEI      string `json:"hash_imei,omitempty"`
 	HashIDFA      string `json:"hash_idfa,omitempty"`
 	HashOAID      string `json:"hash_oaid,omitempty"`
+	HashAndroidID string `json:"hash_android_id,omitempty"`
+	// MD5SHA256*: the SHA-256 of the lower-case hex MD5 of the device id.
+	MD5SHA256IMEI string `json:"md5_sha256_imei,omitempty"`
+	MD5SHA256IDFA string `json:"md5_sha256_idfa,omitempty"`
+	MD5SHA256OAID string `json:"md5_sha256_oaid,omitempty"`
+	// CAID is the China Advertising ID (iOS), CAIDVersion its version.
+	CAID        string `json:"caid,omitempty"`
+	CAIDVersion int64  `json:"caid_version,omitempty"`
 }
 
 // Trace carries the ad click id.
 type Trace struct {
 	ClickID string `json:"click_id,omitempty"`
+}
+
+// ProductInform is Tencent's product_inform: the product an action is
+// about.
+type ProductInform struct {
+	ContentType      string   `json:"content_type,omitempty"`
+	ProductCatalogID string   `json:"product_catalog_id,omitempty"`
+	ProductID        []string `json:"product_id,omitempty"`
+	CategoryPath     []string `json:"category_path,omitempty"`
 }

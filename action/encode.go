@@ -42,6 +42,19 @@ func (a *Action) AppendJSON(dst []byte) []byte {
 		field("hash_imei", u.HashIMEI)
 		field("hash_idfa", u.HashIDFA)
 		field("hash_oaid", u.HashOAID)
+		field("hash_android_id", u.HashAndroidID)
+		field("md5_sha256_imei", u.MD5SHA256IMEI)
+		field("md5_sha256_idfa", u.MD5SHA256IDFA)
+		field("md5_sha256_oaid", u.MD5SHA256OAID)
+		field("caid", u.CAID)
+		if u.CAIDVersion != 0 {
+			if !first {
+				dst = append(dst, ',')
+			}
+			first = false
+			dst = append(dst, `"caid_version":`...)
+			dst = strconv.AppendInt(dst, u.CAIDVersion, 10)
+		}
 		dst = append(dst, '}')
 	}
 	if t := a.Trace; t != nil {
@@ -67,6 +80,56 @@ func (a *Action) AppendJSON(dst []byte) []byte {
 			dst = appendString(dst, k)
 			dst = append(dst, ':')
 			dst = strconv.AppendInt(dst, int64(a.ActionParam[k]), 10)
+		}
+		dst = append(dst, '}')
+	}
+	if a.URL != "" {
+		dst = append(dst, `,"url":`...)
+		dst = appendString(dst, a.URL)
+	}
+	if a.Channel != "" {
+		dst = append(dst, `,"channel":`...)
+		dst = appendString(dst, a.Channel)
+	}
+	if a.CustomAction != "" {
+		dst = append(dst, `,"custom_action":`...)
+		dst = appendString(dst, a.CustomAction)
+	}
+	if p := a.ProductInform; p != nil {
+		dst = append(dst, `,"product_inform":{`...)
+		n := len(dst)
+		sep := func() {
+			if len(dst) > n {
+				dst = append(dst, ',')
+			}
+		}
+		if p.ContentType != "" {
+			dst = append(dst, `"content_type":`...)
+			dst = appendString(dst, p.ContentType)
+		}
+		if p.ProductCatalogID != "" {
+			sep()
+			dst = append(dst, `"product_catalog_id":`...)
+			dst = appendString(dst, p.ProductCatalogID)
+		}
+		for _, l := range [...]struct {
+			name string
+			list []string
+		}{{"product_id", p.ProductID}, {"category_path", p.CategoryPath}} {
+			if len(l.list) == 0 {
+				continue
+			}
+			sep()
+			dst = append(dst, '"')
+			dst = append(dst, l.name...)
+			dst = append(dst, `":[`...)
+			for i, x := range l.list {
+				if i > 0 {
+					dst = append(dst, ',')
+				}
+				dst = appendString(dst, x)
+			}
+			dst = append(dst, ']')
 		}
 		dst = append(dst, '}')
 	}

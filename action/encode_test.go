@@ -26,9 +26,17 @@ func TestAppendJSONMatchesMarshal(t *testing.T) {
 				WechatUnionID: "u", HashIMEI: "i", HashIDFA: "d", HashOAID: "o"},
 			Trace:       &action.Trace{ClickID: "click-1"},
 			ActionParam: map[string]int{"withdraw_deposits_level": 1, "risk_overdue": 5, "credit_level": 2}},
-		"empty blocks":     {ID: "x", Track: "t", ActionType: "y", ActionTime: -5, UserID: &action.UserID{}, Trace: &action.Trace{}, ActionParam: map[string]int{}},
-		"escaping":         {ID: `q"\<>&`, Track: "é\u2028\x01", ActionType: "\xff\xfe", Trace: &action.Trace{ClickID: "tab\there"}},
-		"negative numbers": {ID: "n", ActionParam: map[string]int{"b": -1, "a": 0}},
+		"new fields": {ID: "n1", Track: "payment", ActionType: "REGISTER", ActionTime: 1,
+			UserID: &action.UserID{HashAndroidID: "a", MD5SHA256IMEI: "b", MD5SHA256IDFA: "c", MD5SHA256OAID: "d", CAID: "e", CAIDVersion: 20230330},
+			URL:    "https://bank.example/apply?a=1&b=<2>", Channel: "TENCENT", CustomAction: "Speak_frequently",
+			ProductInform: &action.ProductInform{ContentType: "LOAN", ProductCatalogID: "cat", ProductID: []string{"p1", "p<2>"}, CategoryPath: []string{"贷款", "个贷"}}},
+		"caid version alone":    {ID: "c", UserID: &action.UserID{CAIDVersion: -1}},
+		"product_inform partly": {ID: "p", ProductInform: &action.ProductInform{CategoryPath: []string{"a"}}},
+		"product_inform ids":    {ID: "p", ProductInform: &action.ProductInform{ProductCatalogID: "c", ProductID: []string{"x"}}},
+		"empty product_inform":  {ID: "p", ProductInform: &action.ProductInform{ProductID: []string{}}},
+		"empty blocks":          {ID: "x", Track: "t", ActionType: "y", ActionTime: -5, UserID: &action.UserID{}, Trace: &action.Trace{}, ActionParam: map[string]int{}},
+		"escaping":              {ID: `q"\<>&`, Track: "é\u2028\x01", ActionType: "\xff\xfe", Trace: &action.Trace{ClickID: "tab\there"}},
+		"negative numbers":      {ID: "n", ActionParam: map[string]int{"b": -1, "a": 0}},
 	} {
 		t.Run(name, func(t *testing.T) { sameAsMarshal(t, a) })
 	}

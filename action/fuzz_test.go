@@ -19,6 +19,7 @@ func FuzzDecode(f *testing.F) {
 		string(benchBody(3)),
 		`{"actions":[{"id":"e1","track":"enterprise_loan","action_type":"CREDIT","action_time":"2026-11-23T10:15:00+08:00","user_id":{"wechat_openid":"o1","wechat_app_id":"wx1"},"action_param":{"credit_level":2}}]}`,
 		`{"actions":[{"id":"w1","track":"wealth_management","action_type":"COMPLETE_ORDER","action_time":1795400100,"trace":{"click_id":"c"},"action_param":{"complete_order_level":3}}]}`,
+		`{"actions":[{"id":"w2","track":"wealth_management","action_type":"COMPLETE_ORDER","action_time":1795400100,"user_id":{"hash_android_id":"0123456789abcdef0123456789ABCDEF","caid":"c1","caid_version":2},"channel":"TENCENT","custom_action":"x","product_inform":{"content_type":"FINANCIAL","product_id":["a","b"],"category_path":["c"]}}]}`,
 		`{"actions":[{"id":"p1","track":"payment","action_type":"VIEW_CONTENT","action_time":1795400100,"user_id":{"hash_imei":"0123456789ABCDEF0123456789abcdef","phone":"8613800138000"}}]}`,
 		`{"actions":[{"id":"x","track":"payment","action_type":"CREDIT","action_time":"yesterday","user_id":{"phone":"+86 138-0013-8000","hash_phone":"x"},"action_param":{"credit_level":1.5}}]}`,
 		`{"actions":[{"id":"d","track":"credit_card_short","action_type":"REGISTER","action_time":1795400100,"trace":{"click_id":"a"}},{"id":"d","track":"13800138000","action_type":"13800138000","action_time":0,"user_id":{"13800138000":"13800138000"}}]}`,
@@ -186,7 +187,8 @@ func checkActions(t *testing.T, in []byte, acts []action.Action) {
 			if strings.Contains(string(js), `"phone"`) || *u == (action.UserID{}) {
 				t.Fatalf("actions[%d]: bad user_id %s", i, js)
 			}
-			for _, h := range []string{u.HashPhone, u.HashIMEI, u.HashIDFA, u.HashOAID, u.SHA256Phone} {
+			for _, h := range []string{u.HashPhone, u.HashIMEI, u.HashIDFA, u.HashOAID, u.SHA256Phone,
+				u.HashAndroidID, u.MD5SHA256IMEI, u.MD5SHA256IDFA, u.MD5SHA256OAID} {
 				if h != "" && !lowerHex.MatchString(h) {
 					t.Fatalf("actions[%d]: hash %q not lower-case hex", i, h)
 				}

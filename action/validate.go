@@ -22,9 +22,11 @@ const (
 	MaxPast       = 30 * 24 * time.Hour // and at most this far before now
 	maxProblems   = 100                 // problems listed before "... N more problems"
 	maxIDLen      = 128
-	maxWechatLen  = 128
-	maxClickIDLen = 256
-	maxEcho       = 64 // characters of a caller's value echoed in a message
+	maxWechatLen  = 64  // wechat_openid, wechat_unionid: Tencent's 1-64 bytes
+	maxAppIDLen   = 128 // wechat_app_id (wx + 16 hex in practice)
+	maxClickIDLen = 64  // trace.click_id: Tencent's at most 64 bytes
+	maxCAIDLen    = 64  // caid (ours: CAIDs are 32 hex in practice)
+	maxEcho       = 64  // characters of a caller's value echoed in a message
 )
 
 // FieldError is one problem with the request.
@@ -78,10 +80,41 @@ func (e *SyntaxError) Error() string {
 // Decode keeps no reference to body: every string in the result (and in
 // an error) is a copy, so the caller may reuse body once Decode returns.
 func Decode(body []byte, now time.Time) ([]Action, error) {
+	return DecodeWith(body, now, Options{})
+}
+
+// Options are the intake rules that depend on the deployment.
+type Options struct {
+	// DataSource is the type of the Tencent user action set (data source)
+	// the actions go to (AGENT_TENCENT_DATA_SOURCE_TYPE): DataSourceWeb
+	// makes url required. Empty: not said, url is optional.
+	DataSource string
+}
+
+// Tencent's user action set types (AmUserActionSetType in its v3 model).
+const (
+	DataSourceWeb               = "WEB"
+	DataSourceAndroid           = "ANDROID"
+	DataSourceIOS               = "IOS"
+	DataSourceOffline           = "OFFLINE"
+	DataSourceWechat            = "WECHAT"
+	DataSourceWechatMiniProgram = "WECHAT_MINI_PROGRAM"
+	DataSourceWechatMiniGame    = "WECHAT_MINI_GAME"
+	DataSourceHarmony           = "HARMONY"
+)
+
+// DataSourceTypes returns Tencent's user action set types.
+func DataSourceTypes() []string {
+	return []string{DataSourceWeb, DataSourceAndroid, DataSourceIOS, DataSourceOffline, DataSourceWechat,
+		DataSourceWechatMiniProgram, DataSourceWechatMiniGame, DataSourceHarmony}
+}
+
+// DecodeWith is Decode under the deployment's options.
+func DecodeWith(body []byte, now time.Time, o Options) ([]Action, error) {
 	if !validJSON(body) && !json.Valid(body) {
 		return nil, syntaxError(body)
 	}
-	v := validator{lo: now.Add(-MaxPast), hi: now.Add(MaxFuture)}
+	v := validator{lo: now.Add(-MaxPast), hi: now.Add(MaxFuture), needURL: o.DataSource == DataSourceWeb}
 	root := trimSpace(body)
 	if !isObject(root) {
 		v.add("", "request body must be a JSON object")
@@ -156,14 +189,15 @@ func syntaxError(body []byte) error {
 }
 
 type validator struct {
-	lo, hi time.Time
-	ids    map[string]int // valid ids seen so far -> action index
-	cur    []FieldError   // problems of the current action, sorted on flush
-	list   []FieldError
-	more   int
-	n      int // number of actions, to size the pools below
-	users  []UserID
-	traces []Trace
+	lo, hi  time.Time
+	needURL bool           // the data source is WEB: url is required
+	ids     map[string]int // valid ids seen so far -> action index
+	cur     []FieldError   // problems of the current action, sorted on flush
+	list    []FieldError
+	more    int
+	n       int // number of actions, to size the pools below
+	users   []UserID
+	traces  []Trace
 }
 
 func (v *validator) add(field, reason string) {
@@ -218,10 +252,15 @@ const (
 	fUserID
 	fTrace
 	fActionParam
+	fURL
+	fChannel
+	fCustomAction
+	fProductInform
 	nActionFields
 )
 
-var actionFieldNames = [nActionFields]string{"id", "track", "action_type", "action_time", "user_id", "trace", "action_param"}
+var actionFieldNames = [nActionFields]string{"id", "track", "action_type", "action_time", "user_id", "trace", "action_param",
+	"url", "channel", "custom_action", "product_inform"}
 
 func fieldIndex(names []string, key []byte) int {
 	for i, n := range names {
@@ -309,6 +348,10 @@ func (v *validator) action(i int, raw []byte, a *Action) {
 		v.add(path(i, "user_id"), "user_id or trace.click_id is required")
 	}
 	v.params(i, f[fActionParam], a, track)
+	v.url(i, f[fURL], a)
+	v.channel(i, f[fChannel], a)
+	v.customAction(i, f[fCustomAction], a)
+	v.productInform(i, f[fProductInform], a)
 }
 
 func validID(s []byte) bool {
@@ -381,10 +424,18 @@ const (
 	uHashIMEI
 	uHashIDFA
 	uHashOAID
+	uHashAndroidID
+	uMD5SHA256IMEI
+	uMD5SHA256IDFA
+	uMD5SHA256OAID
+	uCAID
+	uCAIDVersion
 	nUserFields
 )
 
-var userFieldNames = [nUserFields]string{"phone", "hash_phone", "sha256_phone", "wechat_openid", "wechat_app_id", "wechat_unionid", "hash_imei", "hash_idfa", "hash_oaid"}
+var userFieldNames = [nUserFields]string{"phone", "hash_phone", "sha256_phone", "wechat_openid", "wechat_app_id", "wechat_unionid",
+	"hash_imei", "hash_idfa", "hash_oaid", "hash_android_id", "md5_sha256_imei", "md5_sha256_idfa", "md5_sha256_oaid",
+	"caid", "caid_version"}
 
 // userID validates user_id and reports whether it names at least one
 // identifier (valid or not). Values are never echoed.
@@ -417,6 +468,16 @@ func (v *validator) userID(i int, raw []byte, a *Action) bool {
 		}
 		given = true
 		name := userFieldNames[k]
+		if k == uCAIDVersion {
+			n, err := strconv.ParseInt(string(f[k]), 10, 32)
+			if !isInteger(f[k]) || err != nil || n < 1 {
+				v.add(path(i, "user_id."+name), "must be a positive integer")
+				bad = true
+				continue
+			}
+			u.CAIDVersion = n
+			continue
+		}
 		s, ok := unquote(f[k])
 		if !ok {
 			v.add(path(i, "user_id."+name), "must be a string")
@@ -431,17 +492,27 @@ func (v *validator) userID(i int, raw []byte, a *Action) bool {
 		case uPhone:
 			val, ok = hashPhone(s)
 			reason = "must be an 11-digit mainland China mobile number (optionally +86, spaces, dashes)"
-		case uHashPhone, uHashIMEI, uHashIDFA, uHashOAID:
+		case uHashPhone, uHashIMEI, uHashIDFA, uHashOAID, uHashAndroidID:
 			val, ok = lowerHex(s, 32)
 			reason = "must be 32 hex characters (MD5)"
-		case uSHA256Phone:
+		case uSHA256Phone, uMD5SHA256IMEI, uMD5SHA256IDFA, uMD5SHA256OAID:
 			val, ok = lowerHex(s, 64)
 			reason = "must be 64 hex characters (SHA-256)"
-		default: // WeChat ids
-			if ok = visibleASCII(s, maxWechatLen); ok {
+		case uCAID:
+			if ok = visibleASCII(s, maxCAIDLen); ok {
+				val = string(s)
+			}
+			reason = "must be 1-64 printable ASCII characters"
+		case uWechatAppID:
+			if ok = visibleASCII(s, maxAppIDLen); ok {
 				val = string(s)
 			}
 			reason = "must be 1-128 printable ASCII characters"
+		default: // wechat_openid, wechat_unionid
+			if ok = visibleASCII(s, maxWechatLen); ok {
+				val = string(s)
+			}
+			reason = "must be 1-64 printable ASCII characters"
 		}
 		if !ok {
 			v.add(path(i, "user_id."+name), reason)
@@ -454,8 +525,18 @@ func (v *validator) userID(i int, raw []byte, a *Action) bool {
 		v.add(path(i, "user_id"), "phone and hash_phone must not both be given")
 		bad = true
 	}
-	if present(f[uWechatAppID]) && !present(f[uWechatOpenID]) {
-		v.add(path(i, "user_id.wechat_app_id"), "is only allowed with wechat_openid")
+	// Tencent takes an openid only with the app it belongs to (openids
+	// are per app); an app id names the app of an openid or a unionid.
+	switch {
+	case present(f[uWechatOpenID]) && !present(f[uWechatAppID]):
+		v.add(path(i, "user_id.wechat_app_id"), "is required with wechat_openid")
+		bad = true
+	case present(f[uWechatAppID]) && !present(f[uWechatOpenID]) && !present(f[uWechatUnionID]):
+		v.add(path(i, "user_id.wechat_app_id"), "is only allowed with wechat_openid or wechat_unionid")
+		bad = true
+	}
+	if present(f[uCAIDVersion]) && !present(f[uCAID]) {
+		v.add(path(i, "user_id.caid_version"), "is only allowed with caid")
 		bad = true
 	}
 	if given && !bad {
@@ -486,8 +567,18 @@ func (u *UserID) slot(k int) *string {
 		return &u.HashIMEI
 	case uHashIDFA:
 		return &u.HashIDFA
-	default:
+	case uHashOAID:
 		return &u.HashOAID
+	case uHashAndroidID:
+		return &u.HashAndroidID
+	case uMD5SHA256IMEI:
+		return &u.MD5SHA256IMEI
+	case uMD5SHA256IDFA:
+		return &u.MD5SHA256IDFA
+	case uMD5SHA256OAID:
+		return &u.MD5SHA256OAID
+	default:
+		return &u.CAID
 	}
 }
 
@@ -587,8 +678,8 @@ func (v *validator) trace(i int, raw []byte, a *Action) bool {
 	switch {
 	case !ok:
 		v.add(path(i, "trace.click_id"), "must be a string")
-	case len(s) == 0 || utf8.RuneCount(s) > maxClickIDLen:
-		v.add(path(i, "trace.click_id"), "must be 1-256 characters")
+	case len(s) == 0 || len(s) > maxClickIDLen:
+		v.add(path(i, "trace.click_id"), "must be 1-64 bytes")
 	default:
 		if v.traces == nil {
 			v.traces = make([]Trace, 0, v.n)

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outpost-agent/outpost/action"
 	"github.com/outpost-agent/outpost/upstream/tencent/tencentsim"
 )
 
@@ -67,7 +68,7 @@ func (l *ledger) newIDs(n int, now time.Time) ([]string, []expected) {
 	}
 	l.mu.Lock()
 	for i, id := range ids {
-		l.want[id] = exp[i]
+		l.want[action.OuterActionID(id)] = exp[i] // as Tencent sees it
 	}
 	l.mu.Unlock()
 	return ids, exp
@@ -239,7 +240,11 @@ func (tc *tencent) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	tc.sim.ServeHTTP(w, r)
 }
 
-func (tc *tencent) delivered(id string) bool { return tc.sim.DeliveryCount(id) > 0 }
+// delivered reports whether the action posted with id reached Tencent
+// (under its outer_action_id).
+func (tc *tencent) delivered(id string) bool {
+	return tc.sim.DeliveryCount(action.OuterActionID(id)) > 0
+}
 
 // summary is what a scenario reports.
 type summary struct {
@@ -380,10 +385,11 @@ func check(t *testing.T, l *ledger, tc *tencent, a *agent, faultsOver time.Time,
 	return s
 }
 
+// attemptCount is how many times the action posted with id was sent.
 func (tc *tencent) attemptCount(id string) int {
 	tc.mu.Lock()
 	defer tc.mu.Unlock()
-	return tc.attempts[id]
+	return tc.attempts[action.OuterActionID(id)]
 }
 
 // checkPayload compares one action Tencent got with what was posted.

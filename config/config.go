@@ -50,6 +50,9 @@ type Config struct {
 	TencentUserActionSetID int64  `envconfig:"TENCENT_USER_ACTION_SET_ID"`
 	TencentAccessToken     string `envconfig:"TENCENT_ACCESS_TOKEN"`
 	TencentRequestsPerMin  int    `envconfig:"TENCENT_REQUESTS_PER_MINUTE" default:"4000"`
+	// TencentDataSourceType is the type of the user action set (WEB,
+	// ANDROID, IOS, ...): WEB makes each action's page url required.
+	TencentDataSourceType string `envconfig:"TENCENT_DATA_SOURCE_TYPE"`
 
 	TongdunURL         string `envconfig:"TONGDUN_URL"`
 	TongdunPartnerCode string `envconfig:"TONGDUN_PARTNER_CODE"`
@@ -232,6 +235,11 @@ func (c Config) Validate() error {
 		}
 	default:
 		bad("TONGDUN_API_VERSION", "%q is not v2 or v3", c.TongdunAPIVersion)
+	}
+	switch c.TencentDataSourceType {
+	case "", "WEB", "ANDROID", "IOS", "OFFLINE", "WECHAT", "WECHAT_MINI_PROGRAM", "WECHAT_MINI_GAME", "HARMONY":
+	default:
+		bad("TENCENT_DATA_SOURCE_TYPE", "%q is not a Tencent data source type: WEB, ANDROID, IOS, OFFLINE, WECHAT, WECHAT_MINI_PROGRAM, WECHAT_MINI_GAME or HARMONY (or unset)", c.TencentDataSourceType)
 	}
 	if c.TencentRequestsPerMin < 1 {
 		bad("TENCENT_REQUESTS_PER_MINUTE", "must be at least 1")

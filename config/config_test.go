@@ -68,6 +68,8 @@ func TestBadValuesNameTheVariable(t *testing.T) {
 		{"unionpay url with a query", "AGENT_UNIONPAY_URL", "https://x/fireeye/creditScore?a=1", "AGENT_UNIONPAY_URL"},
 		{"unionpay shape", "AGENT_UNIONPAY_API_SHAPE", "Sample", "AGENT_UNIONPAY_API_SHAPE"},
 		{"unionpay score url", "AGENT_UNIONPAY_SCORE_URL", "esb.unionpay.com/ares", "AGENT_UNIONPAY_SCORE_URL"},
+		{"data source type", "AGENT_TENCENT_DATA_SOURCE_TYPE", "H5", "AGENT_TENCENT_DATA_SOURCE_TYPE: \"H5\" is not a Tencent data source type"},
+		{"data source type in lower case", "AGENT_TENCENT_DATA_SOURCE_TYPE", "web", "AGENT_TENCENT_DATA_SOURCE_TYPE"},
 		{"batch over tencent's limit", "AGENT_FORWARD_BATCH_SIZE", "51", "AGENT_FORWARD_BATCH_SIZE"},
 		{"tongdun api version", "AGENT_TONGDUN_API_VERSION", "3", "AGENT_TONGDUN_API_VERSION: \"3\" is not v2 or v3"},
 		{"tongdun api version case", "AGENT_TONGDUN_API_VERSION", "V3", "AGENT_TONGDUN_API_VERSION"},

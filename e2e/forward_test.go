@@ -12,14 +12,19 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outpost-agent/outpost/action"
 	"github.com/outpost-agent/outpost/upstream/tencent/tencentsim"
 )
 
 const simToken = "e2e-access-token-0123456789"
 
-func tencentSim(t *testing.T) (*tencentsim.Server, []string) {
+func tencentSim(t *testing.T, mod ...func(*tencentsim.Options)) (*tencentsim.Server, []string) {
 	t.Helper()
-	sim := tencentsim.New(tencentsim.Options{AccessToken: simToken, AccountID: 11, UserActionSetID: 22})
+	o := tencentsim.Options{AccessToken: simToken, AccountID: 11, UserActionSetID: 22}
+	for _, f := range mod {
+		f(&o)
+	}
+	sim := tencentsim.New(o)
 	hs := httptest.NewServer(sim)
 	t.Cleanup(hs.Close)
 	return sim, []string{
@@ -116,7 +121,7 @@ func checkAllDelivered(t *testing.T, sim *tencentsim.Server, acked []string) {
 	}
 	missing := 0
 	for _, id := range acked {
-		if !got[id] {
+		if !got[action.OuterActionID(id)] {
 			missing++
 		}
 	}
@@ -203,7 +208,7 @@ func TestKill9DuringForwardingLosesNothing(t *testing.T) {
 	checkAllDelivered(t, sim, acked)
 	dups := 0
 	for _, id := range acked {
-		if n := sim.DeliveryCount(id); n > 1 {
+		if n := sim.DeliveryCount(action.OuterActionID(id)); n > 1 {
 			dups += n - 1
 		}
 	}
@@ -223,7 +228,7 @@ func TestBadActionDeadLetteredListedMaskedAndReplayed(t *testing.T) {
 		t.Skip("end-to-end")
 	}
 	sim, env := tencentSim(t)
-	sim.SetFaults(tencentsim.Faults{BadActionIDs: []string{"bad-000017"}})
+	sim.SetFaults(tencentsim.Faults{BadActionIDs: []string{action.OuterActionID("bad-000017")}})
 	a := startAgent(t, t.TempDir(), env...)
 	acked := sendActions(t, a, "bad", 50, 50)
 	waitFor(t, "batch settled", 20*time.Second, func() bool {
@@ -239,7 +244,8 @@ func TestBadActionDeadLetteredListedMaskedAndReplayed(t *testing.T) {
 	}
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if !strings.Contains(string(b), `"id":"bad-000017"`) || !strings.Contains(string(b), "31001") {
+	if !strings.Contains(string(b), `"id":"bad-000017"`) || !strings.Contains(string(b), "31001") ||
+		!strings.Contains(string(b), `"outer_action_id":"`+action.OuterActionID("bad-000017")+`"`) {
 		t.Fatalf("dead letters: %s", b)
 	}
 	if strings.Contains(string(b), "hash_phone\":\"") && !strings.Contains(string(b), `"hash_phone":"***`) {
@@ -250,7 +256,35 @@ func TestBadActionDeadLetteredListedMaskedAndReplayed(t *testing.T) {
 	if err != nil || code != 200 || !strings.Contains(string(body), `"replayed":1`) {
 		t.Fatalf("replay: %d %s %v", code, body, err)
 	}
-	waitFor(t, "replayed action delivered", 20*time.Second, func() bool { return sim.DeliveryCount("bad-000017") == 1 })
+	waitFor(t, "replayed action delivered", 20*time.Second, func() bool { return sim.DeliveryCount(action.OuterActionID("bad-000017")) == 1 })
 	checkAllDelivered(t, sim, acked)
+	a.stop()
+}
+
+// TestWebDataSourceURL: an agent told its Tencent data source is WEB
+// (AGENT_TENCENT_DATA_SOURCE_TYPE) refuses an action without its page
+// url at intake, and delivers one with it to a simulator that, like
+// Tencent, takes nothing else from a web data source.
+func TestWebDataSourceURL(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end")
+	}
+	sim, env := tencentSim(t, func(o *tencentsim.Options) { o.DataSourceType = "WEB" })
+	a := startAgent(t, t.TempDir(), append(env, "AGENT_TENCENT_DATA_SOURCE_TYPE=WEB")...)
+	now := time.Now()
+	without := actionJSON("web-000001", now)
+	with := strings.TrimSuffix(actionJSON("web-000002", now), "}") + `,"url":"https://bank.example/loan/apply?gdt_vid=wx0abc"}`
+	code, b, err := postJSON(context.Background(), http.DefaultClient, a.url("/v1/actions"), []byte(`{"actions":[`+with+`,`+without+`]}`))
+	if err != nil || code != http.StatusBadRequest || !strings.Contains(string(b), `"field":"actions[1].url"`) {
+		t.Fatalf("without url: %d %s %v", code, b, err)
+	}
+	code, b, err = postJSON(context.Background(), http.DefaultClient, a.url("/v1/actions"), []byte(`{"actions":[`+with+`]}`))
+	if err != nil || code != http.StatusAccepted {
+		t.Fatalf("with url: %d %s %v", code, b, err)
+	}
+	waitFor(t, "delivered", 20*time.Second, func() bool { return len(sim.Delivered()) == 1 })
+	if d := sim.Delivered()[0]; d.URL != "https://bank.example/loan/apply?gdt_vid=wx0abc" || d.OuterActionID != action.OuterActionID("web-000002") {
+		t.Fatalf("delivered %+v", d)
+	}
 	a.stop()
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outpost-agent/outpost/action"
 	"github.com/outpost-agent/outpost/upstream/tencent/tencentsim"
 )
 
@@ -29,7 +30,7 @@ func TestAdminCLI(t *testing.T) {
 		t.Skip("end-to-end")
 	}
 	sim, env := tencentSim(t)
-	sim.SetFaults(tencentsim.Faults{BadActionIDs: []string{"cli-000003"}})
+	sim.SetFaults(tencentsim.Faults{BadActionIDs: []string{action.OuterActionID("cli-000003")}})
 	a := startAgent(t, t.TempDir(), env...)
 	acked := sendActions(t, a, "cli", 10, 10)
 	waitFor(t, "settled", 20*time.Second, func() bool {
@@ -45,7 +46,8 @@ func TestAdminCLI(t *testing.T) {
 		t.Fatalf("agent status --json: %v\n%s", err, out)
 	}
 	out, err = runCLI(t, a, "deadletters", "list", "tencent")
-	if err != nil || !strings.Contains(out, "cli-000003") || !strings.Contains(out, "31001") {
+	if err != nil || !strings.Contains(out, "cli-000003") || !strings.Contains(out, "31001") ||
+		!strings.Contains(out, "OUTER_ACTION_ID") || !strings.Contains(out, action.OuterActionID("cli-000003")) {
 		t.Fatalf("deadletters list: %v\n%s", err, out)
 	}
 	out, err = runCLI(t, a, "drain", "--timeout", "2s")

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outpost-agent/outpost/action"
 	"github.com/outpost-agent/outpost/upstream/tencent/tencentsim"
 	"github.com/outpost-agent/outpost/upstream/tongdun"
 	"github.com/outpost-agent/outpost/upstream/tongdun/tdsim"
@@ -35,7 +36,7 @@ func TestNoPersonalDataAnywhere(t *testing.T) {
 	const card, cert, mobile = "6222021234567890", "110105194912310021", "13700001111"
 
 	tsim, tenv := tencentSim(t)
-	tsim.SetFaults(tencentsim.Faults{BadActionIDs: []string{"pii-000001"}})
+	tsim.SetFaults(tencentsim.Faults{BadActionIDs: []string{action.OuterActionID("pii-000001")}})
 	td, up, denv := decisionSims(t)
 	keyFile := filepath.Join(t.TempDir(), "key")
 	if err := os.WriteFile(keyFile, []byte(strings.Repeat("k", 32)), 0o600); err != nil {

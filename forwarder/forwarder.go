@@ -68,6 +68,14 @@ type Config struct {
 	// Back-off after a retryable failure: BackoffBase doubling to
 	// BackoffMax, with full jitter (defaults 1s, 5m).
 	BackoffBase, BackoffMax time.Duration
+	// ThrottleBackoffMax caps the back-off after an upstream throttled
+	// without naming a window (Tencent 11008, 11019, an HTTP 429 without
+	// Retry-After): BackoffBase doubling per consecutive throttle, jittered
+	// between half and all of it, to at most this (default 1m, and never
+	// past BackoffMax). A throttle that names its window (Tencent 11016:
+	// the next second; 11017: the next minute; 11018: midnight in Beijing;
+	// a Retry-After) is waited out for that window plus jitter instead.
+	ThrottleBackoffMax time.Duration
 	// ProbeInterval: how often an upstream paused until an operator acts
 	// is probed with one item (default 5m).
 	ProbeInterval time.Duration
@@ -137,6 +145,7 @@ type Worker struct {
 	st        Status
 	br        breaker
 	retries   int           // consecutive retryable failures, for back-off
+	throttles int           // consecutive throttles that named no window
 	paused    time.Time     // paused until (zero: not paused)
 	manual    bool          // paused until an operator acts: probe periodically
 	lastPause string        // code of the current pause, to log it once
@@ -177,6 +186,10 @@ func New(cfg Config) *Worker {
 	if cfg.BackoffMax <= 0 {
 		cfg.BackoffMax = 5 * time.Minute
 	}
+	if cfg.ThrottleBackoffMax <= 0 {
+		cfg.ThrottleBackoffMax = time.Minute
+	}
+	cfg.ThrottleBackoffMax = min(cfg.ThrottleBackoffMax, cfg.BackoffMax)
 	if cfg.ProbeInterval <= 0 {
 		cfg.ProbeInterval = 5 * time.Minute
 	}
@@ -485,7 +498,7 @@ func (w *Worker) settle(ctx context.Context, es []spool.Entry, results []upstrea
 		w.lastPause = pause.Code
 		w.st.State, w.st.LastError = StatePaused, pause.Code+": "+pause.Message
 		w.br.success() // it answered: the network is fine
-		w.retries = 0
+		w.retries, w.throttles = 0, 0
 		if pause.PauseUntil.IsZero() {
 			w.manual = true
 			w.paused = now.Add(w.cfg.ProbeInterval)
@@ -510,11 +523,7 @@ func (w *Worker) settle(ctx context.Context, es []spool.Entry, results []upstrea
 		w.paused, w.manual = time.Time{}, false
 		w.pauseEnd, w.reprobes = time.Time{}, 0
 		w.st.LastError = retry.Code + ": " + retry.Message
-		w.retries++
-		d := w.backoff()
-		if retry.RetryAfter > d {
-			d = retryWait(retry.RetryAfter, w.rng.Int64N)
-		}
+		d := w.retryDelay(retry)
 		if answered || retry.Throttled {
 			// The upstream answered (throttling, 5xx with a body): not a
 			// network failure, no breaker, but back off.
@@ -538,7 +547,7 @@ func (w *Worker) settle(ctx context.Context, es []spool.Entry, results []upstrea
 		if w.st.State != StateOK {
 			w.log.Info("upstream recovered", "previous_state", w.st.State)
 		}
-		w.paused, w.manual, w.retries = time.Time{}, false, 0
+		w.paused, w.manual, w.retries, w.throttles = time.Time{}, false, 0, 0
 		w.pauseEnd, w.reprobes = time.Time{}, 0
 		w.br.success()
 		w.st.State, w.st.Reason = StateOK, ""
@@ -573,17 +582,60 @@ func (w *Worker) reprobe(now time.Time, repeated bool, until time.Time) (time.Ti
 	return next, true
 }
 
-// maxRetryJitter caps what retryWait adds to an upstream's wait.
-const maxRetryJitter = time.Minute
+// retryDelay is how long to wait after a retryable verdict v, counting it
+// as one more consecutive failure. Called with w.mu held.
+//
+//   - A throttle that names its window (RetryAfter: Tencent's 11016 until
+//     the next second, 11017 the next minute, 11018 midnight in Beijing, or
+//     a Retry-After header) waits for that window, plus jitter: not for
+//     the failure back-off, which would grow to minutes while the upstream
+//     asked for a second.
+//   - A throttle that names none (Tencent 11008 and 11019, HTTP 429 without
+//     Retry-After) backs off from BackoffBase, doubling per consecutive
+//     such throttle, jittered between half and all of it, up to
+//     ThrottleBackoffMax (a minute).
+//   - Any other failure backs off exponentially with full jitter (backoff),
+//     or longer when the upstream's Retry-After says so.
+func (w *Worker) retryDelay(v *upstream.Verdict) time.Duration {
+	w.retries++
+	switch {
+	case v.Throttled && v.RetryAfter > 0:
+		w.throttles = 0
+		return retryWait(v.RetryAfter, w.rng.Int64N)
+	case v.Throttled:
+		w.throttles++
+		d := w.cfg.BackoffBase << min(w.throttles-1, 20)
+		if d <= 0 || d > w.cfg.ThrottleBackoffMax {
+			d = w.cfg.ThrottleBackoffMax
+		}
+		return d/2 + time.Duration(w.rng.Int64N(int64(d/2)+1))
+	}
+	w.throttles = 0
+	d := w.backoff()
+	if v.RetryAfter > d {
+		d = retryWait(v.RetryAfter, w.rng.Int64N)
+	}
+	return d
+}
+
+// Bounds of what retryWait adds to an upstream's wait.
+const (
+	minRetryJitter = 250 * time.Millisecond
+	maxRetryJitter = time.Minute
+)
 
 // retryWait is the wait after an upstream asked for after: up to a quarter
-// more, so that a fleet told to come back at the same moment does not all
-// come back at it, but never more than maxRetryJitter more. Without the
-// cap Tencent's daily quota (11018: wait until midnight in Beijing, up to a
-// day) could keep an agent idle for six hours into the new day.
-// int64n draws uniformly from [0, n).
+// more (at least up to minRetryJitter more), so that a fleet told to come
+// back at the same moment does not all come back at it, but never more
+// than maxRetryJitter more. The floor spreads a fleet refused by a
+// per-second limit (Tencent's 11016, waited out until the next second, a
+// few hundred milliseconds at most) over the first quarter of that second.
+// Without the cap Tencent's daily quota (11018: wait until midnight in
+// Beijing, up to a day) could keep an agent idle for six hours into the new
+// day. int64n draws uniformly from [0, n).
 func retryWait(after time.Duration, int64n func(int64) int64) time.Duration {
-	return after + time.Duration(int64n(int64(min(after/4, maxRetryJitter))+1))
+	jitter := min(max(after/4, minRetryJitter), maxRetryJitter)
+	return after + time.Duration(int64n(int64(jitter)+1))
 }
 
 func (w *Worker) backoff() time.Duration {

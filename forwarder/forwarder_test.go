@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outpost-agent/outpost/action"
 	"github.com/outpost-agent/outpost/spool"
 	"github.com/outpost-agent/outpost/upstream"
 	"github.com/outpost-agent/outpost/upstream/tencent"
@@ -98,7 +99,7 @@ func TestDeliversEverythingOnceInBatches(t *testing.T) {
 		t.Fatalf("delivered %d, want %d", len(got), len(ids))
 	}
 	for i, a := range got {
-		if a.OuterActionID != ids[i] {
+		if a.OuterActionID != action.OuterActionID(ids[i]) {
 			t.Fatalf("delivery %d is %s, want %s (order per queue)", i, a.OuterActionID, ids[i])
 		}
 	}
@@ -117,7 +118,7 @@ func TestBadActionIsolatedAndReplayed(t *testing.T) {
 	sp := newSpool(t)
 	sim, c := tencentPair(t)
 	ids := appendActions(t, sp, 0, 50)
-	sim.SetFaults(tencentsim.Faults{BadActionIDs: []string{ids[17]}})
+	sim.SetFaults(tencentsim.Faults{BadActionIDs: []string{action.OuterActionID(ids[17])}})
 	w := start(t, fastConfig(sp, c))
 	eventually(t, "batch settled", func() bool { st := sp.Stats()["tencent"]; return st.Depth == 0 && st.DeadLetters == 1 })
 	if n := len(sim.Delivered()); n != 49 {
@@ -133,7 +134,7 @@ func TestBadActionIsolatedAndReplayed(t *testing.T) {
 	if n, err := sp.Replay(context.Background(), "tencent", nil, true); err != nil || n != 1 {
 		t.Fatalf("replay %d %v", n, err)
 	}
-	eventually(t, "replayed delivered", func() bool { return sim.DeliveryCount(ids[17]) == 1 })
+	eventually(t, "replayed delivered", func() bool { return sim.DeliveryCount(action.OuterActionID(ids[17])) == 1 })
 }
 
 func TestOutageOpensCircuitThenRecovers(t *testing.T) {
@@ -368,8 +369,8 @@ func TestConcurrentWorkersDeliverEverythingOnce(t *testing.T) {
 		t.Fatalf("delivered %d, want %d", n, len(ids))
 	}
 	for _, id := range ids {
-		if sim.DeliveryCount(id) != 1 {
-			t.Fatalf("%s delivered %d times", id, sim.DeliveryCount(id))
+		if n := sim.DeliveryCount(action.OuterActionID(id)); n != 1 {
+			t.Fatalf("%s delivered %d times", id, n)
 		}
 	}
 	// The status is updated just after the spool's ack: wait for it.

@@ -132,7 +132,8 @@ func TestRetryWaitJitterIsBounded(t *testing.T) {
 	for _, tc := range []struct {
 		after, most time.Duration
 	}{
-		{10 * time.Second, 12500 * time.Millisecond}, // a quarter more
+		{300 * time.Millisecond, 550 * time.Millisecond}, // 11016's next second: at least a quarter second more
+		{10 * time.Second, 12500 * time.Millisecond},     // a quarter more
 		{time.Minute, 75 * time.Second},
 		{4 * time.Minute, 5 * time.Minute},
 		{20 * time.Hour, 20*time.Hour + time.Minute}, // 11018 until midnight: a minute at most

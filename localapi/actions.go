@@ -58,7 +58,7 @@ var notJSON = errorReply(http.StatusUnsupportedMediaType, "unsupported_media_typ
 // decodeActions decodes and validates a request body; when it refuses the
 // body, the reply says why. The actions keep no reference to body.
 func (s *Server) decodeActions(rid string, body []byte) ([]action.Action, reply, bool) {
-	acts, err := action.Decode(body, s.now())
+	acts, err := action.DecodeWith(body, s.now(), s.cfg.Actions)
 	if err == nil {
 		return acts, reply{}, true
 	}

@@ -11,14 +11,19 @@ import (
 	"strings"
 	"time"
 
+	"github.com/outpost-agent/outpost/action"
 	"github.com/outpost-agent/outpost/redact"
 	"github.com/outpost-agent/outpost/spool"
 )
 
 type deadLetter struct {
-	Upstream      string          `json:"upstream"`
-	Seq           uint64          `json:"seq"`
-	ID            string          `json:"id"`
+	Upstream string `json:"upstream"`
+	Seq      uint64 `json:"seq"`
+	ID       string `json:"id"`
+	// OuterActionID is the key a Tencent action was sent under: its id
+	// mapped to Tencent's alphabet (action.OuterActionID), to find it in
+	// Tencent's reports. Tencent dead letters only.
+	OuterActionID string          `json:"outer_action_id,omitempty"`
 	Reason        string          `json:"reason"`
 	DeadAt        time.Time       `json:"dead_at"`
 	EnqueuedAt    time.Time       `json:"enqueued_at"`
@@ -53,6 +58,9 @@ func (s *Server) listDeadLetters(w http.ResponseWriter, r *http.Request) {
 		// stored before is shown masked (replay it with all=true).
 		out[i] = deadLetter{Upstream: name, Seq: e.Seq, ID: redact.ID(e.ID), Reason: redact.Text(e.Reason), DeadAt: e.DeadAt,
 			EnqueuedAt: e.EnqueuedAt, Attempts: e.Attempts, LastError: redact.Text(e.LastError), PayloadMasked: redact.JSON(e.Payload)}
+		if name == QueueTencent {
+			out[i].OuterActionID = redact.ID(action.OuterActionID(e.ID))
+		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"dead_letters": out})
 }

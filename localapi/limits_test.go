@@ -114,7 +114,7 @@ func TestBodyBudget(t *testing.T) {
 	slow.write(postHeader("/v1/actions", "Content-Length: 40000\r\n") + "\r\n" + strings.Repeat(" ", 10000))
 	time.Sleep(200 * time.Millisecond)
 
-	big := string(body(act("budget-big", `,"trace":{"click_id":"`+strings.Repeat("c", 100)+`"}`)))
+	big := string(body(act("budget-big", `,"trace":{"click_id":"`+strings.Repeat("c", 60)+`"}`)))
 	big += strings.Repeat(" ", 20000-len(big))
 	c := dialRaw(t, h)
 	c.write(postHeader("/v1/actions", fmt.Sprintf("Content-Length: %d\r\n", len(big))) + "\r\n" + big[:prefetchBytes])

@@ -26,6 +26,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/outpost-agent/outpost/action"
 	"github.com/outpost-agent/outpost/redact"
 	"github.com/outpost-agent/outpost/spool"
 	"github.com/outpost-agent/outpost/upstream/tongdun"
@@ -99,6 +100,9 @@ type Config struct {
 	// TongDunAPIVersion is the TD API decision requests are validated for
 	// (v2 when empty; v3 also takes lookup and an account object).
 	TongDunAPIVersion tongdun.APIVersion
+	// Actions are the intake rules of POST /v1/actions that depend on the
+	// deployment: the Tencent data source type (WEB requires url).
+	Actions action.Options
 	// Policy reports the policy in force (version, hash, reloads, last
 	// refusal).
 	Policy func() any

@@ -7,7 +7,8 @@ var sensitive = map[string]bool{
 	"phone": true, "hash_phone": true, "sha256_phone": true, "mobile": true,
 	"card_no": true, "cardno": true, "cert_id": true, "certid": true, "id_no": true,
 	"wechat_openid": true, "wechat_unionid": true, "open_id": true,
-	"hash_imei": true, "hash_idfa": true, "hash_oaid": true,
+	"hash_imei": true, "hash_idfa": true, "hash_oaid": true, "hash_android_id": true, "caid": true,
+	"md5_sha256_imei": true, "md5_sha256_idfa": true, "md5_sha256_oaid": true,
 	"black_box": true, "ip": true, "account_id": true,
 	"partner_key": true, "appkey": true, "access_token": true, "token": true, "password": true,
 }

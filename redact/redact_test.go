@@ -28,6 +28,19 @@ func TestJSON(t *testing.T) {
 	}
 }
 
+// TestDeviceIDsMasked: every device identifier of Tencent's user_id is
+// masked whole, whatever its shape (a CAID or a hash has no digit run to
+// find it by).
+func TestDeviceIDsMasked(t *testing.T) {
+	keys := []string{"hash_imei", "hash_idfa", "hash_oaid", "hash_android_id", "md5_sha256_imei", "md5_sha256_idfa", "md5_sha256_oaid", "caid"}
+	for _, k := range keys {
+		out := string(JSON([]byte(`{"user_id":{"` + k + `":"abcdefabcdefabcdef","caid_version":20230330}}`)))
+		if strings.Contains(out, "abcdefabcdef") || !strings.Contains(out, `"caid_version":20230330`) {
+			t.Errorf("%s: %s", k, out)
+		}
+	}
+}
+
 func TestDigits(t *testing.T) {
 	tests := map[string]string{
 		"card 6262320120123210 declined": "card ************3210 declined",

@@ -146,8 +146,15 @@ func deadLettersCmd(ctx context.Context, args []string, out io.Writer) error {
 	}
 	var after uint64
 	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+	// Tencent actions were sent under their id mapped to Tencent's
+	// alphabet: show both, to find them in Tencent's reports.
+	outer := upstream == "tencent"
 	if !c.json {
-		fmt.Fprintln(tw, "SEQ\tID\tDEAD AT\tATTEMPTS\tREASON")
+		if outer {
+			fmt.Fprintln(tw, "SEQ\tID\tOUTER_ACTION_ID\tDEAD AT\tATTEMPTS\tREASON")
+		} else {
+			fmt.Fprintln(tw, "SEQ\tID\tDEAD AT\tATTEMPTS\tREASON")
+		}
 	}
 	var all2 []json.RawMessage
 	for {
@@ -159,16 +166,21 @@ func deadLettersCmd(ctx context.Context, args []string, out io.Writer) error {
 		}
 		for _, raw := range page.DeadLetters {
 			var d struct {
-				Seq      uint64    `json:"seq"`
-				ID       string    `json:"id"`
-				DeadAt   time.Time `json:"dead_at"`
-				Attempts int       `json:"attempts"`
-				Reason   string    `json:"reason"`
+				Seq           uint64    `json:"seq"`
+				ID            string    `json:"id"`
+				OuterActionID string    `json:"outer_action_id"`
+				DeadAt        time.Time `json:"dead_at"`
+				Attempts      int       `json:"attempts"`
+				Reason        string    `json:"reason"`
 			}
 			json.Unmarshal(raw, &d)
 			after = d.Seq
 			if c.json {
 				all2 = append(all2, raw)
+				continue
+			}
+			if outer {
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\n", d.Seq, d.ID, d.OuterActionID, d.DeadAt.Format(time.RFC3339), d.Attempts, truncate(d.Reason, 100))
 				continue
 			}
 			fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\n", d.Seq, d.ID, d.DeadAt.Format(time.RFC3339), d.Attempts, truncate(d.Reason, 100))

@@ -54,6 +54,9 @@
 //	AGENT_TENCENT_URL              [https://api.e.qq.com]
 //	AGENT_TENCENT_ACCOUNT_ID, AGENT_TENCENT_USER_ACTION_SET_ID, AGENT_TENCENT_ACCESS_TOKEN
 //	AGENT_TENCENT_REQUESTS_PER_MINUTE [4000] client-side rate limit
+//	AGENT_TENCENT_DATA_SOURCE_TYPE [] the user action set's type: WEB, ANDROID, IOS,
+//	                               OFFLINE, WECHAT, WECHAT_MINI_PROGRAM, WECHAT_MINI_GAME
+//	                               or HARMONY; WEB makes each action's page url required
 //	AGENT_TONGDUN_URL, AGENT_TONGDUN_PARTNER_CODE, AGENT_TONGDUN_PARTNER_KEY, AGENT_TONGDUN_CHANNEL
 //	AGENT_TONGDUN_API_VERSION      [v2] TD's API at that URL: v2, or v3 (also takes the
 //	                               lookup event and event_detail.account)

@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/outpost-agent/outpost/action"
 	"github.com/outpost-agent/outpost/codepages"
 	"github.com/outpost-agent/outpost/config"
 	"github.com/outpost-agent/outpost/decision"
@@ -242,6 +243,7 @@ func serve(ctx context.Context) error {
 		Metrics:           mets.Handler(),
 		DefaultChannel:    cfg.TongdunChannel,
 		TongDunAPIVersion: tongdun.APIVersion(cfg.TongdunAPIVersion),
+		Actions:           action.Options{DataSource: cfg.TencentDataSourceType},
 		Policy:            func() any { return pols.status() },
 		Upstreams:         upstreamStatus(ws),
 		Store:             sp,

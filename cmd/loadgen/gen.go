@@ -178,19 +178,16 @@ func (g *generator) appendAction(b []byte, rng *rand.Rand) (_ []byte, idOff, tim
 		b = append(b, `"hash_phone":"`...)
 		b = hex.AppendEncode(b, sum[:])
 		b = append(b, '"')
-	default: // a WeChat openid, sometimes with its app id
+	default: // a WeChat openid with its app id (Tencent requires both)
 		b = append(b, `"wechat_openid":"o`...)
 		for range 27 {
 			b = append(b, openidChars[rng.IntN(len(openidChars))])
 		}
-		b = append(b, '"')
-		if rng.IntN(2) == 0 {
-			b = append(b, `,"wechat_app_id":"wx`...)
-			for range 16 {
-				b = append(b, hexDigits[rng.IntN(16)])
-			}
-			b = append(b, '"')
+		b = append(b, `","wechat_app_id":"wx`...)
+		for range 16 {
+			b = append(b, hexDigits[rng.IntN(16)])
 		}
+		b = append(b, '"')
 	}
 	b = append(b, '}')
 	if len(k.params) > 0 {

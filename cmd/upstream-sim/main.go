@@ -42,6 +42,7 @@ func run(ctx context.Context, args []string) error {
 	token := fs.String("tencent-token", "demo-access-token", "access token the Tencent simulator accepts")
 	account := fs.Int64("tencent-account", 10001, "account_id")
 	set := fs.Int64("tencent-set", 20002, "user_action_set_id")
+	source := fs.String("tencent-data-source-type", "", "the user action set's type; WEB requires each action's url (empty: not checked)")
 	pcode := fs.String("tongdun-partner-code", "demo", "TongDun partner_code")
 	pkey := fs.String("tongdun-partner-key", "demo-partner-key", "TongDun partner_key")
 	channel := fs.String("tongdun-channel", "demo", "TongDun channel")
@@ -68,7 +69,7 @@ func run(ctx context.Context, args []string) error {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	servers := []*http.Server{
-		{Addr: *tAddr, Handler: tencentsim.New(tencentsim.Options{AccessToken: *token, AccountID: *account, UserActionSetID: *set})},
+		{Addr: *tAddr, Handler: tencentsim.New(tencentsim.Options{AccessToken: *token, AccountID: *account, UserActionSetID: *set, DataSourceType: *source})},
 		{Addr: *dAddr, Handler: tdsim.New(tdsim.Options{PartnerCode: *pcode, PartnerKey: *pkey, Channel: *channel, APIVersion: tdv})},
 		{Addr: *uAddr, Handler: upsim.New(upsim.Options{ID: *upID, AppKey: *upKey, Shape: shape})},
 	}
@@ -94,6 +95,9 @@ export AGENT_TONGDUN_URL=http://%s/riskService AGENT_TONGDUN_PARTNER_CODE=%s AGE
 export AGENT_UNIONPAY_URL=http://%s/fireeye/creditScore AGENT_UNIONPAY_ID=%s AGENT_UNIONPAY_APP_KEY=%s
 export AGENT_UNIONPAY_API_SHAPE=%s AGENT_UNIONPAY_SCORE_URL=%s
 `, *tAddr, *account, *set, *token, *dAddr, *pcode, *pkey, *channel, tdv, *uAddr, *upID, *upKey, shape, scoreURL)
+	if *source != "" {
+		fmt.Printf("export AGENT_TENCENT_DATA_SOURCE_TYPE=%s\n", *source)
+	}
 
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)

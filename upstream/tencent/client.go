@@ -55,9 +55,6 @@ const (
 	// 2*log2(50) ≈ 12 requests, so this finds ~4 bad actions per batch; the
 	// rest are handed back as RetryLater and isolated on the next attempt.
 	bisectBudget = 48
-	// defaultThrottleWait is used when Tencent throttles without saying how
-	// long to wait; its quotas are per minute.
-	defaultThrottleWait = time.Minute
 	// maxClockSkew is Tencent's timestamp window. An unknown error code
 	// answered while our clock is further off than this is blamed on the
 	// clock (Pause) rather than on the actions (which bisection would
@@ -193,14 +190,20 @@ func (c *Client) Configured() bool {
 
 // wireAction is one action as Tencent takes it. Our internal track is not
 // sent; outer_action_id is Tencent's de-duplication key, so re-sending after
-// a crash or a lost answer does not count the action twice.
+// a crash or a lost answer does not count the action twice. It is the
+// action id mapped to Tencent's alphabet (action.OuterActionID): the same
+// id always gives the same key.
 type wireAction struct {
-	OuterActionID string         `json:"outer_action_id"`
-	ActionTime    int64          `json:"action_time"`
-	UserID        *action.UserID `json:"user_id,omitempty"`
-	ActionType    string         `json:"action_type"`
-	ActionParam   map[string]int `json:"action_param,omitempty"`
-	Trace         *action.Trace  `json:"trace,omitempty"`
+	OuterActionID string                `json:"outer_action_id"`
+	ActionTime    int64                 `json:"action_time"`
+	UserID        *action.UserID        `json:"user_id,omitempty"`
+	ActionType    string                `json:"action_type"`
+	ActionParam   map[string]int        `json:"action_param,omitempty"`
+	Trace         *action.Trace         `json:"trace,omitempty"`
+	URL           string                `json:"url,omitempty"`
+	Channel       string                `json:"channel,omitempty"`
+	CustomAction  string                `json:"custom_action,omitempty"`
+	ProductInform *action.ProductInform `json:"product_inform,omitempty"`
 }
 
 // entry is one item on its way: its index in Send's input and its encoding.
@@ -275,11 +278,15 @@ func encodeItem(i int, it upstream.Item) (entry, error) {
 		return entry{}, errors.New("action has no id")
 	}
 	w := wireAction{
-		OuterActionID: id,
+		OuterActionID: action.OuterActionID(id),
 		ActionTime:    a.ActionTime,
 		UserID:        a.UserID,
 		ActionType:    a.ActionType,
 		ActionParam:   a.ActionParam,
+		URL:           a.URL,
+		Channel:       a.Channel,
+		CustomAction:  a.CustomAction,
+		ProductInform: a.ProductInform,
 	}
 	if a.Trace != nil && a.Trace.ClickID != "" {
 		w.Trace = a.Trace
@@ -291,7 +298,8 @@ func encodeItem(i int, it upstream.Item) (entry, error) {
 	e := entry{idx: i, json: b}
 	if u := a.UserID; u != nil {
 		e.personal = append(e.personal, u.HashPhone, u.SHA256Phone, u.WechatOpenID,
-			u.WechatUnionID, u.HashIMEI, u.HashIDFA, u.HashOAID)
+			u.WechatUnionID, u.HashIMEI, u.HashIDFA, u.HashOAID, u.HashAndroidID,
+			u.MD5SHA256IMEI, u.MD5SHA256IDFA, u.MD5SHA256OAID, u.CAID)
 	}
 	if w.Trace != nil {
 		e.personal = append(e.personal, w.Trace.ClickID)
@@ -533,10 +541,9 @@ func (c *Client) classifyResponse(resp *http.Response) (upstream.Verdict, bool) 
 
 	switch {
 	case status == http.StatusTooManyRequests:
-		d, ok := retryAfter(resp.Header, now)
-		if !ok {
-			d = defaultThrottleWait
-		}
+		// Without Retry-After no window is named: RetryAfter stays zero and
+		// the forwarder backs off from about a second (see throttleWindow).
+		d, _ := retryAfter(resp.Header, now)
 		return upstream.Verdict{Outcome: upstream.RetryLater, Code: "http_429", Throttled: true, RetryAfter: d,
 			Message: "tencent answered HTTP 429 (too many requests)"}, false
 	case status >= 500:
@@ -576,20 +583,7 @@ func (c *Client) classifyCode(code int, msg string, h http.Header, now time.Time
 		v.Throttled = true
 		d, ok := retryAfter(h, now)
 		if !ok {
-			switch code {
-			case 11017:
-				// The per-minute quota: back at the next minute. Waiting
-				// a whole minute from the refusal made each refused agent
-				// of a fleet come back later into every window, and the
-				// fleet drained at half the shared quota (bench/fleet,
-				// docs/fleet.md). Should Tencent's window slide instead,
-				// this costs one more refusal a minute, not a storm.
-				d = untilNextMinute(now)
-			case 11018: // the per-day quota resets at midnight, Beijing time
-				d = untilBeijingMidnight(now)
-			default:
-				d = defaultThrottleWait
-			}
+			d = throttleWindow(code, now)
 		}
 		v.RetryAfter = d
 		v.Message = "tencent throttled the request (" + detail + ")"
@@ -617,6 +611,41 @@ func (c *Client) classifyCode(code int, msg string, h http.Header, now time.Time
 
 func isThrottle(code int) bool {
 	return code == 11008 || (code >= 11016 && code <= 11019) || code == 11022
+}
+
+// throttleWindow is how long a throttling code answered without a
+// Retry-After tells us to wait, from Tencent's error table: until the
+// window it names is over. Codes that name no window (11008, the
+// application's request limit; 11019, "much too frequent", the body's or
+// developer's frequency control; 11022, the real-name token's limit) give
+// zero: the forwarder then backs off exponentially from about a second
+// with jitter, up to a minute (forwarder.Config.ThrottleBackoffMax). The
+// forwarder adds jitter to a window too, so that a fleet told to come back
+// at the same instant does not.
+func throttleWindow(code int, now time.Time) time.Duration {
+	switch code {
+	case 11016:
+		// The per-second limit: back at the next second. Waiting a
+		// minute, as for every throttle before, cost a branch with a
+		// backlog a minute of delivery each time it touched the limit.
+		return untilNextSecond(now)
+	case 11017:
+		// The per-minute quota: back at the next minute. Waiting a whole
+		// minute from the refusal made each refused agent of a fleet come
+		// back later into every window, and the fleet drained at half the
+		// shared quota (bench/fleet, docs/fleet.md). Should Tencent's
+		// window slide instead, this costs one more refusal a minute, not
+		// a storm.
+		return untilNextMinute(now)
+	case 11018: // the per-day quota resets at midnight, Beijing time
+		return untilBeijingMidnight(now)
+	}
+	return 0
+}
+
+// untilNextSecond is the wait until the next second starts.
+func untilNextSecond(now time.Time) time.Duration {
+	return now.Truncate(time.Second).Add(time.Second).Sub(now)
 }
 
 // untilNextMinute is the wait until the next minute starts, at least a

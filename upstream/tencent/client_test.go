@@ -3,6 +3,8 @@ package tencent
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -196,18 +199,19 @@ func TestClassification(t *testing.T) {
 		{name: "11004 malformed", status: 200, body: codeBody(11004, "x"), outcome: upstream.Pause, code: "11004"},
 		{name: "11005 empty", status: 200, body: codeBody(11005, "x"), outcome: upstream.Pause, code: "11005"},
 		{name: "11014 out of scope", status: 200, body: codeBody(11014, "x"), outcome: upstream.Pause, code: "11014"},
-		{name: "11008 throttled", status: 200, body: codeBody(11008, "limit"), outcome: upstream.RetryLater, code: "11008", throttled: true, retryAfter: time.Minute},
+		{name: "11008 throttled", status: 200, body: codeBody(11008, "limit"), outcome: upstream.RetryLater, code: "11008", throttled: true},
 		{name: "11008 with Retry-After", status: 200, hdr: map[string]string{"Retry-After": "17"}, body: codeBody(11008, "limit"), outcome: upstream.RetryLater, code: "11008", throttled: true, retryAfter: 17 * time.Second},
-		{name: "11016 per second", status: 200, body: codeBody(11016, "x"), outcome: upstream.RetryLater, code: "11016", throttled: true, retryAfter: time.Minute},
+		{name: "11016 per second with Retry-After", status: 200, hdr: map[string]string{"Retry-After": "2"}, body: codeBody(11016, "x"), outcome: upstream.RetryLater, code: "11016", throttled: true, retryAfter: 2 * time.Second},
 		{name: "11017 per minute with Retry-After", status: 200, hdr: map[string]string{"Retry-After": "5"}, body: codeBody(11017, "x"), outcome: upstream.RetryLater, code: "11017", throttled: true, retryAfter: 5 * time.Second},
-		{name: "11019 too frequent", status: 200, body: codeBody(11019, "x"), outcome: upstream.RetryLater, code: "11019", throttled: true, retryAfter: time.Minute},
+		{name: "11019 too frequent", status: 200, body: codeBody(11019, "x"), outcome: upstream.RetryLater, code: "11019", throttled: true},
+		{name: "11022 real-name token limit", status: 200, body: codeBody(11022, "x"), outcome: upstream.RetryLater, code: "11022", throttled: true},
 		{name: "12000 missing auth", status: 200, body: codeBody(12000, "x"), outcome: upstream.Pause, code: "12000"},
 		{name: "param error", status: 200, body: codeBody(31001, "actions[0].action_type: bad"), outcome: upstream.Permanent, code: "31001"},
 		{name: "503 Retry-After", status: 503, hdr: map[string]string{"Retry-After": "7"}, body: "busy", outcome: upstream.RetryLater, code: "http_503", retryAfter: 7 * time.Second},
 		{name: "500", status: 500, body: "oops", outcome: upstream.RetryLater, code: "http_500"},
 		{name: "502 with a code body", status: 502, body: codeBody(31001, "x"), outcome: upstream.RetryLater, code: "http_502"},
 		{name: "429", status: 429, hdr: map[string]string{"Retry-After": "3"}, outcome: upstream.RetryLater, code: "http_429", throttled: true, retryAfter: 3 * time.Second},
-		{name: "429 no header", status: 429, outcome: upstream.RetryLater, code: "http_429", throttled: true, retryAfter: time.Minute},
+		{name: "429 no header", status: 429, outcome: upstream.RetryLater, code: "http_429", throttled: true},
 		{name: "404 no code", status: 404, body: "not found", outcome: upstream.Pause, code: "http_404"},
 		{name: "401 no code", status: 401, body: "", outcome: upstream.Pause, code: "http_401"},
 		{name: "302 not followed", status: 302, hdr: map[string]string{"Location": "http://127.0.0.1:1/elsewhere"}, outcome: upstream.Pause, code: "http_302"},
@@ -235,6 +239,55 @@ func TestClassification(t *testing.T) {
 				t.Fatalf("PauseUntil %v, want zero (until an operator acts)", v.PauseUntil)
 			}
 		})
+	}
+}
+
+// TestThrottleWindowPerCode: each throttling code, as the simulator
+// answers it, is waited out for the window Tencent's error table names:
+// 11016 the rest of the second, 11017 the rest of the minute, 11018 until
+// midnight in Beijing; 11008 and 11019 name none (RetryAfter zero: the
+// forwarder backs off from about a second). A Retry-After wins over all.
+func TestThrottleWindowPerCode(t *testing.T) {
+	now := time.Date(2026, 11, 23, 14, 15, 42, 300_000_000, time.UTC) // 22:15:42.3 in Beijing
+	tests := []struct {
+		code       int
+		retryAfter time.Duration // the simulator's Retry-After header, if any
+		want       time.Duration
+	}{
+		{code: tencentsim.CodeSecondQuota, want: 700 * time.Millisecond},
+		{code: tencentsim.CodeMinuteQuota, want: 17700 * time.Millisecond},
+		{code: tencentsim.CodeDayQuota, want: time.Hour + 44*time.Minute + 17700*time.Millisecond},
+		{code: tencentsim.CodeTooFrequent, want: 0},
+		{code: tencentsim.CodeThrottled, want: 0},
+		{code: tencentsim.CodeSecondQuota, retryAfter: 3 * time.Second, want: 3 * time.Second},
+		{code: tencentsim.CodeTooFrequent, retryAfter: 9 * time.Second, want: 9 * time.Second},
+	}
+	for _, tc := range tests {
+		t.Run(fmt.Sprintf("%d retry-after %s", tc.code, tc.retryAfter), func(t *testing.T) {
+			sim := tencentsim.New(tencentsim.Options{AccessToken: testToken, AccountID: account, UserActionSetID: set,
+				Clock: func() time.Time { return now }})
+			sim.SetFaults(tencentsim.Faults{ThrottleCode: tc.code, RetryAfter: tc.retryAfter})
+			ts := httptest.NewServer(sim)
+			defer ts.Close()
+			c := newClient(t, ts.URL, nil, func(c *Config) { c.Clock = func() time.Time { return now } })
+			acts := nActions(2)
+			for i := range acts {
+				acts[i].ActionTime = now.Add(-time.Minute).Unix()
+			}
+			for _, r := range c.Send(context.Background(), mkItems(t, acts...)) {
+				v := r.Verdict
+				if v.Outcome != upstream.RetryLater || !v.Throttled || v.Code != strconv.Itoa(tc.code) || v.RetryAfter != tc.want {
+					t.Fatalf("%s: verdict %+v; want throttled, code %d, wait %s", r.ID, v, tc.code, tc.want)
+				}
+			}
+			if n := sim.Requests(); n != 1 {
+				t.Fatalf("%d requests; a throttled Send stops at the first", n)
+			}
+		})
+	}
+	// On a second's boundary the wait is the whole next second.
+	if d := untilNextSecond(now.Truncate(time.Second)); d != time.Second {
+		t.Fatalf("untilNextSecond on a boundary = %s", d)
 	}
 }
 
@@ -321,7 +374,15 @@ func TestSplitsAt50Actions(t *testing.T) {
 }
 
 func TestSplitsAt50KiB(t *testing.T) {
-	e := newSim(t)
+	// Packing is the client's business: a server that takes any body
+	// (the simulator refuses an openid this long; it checks the 50 KiB
+	// limit on its own).
+	e := &env{rec: &recorder{next: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		io.WriteString(w, codeBody(0, ""))
+	})}}
+	e.ts = httptest.NewServer(e.rec)
+	t.Cleanup(e.ts.Close)
 	c := newClient(t, e.ts.URL, nil, nil)
 	acts := nActions(40)
 	for i := range acts {
@@ -417,7 +478,7 @@ func TestBisection(t *testing.T) {
 			var badIDs []string
 			isBad := map[string]bool{}
 			for _, i := range tc.bad {
-				badIDs = append(badIDs, acts[i].ID)
+				badIDs = append(badIDs, action.OuterActionID(acts[i].ID))
 				isBad[acts[i].ID] = true
 			}
 			e.sim.SetFaults(tencentsim.Faults{BadActionIDs: badIDs})
@@ -437,8 +498,12 @@ func TestBisection(t *testing.T) {
 			if len(d) != 50-len(tc.bad) {
 				t.Fatalf("simulator holds %d, want %d", len(d), 50-len(tc.bad))
 			}
+			outer := map[string]string{}
+			for _, a := range acts {
+				outer[action.OuterActionID(a.ID)] = a.ID
+			}
 			for _, a := range d {
-				if isBad[a.OuterActionID] || e.sim.DeliveryCount(a.OuterActionID) != 1 {
+				if isBad[outer[a.OuterActionID]] || e.sim.DeliveryCount(a.OuterActionID) != 1 {
 					t.Fatalf("simulator holds %s %d times", a.OuterActionID, e.sim.DeliveryCount(a.OuterActionID))
 				}
 			}
@@ -457,7 +522,7 @@ func TestBisectionBudget(t *testing.T) {
 	acts := nActions(50)
 	var bad []string
 	for i := 0; i < 50; i += 2 { // 25 bad: far more than the budget isolates
-		bad = append(bad, acts[i].ID)
+		bad = append(bad, action.OuterActionID(acts[i].ID))
 	}
 	e.sim.SetFaults(tencentsim.Faults{BadActionIDs: bad})
 	c := newClient(t, e.ts.URL, nil, nil)
@@ -479,7 +544,7 @@ func TestBisectionBudget(t *testing.T) {
 func TestBisectionStopsOnPause(t *testing.T) {
 	e := newSim(t)
 	acts := nActions(50)
-	e.sim.SetFaults(tencentsim.Faults{BadActionIDs: []string{acts[40].ID}})
+	e.sim.SetFaults(tencentsim.Faults{BadActionIDs: []string{action.OuterActionID(acts[40].ID)}})
 	// After the first (rejected) request the token expires.
 	e.rec.before = func(n int64) {
 		if n == 2 {
@@ -515,7 +580,7 @@ func TestOuterActionIDAndResend(t *testing.T) {
 		}
 	}
 	d := e.sim.Delivered()
-	if len(d) != 2 || d[0].OuterActionID != "evt-42" || d[1].OuterActionID != "evt-43" {
+	if len(d) != 2 || d[0].OuterActionID != action.OuterActionID("evt-42") || d[1].OuterActionID != action.OuterActionID("evt-43") {
 		t.Fatalf("delivered %+v", d)
 	}
 	if d[0].UserID["hash_phone"] != a.UserID.HashPhone || d[0].ActionType != "REGISTER" ||
@@ -525,7 +590,7 @@ func TestOuterActionIDAndResend(t *testing.T) {
 	if d[1].Trace != nil || d[1].ActionParam != nil {
 		t.Fatalf("empty trace/param sent: %+v", d[1])
 	}
-	if n := e.sim.DeliveryCount("evt-42"); n != 2 {
+	if n := e.sim.DeliveryCount(action.OuterActionID("evt-42")); n != 2 {
 		t.Fatalf("DeliveryCount = %d, want 2", n)
 	}
 	for _, body := range e.rec.bodies {
@@ -533,6 +598,94 @@ func TestOuterActionIDAndResend(t *testing.T) {
 			t.Fatalf("internal fields sent: %s", body)
 		}
 	}
+}
+
+// TestOuterActionIDIsTencentSafe: ids the local API takes but Tencent's
+// outer_action_id does not ('.', ':', '-', such as the README's own
+// loan-app-000123) are sent mapped, and Tencent-safe ids unchanged; the
+// simulator refuses anything else, as Tencent refuses a bad parameter.
+func TestOuterActionIDIsTencentSafe(t *testing.T) {
+	e := newSim(t)
+	c := newClient(t, e.ts.URL, nil, nil)
+	ids := []string{"loan-app-000123", "loan_app_000123", "evt.2026-11-23:7", "plain42"}
+	var acts []action.Action
+	for _, id := range ids {
+		acts = append(acts, mkAction(id))
+	}
+	for i := 0; i < 2; i++ { // a re-send carries the same keys
+		for _, r := range c.Send(context.Background(), mkItems(t, acts...)) {
+			if r.Verdict.Outcome != upstream.Delivered {
+				t.Fatalf("send %d: %s: %+v", i, r.ID, r.Verdict)
+			}
+		}
+	}
+	d := e.sim.Delivered()
+	want := []string{"loan_app_000123_" + hash16("loan-app-000123"), "loan_app_000123",
+		"evt_2026_11_23_7_" + hash16("evt.2026-11-23:7"), "plain42"}
+	if len(d) != len(want) {
+		t.Fatalf("simulator holds %d actions, want %d", len(d), len(want))
+	}
+	for i, a := range d {
+		if a.OuterActionID != want[i] || e.sim.DeliveryCount(want[i]) != 2 {
+			t.Fatalf("action %d: outer_action_id %q (delivered %d times), want %q twice", i, a.OuterActionID, e.sim.DeliveryCount(a.OuterActionID), want[i])
+		}
+	}
+}
+
+// TestPassesOnEveryUserIDFormAndOptionalField: the user_id forms of
+// Tencent's v3 model beyond the first ones (hash_android_id, the
+// md5_sha256_* forms, caid with its version) and the optional channel,
+// custom_action and product_inform reach the simulator as given.
+func TestPassesOnEveryUserIDFormAndOptionalField(t *testing.T) {
+	e := newSim(t)
+	c := newClient(t, e.ts.URL, nil, nil)
+	a := mkAction("full_1")
+	h32, h64 := strings.Repeat("ab", 16), strings.Repeat("cd", 32)
+	a.UserID = &action.UserID{HashAndroidID: h32, MD5SHA256IMEI: h64, MD5SHA256IDFA: h64, MD5SHA256OAID: h64,
+		CAID: h32, CAIDVersion: 20230330, WechatUnionID: "u1", WechatAppID: "wx1"}
+	a.Channel, a.CustomAction = "TENCENT", "Speak_frequently"
+	a.ProductInform = &action.ProductInform{ContentType: "LOAN", ProductCatalogID: "cat", ProductID: []string{"p1"}, CategoryPath: []string{"贷款", "个贷"}}
+	if v := c.Send(context.Background(), mkItems(t, a))[0].Verdict; v.Outcome != upstream.Delivered {
+		t.Fatalf("verdict %+v", v)
+	}
+	d := e.sim.Delivered()
+	if len(d) != 1 {
+		t.Fatalf("simulator holds %d", len(d))
+	}
+	got := d[0]
+	wantUser := map[string]any{"hash_android_id": h32, "md5_sha256_imei": h64, "md5_sha256_idfa": h64, "md5_sha256_oaid": h64,
+		"caid": h32, "caid_version": float64(20230330), "wechat_unionid": "u1", "wechat_app_id": "wx1"}
+	if fmt.Sprint(got.UserID) != fmt.Sprint(wantUser) || got.Channel != "TENCENT" || got.CustomAction != "Speak_frequently" ||
+		got.ProductInform == nil || fmt.Sprint(*got.ProductInform) != fmt.Sprint(tencentsim.ProductInform(*a.ProductInform)) {
+		t.Fatalf("delivered %+v (product_inform %+v)", got, got.ProductInform)
+	}
+}
+
+// TestWebDataSourceGetsTheURL: a WEB data source takes actions only with
+// their page url; the client sends it. An action stored without one (before
+// the data source was said to be WEB) is refused alone, the rest delivered.
+func TestWebDataSourceGetsTheURL(t *testing.T) {
+	sim := tencentsim.New(tencentsim.Options{AccessToken: testToken, AccountID: account, UserActionSetID: set, DataSourceType: "WEB"})
+	ts := httptest.NewServer(sim)
+	t.Cleanup(ts.Close)
+	c := newClient(t, ts.URL, nil, nil)
+	acts := nActions(3)
+	acts[0].URL = "https://bank.example/loan/apply?gdt_vid=wx0abc"
+	acts[2].URL = "http://h5.bank.example/register"
+	rs := c.Send(context.Background(), mkItems(t, acts...))
+	if rs[0].Verdict.Outcome != upstream.Delivered || rs[2].Verdict.Outcome != upstream.Delivered ||
+		rs[1].Verdict.Outcome != upstream.Permanent || !strings.Contains(rs[1].Verdict.Message, "url") {
+		t.Fatalf("results %+v", rs)
+	}
+	d := sim.Delivered()
+	if len(d) != 2 || d[0].URL != acts[0].URL || d[1].URL != acts[2].URL {
+		t.Fatalf("delivered %+v", d)
+	}
+}
+
+func hash16(id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return hex.EncodeToString(sum[:8])
 }
 
 func TestRetryUsesFreshNonce(t *testing.T) {
@@ -557,7 +710,7 @@ func TestRetryUsesFreshNonce(t *testing.T) {
 	if v.Outcome != upstream.Delivered {
 		t.Fatalf("verdict %+v", v)
 	}
-	if n := e.sim.DeliveryCount("r1"); n != 2 {
+	if n := e.sim.DeliveryCount(action.OuterActionID("r1")); n != 2 {
 		t.Fatalf("DeliveryCount = %d, want 2 (lost answer, then retry)", n)
 	}
 }

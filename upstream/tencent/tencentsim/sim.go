@@ -16,14 +16,23 @@
 //	       use it for an account_id / user_action_set_id that does not
 //	       match the token: Tencent documents no code for this to us, and
 //	       it must not look like a per-action error)
+//	11016  per-second request limit reached   (Tencent; QuotaPerSecond)
 //	11017  per-minute request limit reached   (Tencent; QuotaPerMinute)
+//	11018  per-day request limit reached      (Tencent; ThrottleCode)
+//	11019  much too frequent (the body's or developer's frequency control)
+//	                                          (Tencent; ThrottleCode)
 //	12000  access_token, timestamp or nonce missing (Tencent)
 //	12001  timestamp malformed or more than 300 s off      (OUR CHOICE)
 //	12002  nonce empty or longer than 32 characters        (OUR CHOICE)
 //	12003  nonce already used within the 300 s window      (OUR CHOICE)
 //	31001  invalid parameter: body not JSON, wrong Content-Type, unknown
 //	       field, 0 or >50 actions, action_time missing, unknown
-//	       action_type, no user_id nor trace.click_id, BadActionIDs
+//	       action_type, no user_id nor trace.click_id, an outer_action_id
+//	       not 1-255 of [A-Za-z0-9_], wechat_openid without wechat_app_id,
+//	       wechat_openid or wechat_unionid not 1-64 bytes, trace.click_id
+//	       over 64 bytes, no url from a WEB data source (Tencent's rules),
+//	       a url that is not an absolute http(s) URL (OUR CHOICE of
+//	       strictness: Tencent's reference says "page url"), BadActionIDs
 //	       (OUR CHOICE of code; the message names the field and the index,
 //	       e.g. "actions[3].action_type")
 //	31002  body larger than 50 KiB                          (OUR CHOICE)
@@ -45,6 +54,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"net/url"
 	"strconv"
 	"sync"
 	"time"
@@ -59,6 +69,12 @@ const (
 	MaxBodyBytes   = 50 * 1024
 	TimestampSkew  = 300 * time.Second
 	MaxNonceLength = 32
+	// MaxOuterActionID is the longest outer_action_id Tencent takes.
+	MaxOuterActionID = 255
+	// MaxWechatID bounds wechat_openid and wechat_unionid, MaxClickID
+	// trace.click_id (bytes).
+	MaxWechatID = 64
+	MaxClickID  = 64
 )
 
 // Codes the simulator answers; see the package comment for which are ours.
@@ -70,7 +86,10 @@ const (
 	CodeTokenEmpty     = 11005
 	CodeThrottled      = 11008
 	CodeOutOfAuthority = 11014
+	CodeSecondQuota    = 11016
 	CodeMinuteQuota    = 11017
+	CodeDayQuota       = 11018
+	CodeTooFrequent    = 11019
 	CodeMissingAuth    = 12000
 	CodeBadTimestamp   = 12001
 	CodeBadNonce       = 12002
@@ -92,13 +111,43 @@ func knownActionType(t string) bool {
 	return false
 }
 
-// knownActionField reports the action keys accepted; anything else (our
-// internal "track", say) is an unknown parameter. channel, url and
-// custom_action are optional Tencent fields the agent does not send.
+// knownActionField reports the action keys of Tencent's v3 model
+// (UserAction); anything else (our internal "track", say) is an unknown
+// parameter. ext_info, Tencent's device details, is not taken here: the
+// agent never sends it.
 func knownActionField(k string) bool {
 	switch k {
 	case "outer_action_id", "action_time", "user_id", "action_type",
-		"action_param", "trace", "channel", "url", "custom_action":
+		"action_param", "trace", "channel", "url", "custom_action", "product_inform":
+		return true
+	}
+	return false
+}
+
+// userIDKeys are the members of Tencent's v3 user_id (UserIdDn), all
+// strings but caid_version, an integer.
+var userIDKeys = map[string]bool{
+	"hash_imei": true, "md5_sha256_imei": true, "hash_idfa": true, "md5_sha256_idfa": true,
+	"hash_phone": true, "sha256_phone": true, "hash_android_id": true, "hash_oaid": true,
+	"md5_sha256_oaid": true, "wechat_openid": true, "wechat_unionid": true, "wechat_app_id": true,
+	"caid": true, "caid_version": true,
+}
+
+// knownChannel: Tencent's ActionChannelType.
+func knownChannel(c string) bool {
+	switch c {
+	case "NATURAL", "TENCENT", "BYTEDANCE", "KUAISHOU", "ALIBABA", "BAIDU", "OTHERS", "MULTIPLE", "UNKNOWN":
+		return true
+	}
+	return false
+}
+
+// knownContentType: Tencent's ActionProductInformType.
+func knownContentType(c string) bool {
+	switch c {
+	case "EC", "ESTATE", "VIDEO", "CAR", "NEWS_INFORMATION", "BEAUTY_PERSONAL_CARE", "RETAIL", "EDUCATION",
+		"READING", "INSURANCE", "LOAN", "FINANCIAL", "BANKCARD", "WEDDING", "SECURITIES",
+		"DECORATION_BUILDING_MATERIAL", "CARRIER", "GAME":
 		return true
 	}
 	return false
@@ -106,15 +155,24 @@ func knownActionField(k string) bool {
 
 // Action is one accepted action as it came over the wire.
 type Action struct {
-	OuterActionID string            `json:"outer_action_id,omitempty"`
-	ActionTime    int64             `json:"action_time"`
-	UserID        map[string]string `json:"user_id,omitempty"`
-	ActionType    string            `json:"action_type"`
-	ActionParam   map[string]any    `json:"action_param,omitempty"`
-	Trace         *Trace            `json:"trace,omitempty"`
-	Channel       string            `json:"channel,omitempty"`
-	URL           string            `json:"url,omitempty"`
-	CustomAction  string            `json:"custom_action,omitempty"`
+	OuterActionID string         `json:"outer_action_id,omitempty"`
+	ActionTime    int64          `json:"action_time"`
+	UserID        map[string]any `json:"user_id,omitempty"`
+	ActionType    string         `json:"action_type"`
+	ActionParam   map[string]any `json:"action_param,omitempty"`
+	Trace         *Trace         `json:"trace,omitempty"`
+	Channel       string         `json:"channel,omitempty"`
+	URL           string         `json:"url,omitempty"`
+	CustomAction  string         `json:"custom_action,omitempty"`
+	ProductInform *ProductInform `json:"product_inform,omitempty"`
+}
+
+// ProductInform is Tencent's product_inform.
+type ProductInform struct {
+	ContentType      string   `json:"content_type,omitempty"`
+	ProductCatalogID string   `json:"product_catalog_id,omitempty"`
+	ProductID        []string `json:"product_id,omitempty"`
+	CategoryPath     []string `json:"category_path,omitempty"`
 }
 
 // Trace carries the ad click id.
@@ -127,12 +185,15 @@ type Options struct {
 	AccessToken     string
 	AccountID       int64
 	UserActionSetID int64
-	Clock           func() time.Time // default time.Now
+	// DataSourceType is the user action set's type; "WEB" requires every
+	// action to carry its page url, as Tencent does for a web data source.
+	DataSourceType string
+	Clock          func() time.Time // default time.Now
 }
 
 // Faults are injected in this order: Outage, Latency, HTTPStatus, then
-// (after the auth checks) TokenExpired, Throttle, QuotaPerMinute,
-// ErrorRate, then (after the body checks) BadActionIDs, and Truncate on
+// (after the auth checks) TokenExpired, Throttle, ThrottleCode,
+// QuotaPerSecond, QuotaPerMinute, ErrorRate, then (after the body checks) BadActionIDs, and Truncate on
 // an accepted request.
 type Faults struct {
 	// Latency delays every answer; a client that gives up first leaves
@@ -146,15 +207,22 @@ type Faults struct {
 	Outage       bool `json:"outage"`
 	HTTPStatus   int  `json:"http_status"`
 	TokenExpired bool `json:"token_expired"`
-	Throttle     bool `json:"throttle"`
+	// Throttle answers 11008 (the application's request limit).
+	Throttle bool `json:"throttle"`
+	// ThrottleCode answers this throttling code to every request: 11008,
+	// 11016 (per second), 11017 (per minute), 11018 (per day) or 11019
+	// (much too frequent). Any other value is answered as given.
+	ThrottleCode int `json:"throttle_code"`
 	// Truncate accepts and records the request, then answers a cut-off
 	// JSON body: the answer was lost, the delivery was not.
 	Truncate bool `json:"truncate"`
 	// BadActionIDs make a request holding any of these outer_action_ids
 	// fail whole with 31001.
 	BadActionIDs []string `json:"bad_action_ids,omitempty"`
-	// QuotaPerMinute is the token's quota shared by all clients; requests
-	// over it in a clock minute get 11017.
+	// QuotaPerSecond and QuotaPerMinute are the token's quotas shared by
+	// all clients; requests over one in a clock second get 11016, in a
+	// clock minute 11017.
+	QuotaPerSecond int `json:"quota_per_second"`
 	QuotaPerMinute int `json:"quota_per_minute"`
 	// RetryAfter, when set, adds a Retry-After header to HTTPStatus and
 	// throttling answers.
@@ -207,6 +275,8 @@ type Server struct {
 	pruned    time.Time
 	quotaMin  int64
 	quotaUsed int
+	quotaSec  int64
+	secUsed   int
 }
 
 // New builds a Server.
@@ -314,7 +384,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if code, msg := s.checkAuth(r, f); code != 0 {
-		if code == CodeThrottled || code == CodeMinuteQuota {
+		if throttling(code) {
 			s.retryAfter(w, f)
 		}
 		s.answer(w, code, msg)
@@ -401,7 +471,20 @@ func (s *Server) checkAuth(r *http.Request, f Faults) (int, string) {
 	s.nonces[nonce] = now
 
 	if f.Throttle {
-		return CodeThrottled, "Application request limit has been exceeded."
+		return CodeThrottled, throttleMessage(CodeThrottled)
+	}
+	if f.ThrottleCode != 0 {
+		return f.ThrottleCode, throttleMessage(f.ThrottleCode)
+	}
+	if f.QuotaPerSecond > 0 {
+		sec := now.Unix()
+		if sec != s.quotaSec {
+			s.quotaSec, s.secUsed = sec, 0
+		}
+		if s.secUsed >= f.QuotaPerSecond {
+			return CodeSecondQuota, throttleMessage(CodeSecondQuota)
+		}
+		s.secUsed++
 	}
 	if f.QuotaPerMinute > 0 {
 		minute := now.Unix() / 60
@@ -409,11 +492,35 @@ func (s *Server) checkAuth(r *http.Request, f Faults) (int, string) {
 			s.quotaMin, s.quotaUsed = minute, 0
 		}
 		if s.quotaUsed >= f.QuotaPerMinute {
-			return CodeMinuteQuota, "Application has reached the request limit per minute."
+			return CodeMinuteQuota, throttleMessage(CodeMinuteQuota)
 		}
 		s.quotaUsed++
 	}
 	return 0, ""
+}
+
+// throttling reports the codes that say "slow down"; their answers carry
+// Faults.RetryAfter as a Retry-After header when it is set.
+func throttling(code int) bool {
+	return code == CodeThrottled || code >= CodeSecondQuota && code <= CodeTooFrequent
+}
+
+// throttleMessage is Tencent's message for a throttling code (its error
+// table, developers.e.qq.com/v3.0/docs/errors).
+func throttleMessage(code int) string {
+	switch code {
+	case CodeThrottled:
+		return "Application request limit has been exceeded."
+	case CodeSecondQuota:
+		return "Application has reached the request limit per second."
+	case CodeMinuteQuota:
+		return "Application has reached the request limit per minute."
+	case CodeDayQuota:
+		return "Application has reached the request limit per day."
+	case CodeTooFrequent:
+		return "Your request is much too frequent."
+	}
+	return "Request limit reached."
 }
 
 func (s *Server) injectedError(f Faults) (int, string) {
@@ -480,7 +587,7 @@ func (s *Server) checkBody(r *http.Request, f Faults) ([]Action, int, string) {
 	now := s.opts.Clock()
 	out := make([]Action, 0, len(req.Actions))
 	for i, raw := range req.Actions {
-		a, field, why := checkAction(raw, now)
+		a, field, why := checkAction(raw, now, s.opts.DataSourceType == "WEB")
 		if why == "" && bad[a.OuterActionID] {
 			field, why = "", "rejected by the platform."
 		}
@@ -497,7 +604,7 @@ func (s *Server) checkBody(r *http.Request, f Faults) ([]Action, int, string) {
 }
 
 // checkAction validates one action; on failure it names the field.
-func checkAction(raw json.RawMessage, now time.Time) (Action, string, string) {
+func checkAction(raw json.RawMessage, now time.Time, web bool) (Action, string, string) {
 	var keys map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &keys); err != nil {
 		return Action{}, "", "must be a JSON object."
@@ -521,12 +628,43 @@ func checkAction(raw json.RawMessage, now time.Time) (Action, string, string) {
 	if a.ActionTime > now.Add(TimestampSkew).Unix() {
 		return a, "action_time", "must not be in the future."
 	}
+	if _, ok := keys["outer_action_id"]; ok && !validOuterID(a.OuterActionID) {
+		return a, "outer_action_id", "must be 1-255 characters of letters, digits and underscores."
+	}
 	if !knownActionType(a.ActionType) {
 		return a, "action_type", fmt.Sprintf("unknown value %q.", a.ActionType)
 	}
+	if field, why := checkUserID(a.UserID); why != "" {
+		return a, "user_id." + field, why
+	}
+	if a.Trace != nil && len(a.Trace.ClickID) > MaxClickID {
+		return a, "trace.click_id", fmt.Sprintf("must be at most %d bytes.", MaxClickID)
+	}
+	if a.URL == "" && web {
+		return a, "url", "required for a web data source."
+	}
+	if _, ok := keys["url"]; ok {
+		if u, err := url.Parse(a.URL); err != nil || u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
+			return a, "url", "must be the page's absolute http(s) URL."
+		}
+	}
+	if _, ok := keys["channel"]; ok && !knownChannel(a.Channel) {
+		return a, "channel", fmt.Sprintf("unknown value %q.", a.Channel)
+	}
+	if raw, ok := keys["product_inform"]; ok {
+		var p ProductInform
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&p); err != nil {
+			return a, "product_inform", "invalid: " + err.Error()
+		}
+		if p.ContentType != "" && !knownContentType(p.ContentType) {
+			return a, "product_inform.content_type", fmt.Sprintf("unknown value %q.", p.ContentType)
+		}
+	}
 	hasUser := false
-	for _, v := range a.UserID {
-		if v != "" {
+	for k, v := range a.UserID {
+		if s, ok := v.(string); ok && s != "" && k != "wechat_app_id" {
 			hasUser = true
 		}
 	}
@@ -534,6 +672,51 @@ func checkAction(raw json.RawMessage, now time.Time) (Action, string, string) {
 		return a, "user_id", "user_id or trace.click_id is required."
 	}
 	return a, "", ""
+}
+
+// checkUserID checks user_id's members: known, of the right type, WeChat
+// ids 1-64 bytes, an openid with its app id.
+func checkUserID(u map[string]any) (field, why string) {
+	str := map[string]string{}
+	for k, v := range u {
+		if !userIDKeys[k] {
+			return k, "unknown parameter."
+		}
+		if k == "caid_version" {
+			if n, ok := v.(float64); !ok || n != float64(int64(n)) {
+				return k, "wrong type."
+			}
+			continue
+		}
+		s, ok := v.(string)
+		if !ok {
+			return k, "wrong type."
+		}
+		str[k] = s
+	}
+	for _, k := range []string{"wechat_openid", "wechat_unionid"} {
+		if v, ok := str[k]; ok && (v == "" || len(v) > MaxWechatID) {
+			return k, fmt.Sprintf("must be 1-%d bytes.", MaxWechatID)
+		}
+	}
+	if str["wechat_openid"] != "" && str["wechat_app_id"] == "" {
+		return "wechat_app_id", "required with wechat_openid."
+	}
+	return "", ""
+}
+
+// validOuterID is Tencent's rule for outer_action_id: 1 to 255 letters,
+// digits and underscores. (The simulator's own copy, not the agent's.)
+func validOuterID(id string) bool {
+	if len(id) == 0 || len(id) > MaxOuterActionID {
+		return false
+	}
+	for _, ch := range []byte(id) {
+		if !('a' <= ch && ch <= 'z' || 'A' <= ch && ch <= 'Z' || '0' <= ch && ch <= '9' || ch == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 func (s *Server) serveFaults(w http.ResponseWriter, r *http.Request) {

@@ -84,6 +84,30 @@ func act(id, typ string) map[string]any {
 	}
 }
 
+// withUser adds user_id members (key, value pairs) to a.
+func withUser(a map[string]any, kv ...string) map[string]any {
+	u := map[string]string{}
+	for k, v := range a["user_id"].(map[string]string) {
+		u[k] = v
+	}
+	for i := 0; i+1 < len(kv); i += 2 {
+		u[kv[i]] = kv[i+1]
+	}
+	a["user_id"] = u
+	return a
+}
+
+// set1 sets one member of a.
+func set1(a map[string]any, k string, v any) map[string]any {
+	a[k] = v
+	return a
+}
+
+func withClick(a map[string]any, click string) map[string]any {
+	a["trace"] = map[string]string{"click_id": click}
+	return a
+}
+
 func body(acc, st int64, actions ...map[string]any) string {
 	b, _ := json.Marshal(map[string]any{"account_id": acc, "user_action_set_id": st, "actions": actions})
 	return string(b)
@@ -184,6 +208,34 @@ func TestRejects(t *testing.T) {
 		{name: "future action_time", body: body(account, set, future), code: CodeInvalidParam, contains: "actions[0].action_time"},
 		{name: "no user", body: body(account, set, act("a", "APPLY"), noUser), code: CodeInvalidParam, contains: "actions[1].user_id"},
 		{name: "internal track field", body: body(account, set, tracked), code: CodeInvalidParam, contains: "actions[0].track"},
+		{name: "outer_action_id with a hyphen", body: body(account, set, act("ok_1", "APPLY"), act("loan-app-000123", "APPLY")), code: CodeInvalidParam, contains: "actions[1].outer_action_id"},
+		{name: "outer_action_id with a dot", body: body(account, set, act("a.b", "APPLY")), code: CodeInvalidParam, contains: "actions[0].outer_action_id"},
+		{name: "outer_action_id empty", body: body(account, set, act("", "APPLY")), code: CodeInvalidParam, contains: "actions[0].outer_action_id"},
+		{name: "outer_action_id 256", body: body(account, set, act(strings.Repeat("a", 256), "APPLY")), code: CodeInvalidParam, contains: "actions[0].outer_action_id"},
+		{name: "outer_action_id 255", body: body(account, set, act(strings.Repeat("a", 255), "APPLY")), code: 0},
+		{name: "openid with app id", body: body(account, set, withUser(act("w", "APPLY"), "wechat_openid", "o1", "wechat_app_id", "wx1")), code: 0},
+		{name: "openid without app id", body: body(account, set, withUser(act("w", "APPLY"), "wechat_openid", "o1")), code: CodeInvalidParam, contains: "actions[0].user_id.wechat_app_id"},
+		{name: "unionid without app id", body: body(account, set, withUser(act("w", "APPLY"), "wechat_unionid", "u1")), code: 0},
+		{name: "openid 64", body: body(account, set, withUser(act("w", "APPLY"), "wechat_openid", strings.Repeat("o", 64), "wechat_app_id", "wx1")), code: 0},
+		{name: "openid 65", body: body(account, set, withUser(act("w", "APPLY"), "wechat_openid", strings.Repeat("o", 65), "wechat_app_id", "wx1")), code: CodeInvalidParam, contains: "actions[0].user_id.wechat_openid"},
+		{name: "unionid 65", body: body(account, set, withUser(act("w", "APPLY"), "wechat_unionid", strings.Repeat("u", 65))), code: CodeInvalidParam, contains: "actions[0].user_id.wechat_unionid"},
+		{name: "unionid empty", body: body(account, set, withUser(act("w", "APPLY"), "wechat_unionid", "")), code: CodeInvalidParam, contains: "actions[0].user_id.wechat_unionid"},
+		{name: "click_id 64", body: body(account, set, withClick(act("c", "APPLY"), strings.Repeat("c", 64))), code: 0},
+		{name: "click_id 65", body: body(account, set, withClick(act("c", "APPLY"), strings.Repeat("c", 65))), code: CodeInvalidParam, contains: "actions[0].trace.click_id"},
+		{name: "every v3 user_id form", body: body(account, set, set1(act("v", "APPLY"), "user_id", map[string]any{
+			"hash_imei": "a", "md5_sha256_imei": "b", "hash_idfa": "c", "md5_sha256_idfa": "d", "hash_phone": "e",
+			"sha256_phone": "f", "hash_android_id": "g", "hash_oaid": "h", "md5_sha256_oaid": "i", "wechat_openid": "j",
+			"wechat_unionid": "k", "wechat_app_id": "l", "caid": "m", "caid_version": 20230330})), code: 0},
+		{name: "unknown user_id key", body: body(account, set, set1(act("v", "APPLY"), "user_id", map[string]any{"hash_phone": "e", "imei": "x"})), code: CodeInvalidParam, contains: "actions[0].user_id.imei"},
+		{name: "caid_version a string", body: body(account, set, set1(act("v", "APPLY"), "user_id", map[string]any{"caid": "m", "caid_version": "2023"})), code: CodeInvalidParam, contains: "actions[0].user_id.caid_version"},
+		{name: "hash_android_id a number", body: body(account, set, set1(act("v", "APPLY"), "user_id", map[string]any{"hash_android_id": 5})), code: CodeInvalidParam, contains: "actions[0].user_id.hash_android_id"},
+		{name: "app id is no user", body: body(account, set, set1(act("v", "APPLY"), "user_id", map[string]any{"wechat_app_id": "wx1"})), code: CodeInvalidParam, contains: "actions[0].user_id"},
+		{name: "optional fields", body: body(account, set, set1(set1(set1(act("o", "APPLY"), "channel", "TENCENT"), "custom_action", "Speak_frequently"),
+			"product_inform", map[string]any{"content_type": "LOAN", "product_catalog_id": "c", "product_id": []string{"p"}, "category_path": []string{"a", "b"}})), code: 0},
+		{name: "unknown channel", body: body(account, set, set1(act("o", "APPLY"), "channel", "WEIBO")), code: CodeInvalidParam, contains: "actions[0].channel"},
+		{name: "unknown content_type", body: body(account, set, set1(act("o", "APPLY"), "product_inform", map[string]any{"content_type": "MORTGAGE"})), code: CodeInvalidParam, contains: "actions[0].product_inform.content_type"},
+		{name: "unknown product_inform key", body: body(account, set, set1(act("o", "APPLY"), "product_inform", map[string]any{"price": 1})), code: CodeInvalidParam, contains: "actions[0].product_inform"},
+		{name: "ext_info", body: body(account, set, set1(act("o", "APPLY"), "ext_info", map[string]any{"ip": "1.2.3.4"})), code: CodeInvalidParam, contains: "actions[0].ext_info"},
 		{name: "wrong type", body: body(account, set, map[string]any{"action_time": "now", "action_type": "APPLY"}), code: CodeInvalidParam, contains: "actions[0].action_time"},
 	}
 	for _, tc := range tests {
@@ -264,6 +316,11 @@ func TestFaults(t *testing.T) {
 		{name: "none", code: 0, recorded: 2},
 		{name: "token expired", faults: Faults{TokenExpired: true}, code: CodeTokenExpired},
 		{name: "throttle", faults: Faults{Throttle: true, RetryAfter: 30 * time.Second}, code: CodeThrottled, hdr: "30"},
+		{name: "11016 per second", faults: Faults{ThrottleCode: CodeSecondQuota}, code: CodeSecondQuota},
+		{name: "11017 per minute", faults: Faults{ThrottleCode: CodeMinuteQuota, RetryAfter: 7 * time.Second}, code: CodeMinuteQuota, hdr: "7"},
+		{name: "11018 per day", faults: Faults{ThrottleCode: CodeDayQuota}, code: CodeDayQuota},
+		{name: "11019 too frequent", faults: Faults{ThrottleCode: CodeTooFrequent, RetryAfter: time.Second}, code: CodeTooFrequent, hdr: "1"},
+		{name: "11008 by code", faults: Faults{ThrottleCode: CodeThrottled}, code: CodeThrottled},
 		{name: "error rate", faults: Faults{ErrorRate: 1}, code: CodeSystemError},
 		{name: "error code", faults: Faults{ErrorRate: 1, ErrorCode: 10001}, code: 10001},
 		{name: "http status", faults: Faults{HTTPStatus: 503, RetryAfter: 5 * time.Second}, status: 503, hdr: "5"},
@@ -364,6 +421,32 @@ func TestQuotaPerMinute(t *testing.T) {
 	}
 }
 
+func TestQuotaPerSecond(t *testing.T) {
+	var clock atomic.Int64
+	clock.Store(t0.UnixMilli())
+	srv := New(Options{AccessToken: token, AccountID: account, UserActionSetID: set,
+		Clock: func() time.Time { return time.UnixMilli(clock.Load()) }})
+	ts := httptest.NewServer(srv)
+	defer ts.Close()
+	h := &harness{srv: srv, ts: ts}
+	srv.SetFaults(Faults{QuotaPerSecond: 2})
+	b := body(account, set, act("x", "APPLY"))
+	send := func() int {
+		q := h.query()
+		q.Set("timestamp", strconv.FormatInt(clock.Load()/1000, 10))
+		return h.post(t, "POST", Path, q, "application/json", b).Code
+	}
+	got := []int{send(), send(), send()}
+	clock.Add(999) // the same clock second still
+	got = append(got, send())
+	clock.Add(1) // the next second: a fresh quota
+	got = append(got, send())
+	want := []int{0, 0, CodeSecondQuota, CodeSecondQuota, 0}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("codes %v, want %v", got, want)
+	}
+}
+
 func TestErrorRateIsDeterministic(t *testing.T) {
 	h := newHarness(t)
 	h.srv.SetFaults(Faults{ErrorRate: 0.25})
@@ -435,5 +518,41 @@ func TestNonceForgottenAfterWindow(t *testing.T) {
 	got = append(got, send("same")) // the old request could no longer pass the timestamp check
 	if want := []int{0, CodeNonceReused, 0}; fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("codes %v, want %v", got, want)
+	}
+}
+
+// TestWebDataSourceRequiresURL: a WEB data source takes an action only
+// with its page url; any data source takes a url only as an absolute
+// http(s) URL.
+func TestWebDataSourceRequiresURL(t *testing.T) {
+	for _, tc := range []struct {
+		name, source, url string // url "" leaves it out
+		code              int
+	}{
+		{"web with url", "WEB", "https://bank.example/loan?x=1", 0},
+		{"web without url", "WEB", "", CodeInvalidParam},
+		{"web with a relative url", "WEB", "/loan", CodeInvalidParam},
+		{"web with ftp", "WEB", "ftp://bank.example/loan", CodeInvalidParam},
+		{"android without url", "ANDROID", "", 0},
+		{"unset without url", "", "", 0},
+		{"unset with url", "", "http://h5.bank.example/a", 0},
+		{"unset with a bad url", "", "bank.example/a", CodeInvalidParam},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := &harness{srv: New(Options{AccessToken: token, AccountID: account, UserActionSetID: set, DataSourceType: tc.source,
+				Clock: func() time.Time { return t0 }})}
+			h.ts = httptest.NewServer(h.srv)
+			defer h.ts.Close()
+			good := act("w0", "REGISTER")
+			good["url"] = "https://bank.example/"
+			a := act("w1", "REGISTER")
+			if tc.url != "" {
+				a["url"] = tc.url
+			}
+			got := h.post(t, "POST", Path, h.query(), "application/json", body(account, set, good, a))
+			if got.Code != tc.code || tc.code != 0 && !strings.Contains(got.Message, "actions[1].url") {
+				t.Fatalf("code %d %q, want %d naming actions[1].url", got.Code, got.Message, tc.code)
+			}
+		})
 	}
 }
