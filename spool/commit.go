@@ -32,6 +32,7 @@ const (
 	opProbe
 	opPut
 	opDamaged
+	opRescue
 )
 
 // op is one caller's request to the committer. The committer applies many
@@ -48,7 +49,8 @@ type op struct {
 	all     bool
 	limit   int           // replay: most dead letters to move in this commit
 	release bool          // fail: attempts are counted; the lease is released
-	report  *DamageReport // damaged: what setting the values aside cost
+	report  *DamageReport // damaged, rescue: what was found and what it cost
+	rescue  []rescued     // rescue: values to write again (gc_rescue.go)
 
 	// results
 	res   AppendResult
@@ -300,6 +302,14 @@ func estimate(o *op) (count, size int64) {
 	case opDamaged:
 		count = int64(len(o.damaged)) * 2
 		size = int64(len(o.damaged)) * 256
+	case opRescue:
+		count = int64(len(o.rescue)) + 1
+		for _, r := range o.rescue {
+			size += int64(len(r.key)) + val(len(r.value)) + 16
+		}
+		if o.report != nil {
+			size += 4096
+		}
 	case opPut:
 		for _, r := range o.recs {
 			count += 2
@@ -374,6 +384,8 @@ func (g *group) apply(o *op) error {
 		return g.applyPut(o)
 	case opDamaged:
 		return g.applyDamaged(o)
+	case opRescue:
+		return g.applyRescue(o)
 	case opProbe:
 		return g.set([]byte("m\x00probe"), []byte(g.now.UTC().Format(time.RFC3339Nano)))
 	}
@@ -977,10 +989,7 @@ func (g *group) applyDamaged(o *op) (err error) {
 			if len(r.Spans) > maxReportSpans {
 				r.Spans = r.Spans[:maxReportSpans]
 			}
-			if b, merr := json.Marshal(r); merr == nil {
-				// Best effort: the dead letters say it too.
-				_ = g.set(damageKey(r.At), b)
-			}
+			_ = g.setDamageReport(*r) // best effort: the dead letters say it too
 			o.report = r
 		}
 	}()
@@ -1045,4 +1054,13 @@ func (g *group) entriesUpTo(queue string, seq, head uint64) int64 {
 		return 1
 	}
 	return int64(seq - prev)
+}
+
+// setDamageReport stores a damage report with the group's writes.
+func (g *group) setDamageReport(r DamageReport) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return g.set(damageKey(r.At), b)
 }

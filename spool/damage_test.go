@@ -322,7 +322,7 @@ func storeDamageSweep(t *testing.T, clean bool) {
 				v.ids = append(v.ids, x.rec.ID)
 			}
 			values = append(values, v)
-		})
+		}, nil)
 		lf.close()
 	}
 	if len(values) == 0 {

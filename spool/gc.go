@@ -2,6 +2,7 @@ package spool
 
 import (
 	"errors"
+	"fmt"
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
@@ -40,12 +41,23 @@ func (s *Spool) gcLoop() {
 func (s *Spool) collectOne() bool {
 	guard := s.holdLogDeletes()
 	defer guard()
+	s.opts.rewrites.fid.Store(-1)
 	err := s.db.RunValueLogGC(0.5)
 	if err != nil {
 		if !errors.Is(err, badger.ErrNoRewrite) && !errors.Is(err, badger.ErrRejected) {
 			s.log.Warn("value log gc failed", "err", err)
 		}
 		return false
+	}
+	// The rewritten file is still on disk (the guard): values its damage
+	// hid from badger's rewrite are written again before it goes.
+	if fid := s.opts.rewrites.fid.Load(); fid >= 0 {
+		n, err := s.rescueAfterDamage(uint32(fid))
+		if err != nil {
+			s.log.Error("spool: reading a value log that GC rewrote, past damage, failed; values after the damage may be lost with it", "file", fmt.Sprintf("%06d.vlog", fid), "err", err)
+		} else if n > 0 {
+			s.log.Warn("spool: values after damage in a value log written again before GC deleted it", "file", fmt.Sprintf("%06d.vlog", fid), "values", n)
+		}
 	}
 	for {
 		err := s.syncForGC()

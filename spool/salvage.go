@@ -259,8 +259,9 @@ type logScan struct {
 
 // scan reads every entry, skipping unreadable bytes to the next entry
 // whose framing and CRC hold, and hands each to fn (nil: only the damage
-// and the versions are wanted). An entry's bytes are valid during fn.
-func (lf *logFile) scan(fn func(logEntry)) logScan {
+// and the versions are wanted), and each damaged span to onDamage (may be
+// nil) as it is found. An entry's bytes are valid during fn.
+func (lf *logFile) scan(fn func(logEntry), onDamage func(DamagedSpan)) logScan {
 	var sc logScan
 	off := int64(badgerLogHeader)
 	for off < lf.size {
@@ -291,6 +292,9 @@ func (lf *logFile) scan(fn func(logEntry)) logScan {
 		}
 		e, _ := lf.entryAt(next)
 		sc.damaged = append(sc.damaged, DamagedSpan{File: lf.name, Offset: off, End: next, What: "unreadable entries"})
+		if onDamage != nil {
+			onDamage(sc.damaged[len(sc.damaged)-1])
+		}
 		sc.after = append(sc.after, y.ParseTs(e.key))
 		off = next
 	}
@@ -324,7 +328,7 @@ func inspectLogs(dir string, keys map[uint64]*pb.DataKey, synced uint64, tv tabl
 		if err != nil {
 			continue // no data key for it: badger.Open reports that
 		}
-		sc := lf.scan(nil)
+		sc := lf.scan(nil, nil)
 		lf.close()
 		for i, d := range sc.damaged {
 			if synced != 0 && sc.after[i] <= synced {
@@ -755,7 +759,7 @@ func salvageStore(o Options, now time.Time) (res salvageResult, err error) {
 			}
 			e.key, e.value = slices.Clone(e.key), slices.Clone(e.value)
 			es = append(es, e)
-		})
+		}, nil)
 		res.spans = append(res.spans, sc.damaged...)
 		lf.close()
 		// Newest first among equal keys, as in a table.
@@ -790,7 +794,7 @@ func salvageStore(o Options, now time.Time) (res salvageResult, err error) {
 			binary.LittleEndian.PutUint32(ptr[8:], uint32(e.off))
 			es = append(es, logEntry{key: slices.Clone(e.key), meta: e.meta&^(bMetaTxn|bMetaFinTxn) | bMetaValuePointer,
 				userMeta: e.userMeta, expiresAt: e.expiresAt, value: ptr})
-		})
+		}, nil)
 		res.spans = append(res.spans, sc.damaged...)
 		if sc.tail != nil {
 			res.spans = append(res.spans, *sc.tail)

@@ -43,7 +43,7 @@ func FuzzLogScan(f *testing.F) {
 				t.Fatalf("entry at %d has a key of %d bytes, no version", e.off, len(e.key))
 			}
 			end = e.off + e.size
-		})
+		}, nil)
 		for i, d := range sc.damaged {
 			if d.Offset >= d.End || d.End > lf.size || (i > 0 && d.Offset < sc.damaged[i-1].End) {
 				t.Fatalf("damaged span [%d,%d) out of order or outside %d bytes", d.Offset, d.End, lf.size)

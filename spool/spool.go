@@ -107,6 +107,8 @@ type Options struct {
 	// dedupFilterKeys sizes the first duplicate filter (dedup.go); 0 is
 	// dedupFilterMinKeys. Tests set it tiny to rebuild the filter often.
 	dedupFilterKeys int
+	// rewrites hears which value log badger's GC rewrites (gc_rescue.go).
+	rewrites *rewriteWatch
 }
 
 // Record is one item to append.
@@ -258,6 +260,7 @@ func Open(opts Options) (*Spool, error) {
 	if n := len(opts.EncryptionKey); n != 0 && n != 32 {
 		return nil, fmt.Errorf("open spool: encryption key is %d bytes, want 32", n)
 	}
+	opts.rewrites = &rewriteWatch{}
 	s := &Spool{opts: opts, log: opts.Logger, now: opts.Clock, queues: map[string]*queueState{}}
 
 	s.disk = &diskWatch{dir: opts.Dir, min: opts.MinFreeBytes, free: opts.FreeBytes, log: s.log}
@@ -419,11 +422,17 @@ func (s *Spool) openAndLoad() error {
 }
 
 func badgerOptions(o Options) badger.Options {
+	var logger badger.Logger // nil: badger logs nothing
+	if o.rewrites != nil {
+		logger = o.rewrites
+	}
 	bo := badger.DefaultOptions(o.Dir).
 		// Durability comes from the journal (journal.go): one fdatasync
 		// per commit instead of badger's two msyncs.
 		WithSyncWrites(false).
-		WithLogger(nil).
+		// Badger logs nothing of ours but which value log a GC rewrites
+		// (gc_rescue.go).
+		WithLogger(logger).
 		WithDetectConflicts(false).
 		WithNumVersionsToKeep(1).
 		// Memory: a sidecar budget, not a database server's.
