@@ -105,7 +105,8 @@ func Load() (Config, error) {
 	if err := envconfig.Process(Prefix, &c); err != nil {
 		var pe *envconfig.ParseError
 		if errors.As(err, &pe) {
-			return c, fmt.Errorf("%s_%s=%q: %v", Prefix, pe.KeyName, pe.Value, pe.Err)
+			// KeyName is the whole variable's name, prefix included.
+			return c, fmt.Errorf("%s=%q: %v", pe.KeyName, pe.Value, pe.Err)
 		}
 		return c, fmt.Errorf("configuration: %w", err)
 	}

@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -83,6 +84,35 @@ func TestBadValuesNameTheVariable(t *testing.T) {
 				t.Fatalf("err = %v, want it to mention %s", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestUnparsableValueNamesTheVariable: every setting envconfig converts
+// (durations, integers, booleans, rates, sizes), given a value it cannot
+// read, is named once, as the operator wrote it: AGENT_X, not AGENT_AGENT_X.
+func TestUnparsableValueNamesTheVariable(t *testing.T) {
+	typ := reflect.TypeOf(Config{})
+	n := 0
+	for i := range typ.NumField() {
+		f := typ.Field(i)
+		if f.Type.Kind() == reflect.String {
+			continue
+		}
+		n++
+		name := Prefix + "_" + f.Tag.Get("envconfig")
+		t.Run(name, func(t *testing.T) {
+			t.Setenv(name, "abc")
+			_, err := Load()
+			if err == nil {
+				t.Fatalf("%s=abc accepted", name)
+			}
+			if want := name + `="abc": `; !strings.HasPrefix(err.Error(), want) || strings.Contains(err.Error(), Prefix+"_"+Prefix+"_") {
+				t.Fatalf("err = %q, want it to start %q", err, want)
+			}
+		})
+	}
+	if n < 20 {
+		t.Fatalf("only %d non-string settings: did the Config change shape?", n)
 	}
 }
 
