@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/outpost-agent/outpost/chaos/powerfs"
+	"github.com/outpost-agent/outpost/internal/agenttest"
 	"github.com/outpost-agent/outpost/upstream/tencent/tencentsim"
 )
 
@@ -265,7 +266,7 @@ func mountPowerFS(t *testing.T, backing, mnt string, first bool) *powerfs.FS {
 	t.Helper()
 	f, err := powerfs.Mount(backing, mnt, nil)
 	if first && errors.Is(err, powerfs.ErrUnavailable) {
-		t.Skipf("power cut needs FUSE (/dev/fuse and CAP_SYS_ADMIN to mount it): %v", err)
+		agenttest.Unavailable(t, "power cut needs FUSE (/dev/fuse and CAP_SYS_ADMIN to mount it): %v", err)
 	}
 	if err != nil {
 		t.Fatalf("mount powerfs: %v", err)

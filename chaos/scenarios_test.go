@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outpost-agent/outpost/internal/agenttest"
 	"github.com/outpost-agent/outpost/upstream/tencent/tencentsim"
 )
 
@@ -205,7 +206,7 @@ func TestDataDirFilesystemFull(t *testing.T) {
 	skipShort(t)
 	mnt := t.TempDir()
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=320m", "tmpfs", mnt).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a 320 MiB tmpfs for the data directory (needs root or CAP_SYS_ADMIN): %v: %s", err, strings.TrimSpace(string(out)))
+		agenttest.Unavailable(t, "cannot mount a 320 MiB tmpfs for the data directory (needs root or CAP_SYS_ADMIN): %v: %s", err, strings.TrimSpace(string(out)))
 	}
 	t.Cleanup(func() {
 		if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/outpost-agent/outpost/action"
+	"github.com/outpost-agent/outpost/internal/agenttest"
 	"github.com/outpost-agent/outpost/upstream/tencent/tencentsim"
 )
 
@@ -80,10 +81,7 @@ func TestStatusPageInChromium(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end")
 	}
-	chromium, err := exec.LookPath("chromium")
-	if err != nil {
-		t.Fatal("chromium is not installed (apt-get install chromium); .ci/run installs it")
-	}
+	chromium := agenttest.NeedTool(t, "chromium", "chromium")
 	sim, env := tencentSim(t)
 	sim.SetFaults(tencentsim.Faults{TokenExpired: true})
 	a := startAgent(t, t.TempDir(), env...)

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/outpost-agent/outpost/internal/agenttest"
 	"github.com/outpost-agent/outpost/systemd"
 )
 
@@ -27,7 +28,7 @@ import (
 func scratchRoot(t *testing.T) (string, bool) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("installing into a scratch root needs root (chroot, mknod)")
+		agenttest.Unavailable(t, "installing into a scratch root needs root (chroot, mknod)")
 	}
 	r := t.TempDir()
 	for _, d := range []string{"dev", "etc", "tmp", "var/tmp", "var/lib/dpkg/info", "var/lib/dpkg/updates", "var/lib/rpm"} {
@@ -36,7 +37,7 @@ func scratchRoot(t *testing.T) (string, bool) {
 		}
 	}
 	if err := syscall.Mknod(filepath.Join(r, "dev/null"), syscall.S_IFCHR|0o666, int(unixMkdev(1, 3))); err != nil {
-		t.Skipf("cannot make /dev/null in the scratch root: %v", err)
+		agenttest.Unavailable(t, "cannot make /dev/null in the scratch root: %v", err)
 	}
 	for _, f := range []string{"var/lib/dpkg/status", "var/lib/dpkg/available"} {
 		writeFile(t, filepath.Join(r, f), "", 0o644)

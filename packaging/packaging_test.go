@@ -14,6 +14,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/outpost-agent/outpost/internal/agenttest"
 	"github.com/outpost-agent/outpost/systemd"
 )
 
@@ -90,15 +91,11 @@ func buildArtifacts() error {
 	return nil
 }
 
-// tool returns the path of a command the tests need, or fails saying which
-// Debian package provides it: these checks are part of CI, not optional.
+// tool returns the path of a command the tests need; without it the test
+// skips naming the Debian package, or fails in CI (agenttest.NeedTool).
 func tool(t *testing.T, name, pkg string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		t.Fatalf("%s not found: install it (Debian/Ubuntu: apt-get install -y %s)", name, pkg)
-	}
-	return p
+	return agenttest.NeedTool(t, name, pkg)
 }
 
 func run(t *testing.T, name string, args ...string) string {

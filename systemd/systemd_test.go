@@ -13,17 +13,14 @@ import (
 	"time"
 
 	"github.com/outpost-agent/outpost/config"
+	"github.com/outpost-agent/outpost/internal/agenttest"
 )
 
-// systemdAnalyze returns the path of systemd-analyze or fails the test: these
-// checks are part of CI, not optional (.ci/run installs the package).
+// systemdAnalyze returns the path of systemd-analyze; without it the test
+// skips naming the Debian package, or fails in CI (.ci/run installs it).
 func systemdAnalyze(t *testing.T) string {
 	t.Helper()
-	p, err := exec.LookPath("systemd-analyze")
-	if err != nil {
-		t.Fatal("systemd-analyze not found: install systemd (Debian/Ubuntu: apt-get install -y systemd) to check the unit file")
-	}
-	return p
+	return agenttest.NeedTool(t, "systemd-analyze", "systemd")
 }
 
 // unitCopy writes the unit to a temp dir with ExecStart pointing at an

@@ -18,6 +18,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/outpost-agent/outpost/internal/agenttest"
 )
 
 // mount mounts backing on a fresh mountpoint and unmounts it at the end
@@ -27,7 +29,7 @@ func mount(t *testing.T, backing string) *FS {
 	mnt := t.TempDir()
 	f, err := Mount(backing, mnt, &Options{Debug: os.Getenv("POWERFS_DEBUG") == "1"})
 	if errors.Is(err, ErrUnavailable) {
-		t.Skipf("FUSE is not available here, skipping: %v", err)
+		agenttest.Unavailable(t, "FUSE is not available here (/dev/fuse and CAP_SYS_ADMIN to mount it): %v", err)
 	}
 	if err != nil {
 		t.Fatalf("mount: %v", err)

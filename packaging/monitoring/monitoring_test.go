@@ -12,6 +12,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/outpost-agent/outpost/internal/agenttest"
 	"github.com/outpost-agent/outpost/metrics"
 )
 
@@ -163,10 +164,7 @@ func mustRead(t *testing.T, p string) string {
 // TestPromtool checks the rules with Prometheus' own promtool (Debian's
 // prometheus package; .ci/run installs it).
 func TestPromtool(t *testing.T) {
-	promtool, err := exec.LookPath("promtool")
-	if err != nil {
-		t.Fatal("promtool is not installed (apt-get install prometheus); .ci/run installs it")
-	}
+	promtool := agenttest.NeedTool(t, "promtool", "prometheus")
 	out, err := exec.Command(promtool, "check", "rules", "alerts.yaml").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "SUCCESS") {
 		t.Fatalf("promtool check rules: %v\n%s", err, out)
