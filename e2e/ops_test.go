@@ -2,11 +2,13 @@ package e2e
 
 import (
 	"context"
+	"io/fs"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -168,4 +170,40 @@ func TestAdminTokenCLI(t *testing.T) {
 		t.Fatal("a token in the agent's log")
 	}
 	a.stop()
+}
+
+// TestDataDirFilesPrivate: started with the usual shell umask (0022), the
+// agent still creates everything in its data directory for its own user
+// only: files 0600, directories 0700 (badger's tables and value logs were
+// 0644).
+func TestDataDirFilesPrivate(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end")
+	}
+	old := syscall.Umask(0o022)
+	defer syscall.Umask(old)
+	dir := filepath.Join(t.TempDir(), "data")
+	a := startAgent(t, dir)
+	sendActions(t, a, "perm", 20, 10)
+	if err := a.stop(); err != nil {
+		t.Fatalf("stop: %v\n%s", err, a.logs)
+	}
+	n := 0
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		n++
+		if fi.Mode().Perm()&0o077 != 0 {
+			t.Errorf("%s: mode %v, want nothing for group or others", strings.TrimPrefix(p, dir), fi.Mode().Perm())
+		}
+		return nil
+	})
+	if err != nil || n < 5 {
+		t.Fatalf("walked %d entries: %v", n, err)
+	}
 }

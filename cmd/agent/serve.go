@@ -78,6 +78,11 @@ func serve(ctx context.Context) error {
 		return fmt.Errorf("configuration:\n%w", err)
 	}
 	log := newLogger(cfg)
+	// Whatever the umask the agent was started with (systemd's unit sets
+	// 0077, a shell or a container usually 0022), what it writes in the data
+	// directory is for its own user only: badger creates its tables and
+	// value logs 0666 less the umask. The unix socket sets its own mode.
+	syscall.Umask(0o077)
 	if cfg.MemoryLimit > 0 {
 		debug.SetMemoryLimit(int64(cfg.MemoryLimit))
 		if os.Getenv("GOGC") == "" {
