@@ -210,6 +210,9 @@ func TestRPM(t *testing.T) {
 	if got := run(t, rpm, "-qp", "--qf", "%{NAME} %{VERSION} %{RELEASE} %{ARCH}", p); got != "outpost-agent 1.2.3 1 "+rpmArch(t) {
 		t.Errorf("NAME VERSION RELEASE ARCH: %q", got)
 	}
+	if got := run(t, rpm, "-qp", "--qf", "%{LICENSE}", p); got != "Proprietary" {
+		t.Errorf("LICENSE %q, want nfpm.yaml's license: Proprietary", got)
+	}
 	if got := run(t, rpm, "-qpR", p); !strings.Contains(got, "shadow-utils") {
 		t.Errorf("requires: %q, want shadow-utils (useradd)", got)
 	}
