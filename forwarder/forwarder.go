@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/outpost-agent/outpost/redact"
@@ -153,6 +154,12 @@ type Worker struct {
 	reprobes  int           // probes since pauseEnd answered with the same pause
 	limit     *rate.Limiter // ItemsPerSecond
 
+	// draining: the agent is stopping; partial batches go out at once.
+	// drainNow is closed when it starts, to end a partial batch's wait.
+	draining  atomic.Bool
+	drainOnce sync.Once
+	drainNow  chan struct{}
+
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
@@ -217,6 +224,8 @@ func New(cfg Config) *Worker {
 		clk: cfg.Clock,
 		rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0x9e3779b97f4a7c15)),
 		br:  breaker{threshold: cfg.BreakerThreshold, base: cfg.BreakerOpen, max: cfg.BreakerMaxOpen},
+
+		drainNow: make(chan struct{}),
 	}
 	w.br.jitter = func(d time.Duration) time.Duration { // 0.75× to 1.25×
 		return d*3/4 + time.Duration(w.rng.Int64N(int64(d)/2+1))
@@ -246,6 +255,18 @@ func (w *Worker) Start() {
 			w.run(ctx)
 		}()
 	}
+}
+
+// Drain tells the worker the agent is stopping and forwards what it holds:
+// from now on a partial batch is sent at once instead of waiting up to
+// FlushInterval for company. Pauses, back-off and the breaker still apply.
+// The caller watches the queue and calls Close when it is empty or its
+// time is up.
+func (w *Worker) Drain() {
+	w.drainOnce.Do(func() {
+		w.draining.Store(true)
+		close(w.drainNow)
+	})
 }
 
 // Close stops the worker: the batch in flight is finished or abandoned
@@ -309,6 +330,20 @@ func (w *Worker) idle(ctx context.Context, d time.Duration) bool {
 	}
 }
 
+// flushWait is idle for a partial batch: it also ends when a drain starts.
+func (w *Worker) flushWait(ctx context.Context, d time.Duration) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-w.clk.After(d):
+		return true
+	case <-w.cfg.Wake:
+		return true
+	case <-w.drainNow:
+		return true
+	}
+}
+
 func (w *Worker) run(ctx context.Context) {
 	for ctx.Err() == nil {
 		// 1. Wait out a pause or an open circuit. When it ends, send one
@@ -357,7 +392,7 @@ func (w *Worker) run(ctx context.Context) {
 			}
 			continue
 		}
-		if !probe && len(es) < n {
+		if !probe && len(es) < n && !w.draining.Load() {
 			// A partial batch waits for company until its oldest is
 			// FlushInterval old.
 			// A wall clock stepped back (an NTP correction) makes the oldest
@@ -365,7 +400,7 @@ func (w *Worker) run(ctx context.Context) {
 			// or the batch would wait for the size of the step.
 			if age := w.clk.Now().Sub(es[0].EnqueuedAt); age >= 0 && age < w.cfg.FlushInterval {
 				w.cfg.Queue.Release(w.cfg.Name, seqsOf(es))
-				if !w.idle(ctx, w.cfg.FlushInterval-age) {
+				if !w.flushWait(ctx, w.cfg.FlushInterval-age) {
 					return
 				}
 				continue

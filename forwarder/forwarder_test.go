@@ -477,3 +477,27 @@ func TestClockJumps(t *testing.T) {
 		t.Fatalf("delivered %d, want 6", st.DeliveredTotal)
 	}
 }
+
+// TestDrainSendsAPartialBatchAtOnce: a partial batch waits FlushInterval
+// for company (an hour here) until the agent stops: then Drain sends it at
+// once, and the worker goes on delivering what comes after.
+func TestDrainSendsAPartialBatchAtOnce(t *testing.T) {
+	sp := newSpool(t)
+	sim, c := tencentPair(t)
+	cfg := fastConfig(sp, c)
+	cfg.FlushInterval = time.Hour
+	ids := appendActions(t, sp, 0, 30)
+	w := start(t, cfg)
+	time.Sleep(200 * time.Millisecond)
+	if n := sim.Requests(); n != 0 {
+		t.Fatalf("%d requests before the flush interval and before the drain", n)
+	}
+	w.Drain()
+	w.Drain() // twice is fine
+	eventually(t, "the partial batch delivered", func() bool { return sp.Stats()["tencent"].Depth == 0 })
+	ids = append(ids, appendActions(t, sp, 30, 7)...)
+	eventually(t, "what came after delivered", func() bool { return sp.Stats()["tencent"].Depth == 0 })
+	if got := len(sim.Delivered()); got != len(ids) {
+		t.Fatalf("delivered %d, want %d", got, len(ids))
+	}
+}
