@@ -96,6 +96,19 @@ type Config struct {
 	CacheNegativeTTL      time.Duration `envconfig:"CACHE_NEGATIVE_TTL" default:"30s"`
 }
 
+// StoreCloseTimeout is how long closing the store may take after the
+// drain (AGENT_SHUTDOWN_TIMEOUT) ran out: a clean close is what makes the
+// next start fast, and acknowledged data is on disk whatever happens.
+const StoreCloseTimeout = 10 * time.Second
+
+// StopBudget is the longest a stop takes from the first SIGTERM to the
+// exit: the drain (finishing requests, forwarding the queues) within
+// AGENT_SHUTDOWN_TIMEOUT, then closing the store within StoreCloseTimeout.
+// The unit's TimeoutStopSec, `docker stop -t` and the pods'
+// terminationGracePeriodSeconds are sized from it (tests in systemd/ and
+// packaging/ hold them to it).
+func (c Config) StopBudget() time.Duration { return c.ShutdownTimeout + StoreCloseTimeout }
+
 // MinFreeDiskFloor is the smallest AGENT_MIN_FREE_DISK but 0 (none).
 const MinFreeDiskFloor = 32 << 20
 

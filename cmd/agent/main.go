@@ -23,7 +23,9 @@
 //	                               stored in clear
 //	AGENT_LOG_LEVEL                [info] debug, info, warn, error
 //	AGENT_LOG_FORMAT               [auto] json, text, or auto (text on a terminal)
-//	AGENT_SHUTDOWN_TIMEOUT         [20s] how long SIGTERM waits for in-flight work
+//	AGENT_SHUTDOWN_TIMEOUT         [20s] how long SIGTERM spends finishing requests and
+//	                               forwarding the queues; the store's close takes up
+//	                               to 10s more (stop timeouts must exceed the sum)
 //	AGENT_MEMORY_LIMIT             [88MiB] Go soft memory limit (GOMEMLIMIT); 0 = none;
 //	                               under it GC runs at GOGC=400 unless GOGC is set
 //	AGENT_MAX_BODY_BYTES           [1MiB] larger request bodies get 413

@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"syscall"
-	"time"
 
 	"github.com/outpost-agent/outpost/action"
 	"github.com/outpost-agent/outpost/codepages"
@@ -311,7 +310,8 @@ wait:
 		case <-hup:
 			pols.reload("SIGHUP")
 		case sig := <-sigs:
-			log.Info("shutting down: finishing in-flight requests", "signal", sig.String())
+			log.Info("shutting down: finishing in-flight requests, then forwarding the queues",
+				"signal", sig.String(), "drain_timeout", cfg.ShutdownTimeout.String(), "stop_budget", cfg.StopBudget().String())
 			break wait
 		case err := <-served:
 			stopForwarders()
@@ -321,9 +321,12 @@ wait:
 			break wait
 		}
 	}
-	// One deadline for the whole drain (API, forwarders, store), so the
-	// unit's and the pod's stop timeouts can be sized from it. A second
-	// signal aborts the drain.
+	// One budget for the whole stop, config.StopBudget, which the unit's
+	// TimeoutStopSec, the image's and the pods' grace periods are sized
+	// from: the drain (in-flight requests, then the queues) within
+	// AGENT_SHUTDOWN_TIMEOUT, then stopping the forwarders and closing the
+	// store within config.StoreCloseTimeout. A second signal aborts the
+	// drain.
 	_ = sdnotify.Stopping()
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
@@ -338,23 +341,29 @@ wait:
 		}
 	}()
 	err = api.Shutdown(sctx)
-	closeForwarders(sctx, ws, log)
-	// The store is closed even past the deadline: a clean close is what
-	// makes the next start fast, and acknowledged data is on disk anyway.
-	cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
+	drainQueues(sctx, sp, ws, log)
+	// The forwarders are stopped (a send in flight is abandoned: its items
+	// stay queued) and the store is closed even past the drain's deadline:
+	// a clean close is what makes the next start fast, and acknowledged
+	// data is on disk anyway.
+	cctx, ccancel := context.WithTimeout(context.Background(), config.StoreCloseTimeout)
 	defer ccancel()
+	closeForwarders(cctx, ws, log)
+	left := sp.Stats()
 	if cerr := sp.Close(cctx); cerr != nil {
 		log.Error("closing the store", "err", cerr)
 	}
 	select {
 	case <-aborted:
+		stoppedLine(log, left, cfg.DataDir, " (drain aborted by a second signal)")
 		return errors.New("drain aborted by a second signal")
 	default:
 	}
 	if err != nil && !errors.Is(err, context.Canceled) {
+		stoppedLine(log, left, cfg.DataDir, " (in-flight requests cut off)")
 		return fmt.Errorf("shutdown: %w", err)
 	}
-	log.Info("stopped cleanly")
+	stoppedLine(log, left, cfg.DataDir, "")
 	return nil
 }
 
