@@ -4,10 +4,14 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/outpost-agent/outpost/config"
 )
 
 // Docker cannot run here; these checks read the Dockerfile as text.
@@ -169,4 +173,43 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// TestDockerStopTimeout: a Dockerfile cannot set the stop timeout (Docker's
+// default is 10s), so its comment says what to give `docker stop -t`: at
+// least the stop budget of the default AGENT_SHUTDOWN_TIMEOUT, and the
+// image stops on SIGTERM, which starts the drain.
+func TestDockerStopTimeout(t *testing.T) {
+	text := string(mustRead(t, "Dockerfile"))
+	m := regexp.MustCompile("`docker stop -t ([0-9]+)`").FindStringSubmatch(text)
+	if m == nil {
+		t.Fatal("the Dockerfile does not say what to give `docker stop -t`")
+	}
+	secs, _ := strconv.Atoi(m[1])
+	def, err := time.ParseDuration(reflect.TypeOf(config.Config{}).Field(fieldIndex(t, "ShutdownTimeout")).Tag.Get("default"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	budget := config.Config{ShutdownTimeout: def}.StopBudget()
+	if got := time.Duration(secs) * time.Second; got < budget+5*time.Second {
+		t.Errorf("docker stop -t %d: want at least the stop budget %v + 5s", secs, budget)
+	}
+	var stop string
+	for _, in := range parseDockerfile(t, "Dockerfile") {
+		if in.cmd == "STOPSIGNAL" {
+			stop = in.args
+		}
+	}
+	if stop != "SIGTERM" {
+		t.Errorf("STOPSIGNAL %q, want SIGTERM (the drain)", stop)
+	}
+}
+
+func fieldIndex(t *testing.T, name string) int {
+	t.Helper()
+	f, ok := reflect.TypeOf(config.Config{}).FieldByName(name)
+	if !ok {
+		t.Fatalf("config.Config has no %s", name)
+	}
+	return f.Index[0]
 }

@@ -134,9 +134,9 @@ func workloads(objs []object) map[string]workload {
 	for _, o := range objs {
 		switch w := o.obj.(type) {
 		case *appsv1.Deployment:
-			out[o.file+" "+w.Name] = workload{w.Spec.Template.Spec, nil}
+			out[o.file+" "+w.Name] = workload{w.Spec.Template.Spec, nil, o.file}
 		case *appsv1.StatefulSet:
-			out[o.file+" "+w.Name] = workload{w.Spec.Template.Spec, w.Spec.VolumeClaimTemplates}
+			out[o.file+" "+w.Name] = workload{w.Spec.Template.Spec, w.Spec.VolumeClaimTemplates, o.file}
 		}
 	}
 	return out
@@ -145,6 +145,7 @@ func workloads(objs []object) map[string]workload {
 type workload struct {
 	pod    corev1.PodSpec
 	claims []corev1.PersistentVolumeClaim
+	file   string
 }
 
 func TestWorkloadInvariants(t *testing.T) {
@@ -234,8 +235,9 @@ func checkWorkload(t *testing.T, w workload) (native bool) {
 		t.Errorf("startupProbe allows %ds for the store to open, want at least 60s", s.PeriodSeconds*s.FailureThreshold)
 	}
 
-	// Shutdown: the grace period covers the preStop wait and the worst-case
-	// drain, 3 x AGENT_SHUTDOWN_TIMEOUT (requests, forwarders, store close).
+	// Shutdown: the grace period covers the preStop wait and the stop
+	// budget (config.StopBudget: the drain within AGENT_SHUTDOWN_TIMEOUT,
+	// then the store's close).
 	shutdown := 20 * time.Second
 	if v, ok := env["AGENT_SHUTDOWN_TIMEOUT"]; ok {
 		d, err := time.ParseDuration(v)
@@ -267,8 +269,20 @@ func checkWorkload(t *testing.T, w workload) (native bool) {
 	if pod.TerminationGracePeriodSeconds != nil {
 		grace = time.Duration(*pod.TerminationGracePeriodSeconds) * time.Second
 	}
-	if need := preStop + 3*shutdown + 5*time.Second; grace < need {
-		t.Errorf("terminationGracePeriodSeconds %v < preStop %v + 3 x AGENT_SHUTDOWN_TIMEOUT %v + 5s", grace, preStop, shutdown)
+	budget := config.Config{ShutdownTimeout: shutdown}.StopBudget()
+	if need := preStop + budget + 5*time.Second; grace < need {
+		t.Errorf("terminationGracePeriodSeconds %v < preStop %v + the stop budget %v (AGENT_SHUTDOWN_TIMEOUT %v + %v) + 5s",
+			grace, preStop, budget, shutdown, config.StoreCloseTimeout)
+	}
+	// An emptyDir spool goes with the pod: the comments must say what the
+	// drain leaves and where it is kept instead.
+	for _, v := range pod.Volumes {
+		if !strings.HasSuffix(w.file, ".yaml") {
+			break // rendered by kustomize: the comments are in the files
+		}
+		if v.EmptyDir != nil && v.Name == "spool" && !strings.Contains(string(mustRead(t, w.file)), "actions not forwarded") {
+			t.Errorf("%s: an emptyDir spool, and no word of what the drain leaves behind (\"stopped: N actions not forwarded\")", w.file)
+		}
 	}
 
 	// Security context: the container's own, or the pod's where Kubernetes inherits it.

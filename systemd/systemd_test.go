@@ -2,6 +2,7 @@ package systemd
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -132,6 +133,19 @@ func duration(t *testing.T, what, s string) time.Duration {
 	return d
 }
 
+// prose is a file's text with comment marks and line breaks gone, so a
+// sentence of a comment reads whole.
+func prose(b []byte) string {
+	var words []string
+	for _, line := range strings.Split(string(b), "\n") {
+		words = append(words, strings.Fields(strings.TrimLeft(strings.TrimSpace(line), "#"))...)
+	}
+	return strings.Join(words, " ")
+}
+
+// short writes d as the unit and env file do: 75s, not 1m15s.
+func short(d time.Duration) string { return fmt.Sprintf("%ds", int(d.Seconds())) }
+
 func TestUnitSettings(t *testing.T) {
 	u, err := ParseUnit(UnitFile)
 	if err != nil {
@@ -173,16 +187,40 @@ func TestUnitSettings(t *testing.T) {
 		t.Errorf("WantedBy=%q", got)
 	}
 
-	// The drain: SIGTERM waits AGENT_SHUTDOWN_TIMEOUT for requests, again for
-	// the forwarders and again for the store close (cmd/agent/serve.go).
-	// systemd must not SIGKILL before all three could run out.
-	drain := 3 * duration(t, "AGENT_SHUTDOWN_TIMEOUT default", agentDefaults(t)["AGENT_SHUTDOWN_TIMEOUT"])
+	// The stop: SIGTERM drains within AGENT_SHUTDOWN_TIMEOUT, then closes
+	// the store within config.StoreCloseTimeout (config.StopBudget). systemd
+	// must not SIGKILL before both could run out; the comments above the
+	// directive and in agent.env say the same figures.
+	cfg := config.Config{ShutdownTimeout: duration(t, "AGENT_SHUTDOWN_TIMEOUT default", agentDefaults(t)["AGENT_SHUTDOWN_TIMEOUT"])}
 	if v, ok := env["AGENT_SHUTDOWN_TIMEOUT"]; ok {
-		drain = 3 * duration(t, "AGENT_SHUTDOWN_TIMEOUT", v)
+		cfg.ShutdownTimeout = duration(t, "AGENT_SHUTDOWN_TIMEOUT", v)
 	}
 	stop, _ := u.Value("Service", "TimeoutStopSec")
-	if d := duration(t, "TimeoutStopSec", stop); d < drain+10*time.Second {
-		t.Errorf("TimeoutStopSec=%s: want at least the worst-case drain %v + 10s", stop, drain)
+	stopD := duration(t, "TimeoutStopSec", stop)
+	if stopD < cfg.StopBudget()+5*time.Second {
+		t.Errorf("TimeoutStopSec=%s: want at least the stop budget %v (AGENT_SHUTDOWN_TIMEOUT + %v) + 5s", stop, cfg.StopBudget(), config.StoreCloseTimeout)
+	}
+	// What the comments promise: the default's budget, and the largest
+	// AGENT_SHUTDOWN_TIMEOUT the unit allows without a drop-in.
+	most := stopD - config.StoreCloseTimeout - 5*time.Second
+	unit := prose(UnitFile)
+	for _, want := range []string{
+		fmt.Sprintf("AGENT_SHUTDOWN_TIMEOUT (%s)", short(cfg.ShutdownTimeout)),
+		fmt.Sprintf("within %s more: %s at worst", short(config.StoreCloseTimeout), short(cfg.StopBudget())),
+		fmt.Sprintf("up to %s (+%s, +5s margin)", short(most), short(config.StoreCloseTimeout)),
+	} {
+		if !strings.Contains(unit, want) {
+			t.Errorf("the unit's comment on TimeoutStopSec does not say %q", want)
+		}
+	}
+	envFile := prose(EnvFile)
+	for _, want := range []string{
+		fmt.Sprintf("TimeoutStopSec (%s) allows up to %s here", stop, short(most)),
+		fmt.Sprintf("takes up to %s more", short(config.StoreCloseTimeout)),
+	} {
+		if !strings.Contains(envFile, want) {
+			t.Errorf("agent.env's comment on AGENT_SHUTDOWN_TIMEOUT does not say %q", want)
+		}
 	}
 	wd, _ := u.Value("Service", "WatchdogSec")
 	if d := duration(t, "WatchdogSec", wd); d < 10*time.Second {

@@ -55,7 +55,7 @@ MSG
 upgrade)
 	if running; then
 		# try-restart restarts only a running unit; the drain may take up to
-		# 3 x AGENT_SHUTDOWN_TIMEOUT.
+		# AGENT_SHUTDOWN_TIMEOUT + 10s (the unit's TimeoutStopSec bounds it).
 		systemctl try-restart "$unit" || true
 	fi
 	;;
