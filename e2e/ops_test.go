@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"io/fs"
 	"net/http"
@@ -206,4 +207,67 @@ func TestDataDirFilesPrivate(t *testing.T) {
 	if err != nil || n < 5 {
 		t.Fatalf("walked %d entries: %v", n, err)
 	}
+}
+
+// cliEnv is the test's environment without any AGENT_ variable: what an
+// operator's shell has on a host where the agent runs under systemd.
+func cliEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "AGENT_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+// TestCLIReadsTheEnvFile: the operator exports nothing and passes no
+// token: the CLI takes the address and the admin token from the agent's
+// env file (/etc/outpost/agent.env, here --env-file). And `agent drain`
+// with actions queued for an upstream that is not configured fails at
+// once, saying so, instead of waiting out --timeout.
+func TestCLIReadsTheEnvFile(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end")
+	}
+	const app, admin = "app-token-envfile-0123456789", "admin-token-envfile-0123456789"
+	a := startAgent(t, t.TempDir(), "AGENT_AUTH_TOKEN="+app, "AGENT_ADMIN_TOKEN="+admin)
+	envFile := filepath.Join(t.TempDir(), "agent.env")
+	if err := os.WriteFile(envFile, []byte("# as the package ships it, filled in\nAGENT_LISTEN_ADDR="+a.addr+
+		"\nAGENT_AUTH_TOKEN="+app+"\nAGENT_ADMIN_TOKEN=\""+admin+"\"\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	cli := func(args ...string) (string, error) {
+		cmd := exec.Command(agentBinary(t), args...)
+		cmd.Env = cliEnv()
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := cli("deadletters", "list", "tencent", "--env-file", envFile); err != nil || !strings.Contains(out, "SEQ") {
+		t.Fatalf("deadletters list with the env file's admin token: %v\n%s", err, out)
+	}
+	if out, err := cli("deadletters", "list", "tencent", "--env-file", envFile, "--addr", a.addr, "--token", app); err == nil || !strings.Contains(out, "admin_required") {
+		t.Fatalf("--token must win over the env file: %v\n%s", err, out)
+	}
+	if out, err := cli("status", "--env-file", filepath.Join(t.TempDir(), "missing.env")); err == nil || !strings.Contains(out, "--env-file") {
+		t.Fatalf("a missing --env-file: %v\n%s", err, out)
+	}
+
+	req, _ := http.NewRequest(http.MethodPost, a.url("/v1/actions"), bytes.NewReader(batchJSON([]string{"nocfg-1", "nocfg-2", "nocfg-3", "nocfg-4", "nocfg-5"}, time.Now())))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+app)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("post: %v %v", err, resp)
+	}
+	resp.Body.Close()
+	start := time.Now()
+	out, err := cli("drain", "--timeout", "1m", "--env-file", envFile)
+	if err == nil || !strings.Contains(out, "tencent has 5 queued and is not configured") {
+		t.Fatalf("drain with tencent not configured: %v\n%s", err, out)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("drain took %v to say tencent is not configured: it must fail at once", d)
+	}
+	a.stop()
 }

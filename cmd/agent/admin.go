@@ -55,7 +55,9 @@ func statusCmd(ctx context.Context, args []string, out io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	c.setBase(fs.Lookup("addr").Value.String())
+	if err := c.setup(fs); err != nil {
+		return err
+	}
 	var raw json.RawMessage
 	if err := c.do(ctx, "GET", "/v1/status", nil, &raw); err != nil {
 		return err
@@ -120,7 +122,9 @@ func deadLettersCmd(ctx context.Context, args []string, out io.Writer) error {
 	if err := fs.Parse(args[2:]); err != nil {
 		return err
 	}
-	c.setBase(fs.Lookup("addr").Value.String())
+	if err := c.setup(fs); err != nil {
+		return err
+	}
 	if verb == "replay" {
 		ids := fs.Args()
 		if *all == (len(ids) > 0) {
@@ -200,14 +204,17 @@ func deadLettersCmd(ctx context.Context, args []string, out io.Writer) error {
 
 // drainCmd: agent drain [--timeout 5m] — wait until the running agent has
 // forwarded everything queued; exit non-zero if anything is left (queued
-// or dead-lettered) when the time is up.
+// or dead-lettered) when the time is up. Items queued for an upstream that
+// is not configured will never go: it fails at once, saying so.
 func drainCmd(ctx context.Context, args []string, out io.Writer) error {
 	c, fs, _ := adminFlags("drain", args)
 	timeout := fs.Duration("timeout", 5*time.Minute, "how long to wait")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	c.setBase(fs.Lookup("addr").Value.String())
+	if err := c.setup(fs); err != nil {
+		return err
+	}
 	deadline := time.Now().Add(*timeout)
 	for {
 		var st statusDoc
@@ -215,7 +222,7 @@ func drainCmd(ctx context.Context, args []string, out io.Writer) error {
 			return err
 		}
 		var queued, dead int64
-		var stuck []string
+		var stuck, never []string
 		for _, name := range sortedKeys(st.Queues) {
 			q := st.Queues[name]
 			queued += q.Depth
@@ -223,7 +230,14 @@ func drainCmd(ctx context.Context, args []string, out io.Writer) error {
 			if q.Depth > 0 {
 				u := st.Upstreams[name]
 				stuck = append(stuck, fmt.Sprintf("%s: %d queued (%s %s)", name, q.Depth, u.State, truncate(u.Reason, 80)))
+				if u.State == "not_configured" {
+					never = append(never, fmt.Sprintf("%s has %d queued and is not configured (%s): set its AGENT_%s_* credentials and restart the agent",
+						name, q.Depth, u.Reason, strings.ToUpper(name)))
+				}
 			}
+		}
+		if len(never) > 0 {
+			return fmt.Errorf("cannot drain: %s", strings.Join(never, "; "))
 		}
 		if queued == 0 {
 			if dead > 0 {

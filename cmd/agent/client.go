@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 )
@@ -16,29 +15,54 @@ import (
 // apiClient is how the admin subcommands talk to a running agent: its local
 // API, at AGENT_LISTEN_ADDR (or --addr), with AGENT_ADMIN_TOKEN when set
 // (the admin endpoints take no other, and the agent accepts it everywhere),
-// else AGENT_AUTH_TOKEN (enough for status and drain).
+// else AGENT_AUTH_TOKEN (enough for status and drain). Each variable comes
+// from the environment, else from the agent's env file (--env-file,
+// /etc/outpost/agent.env): see cliEnv.
 type apiClient struct {
 	base  string
 	token string
 	http  *http.Client
 	json  bool
+
+	addrFlag, envFile string
+	// envNote says why the env file could not be read, for a 401.
+	envNote string
 }
 
 func adminFlags(name string, args []string) (*apiClient, *flag.FlagSet, error) {
 	fs := flag.NewFlagSet("agent "+name, flag.ContinueOnError)
-	addr := os.Getenv("AGENT_LISTEN_ADDR")
+	c := &apiClient{http: &http.Client{Timeout: 10 * time.Second}}
+	fs.StringVar(&c.addrFlag, "addr", "", "the agent's API address (default AGENT_LISTEN_ADDR from the environment or the env file, else 127.0.0.1:8470)")
+	fs.StringVar(&c.token, "token", "", "bearer token (default AGENT_ADMIN_TOKEN, else AGENT_AUTH_TOKEN, from the environment or the env file); prefer the env file: ps shows arguments to every user")
+	fs.StringVar(&c.envFile, "env-file", defaultEnvFile, "the agent's env file, read for AGENT_LISTEN_ADDR and the tokens the environment does not set")
+	fs.BoolVar(&c.json, "json", false, "print JSON instead of a table")
+	return c, fs, nil
+}
+
+// setup settles the address and the token once the flags are parsed.
+func (c *apiClient) setup(fs *flag.FlagSet) error {
+	explicit := false
+	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "env-file" })
+	env, err := loadCLIEnv(c.envFile, explicit)
+	if err != nil {
+		return err
+	}
+	c.envNote = env.note
+	addr := c.addrFlag
+	if addr == "" {
+		addr = env.get("AGENT_LISTEN_ADDR")
+	}
 	if addr == "" {
 		addr = "127.0.0.1:8470"
 	}
-	c := &apiClient{http: &http.Client{Timeout: 10 * time.Second}}
-	fs.StringVar(&addr, "addr", addr, "the agent's API address (AGENT_LISTEN_ADDR)")
-	token := os.Getenv("AGENT_ADMIN_TOKEN")
-	if token == "" {
-		token = os.Getenv("AGENT_AUTH_TOKEN")
+	c.setBase(addr)
+	if c.token == "" {
+		c.token = env.get("AGENT_ADMIN_TOKEN")
 	}
-	fs.StringVar(&c.token, "token", token, "bearer token (AGENT_ADMIN_TOKEN, else AGENT_AUTH_TOKEN)")
-	fs.BoolVar(&c.json, "json", false, "print JSON instead of a table")
-	return c, fs, nil
+	if c.token == "" {
+		c.token = env.get("AGENT_AUTH_TOKEN")
+	}
+	return nil
 }
 
 func (c *apiClient) setBase(addr string) {
@@ -81,6 +105,9 @@ func (c *apiClient) do(ctx context.Context, method, path string, body any, out a
 			Error struct{ Code, Message string } `json:"error"`
 		}
 		if json.Unmarshal(b, &e) == nil && e.Error.Code != "" {
+			if resp.StatusCode == http.StatusUnauthorized && c.token == "" && c.envNote != "" {
+				e.Error.Message += "; " + c.envNote
+			}
 			return fmt.Errorf("%s %s: %d %s: %s", method, path, resp.StatusCode, e.Error.Code, e.Error.Message)
 		}
 		return fmt.Errorf("%s %s: %s", method, path, resp.Status)

@@ -140,6 +140,11 @@ const usage = `usage:
   agent deadletters list UPSTREAM      what was set aside, masked
   agent deadletters replay UPSTREAM (--all | ID...)
   agent drain [--timeout 5m]           wait until everything queued is forwarded; non-zero if not
+                                       (at once if an upstream with a queue is not configured)
   agent policy check FILE              parse, type-check and self-test a policy file
   agent policy test FILE CASES.yaml    run test cases (request + signals -> expected result)
+
+The admin commands take --addr, --token and --env-file (default /etc/outpost/agent.env):
+AGENT_LISTEN_ADDR, AGENT_ADMIN_TOKEN and AGENT_AUTH_TOKEN come from the environment, else
+from that file, so the token need not be exported or shown to ps on the command line.
 `
