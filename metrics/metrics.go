@@ -49,8 +49,17 @@ type DamageStats struct {
 	Lost map[string]int64
 }
 
+// SpoolSize is what counts against the spool's cap, and the cap.
+type SpoolSize struct {
+	// StoredBytes: entries queued and set aside (spool.TotalBytes).
+	StoredBytes int64
+	// MaxBytes: AGENT_SPOOL_MAX_BYTES; past it intake is refused.
+	MaxBytes int64
+}
+
 // Sources are read at scrape time.
 type Sources struct {
+	Spool       func() SpoolSize
 	Damage      func() DamageStats
 	Queues      func() map[string]QueueStats
 	StoreBytes  func() int64
@@ -62,6 +71,14 @@ type Sources struct {
 
 // States an upstream can be in (one series each, the current one is 1).
 var States = []string{"ok", "retrying", "paused", "circuit_open", "not_configured"}
+
+// ActionOutcomes and DecisionResults are the label values the API reports.
+// Their series exist from the start at 0, so rate() and increase() see the
+// first burst rather than a series that appears with it.
+var (
+	ActionOutcomes  = []string{"accepted", "duplicate", "invalid", "spool_full", "unavailable"}
+	DecisionResults = []string{"accept", "review", "decline"}
+)
 
 // Metrics is the registry and the instruments the API feeds.
 type Metrics struct {
@@ -112,6 +129,14 @@ func New(version string, src Sources) *Metrics {
 		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()},
 	})
 	build.Set(1)
+	for _, o := range ActionOutcomes {
+		m.outcomes.Store(o, m.actions.WithLabelValues(o))
+	}
+	for _, r := range DecisionResults {
+		for _, degraded := range []string{"false", "true"} {
+			m.decisions.WithLabelValues(r, degraded)
+		}
+	}
 	reg.MustRegister(m.requests, m.latency, m.actions, m.decisions, m.commits, m.commitOps, m.commitErr, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&scrape{src: src})
@@ -185,6 +210,8 @@ var (
 	descAge      = prometheus.NewDesc("outpost_spool_oldest_age_seconds", "Age of the oldest waiting entry.", []string{"queue"}, nil)
 	descDead     = prometheus.NewDesc("outpost_spool_dead_letters", "Entries set aside in the dead letters.", []string{"queue"}, nil)
 	descStore    = prometheus.NewDesc("outpost_store_bytes", "Size of the store on disk.", nil, nil)
+	descStored   = prometheus.NewDesc("outpost_spool_stored_bytes", "Bytes of entries (queued and dead letters) that count against AGENT_SPOOL_MAX_BYTES.", nil, nil)
+	descMax      = prometheus.NewDesc("outpost_spool_max_bytes", "AGENT_SPOOL_MAX_BYTES: past it new events get 503 spool_full.", nil, nil)
 	descQuar     = prometheus.NewDesc("outpost_store_quarantined", "1 when the store would not open at start-up and was moved aside.", nil, nil)
 	descDamage   = prometheus.NewDesc("outpost_store_damage_reports", "Reports of damage found in the store's files (kept in the store, the newest 50; /v1/status lists them).", nil, nil)
 	descDmgLost  = prometheus.NewDesc("outpost_store_damage_lost_entries", "Queue entries the damage reports count as lost (an upper bound).", []string{"queue"}, nil)
@@ -206,7 +233,7 @@ var (
 type scrape struct{ src Sources }
 
 func (s *scrape) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descDepth, descQBytes, descAge, descDead, descStore, descQuar, descDamage, descDmgLost, descState,
+	for _, d := range []*prometheus.Desc{descDepth, descQBytes, descAge, descDead, descStore, descStored, descMax, descQuar, descDamage, descDmgLost, descState,
 		descDeliv, descFailed, descDeadTot, descSends, descPolicy, descReloads, descRefusals,
 		descReplayed, descPending, descCkpts, descCkptErr} {
 		ch <- d
@@ -230,6 +257,11 @@ func (s *scrape) Collect(ch chan<- prometheus.Metric) {
 	}
 	if s.src.StoreBytes != nil {
 		g(descStore, float64(s.src.StoreBytes()))
+	}
+	if s.src.Spool != nil {
+		sz := s.src.Spool()
+		g(descStored, float64(sz.StoredBytes))
+		g(descMax, float64(sz.MaxBytes))
 	}
 	if s.src.Journal != nil {
 		j := s.src.Journal()

@@ -17,6 +17,7 @@ func fake() Sources {
 			return map[string]QueueStats{"tencent": {Depth: 7, Bytes: 700, DeadLetters: 1, OldestAgeSeconds: 12.5}}
 		},
 		StoreBytes:  func() int64 { return 4096 },
+		Spool:       func() SpoolSize { return SpoolSize{StoredBytes: 900 << 20, MaxBytes: 1 << 30} },
 		Quarantined: func() bool { return true },
 		Upstreams: func() map[string]UpstreamStats {
 			return map[string]UpstreamStats{"tongdun": {State: "paused", Delivered: 3, Failed: 2, DeadLettered: 1, Sent: 4}}
@@ -73,10 +74,43 @@ func TestScrapeReadsSources(t *testing.T) {
 		`outpost_spool_journal_pending_records 3`,
 		`outpost_spool_checkpoints_total 9`,
 		`outpost_spool_checkpoint_errors_total 2`,
+		`outpost_spool_stored_bytes 9.437184e+08`,
+		`outpost_spool_max_bytes 1.073741824e+09`,
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("scrape lacks %s", want)
 		}
+	}
+}
+
+// TestOutcomesStartAtZero: every action outcome and decision result has a
+// series from the start, so rate() sees the first burst of refusals (a
+// series born with its first increment has no earlier sample to rate).
+func TestOutcomesStartAtZero(t *testing.T) {
+	m := New("test", fake())
+	srv := httptest.NewServer(m.Handler())
+	defer srv.Close()
+	resp, err := srv.Client().Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, o := range ActionOutcomes {
+		if want := `outpost_actions_total{outcome="` + o + `"} 0`; !strings.Contains(string(b), want) {
+			t.Errorf("scrape at start lacks %s", want)
+		}
+	}
+	for _, r := range DecisionResults {
+		for _, d := range []string{"false", "true"} {
+			if want := `outpost_decisions_total{degraded="` + d + `",result="` + r + `"} 0`; !strings.Contains(string(b), want) {
+				t.Errorf("scrape at start lacks %s", want)
+			}
+		}
+	}
+	m.Actions("spool_full", 3)
+	if got := testutil.ToFloat64(m.actions.WithLabelValues("spool_full")); got != 3 {
+		t.Errorf("spool_full %v after 3", got)
 	}
 }
 

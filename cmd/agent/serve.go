@@ -119,6 +119,9 @@ func serve(ctx context.Context) error {
 			return out
 		},
 		StoreBytes: func() int64 { return sp.StoreBytes() },
+		Spool: func() metrics.SpoolSize {
+			return metrics.SpoolSize{StoredBytes: sp.TotalBytes(), MaxBytes: int64(cfg.SpoolMaxBytes)}
+		},
 		Journal: func() metrics.JournalStats {
 			j := sp.JournalStats()
 			return metrics.JournalStats{Replayed: int64(j.Replayed), Pending: int64(j.Pending), Checkpoints: j.Checkpoints, CheckpointErrors: j.CheckpointErrors}
