@@ -23,6 +23,7 @@ func exposed(t *testing.T) map[string]bool {
 	m := metrics.New("test", metrics.Sources{
 		Queues:      func() map[string]metrics.QueueStats { return map[string]metrics.QueueStats{"tencent": {}} },
 		StoreBytes:  func() int64 { return 1 },
+		Spool:       func() metrics.SpoolSize { return metrics.SpoolSize{StoredBytes: 1, MaxBytes: 2} },
 		Quarantined: func() bool { return false },
 		Upstreams: func() map[string]metrics.UpstreamStats {
 			return map[string]metrics.UpstreamStats{"tencent": {State: "ok"}}
@@ -60,9 +61,16 @@ func exposed(t *testing.T) map[string]bool {
 
 var metricRef = regexp.MustCompile(`\boutpost_[a-z_]+`)
 
+// scrapeJob is the job name the agent-down rules assume (alerts.yaml says
+// so at its top, and so does packaging/README.md).
+const scrapeJob = `up{job="outpost-agent"}`
+
 func checkExpr(t *testing.T, where, expr string, names map[string]bool) {
 	t.Helper()
 	refs := metricRef.FindAllString(expr, -1)
+	if len(refs) == 0 && strings.Contains(expr, scrapeJob) {
+		return // Prometheus' own series of the scrape: the agent down or gone
+	}
 	if len(refs) == 0 {
 		t.Errorf("%s: expression uses no outpost metric: %s", where, expr)
 	}
@@ -103,6 +111,8 @@ func TestAlertRules(t *testing.T) {
 	if err := dec.Decode(&doc); err != nil {
 		t.Fatal(err)
 	}
+	runbook := mustRead(t, "../../docs/runbook.md")
+	var alerts []string
 	n := 0
 	for _, g := range doc.Groups {
 		for _, r := range g.Rules {
@@ -110,10 +120,20 @@ func TestAlertRules(t *testing.T) {
 			if r.Alert == "" || r.Labels["severity"] == "" || r.Annotations["summary"] == "" {
 				t.Errorf("rule %+v lacks a name, severity or summary", r)
 			}
+			// The runbook link names a section of docs/runbook.md.
+			const base = "https://github.com/outpost-agent/outpost/blob/main/docs/runbook.md#"
+			if u := r.Annotations["runbook_url"]; u != base+strings.ToLower(r.Alert) {
+				t.Errorf("%s: runbook_url %q, want %s%s", r.Alert, u, base, strings.ToLower(r.Alert))
+			}
+			if !strings.Contains(runbook, "\n## "+r.Alert+"\n") {
+				t.Errorf("%s: docs/runbook.md has no section \"## %s\"", r.Alert, r.Alert)
+			}
+			alerts = append(alerts, r.Alert)
 			checkExpr(t, r.Alert, r.Expr, names)
 		}
 	}
-	for _, want := range []string{"OutpostQueueStale", "OutpostUpstreamPaused", "OutpostDeadLettersGrowing", "OutpostStoreQuarantined"} {
+	for _, want := range []string{"OutpostQueueStale", "OutpostUpstreamPaused", "OutpostDeadLettersGrowing", "OutpostStoreQuarantined",
+		"OutpostDown", "OutpostAbsent", "OutpostSpoolNearlyFull"} {
 		if !strings.Contains(mustRead(t, "alerts.yaml"), want) {
 			t.Errorf("no %s alert", want)
 		}
@@ -168,5 +188,56 @@ func TestPromtool(t *testing.T) {
 	out, err := exec.Command(promtool, "check", "rules", "alerts.yaml").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "SUCCESS") {
 		t.Fatalf("promtool check rules: %v\n%s", err, out)
+	}
+}
+
+// TestPromtoolRuleTests runs the rules' unit tests (alerts_test.yaml) and
+// checks that each rule has one in which it fires, labels and annotations
+// (summary expanded, runbook link) spelt out.
+func TestPromtoolRuleTests(t *testing.T) {
+	var rules struct {
+		Groups []struct {
+			Rules []struct {
+				Alert string `yaml:"alert"`
+			} `yaml:"rules"`
+		} `yaml:"groups"`
+	}
+	if err := yaml.Unmarshal([]byte(mustRead(t, "alerts.yaml")), &rules); err != nil {
+		t.Fatal(err)
+	}
+	var tests struct {
+		Tests []struct {
+			AlertRuleTest []struct {
+				Alertname string `yaml:"alertname"`
+				ExpAlerts []struct {
+					ExpAnnotations map[string]string `yaml:"exp_annotations"`
+				} `yaml:"exp_alerts"`
+			} `yaml:"alert_rule_test"`
+		} `yaml:"tests"`
+	}
+	if err := yaml.Unmarshal([]byte(mustRead(t, "alerts_test.yaml")), &tests); err != nil {
+		t.Fatal(err)
+	}
+	fires := map[string]bool{}
+	for _, tc := range tests.Tests {
+		for _, a := range tc.AlertRuleTest {
+			for _, e := range a.ExpAlerts {
+				if e.ExpAnnotations["summary"] != "" && e.ExpAnnotations["runbook_url"] != "" {
+					fires[a.Alertname] = true
+				}
+			}
+		}
+	}
+	for _, g := range rules.Groups {
+		for _, r := range g.Rules {
+			if !fires[r.Alert] {
+				t.Errorf("%s has no test in alerts_test.yaml where it fires with its annotations", r.Alert)
+			}
+		}
+	}
+	promtool := agenttest.NeedTool(t, "promtool", "prometheus")
+	out, err := exec.Command(promtool, "test", "rules", "alerts_test.yaml").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "SUCCESS") {
+		t.Fatalf("promtool test rules: %v\n%s", err, out)
 	}
 }
