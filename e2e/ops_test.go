@@ -3,6 +3,9 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"image"
+	"image/png"
 	"io/fs"
 	"net/http"
 	"os"
@@ -78,17 +81,32 @@ func TestAdminCLI(t *testing.T) {
 }
 
 // TestStatusPageInChromium loads GET / in headless Chromium (Debian's
-// chromium; .ci/run installs it) and checks what a person sees: a row per
-// upstream with its state and queue, and the decision counts.
+// chromium; .ci/run installs it) and checks what a person sees: the
+// version and when the page last refreshed, accepted and refused action
+// counts, a row per upstream with its state and queue, the "failed" column
+// labelled as attempts, the decision counts, and the last hour's charts. A
+// screenshot must show the charts' bars in their colours.
 func TestStatusPageInChromium(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end")
 	}
 	chromium := agenttest.NeedTool(t, "chromium", "chromium")
 	sim, env := tencentSim(t)
-	sim.SetFaults(tencentsim.Faults{TokenExpired: true})
-	a := startAgent(t, t.TempDir(), env...)
+	_, _, denv := decisionSims(t)
+	a := startAgent(t, t.TempDir(), append(env, denv[:7]...)...)
 	sendActions(t, a, "page", 30, 10)
+	waitFor(t, "delivered", 20*time.Second, func() bool {
+		st, _ := getStatus(t, a)
+		return st.Queues["tencent"].Depth == 0
+	})
+	if code, _, err := postJSON(context.Background(), http.DefaultClient, a.url("/v1/actions"), []byte(`{"actions":[{"id":"x"}]}`)); err != nil || code != 400 {
+		t.Fatalf("an invalid request: %d %v", code, err)
+	}
+	for i, amount := range []float64{100, 200, 20000, 50} {
+		postDecision(t, a, decisionBody(fmt.Sprintf("page-d-%d", i), fmt.Sprintf("acct-page-%d", i), amount, false))
+	}
+	sim.SetFaults(tencentsim.Faults{TokenExpired: true})
+	sendActions(t, a, "page2", 20, 10)
 	waitFor(t, "tencent paused", 20*time.Second, func() bool {
 		st, _ := getStatus(t, a)
 		return st.Upstreams["tencent"].State == "paused"
@@ -96,20 +114,26 @@ func TestStatusPageInChromium(t *testing.T) {
 	profile := t.TempDir()
 	shot := filepath.Join(t.TempDir(), "status.png")
 	args := []string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-		"--disable-background-networking", "--disable-component-update", "--disable-sync",
-		"--user-data-dir=" + profile, "--virtual-time-budget=5000", "--window-size=1200,800"}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		"--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+		"--force-color-profile=srgb", "--force-device-scale-factor=1",
+		"--user-data-dir=" + profile, "--virtual-time-budget=5000", "--window-size=1200,1000"}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	dom, err := exec.CommandContext(ctx, chromium, append(args, "--dump-dom", a.url("/"))...).Output()
 	if err != nil {
 		t.Fatalf("chromium: %v", err)
 	}
 	page := string(dom)
-	for _, want := range []string{`data-upstream="tencent"`, `data-state="paused"`, `data-state="not_configured"`,
-		`data-result="accept"`, "Outpost agent"} {
+	for _, want := range []string{`data-upstream="tencent"`, `data-state="paused"`, `data-upstream="tongdun"`,
+		`data-result="accept"`, "Outpost agent", "Failed attempts", `data-chart="Actions queued"`, `data-chart="Decisions"`,
+		`data-actions="accepted"><b>50</b>`, `data-actions="refused"><b>1</b>`, `<b id="version">` + agentVersion(t) + `</b>`,
+		"Actions queued: 50<", "Actions delivered: 30<", "Decisions: 4<"} {
 		if !strings.Contains(page, want) {
 			t.Fatalf("the page as Chromium rendered it lacks %s:\n%s", want, page)
 		}
+	}
+	if strings.Contains(page, `<b id="updated">never</b>`) {
+		t.Fatalf("the page does not say when it refreshed:\n%s", page)
 	}
 	if !strings.Contains(page, `<span id="err"></span>`) {
 		t.Fatalf("the page could not fetch the status:\n%s", page)
@@ -117,14 +141,37 @@ func TestStatusPageInChromium(t *testing.T) {
 	if strings.Contains(page, simToken) {
 		t.Fatal("the access token is on the page")
 	}
-	// A screenshot for a person to look at (kept under the test's temp dir).
-	exec.CommandContext(ctx, chromium, append(args, "--screenshot="+shot, a.url("/"))...).Run()
-	if fi, err := os.Stat(shot); err == nil && fi.Size() > 0 {
-		t.Logf("screenshot: %s (%d bytes)", shot, fi.Size())
-		if dst := os.Getenv("OUTPOST_SCREENSHOT"); dst != "" {
-			b, _ := os.ReadFile(shot)
-			os.WriteFile(dst, b, 0o644)
+
+	// What a person sees: the charts' bars, in their colours.
+	if out, err := exec.CommandContext(ctx, chromium, append(args, "--screenshot="+shot, a.url("/"))...).CombinedOutput(); err != nil {
+		t.Fatalf("chromium --screenshot: %v\n%s", err, out)
+	}
+	b, err := os.ReadFile(shot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dst := os.Getenv("OUTPOST_SCREENSHOT"); dst != "" {
+		os.WriteFile(dst, b, 0o644)
+	}
+	img, err := png.Decode(bytes.NewReader(b))
+	if err != nil {
+		t.Fatalf("the screenshot is no PNG: %v", err)
+	}
+	if r := img.Bounds(); r.Dx() != 1200 || r.Dy() != 1000 {
+		t.Fatalf("screenshot %v, want 1200x1000", r)
+	}
+	counts := colourCounts(img, map[string][3]uint8{
+		"queued": {0x25, 0x63, 0xeb}, "delivered": {0x16, 0xa3, 0x4a}, "refused": {0xdc, 0x26, 0x26},
+		"accept": {0x0d, 0x94, 0x88}, "review": {0xd9, 0x77, 0x06}, "decline": {0x7c, 0x3a, 0xed},
+	})
+	t.Logf("screenshot: %s (%d bytes); pixels by chart colour: %v", shot, len(b), counts)
+	for _, c := range []string{"queued", "delivered", "refused"} {
+		if counts[c] < 100 {
+			t.Errorf("the %s bars are not on the screenshot: %d pixels of their colour", c, counts[c])
 		}
+	}
+	if counts["accept"]+counts["review"]+counts["decline"] < 100 {
+		t.Errorf("the decisions' bars are not on the screenshot: %v", counts)
 	}
 	// The page is self-contained: no external asset.
 	resp, err := http.Get(a.url("/"))
@@ -136,6 +183,40 @@ func TestStatusPageInChromium(t *testing.T) {
 		t.Fatalf("CSP %q", csp)
 	}
 	a.stop()
+}
+
+// colourCounts counts the pixels within a small distance of each colour
+// (Chromium's rendering may round a channel by a step or two).
+func colourCounts(img image.Image, colours map[string][3]uint8) map[string]int {
+	out := map[string]int{}
+	r := img.Bounds()
+	for y := r.Min.Y; y < r.Max.Y; y++ {
+		for x := r.Min.X; x < r.Max.X; x++ {
+			cr, cg, cb, _ := img.At(x, y).RGBA()
+			for name, c := range colours {
+				if near(cr>>8, c[0]) && near(cg>>8, c[1]) && near(cb>>8, c[2]) {
+					out[name]++
+				}
+			}
+		}
+	}
+	return out
+}
+
+func near(v uint32, want uint8) bool { d := int(v) - int(want); return d >= -10 && d <= 10 }
+
+// agentVersion is what the test binary says its version is.
+func agentVersion(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command(agentBinary(t), "version").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(out)) // outpost agent VERSION [REV] GOVERSION
+	if len(f) < 3 {
+		t.Fatalf("agent version: %q", out)
+	}
+	return f[2]
 }
 
 // TestAdminTokenCLI: with both tokens set, the CLI reads the dead letters

@@ -80,6 +80,7 @@ func (s *Server) decodeActions(rid string, body []byte) ([]action.Action, reply,
 	}
 	s.log.Info("actions refused", "request_id", rid, "reason", "invalid", "bytes", len(body))
 	s.cfg.Observer.Actions("invalid", 1)
+	s.hist.Refused(1)
 	return nil, rep, false
 }
 
@@ -107,6 +108,7 @@ func (s *Server) storeActions(ctx context.Context, rid string, acts []action.Act
 		rep.retryAfter = "30"
 		s.log.Warn("actions refused", "request_id", rid, "reason", "spool_full", "actions", len(recs))
 		s.cfg.Observer.Actions("spool_full", len(recs))
+		s.hist.Refused(len(recs))
 		return rep, true
 	case errors.Is(err, spool.ErrClosed):
 		rep := errorReply(http.StatusServiceUnavailable, "shutting_down", "the agent is shutting down; nothing was stored", nil)
@@ -119,9 +121,11 @@ func (s *Server) storeActions(ctx context.Context, rid string, acts []action.Act
 		rep.retryAfter = "5"
 		s.log.Error("actions refused", "request_id", rid, "reason", "store_error", "err", err)
 		s.cfg.Observer.Actions("unavailable", len(recs))
+		s.hist.Refused(len(recs))
 		return rep, true
 	}
 	s.cfg.Observer.Actions("accepted", res.Accepted)
+	s.hist.Queued(res.Accepted, res.Duplicates)
 	if res.Duplicates > 0 {
 		s.cfg.Observer.Actions("duplicate", res.Duplicates)
 	}

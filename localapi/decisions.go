@@ -87,7 +87,7 @@ func (s *Server) decide(ctx context.Context, rid string, body []byte) reply {
 		return rep
 	}
 	s.cfg.Observer.Decision(res.Result, res.Degraded)
-	s.hour.add(res.Result, s.now())
+	s.hist.Decided(res.Result)
 	s.log.Debug("decided", "request_id", rid, "decision_id", res.DecisionID, "result", res.Result,
 		"degraded", res.Degraded, "took", time.Since(start))
 	return jsonReply(http.StatusOK, answer{DecisionID: res.DecisionID, Result: res.Result, Score: res.Score, Reasons: res.Reasons,

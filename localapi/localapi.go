@@ -117,6 +117,11 @@ type Config struct {
 	// Notes are start-up facts shown in /v1/status (e.g. "no upstream
 	// configured: queueing only").
 	Notes []string
+	// Version of the agent, shown in /v1/status and on the status page.
+	Version string
+	// History counts outcomes minute by minute for the status page's
+	// charts; the wiring also feeds it deliveries. New makes one if nil.
+	History *History
 }
 
 // Observer sees each request (route pattern, status, duration) and the
@@ -156,7 +161,7 @@ type Server struct {
 	now   func() time.Time
 	mux   *http.ServeMux
 	sem   chan struct{}
-	hour  hourly
+	hist  *History
 	hosts map[string]bool
 	hs    *fasthttp.Server
 	slow  fasthttp.RequestHandler // the mux (route) by fasthttp's adaptor
@@ -196,6 +201,9 @@ func New(cfg Config) *Server {
 	if cfg.Observer == nil {
 		cfg.Observer = nopObserver{}
 	}
+	if cfg.History == nil {
+		cfg.History = NewHistory(cfg.Clock)
+	}
 	s := &Server{
 		cfg:    cfg,
 		log:    cfg.Logger.With("component", "localapi"),
@@ -204,6 +212,7 @@ func New(cfg Config) *Server {
 		sem:    make(chan struct{}, cfg.MaxConcurrent),
 		hosts:  map[string]bool{"localhost": true, "127.0.0.1": true, "::1": true},
 		budget: budget{max: cfg.BodyBytesInFlight},
+		hist:   cfg.History,
 		tooLarge: errorReply(http.StatusRequestEntityTooLarge, "body_too_large",
 			fmt.Sprintf("body exceeds %d bytes", cfg.MaxBodyBytes), nil),
 	}
@@ -501,6 +510,11 @@ type storeStatus struct {
 }
 
 type status struct {
+	Version string `json:"version,omitempty"`
+	// Actions since the agent started; LastHour minute by minute (the
+	// status page's charts).
+	Actions   ActionTotals              `json:"actions"`
+	LastHour  LastHour                  `json:"last_hour"`
 	Queues    map[string]queueStatus    `json:"queues"`
 	Upstreams map[string]UpstreamStatus `json:"upstreams,omitempty"`
 	Policy    any                       `json:"policy,omitempty"`
@@ -510,7 +524,8 @@ type status struct {
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
-	st := status{Queues: map[string]queueStatus{}, Notes: s.cfg.Notes, Decisions: s.hour.sum(s.now())}
+	st := status{Version: s.cfg.Version, Queues: map[string]queueStatus{}, Notes: s.cfg.Notes}
+	st.Actions, st.LastHour, st.Decisions = s.hist.snapshot()
 	for name, q := range s.cfg.Store.Stats() {
 		st.Queues[name] = queueStatus{Depth: q.Depth, Bytes: q.Bytes, InFlight: q.InFlight, OldestAgeSeconds: q.OldestAgeSeconds, DeadLetters: q.DeadLetters}
 		st.Store.QueuedBytes += q.Bytes + q.DeadBytes

@@ -200,7 +200,8 @@ func serve(ctx context.Context) error {
 		return err
 	}
 	var eng *decision.Engine
-	ws = forwarders(cfg, cs, sp, log, func(q string, e spool.Entry, r upstream.Result) { eng.Delivered(q, e, r) })
+	hist := localapi.NewHistory(nil)
+	ws = forwarders(cfg, cs, sp, log, hist, func(q string, e spool.Entry, r upstream.Result) { eng.Delivered(q, e, r) })
 	dc := decision.Config{
 		Store: sp, Policies: pols, Timeout: cfg.DecisionTimeout, HashKey: hashKey,
 		QueueUnionPay: key != nil, Retention: cfg.DecisionRetention, Logger: log,
@@ -264,6 +265,8 @@ func serve(ctx context.Context) error {
 		AuthToken:         cfg.AuthToken,
 		AdminToken:        cfg.AdminToken,
 		Notes:             notes,
+		Version:           version,
+		History:           hist,
 	})
 	ln, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {

@@ -62,8 +62,9 @@ func newClients(cfg config.Config, log *slog.Logger) (clients, error) {
 // forwarders builds one worker per upstream. An upstream without
 // credentials gets a worker with no Sender: it reports not_configured and
 // its queue is kept. onResult sees what TongDun and UnionPay answered for
-// queued checks (late verdicts, cache refresh).
-func forwarders(cfg config.Config, cs clients, sp *spool.Spool, log *slog.Logger, onResult func(queue string, e spool.Entry, r upstream.Result)) map[string]*forwarder.Worker {
+// queued checks (late verdicts, cache refresh); hist counts the actions
+// Tencent confirmed, for the status page's charts.
+func forwarders(cfg config.Config, cs clients, sp *spool.Spool, log *slog.Logger, hist *localapi.History, onResult func(queue string, e spool.Entry, r upstream.Result)) map[string]*forwarder.Worker {
 	senders := map[string]forwarder.Sender{}
 	if cs.tencent != nil {
 		senders["tencent"] = cs.tencent
@@ -97,6 +98,8 @@ func forwarders(cfg config.Config, cs clients, sp *spool.Spool, log *slog.Logger
 			wc.BatchSize = 10 // one event per request upstream; the batch only bounds a lease
 			q := name
 			wc.OnResult = func(e spool.Entry, r upstream.Result) { onResult(q, e, r) }
+		} else {
+			wc.OnResult = func(spool.Entry, upstream.Result) { hist.Delivered(1) }
 		}
 		ws[name] = forwarder.New(wc)
 	}
