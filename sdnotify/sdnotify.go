@@ -1,7 +1,11 @@
-// Package sdnotify speaks systemd's service notification protocol (sd_notify(3))
-// without cgo or libsystemd: newline-separated KEY=VALUE assignments sent as one
-// datagram to the AF_UNIX socket named by $NOTIFY_SOCKET. A name that starts
-// with '@' is in the abstract namespace.
+// Package sdnotify is the agent's side of systemd's service notification
+// protocol (sd_notify(3)): READY=1 once the store is open and the API
+// listens, WATCHDOG=1 while a health check passes, STOPPING=1 when the
+// drain starts. The protocol itself (one datagram of KEY=VALUE lines to the
+// AF_UNIX socket named by $NOTIFY_SOCKET, '@' for the abstract namespace;
+// WATCHDOG_USEC and WATCHDOG_PID) is github.com/coreos/go-systemd/v22/daemon,
+// which replaced a hand-written copy of it; what is ours is RunWatchdog,
+// which pings only while the store answers.
 //
 // Every function is a no-op returning nil when NOTIFY_SOCKET is unset, so the
 // agent calls them unconditionally: under `Type=notify` systemd waits for
@@ -15,23 +19,20 @@ package sdnotify
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
 )
 
 // The assignments systemd understands that this package sends.
 const (
-	StateReady    = "READY=1"
-	StateStopping = "STOPPING=1"
-	StateWatchdog = "WATCHDOG=1"
+	StateReady    = daemon.SdNotifyReady
+	StateStopping = daemon.SdNotifyStopping
+	StateWatchdog = daemon.SdNotifyWatchdog
 )
-
-// writeTimeout bounds one send: systemd drains its notify socket promptly, and
-// a manager that does not must not block the agent.
-const writeTimeout = time.Second
 
 // Ready tells systemd that start-up is finished: the store is open and the API
 // listens. Units ordered after the agent start only then.
@@ -64,11 +65,7 @@ func ExtendTimeout(d time.Duration) error {
 // $NOTIFY_SOCKET. It returns nil without doing anything when the variable is
 // unset or empty.
 func Send(states ...string) error {
-	name := os.Getenv("NOTIFY_SOCKET")
-	if name == "" {
-		return nil
-	}
-	if len(states) == 0 {
+	if !Enabled() || len(states) == 0 {
 		return nil
 	}
 	for _, s := range states {
@@ -76,22 +73,7 @@ func Send(states ...string) error {
 			return fmt.Errorf("sdnotify: %q is not one KEY=VALUE assignment", s)
 		}
 	}
-	if name[0] != '/' && name[0] != '@' {
-		// systemd 254+ may also hand out vsock: addresses (VMs); the agent
-		// does not run there.
-		return fmt.Errorf("sdnotify: unsupported NOTIFY_SOCKET %q: want a path or an @abstract name", name)
-	}
-	// Go maps a leading '@' to the abstract namespace (a leading NUL byte).
-	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: name, Net: "unixgram"})
-	if err != nil {
-		return fmt.Errorf("sdnotify: %w", err)
-	}
-	defer conn.Close()
-	if err := conn.SetWriteDeadline(time.Now().Add(writeTimeout)); err != nil {
-		return fmt.Errorf("sdnotify: %w", err)
-	}
-	msg := strings.Join(states, "\n")
-	if _, err := conn.Write([]byte(msg)); err != nil {
+	if _, err := daemon.SdNotify(false, strings.Join(states, "\n")); err != nil {
 		return fmt.Errorf("sdnotify: %w", err)
 	}
 	return nil
@@ -102,21 +84,8 @@ func Send(states ...string) error {
 // unset, not a positive number, or WATCHDOG_PID names another process (the
 // variables were inherited from a parent). Ping at half the interval.
 func WatchdogInterval() (time.Duration, bool) {
-	usec := os.Getenv("WATCHDOG_USEC")
-	if usec == "" {
-		return 0, false
-	}
-	n, err := strconv.ParseUint(usec, 10, 63)
-	if err != nil || n == 0 {
-		return 0, false
-	}
-	if pid := os.Getenv("WATCHDOG_PID"); pid != "" {
-		p, err := strconv.Atoi(pid)
-		if err != nil || p != os.Getpid() {
-			return 0, false
-		}
-	}
-	return time.Duration(n) * time.Microsecond, true
+	d, err := daemon.SdWatchdogEnabled(false)
+	return d, err == nil && d > 0
 }
 
 // RunWatchdog pings the watchdog every half interval until ctx is done, each
@@ -127,7 +96,7 @@ func WatchdogInterval() (time.Duration, bool) {
 // watchdog is not enabled, and ctx.Err() when ctx ends.
 func RunWatchdog(ctx context.Context, check func(context.Context) error) error {
 	interval, ok := WatchdogInterval()
-	if !ok || os.Getenv("NOTIFY_SOCKET") == "" {
+	if !ok || !Enabled() {
 		return nil
 	}
 	period := interval / 2

@@ -155,8 +155,10 @@ func TestErrorsAreReported(t *testing.T) {
 	if err := Ready(); err == nil {
 		t.Error("Ready to a missing socket: nil error")
 	}
+	// systemd 254+ may hand a VM a vsock: address; the agent does not run
+	// there, and the library takes it for a path that does not exist.
 	t.Setenv("NOTIFY_SOCKET", "vsock:2:1234")
-	if err := Ready(); err == nil || !strings.Contains(err.Error(), "unsupported") {
+	if err := Ready(); err == nil || !strings.HasPrefix(err.Error(), "sdnotify: ") {
 		t.Errorf("vsock address: %v", err)
 	}
 }
