@@ -85,7 +85,8 @@
 // Decisions:
 //
 //	AGENT_POLICY_FILE              [] policy YAML; the embedded default when unset
-//	AGENT_POLICY_POLL_INTERVAL     [2s] how often the file is checked for changes
+//	AGENT_POLICY_POLL_INTERVAL     [2s] changes are seen through inotify; only where the
+//	                               file's directory cannot be watched is it re-read this often
 //	AGENT_DECISION_TIMEOUT         [300ms] budget for live upstream calls
 //	AGENT_DECISION_RETENTION       [2160h] how long decision records are kept
 //	AGENT_TONGDUN_CACHE_TTL        [10m] fresh TongDun scores

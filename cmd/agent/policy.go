@@ -6,9 +6,12 @@ import (
 	"crypto/sha256"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/fsnotify/fsnotify"
 
 	"github.com/outpost-agent/outpost/policy"
 )
@@ -87,31 +90,81 @@ func (h *policyHolder) refuse(reason string, err error) {
 		"err", err, "running_version", h.cur.Load().Version())
 }
 
-// watch polls the file (mtime, size, then content hash): no inotify
-// dependency, and it works on the ConfigMap symlink swaps Kubernetes does.
+// watch reloads the policy when its file changes. It watches the file's
+// directory, not the file (fsnotify, inotify on Linux): an editor's atomic
+// rename over it, and Kubernetes swapping a ConfigMap volume's ..data
+// symlink, replace the file rather than write it; and, when the path is a
+// symlink, the directory of the file it leads to now, for a write there.
+// Events come in bursts (a write is several), so a reload waits for 100ms
+// of quiet; reload itself ignores content it has already seen. Where the
+// directory cannot be watched (inotify limits, some network file systems)
+// it re-reads the file every `every` instead.
 func (h *policyHolder) watch(ctx context.Context, every time.Duration) {
 	if h.path == "" {
 		return
 	}
-	var lastMod time.Time
-	var lastSize int64
-	t := time.NewTicker(every)
-	defer t.Stop()
+	dir := filepath.Dir(h.path)
+	w, err := fsnotify.NewWatcher()
+	if err == nil {
+		if err = w.Add(dir); err != nil {
+			w.Close()
+		}
+	}
+	if err != nil {
+		h.log.Warn("cannot watch the policy file's directory; re-reading the file every AGENT_POLICY_POLL_INTERVAL instead",
+			"dir", dir, "every", every.String(), "err", err)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				h.reload("file changed")
+			}
+		}
+	}
+	defer w.Close()
+	// target is the directory of the file the path leads to now, watched
+	// beside dir while it differs.
+	target := ""
+	follow := func() {
+		real, err := filepath.EvalSymlinks(h.path)
+		if err != nil || filepath.Dir(real) == target {
+			return
+		}
+		if target != "" && target != dir {
+			_ = w.Remove(target)
+		}
+		target = filepath.Dir(real)
+		if target != dir {
+			_ = w.Add(target)
+		}
+	}
+	follow()
+	const quiet = 100 * time.Millisecond
+	var settle <-chan time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case _, ok := <-w.Events:
+			if !ok {
+				return
+			}
+			settle = time.After(quiet)
+		case err, ok := <-w.Errors:
+			if !ok {
+				return
+			}
+			// An overflow loses events: look at the file anyway.
+			h.log.Warn("watching the policy file", "dir", dir, "err", err)
+			settle = time.After(quiet)
+		case <-settle:
+			settle = nil
+			follow()
+			h.reload("file changed")
 		}
-		fi, err := os.Stat(h.path)
-		if err != nil {
-			continue
-		}
-		if fi.ModTime().Equal(lastMod) && fi.Size() == lastSize {
-			continue
-		}
-		lastMod, lastSize = fi.ModTime(), fi.Size()
-		h.reload("file changed")
 	}
 }
 
