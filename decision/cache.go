@@ -2,8 +2,9 @@ package decision
 
 import (
 	"encoding/json"
-	"sync"
 	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
 )
 
 // SourcePolicy is the cache policy of one signal source: fresh for TTL,
@@ -32,52 +33,34 @@ type reason struct {
 }
 
 // memCache fronts the store: hits never touch badger. It is bounded; when
-// full it drops an arbitrary entry (Go's map order), which costs a store
-// read later, never a wrong answer.
+// full it drops the least recently used entry, which costs a store read
+// later, never a wrong answer. Whether an entry is fresh, stale or past use
+// is decided by its At against its source's policy, on the engine's clock.
 type memCache struct {
-	mu      sync.Mutex
-	max     int
-	entries map[string]cached
-	neg     map[string]time.Time // key -> error remembered until
+	entries *lru.Cache[string, cached]
+	neg     *lru.Cache[string, time.Time] // key -> error remembered until
 }
 
 func newMemCache(max int) *memCache {
-	return &memCache{max: max, entries: map[string]cached{}, neg: map[string]time.Time{}}
+	entries, err := lru.New[string, cached](max)
+	if err != nil {
+		panic(err) // max <= 0: a programming error
+	}
+	neg, _ := lru.New[string, time.Time](max)
+	return &memCache{entries: entries, neg: neg}
 }
 
-func (m *memCache) get(k string) (cached, bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	c, ok := m.entries[k]
-	return c, ok
-}
+func (m *memCache) get(k string) (cached, bool) { return m.entries.Get(k) }
 
 func (m *memCache) put(k string, c cached) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if _, ok := m.entries[k]; !ok && len(m.entries) >= m.max {
-		for victim := range m.entries {
-			delete(m.entries, victim)
-			break
-		}
-	}
-	m.entries[k] = c
-	delete(m.neg, k)
+	m.entries.Add(k, c)
+	m.neg.Remove(k)
 }
 
-func (m *memCache) failed(k string, until time.Time) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if len(m.neg) > m.max {
-		clear(m.neg)
-	}
-	m.neg[k] = until
-}
+func (m *memCache) failed(k string, until time.Time) { m.neg.Add(k, until) }
 
 func (m *memCache) negative(k string, now time.Time) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	until, ok := m.neg[k]
+	until, ok := m.neg.Get(k)
 	return ok && now.Before(until)
 }
 
