@@ -370,7 +370,11 @@ func (b *ByteSize) Decode(v string) error {
 	return nil
 }
 
-// ParseByteSize parses a size with an optional unit.
+// ParseByteSize parses a size with an optional unit, in integers. Not
+// go-humanize's ParseBytes (in the module graph, and used for display):
+// it parses through float64, so a byte count above 2^53 comes back rounded
+// (FuzzParseByteSize, tried on it, read 4611686018427387905 as
+// 4611686018427387904) and "-0" is refused; ours is exact and fuzzed.
 func ParseByteSize(v string) (int64, error) {
 	s := strings.TrimSpace(v)
 	units := []struct {
