@@ -150,6 +150,7 @@ func (p *Policy) Decide(in *Input) Decision {
 	}
 	ctx.release()
 	p.pool.Put(ctx)
+	d.Score = roundScore(d.Score)
 
 	addReasons := func(class string) {
 		for _, f := range d.Fired {
@@ -236,5 +237,17 @@ func (r *rule) eval(ctx *evalCtx) (fired bool, score float64, err error) {
 	if math.IsNaN(score) || math.IsInf(score, 0) {
 		return false, 0, fmt.Errorf("score is not finite")
 	}
-	return true, score, nil
+	return true, roundScore(score), nil
+}
+
+// roundScore rounds a score to 2 decimals. A weight times a signal's score
+// is seldom a whole binary fraction (0.6 × 24 is 14.399999999999999 in
+// float64), and callers read the noise as a number the policy meant; a
+// rule's contribution and their sum are both rounded, and the sum is what
+// the thresholds see, so the score an answer shows is the one that decided.
+func roundScore(s float64) float64 {
+	if math.Abs(s) >= 1e12 {
+		return s // already far past any threshold; ×100 must not overflow
+	}
+	return math.Round(s*100) / 100
 }

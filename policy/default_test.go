@@ -533,3 +533,28 @@ func BenchmarkDecideParallel(b *testing.B) {
 		}
 	})
 }
+
+// TestScoresAreRounded: a weight times a signal's score is seldom a whole
+// binary fraction (0.6 × 24 is 14.399999999999999 in float64); the answer
+// shows, and the thresholds compare, the score rounded to 2 decimals.
+func TestScoresAreRounded(t *testing.T) {
+	p := Default()
+	for _, tt := range []struct {
+		td   int
+		want float64
+	}{{24, 14.4}, {7, 4.2}, {83, 49.8}, {84, 50.4}} {
+		d := p.Decide(&Input{Event: "marketing", Signals: Signals{TongDun: fresh(tt.td, Accept)}})
+		if d.Score != tt.want {
+			t.Errorf("TongDun %d: score %v, want %v", tt.td, d.Score, tt.want)
+		}
+		if len(d.Fired) != 1 || d.Fired[0].Score != tt.want {
+			t.Errorf("TongDun %d: fired %+v, want TD_SCORE contributing %v", tt.td, d.Fired, tt.want)
+		}
+	}
+	if got := roundScore(0.1 + 0.2); got != 0.3 {
+		t.Errorf("roundScore(0.1+0.2) = %v", got)
+	}
+	if got := roundScore(1e300); got != 1e300 {
+		t.Errorf("roundScore(1e300) = %v", got)
+	}
+}

@@ -36,8 +36,8 @@
 //     or any block rule fired: decline; reasons are the block list hits then the block rules;
 //     - any allow rule fired: accept; reasons are the allow rules;
 //     - any review rule fired: review; reasons are the review rules;
-//     - otherwise the summed contributions of the score rules that fired: >= decline_at
-//     declines, >= review_at reviews, else accept. Reasons are the score rules that fired when
+//     - otherwise the summed contributions of the score rules that fired (each, and the sum,
+//     rounded to 2 decimals): >= decline_at declines, >= review_at reviews, else accept. Reasons are the score rules that fired when
 //     the result is review or decline, none for an accept.
 //  5. A rule whose evaluation failed (reported in Decision.Errors) did not fire. If it could
 //     have changed the outcome — an active block rule when the result is not decline, or an
