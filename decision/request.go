@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -72,6 +73,12 @@ func (e *InvalidError) Error() string {
 type ParseOptions struct {
 	// DefaultChannel fills an absent channel (AGENT_TONGDUN_CHANNEL).
 	DefaultChannel string
+	// NoTongDun says TongDun is not configured: no request is sent to it,
+	// live or queued, so TD's rule that channel is present protects
+	// nothing and is not applied (a newcomer's first request, with the
+	// embedded defaults, needs no channel). Once TongDun is configured,
+	// AGENT_TONGDUN_CHANNEL (required with it) fills an absent channel.
+	NoTongDun bool
 	// TongDunVersion is the TD API the core is validated for
 	// (AGENT_TONGDUN_API_VERSION; zero is v2): v3 also takes the lookup
 	// event and an account object in event_detail.
@@ -95,7 +102,11 @@ func Parse(body []byte, o ParseOptions) (*Request, error) {
 	if r.Channel == "" {
 		r.Channel = o.DefaultChannel
 	}
-	if ps := r.ValidateFor(o.TongDunVersion); len(ps) > 0 {
+	ps := r.ValidateFor(o.TongDunVersion)
+	if o.NoTongDun && r.Channel == "" {
+		ps = slices.DeleteFunc(ps, func(p Problem) bool { return p.Field == "channel" })
+	}
+	if len(ps) > 0 {
 		return nil, &InvalidError{ps}
 	}
 	return r, nil

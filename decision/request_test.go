@@ -3,7 +3,9 @@ package decision
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -151,5 +153,46 @@ func TestFreeFormMaskedInRecordRawUpstream(t *testing.T) {
 	ext, _ := sent["ext"].(map[string]any)
 	if ext["bank_card"] != "6222 0212 3456 7890 128" || ext["payee_name"] != "张三" || ext["mobile_no"] != "158-8765-4321" {
 		t.Errorf("the queued TongDun check lost the request's ext: %s", es[0].Payload)
+	}
+}
+
+// TestChannelOptionalWithoutTongDun: with no TongDun configured nothing is
+// ever sent to it, so a request without a channel is taken (the README's
+// first decision, against the embedded defaults); with TongDun configured
+// the channel stays required unless AGENT_TONGDUN_CHANNEL fills it, and
+// every other rule holds either way.
+func TestChannelOptionalWithoutTongDun(t *testing.T) {
+	const noChannel = `{"session_id":"abc0123456789","decision_event":"withdraw","event_time":"2026-11-23T14:20:50.521+08:00",` +
+		`"terminal":{"ip":"210.20.10.33"},"event_detail":{"withdraw":{}}}`
+	fields := func(err error) []string {
+		var ie *InvalidError
+		if err == nil {
+			return nil
+		}
+		if !errors.As(err, &ie) {
+			t.Fatalf("error %v is not an *InvalidError", err)
+		}
+		var out []string
+		for _, p := range ie.Problems {
+			out = append(out, p.Field)
+		}
+		return out
+	}
+	if r, err := Parse([]byte(noChannel), ParseOptions{NoTongDun: true}); err != nil || r.Channel != "" {
+		t.Errorf("no channel, no TongDun: %v, channel %q", err, r.Channel)
+	}
+	if got := fields(func() error { _, err := Parse([]byte(noChannel), ParseOptions{}); return err }()); !slices.Equal(got, []string{"channel"}) {
+		t.Errorf("no channel, TongDun configured: problems %v, want [channel]", got)
+	}
+	if r, err := Parse([]byte(noChannel), ParseOptions{DefaultChannel: "bank"}); err != nil || r.Channel != "bank" {
+		t.Errorf("no channel, AGENT_TONGDUN_CHANNEL=bank: %v, channel %q", err, r.Channel)
+	}
+	bad := strings.Replace(noChannel, `"withdraw","event_time"`, `"withdrawal","event_time"`, 1)
+	if got := fields(func() error { _, err := Parse([]byte(bad), ParseOptions{NoTongDun: true}); return err }()); !slices.Contains(got, "decision_event") || slices.Contains(got, "channel") {
+		t.Errorf("bad event, no TongDun: problems %v, want decision_event and not channel", got)
+	}
+	long := strings.Replace(noChannel, `{"session_id"`, `{"channel":"`+strings.Repeat("c", 1025)+`","session_id"`, 1)
+	if got := fields(func() error { _, err := Parse([]byte(long), ParseOptions{NoTongDun: true}); return err }()); !slices.Equal(got, []string{"channel"}) {
+		t.Errorf("a channel too long, no TongDun: problems %v, want [channel]", got)
 	}
 }

@@ -54,7 +54,7 @@ var noDecider = errorReply(http.StatusServiceUnavailable, "not_available", "deci
 // decide answers one decision request. The request it parses may keep
 // references to body, which must stay untouched for good.
 func (s *Server) decide(ctx context.Context, rid string, body []byte) reply {
-	req, err := decision.Parse(body, decision.ParseOptions{DefaultChannel: s.cfg.DefaultChannel, TongDunVersion: s.cfg.TongDunAPIVersion})
+	req, err := decision.Parse(body, decision.ParseOptions{DefaultChannel: s.cfg.DefaultChannel, NoTongDun: s.cfg.NoTongDun, TongDunVersion: s.cfg.TongDunAPIVersion})
 	if err != nil {
 		var ie *decision.InvalidError
 		if errors.As(err, &ie) {

@@ -97,6 +97,9 @@ type Config struct {
 	Decider Decider
 	// DefaultChannel fills a decision request's absent TongDun channel.
 	DefaultChannel string
+	// NoTongDun says TongDun is not configured: a decision request may
+	// then leave out its channel (decision.ParseOptions.NoTongDun).
+	NoTongDun bool
 	// TongDunAPIVersion is the TD API decision requests are validated for
 	// (v2 when empty; v3 also takes lookup and an account object).
 	TongDunAPIVersion tongdun.APIVersion

@@ -250,6 +250,7 @@ func serve(ctx context.Context) error {
 		Pprof:             cfg.Pprof,
 		Metrics:           mets.Handler(),
 		DefaultChannel:    cfg.TongdunChannel,
+		NoTongDun:         !cfg.TongdunConfigured(),
 		TongDunAPIVersion: tongdun.APIVersion(cfg.TongdunAPIVersion),
 		Actions:           action.Options{DataSource: cfg.TencentDataSourceType},
 		Policy:            func() any { return pols.status() },
