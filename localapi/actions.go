@@ -193,7 +193,7 @@ func (s *Server) readBodyTo(w http.ResponseWriter, r *http.Request, dst []byte) 
 			return dst, true
 		}
 		if err != nil {
-			writeError(w, http.StatusBadRequest, "bad_body", "cannot read body", nil)
+			writeError(w, http.StatusBadRequest, "bad_request", "malformed request body", nil)
 			return dst, false
 		}
 	}

@@ -1,6 +1,7 @@
 // Package localapi is the agent's HTTP API for apps on the same host:
-// intake of user actions (POST /v1/actions), health (/healthz, /readyz)
-// and status (/v1/status).
+// intake of user actions (POST /v1/actions), decisions (/v1/decisions),
+// health (/healthz, /readyz) and status (/v1/status). openapi.json
+// describes every route, served at GET /openapi.json.
 //
 // It defends itself like a local daemon should: it refuses browser requests
 // (an Origin header) and unexpected Host values (DNS rebinding), caps body
@@ -240,6 +241,7 @@ func New(cfg Config) *Server {
 	s.mux.HandleFunc("GET /v1/deadletters", s.listDeadLetters)
 	s.mux.HandleFunc("POST /v1/deadletters/replay", s.replayDeadLetters)
 	s.mux.HandleFunc("GET /{$}", s.page)
+	s.mux.HandleFunc("GET /openapi.json", s.openapi)
 	s.hs = s.newHTTPServer()
 	return s
 }
@@ -381,11 +383,11 @@ var (
 //     need the admin token.
 //   - Both: app routes need either; admin routes the admin token.
 //
-// /healthz needs nothing. A missing or unknown token is 401; the app token
+// /healthz and /openapi.json need nothing. A missing or unknown token is 401; the app token
 // on an admin route is 403 admin_required.
 func (s *Server) authorize(authz, path string) (reply, bool) {
 	app, admin := s.cfg.AuthToken, s.cfg.AdminToken
-	if (app == "" && admin == "") || path == "/healthz" {
+	if (app == "" && admin == "") || path == "/healthz" || path == "/openapi.json" {
 		return reply{}, false
 	}
 	got, bearer := strings.CutPrefix(authz, "Bearer ")
