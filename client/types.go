@@ -304,9 +304,12 @@ type Readiness struct {
 
 // DeadLetter is an item set aside for an upstream, personal fields masked.
 type DeadLetter struct {
-	Upstream      string          `json:"upstream"`
-	Seq           uint64          `json:"seq"`
-	ID            string          `json:"id"`
+	Upstream string `json:"upstream"`
+	Seq      uint64 `json:"seq"`
+	ID       string `json:"id"`
+	// OuterActionID is the key a Tencent action was sent under (its ID
+	// mapped to Tencent's alphabet), to find it in Tencent's reports.
+	OuterActionID string          `json:"outer_action_id,omitempty"`
 	Reason        string          `json:"reason"`
 	DeadAt        time.Time       `json:"dead_at"`
 	EnqueuedAt    time.Time       `json:"enqueued_at"`

@@ -11,45 +11,8 @@ import (
 	"time"
 
 	"github.com/dustin/go-humanize"
+	"github.com/outpost-agent/outpost/client"
 )
-
-type statusDoc struct {
-	Queues map[string]struct {
-		Depth            int64   `json:"depth"`
-		Bytes            int64   `json:"bytes"`
-		OldestAgeSeconds float64 `json:"oldest_age_seconds"`
-		DeadLetters      int64   `json:"dead_letters"`
-	} `json:"queues"`
-	Upstreams map[string]struct {
-		State          string     `json:"state"`
-		PausedUntil    *time.Time `json:"paused_until"`
-		Reason         string     `json:"reason"`
-		DeliveredTotal int64      `json:"delivered_total"`
-		FailedTotal    int64      `json:"failed_total"`
-		LastSuccessAt  *time.Time `json:"last_success_at"`
-		LastError      string     `json:"last_error"`
-	} `json:"upstreams"`
-	Store struct {
-		Bytes      int64           `json:"bytes"`
-		Quarantine json.RawMessage `json:"quarantine"`
-		Damage     []struct {
-			At      time.Time `json:"at"`
-			Found   string    `json:"found"`
-			Message string    `json:"message"`
-		} `json:"damage"`
-		Intake struct {
-			State   string `json:"state"`
-			Message string `json:"message"`
-		} `json:"intake"`
-	} `json:"store"`
-	Policy struct {
-		Version     string `json:"version"`
-		File        string `json:"file"`
-		LastRefusal string `json:"last_refusal"`
-	} `json:"policy"`
-	Decisions map[string]int64 `json:"decisions_last_hour"`
-	Notes     []string         `json:"notes"`
-}
 
 // statusCmd: agent status [--json]
 func statusCmd(ctx context.Context, args []string, out io.Writer) error {
@@ -60,16 +23,12 @@ func statusCmd(ctx context.Context, args []string, out io.Writer) error {
 	if err := c.setup(fs); err != nil {
 		return err
 	}
-	var raw json.RawMessage
-	if err := c.do(ctx, "GET", "/v1/status", nil, &raw); err != nil {
-		return err
+	st, err := c.api.Status(ctx)
+	if err != nil {
+		return c.explain(err)
 	}
 	if c.json {
-		_, err := fmt.Fprintln(out, string(raw))
-		return err
-	}
-	var st statusDoc
-	if err := json.Unmarshal(raw, &st); err != nil {
+		_, err := fmt.Fprintln(out, string(st.Raw))
 		return err
 	}
 	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
@@ -86,8 +45,9 @@ func statusCmd(ctx context.Context, args []string, out io.Writer) error {
 	}
 	tw.Flush()
 	fmt.Fprintf(out, "\nstore %s on disk", humanBytes(st.Store.Bytes))
-	if len(st.Store.Quarantine) > 0 && string(st.Store.Quarantine) != "null" {
-		fmt.Fprintf(out, "  QUARANTINED at start-up: %s", st.Store.Quarantine)
+	if q := st.Store.Quarantine; q != nil {
+		b, _ := json.Marshal(q)
+		fmt.Fprintf(out, "  QUARANTINED at start-up: %s", b)
 	}
 	if n := len(st.Store.Damage); n > 0 {
 		d := st.Store.Damage[n-1]
@@ -96,14 +56,18 @@ func statusCmd(ctx context.Context, args []string, out io.Writer) error {
 	if st.Store.Intake.State == "refusing" {
 		fmt.Fprintf(out, "\nINTAKE REFUSED: %s", st.Store.Intake.Message)
 	}
-	fmt.Fprintf(out, "\npolicy %s (%s)", st.Policy.Version, st.Policy.File)
-	if st.Policy.LastRefusal != "" {
-		fmt.Fprintf(out, "  last file REFUSED: %s", truncate(st.Policy.LastRefusal, 200))
+	pol := st.Policy
+	if pol == nil {
+		pol = &client.PolicyStatus{}
 	}
-	if len(st.Decisions) > 0 {
+	fmt.Fprintf(out, "\npolicy %s (%s)", pol.Version, pol.File)
+	if pol.LastRefusal != "" {
+		fmt.Fprintf(out, "  last file REFUSED: %s", truncate(pol.LastRefusal, 200))
+	}
+	if len(st.DecisionsLastHour) > 0 {
 		fmt.Fprintf(out, "\ndecisions last hour:")
-		for _, k := range sortedKeys(st.Decisions) {
-			fmt.Fprintf(out, " %s %d", k, st.Decisions[k])
+		for _, k := range sortedKeys(st.DecisionsLastHour) {
+			fmt.Fprintf(out, " %s %d", k, st.DecisionsLastHour[k])
 		}
 	}
 	fmt.Fprintln(out)
@@ -132,24 +96,19 @@ func deadLettersCmd(ctx context.Context, args []string, out io.Writer) error {
 		if *all == (len(ids) > 0) {
 			return fmt.Errorf("replay: give --all or ids, not both or neither")
 		}
-		var res struct {
-			Replayed int `json:"replayed"`
-		}
-		body := map[string]any{"upstream": upstream}
-		if *all {
-			body["all"] = true
-		} else {
-			body["ids"] = ids
-		}
-		if err := c.do(ctx, "POST", "/v1/deadletters/replay", body, &res); err != nil {
-			return err
+		n, err := c.api.ReplayDeadLetters(ctx, client.Replay{Upstream: upstream, IDs: ids, All: *all})
+		if err != nil {
+			return c.explain(err)
 		}
 		if c.json {
-			return json.NewEncoder(out).Encode(res)
+			return json.NewEncoder(out).Encode(struct {
+				Replayed int `json:"replayed"`
+			}{n})
 		}
-		_, err := fmt.Fprintf(out, "replayed %d dead letter(s) of %s\n", res.Replayed, upstream)
+		_, err = fmt.Fprintf(out, "replayed %d dead letter(s) of %s\n", n, upstream)
 		return err
 	}
+	const page = 1000
 	var after uint64
 	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
 	// Tencent actions were sent under their id mapped to Tencent's
@@ -162,27 +121,16 @@ func deadLettersCmd(ctx context.Context, args []string, out io.Writer) error {
 			fmt.Fprintln(tw, "SEQ\tID\tDEAD AT\tATTEMPTS\tREASON")
 		}
 	}
-	var all2 []json.RawMessage
+	raws := []json.RawMessage{}
 	for {
-		var page struct {
-			DeadLetters []json.RawMessage `json:"dead_letters"`
+		dead, err := c.api.DeadLetters(ctx, upstream, after, page)
+		if err != nil {
+			return c.explain(err)
 		}
-		if err := c.do(ctx, "GET", fmt.Sprintf("/v1/deadletters?upstream=%s&after=%d&limit=1000", upstream, after), nil, &page); err != nil {
-			return err
-		}
-		for _, raw := range page.DeadLetters {
-			var d struct {
-				Seq           uint64    `json:"seq"`
-				ID            string    `json:"id"`
-				OuterActionID string    `json:"outer_action_id"`
-				DeadAt        time.Time `json:"dead_at"`
-				Attempts      int       `json:"attempts"`
-				Reason        string    `json:"reason"`
-			}
-			json.Unmarshal(raw, &d)
+		for _, d := range dead {
 			after = d.Seq
 			if c.json {
-				all2 = append(all2, raw)
+				raws = append(raws, d.Raw)
 				continue
 			}
 			if outer {
@@ -191,15 +139,12 @@ func deadLettersCmd(ctx context.Context, args []string, out io.Writer) error {
 			}
 			fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\n", d.Seq, d.ID, d.DeadAt.Format(time.RFC3339), d.Attempts, truncate(d.Reason, 100))
 		}
-		if len(page.DeadLetters) < 1000 {
+		if len(dead) < page {
 			break
 		}
 	}
 	if c.json {
-		if all2 == nil {
-			all2 = []json.RawMessage{}
-		}
-		return json.NewEncoder(out).Encode(map[string]any{"dead_letters": all2})
+		return json.NewEncoder(out).Encode(map[string]any{"dead_letters": raws})
 	}
 	return tw.Flush()
 }
@@ -219,9 +164,9 @@ func drainCmd(ctx context.Context, args []string, out io.Writer) error {
 	}
 	deadline := time.Now().Add(*timeout)
 	for {
-		var st statusDoc
-		if err := c.do(ctx, "GET", "/v1/status", nil, &st); err != nil {
-			return err
+		st, err := c.api.Status(ctx)
+		if err != nil {
+			return c.explain(err)
 		}
 		var queued, dead int64
 		var stuck, never []string

@@ -1,15 +1,13 @@
 package main
 
 import (
-	"bytes"
-	"context"
-	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"net/http"
-	"strings"
 	"time"
+
+	"github.com/outpost-agent/outpost/client"
 )
 
 // apiClient is how the admin subcommands talk to a running agent: its local
@@ -17,11 +15,12 @@ import (
 // (the admin endpoints take no other, and the agent accepts it everywhere),
 // else AGENT_AUTH_TOKEN (enough for status and drain). Each variable comes
 // from the environment, else from the agent's env file (--env-file,
-// /etc/outpost/agent.env): see cliEnv.
+// /etc/outpost/agent.env): see cliEnv. The calls go through the client
+// package apps use, with its retries off: a command answers at once, and
+// drain polls by itself.
 type apiClient struct {
-	base  string
+	api   *client.Client
 	token string
-	http  *http.Client
 	json  bool
 
 	addrFlag, envFile string
@@ -31,7 +30,7 @@ type apiClient struct {
 
 func adminFlags(name string, args []string) (*apiClient, *flag.FlagSet, error) {
 	fs := flag.NewFlagSet("agent "+name, flag.ContinueOnError)
-	c := &apiClient{http: &http.Client{Timeout: 10 * time.Second}}
+	c := &apiClient{}
 	fs.StringVar(&c.addrFlag, "addr", "", "the agent's API address (default AGENT_LISTEN_ADDR from the environment or the env file, else 127.0.0.1:8470)")
 	fs.StringVar(&c.token, "token", "", "bearer token (default AGENT_ADMIN_TOKEN, else AGENT_AUTH_TOKEN, from the environment or the env file); prefer the env file: ps shows arguments to every user")
 	fs.StringVar(&c.envFile, "env-file", defaultEnvFile, "the agent's env file, read for AGENT_LISTEN_ADDR and the tokens the environment does not set")
@@ -39,7 +38,8 @@ func adminFlags(name string, args []string) (*apiClient, *flag.FlagSet, error) {
 	return c, fs, nil
 }
 
-// setup settles the address and the token once the flags are parsed.
+// setup settles the address and the token once the flags are parsed, and
+// makes the client.
 func (c *apiClient) setup(fs *flag.FlagSet) error {
 	explicit := false
 	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "env-file" })
@@ -53,68 +53,44 @@ func (c *apiClient) setup(fs *flag.FlagSet) error {
 		addr = env.get("AGENT_LISTEN_ADDR")
 	}
 	if addr == "" {
-		addr = "127.0.0.1:8470"
+		addr = client.DefaultAddr
 	}
-	c.setBase(addr)
 	if c.token == "" {
 		c.token = env.get("AGENT_ADMIN_TOKEN")
 	}
 	if c.token == "" {
 		c.token = env.get("AGENT_AUTH_TOKEN")
 	}
+	api, err := client.New(client.Config{
+		Addr:        addr,
+		Token:       c.token,
+		HTTPClient:  &http.Client{Timeout: 10 * time.Second},
+		MaxAttempts: 1,
+		UserAgent:   "outpost-agent-cli/" + version,
+	})
+	if err != nil {
+		return fmt.Errorf("agent address %q: %w", addr, err)
+	}
+	c.api = api
 	return nil
 }
 
-func (c *apiClient) setBase(addr string) {
-	if !strings.Contains(addr, "://") {
-		addr = "http://" + addr
-	}
-	c.base = strings.TrimRight(addr, "/")
-}
-
-func (c *apiClient) do(ctx context.Context, method, path string, body any, out any) error {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
-	if err != nil {
-		return err
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("is the agent running at %s? %w", c.base, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode >= 300 {
-		var e struct {
-			Error struct{ Code, Message string } `json:"error"`
-		}
-		if json.Unmarshal(b, &e) == nil && e.Error.Code != "" {
-			if resp.StatusCode == http.StatusUnauthorized && c.token == "" && c.envNote != "" {
-				e.Error.Message += "; " + c.envNote
-			}
-			return fmt.Errorf("%s %s: %d %s: %s", method, path, resp.StatusCode, e.Error.Code, e.Error.Message)
-		}
-		return fmt.Errorf("%s %s: %s", method, path, resp.Status)
-	}
-	if raw, ok := out.(*json.RawMessage); ok {
-		*raw = b
+// explain words a failed call for an operator: the API's code and message
+// for an answer (and why no token was found, for a 401), or whether the
+// agent is running at all.
+func (c *apiClient) explain(err error) error {
+	var e *client.Error
+	switch {
+	case err == nil:
 		return nil
+	case errors.As(err, &e) && e.Code != "":
+		msg := e.Message
+		if e.StatusCode == http.StatusUnauthorized && c.token == "" && c.envNote != "" {
+			msg += "; " + c.envNote
+		}
+		return fmt.Errorf("%s %s: %d %s: %s", e.Method, e.Path, e.StatusCode, e.Code, msg)
+	case errors.As(err, &e):
+		return fmt.Errorf("%s %s: %d %s", e.Method, e.Path, e.StatusCode, http.StatusText(e.StatusCode))
 	}
-	return json.Unmarshal(b, out)
+	return fmt.Errorf("is the agent running at %s? %w", c.api.Addr(), err)
 }
