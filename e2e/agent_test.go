@@ -46,6 +46,13 @@ func startAgent(t testing.TB, dataDir string, env ...string) *agent {
 		"AGENT_LOG_LEVEL=info",
 	)
 	cmd.Env = append(cmd.Env, env...)
+	return runAgent(t, cmd)
+}
+
+// runAgent starts cmd, an agent whose log is JSON lines on stderr, and
+// waits for its "agent ready" line, which carries the listen address.
+func runAgent(t testing.TB, cmd *exec.Cmd) *agent {
+	t.Helper()
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
