@@ -24,6 +24,23 @@ type Action struct {
 	UserID      *UserID      `json:"user_id,omitempty"`
 	Trace       *Trace       `json:"trace,omitempty"`
 	ActionParam *ActionParam `json:"action_param,omitempty"`
+	// URL is the page an action from an H5/web page happened on: required
+	// when the agent's Tencent data source is WEB.
+	URL string `json:"url,omitempty"`
+	// Optional, passed on to Tencent as given: Channel is one of
+	// NATURAL, TENCENT, BYTEDANCE, KUAISHOU, ALIBABA, BAIDU, OTHERS,
+	// MULTIPLE, UNKNOWN.
+	Channel       string         `json:"channel,omitempty"`
+	CustomAction  string         `json:"custom_action,omitempty"`
+	ProductInform *ProductInform `json:"product_inform,omitempty"`
+}
+
+// ProductInform is the product an action is about.
+type ProductInform struct {
+	ContentType      string   `json:"content_type,omitempty"` // LOAN, FINANCIAL, BANKCARD, ...
+	ProductCatalogID string   `json:"product_catalog_id,omitempty"`
+	ProductID        []string `json:"product_id,omitempty"`
+	CategoryPath     []string `json:"category_path,omitempty"`
 }
 
 // UserID identifies the user; give at least one field (or Trace.ClickID).
@@ -38,6 +55,14 @@ type UserID struct {
 	HashIMEI      string `json:"hash_imei,omitempty"`
 	HashIDFA      string `json:"hash_idfa,omitempty"`
 	HashOAID      string `json:"hash_oaid,omitempty"`
+	HashAndroidID string `json:"hash_android_id,omitempty"`
+	// MD5SHA256*: the SHA-256 of the lower-case hex MD5 of the device id.
+	MD5SHA256IMEI string `json:"md5_sha256_imei,omitempty"`
+	MD5SHA256IDFA string `json:"md5_sha256_idfa,omitempty"`
+	MD5SHA256OAID string `json:"md5_sha256_oaid,omitempty"`
+	// CAID is the China Advertising ID (iOS), CAIDVersion its version.
+	CAID        string `json:"caid,omitempty"`
+	CAIDVersion int64  `json:"caid_version,omitempty"`
 }
 
 // Trace is Tencent's click trace.
