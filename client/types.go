@@ -212,6 +212,11 @@ type LateVerdict struct {
 
 // Status is GET /v1/status: queues, upstreams, the store and the policy.
 type Status struct {
+	Version string `json:"version,omitempty"`
+	// Actions since the agent started.
+	Actions ActionTotals `json:"actions"`
+	// LastHour: one count a minute, oldest first.
+	LastHour          LastHour                  `json:"last_hour"`
 	Queues            map[string]QueueStatus    `json:"queues"`
 	Upstreams         map[string]UpstreamStatus `json:"upstreams,omitempty"`
 	Policy            *PolicyStatus             `json:"policy,omitempty"`
@@ -231,6 +236,24 @@ func (s *Status) UnmarshalJSON(b []byte) error {
 	}
 	s.Raw = append(json.RawMessage(nil), b...)
 	return nil
+}
+
+// ActionTotals count actions since the agent started.
+type ActionTotals struct {
+	Accepted   int64 `json:"accepted_total"`
+	Duplicates int64 `json:"duplicates_total"`
+	Refused    int64 `json:"refused_total"`
+	Delivered  int64 `json:"delivered_total"`
+}
+
+// LastHour is one count a minute over the last hour, oldest first: the
+// last is the current minute, From the start of the first.
+type LastHour struct {
+	From      time.Time          `json:"from"`
+	Queued    []int64            `json:"queued"`
+	Delivered []int64            `json:"delivered"`
+	Refused   []int64            `json:"refused"`
+	Decisions map[string][]int64 `json:"decisions"`
 }
 
 // QueueStatus is one upstream's queue.
