@@ -94,6 +94,31 @@ type Config struct {
 	UnionpayCacheTTL      time.Duration `envconfig:"UNIONPAY_CACHE_TTL" default:"24h"`
 	UnionpayCacheMaxStale time.Duration `envconfig:"UNIONPAY_CACHE_MAX_STALE" default:"168h"`
 	CacheNegativeTTL      time.Duration `envconfig:"CACHE_NEGATIVE_TTL" default:"30s"`
+
+	// Fleet mode on Kafka (kafka.go, package fleet): off while
+	// KAFKA_BROKERS is empty.
+	KafkaBrokers     string `envconfig:"KAFKA_BROKERS"`
+	KafkaTopicPrefix string `envconfig:"KAFKA_TOPIC_PREFIX" default:"outpost"`
+	// ForwardVia is where the tencent queue goes: "direct" (Tencent) or
+	// "kafka" (<prefix>.actions.v1, for the relays).
+	ForwardVia string `envconfig:"FORWARD_VIA" default:"direct"`
+	// AgentID is this agent's stable name in the fleet; empty: a UUID made
+	// once and kept in DATA_DIR/agent-id.
+	AgentID    string `envconfig:"ID"`
+	KafkaGroup string `envconfig:"KAFKA_GROUP" default:"outpost-relay"`
+	// KafkaKeyFile holds the fleet secret that keys the HMAC of the account
+	// (the actions' record key): 32 bytes, raw or hex, mode 0600. The same
+	// file on every agent of the fleet.
+	KafkaKeyFile        string        `envconfig:"KAFKA_KEY_FILE"`
+	KafkaTLS            bool          `envconfig:"KAFKA_TLS" default:"false"`
+	KafkaTLSCAFile      string        `envconfig:"KAFKA_TLS_CA_FILE"`
+	KafkaTLSCertFile    string        `envconfig:"KAFKA_TLS_CERT_FILE"`
+	KafkaTLSKeyFile     string        `envconfig:"KAFKA_TLS_KEY_FILE"`
+	KafkaTLSServerName  string        `envconfig:"KAFKA_TLS_SERVER_NAME"`
+	KafkaSASLMechanism  string        `envconfig:"KAFKA_SASL_MECHANISM"`
+	KafkaSASLUser       string        `envconfig:"KAFKA_SASL_USER"`
+	KafkaSASLPassFile   string        `envconfig:"KAFKA_SASL_PASSWORD_FILE"`
+	KafkaStatusInterval time.Duration `envconfig:"KAFKA_STATUS_INTERVAL" default:"30s"`
 }
 
 // StoreCloseTimeout is how long closing the store may take after the
@@ -296,6 +321,7 @@ func (c Config) Validate() error {
 			bad("ENCRYPTION_KEY_FILE", "%v", err)
 		}
 	}
+	c.validateKafka(bad)
 	return errors.Join(errs...)
 }
 

@@ -94,6 +94,26 @@
 //	AGENT_UNIONPAY_CACHE_TTL       [24h] fresh UnionPay model scores
 //	AGENT_UNIONPAY_CACHE_MAX_STALE [168h]
 //	AGENT_CACHE_NEGATIVE_TTL       [30s] a failing upstream is not asked again for this long
+//
+// Fleet mode on Kafka (off while AGENT_KAFKA_BROKERS is empty; docs/fleet-kafka.md):
+//
+//	AGENT_KAFKA_BROKERS            [] comma-separated host:port seed brokers; set, the
+//	                               decisions' audit goes to <prefix>.decisions.v1 and the
+//	                               agent's status to <prefix>.agents.v1
+//	AGENT_KAFKA_TOPIC_PREFIX       [outpost] <prefix>.actions.v1 and the other topics
+//	AGENT_FORWARD_VIA              [direct] or kafka: the action queue goes to
+//	                               <prefix>.actions.v1 instead of Tencent
+//	AGENT_ID                       [a UUID made once, kept in DATA_DIR/agent-id] this
+//	                               agent's name in the fleet; event ids are <id>:<seq>
+//	AGENT_KAFKA_GROUP              [outpost-relay] the relays' consumer group
+//	AGENT_KAFKA_KEY_FILE           [] the fleet secret (32 bytes, mode 0600) keying the
+//	                               HMAC of the account, the actions' record key
+//	AGENT_KAFKA_TLS                [false] TLS to the brokers; with
+//	AGENT_KAFKA_TLS_CA_FILE, AGENT_KAFKA_TLS_CERT_FILE, AGENT_KAFKA_TLS_KEY_FILE,
+//	AGENT_KAFKA_TLS_SERVER_NAME    [] CA, client certificate and key, name to verify
+//	AGENT_KAFKA_SASL_MECHANISM     [] SCRAM-SHA-256 or SCRAM-SHA-512, with
+//	AGENT_KAFKA_SASL_USER, AGENT_KAFKA_SASL_PASSWORD_FILE (mode 0600)
+//	AGENT_KAFKA_STATUS_INTERVAL    [30s] status published to <prefix>.agents.v1
 package main
 
 import (
