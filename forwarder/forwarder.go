@@ -431,7 +431,7 @@ func (w *Worker) run(ctx context.Context) {
 		w.mu.Unlock()
 		items := make([]upstream.Item, len(es))
 		for i, e := range es {
-			items[i] = upstream.Item{ID: e.ID, Payload: e.Payload}
+			items[i] = upstream.Item{ID: e.ID, Payload: e.Payload, Seq: e.Seq, EnqueuedAt: e.EnqueuedAt}
 		}
 		results := w.cfg.Sender.Send(ctx, items)
 		if ctx.Err() != nil {

@@ -67,6 +67,10 @@ type Verdict struct {
 type Item struct {
 	ID      string
 	Payload json.RawMessage
+	// Seq and EnqueuedAt are the spool entry's sequence number and time
+	// (the Kafka sender's event id and record; HTTP upstreams ignore them).
+	Seq        uint64
+	EnqueuedAt time.Time
 }
 
 // Result is the verdict for one Item. Answer carries the upstream's answer
