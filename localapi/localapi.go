@@ -126,6 +126,8 @@ type Config struct {
 	// History counts outcomes minute by minute for the status page's
 	// charts; the wiring also feeds it deliveries. New makes one if nil.
 	History *History
+	// Kafka, when set, reports fleet mode's Kafka side (fleet.ProducerStatus).
+	Kafka func() any
 }
 
 // Observer sees each request (route pattern, status, duration) and the
@@ -526,6 +528,7 @@ type status struct {
 	Decisions map[string]int64          `json:"decisions_last_hour"`
 	Store     storeStatus               `json:"store"`
 	Notes     []string                  `json:"notes,omitempty"`
+	Kafka     any                       `json:"kafka,omitempty"`
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
@@ -546,6 +549,9 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	}
 	if s.cfg.Policy != nil {
 		st.Policy = s.cfg.Policy()
+	}
+	if s.cfg.Kafka != nil {
+		st.Kafka = s.cfg.Kafka()
 	}
 	st.Store.Bytes = s.cfg.Store.StoreBytes()
 	st.Store.Quarantine = s.cfg.Store.Quarantine()

@@ -143,6 +143,10 @@ func New(version string, src Sources) *Metrics {
 	return m
 }
 
+// Register adds collectors of other packages (fleet mode's Kafka side) to
+// the same registry.
+func (m *Metrics) Register(cs ...prometheus.Collector) { m.reg.MustRegister(cs...) }
+
 // Handler serves /metrics.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})

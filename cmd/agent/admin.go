@@ -71,6 +71,14 @@ func statusCmd(ctx context.Context, args []string, out io.Writer) error {
 		}
 	}
 	fmt.Fprintln(out)
+	// Fleet mode's side, from the answer as sent (the client's Status
+	// does not know it).
+	var fl struct {
+		Kafka *kafkaDoc `json:"kafka"`
+	}
+	if json.Unmarshal(st.Raw, &fl) == nil {
+		printKafka(out, fl.Kafka)
+	}
 	for _, n := range st.Notes {
 		fmt.Fprintf(out, "note: %s\n", n)
 	}

@@ -159,7 +159,7 @@ func serve(ctx context.Context) error {
 		MinFreeBytes:  int64(cfg.MinFreeDisk),
 		Dir:           filepath.Join(cfg.DataDir, "spool"),
 		QuarantineDir: filepath.Join(cfg.DataDir, "quarantine"),
-		Queues:        queues,
+		Queues:        append(queues, fleetQueues(cfg)...),
 		MaxBytes:      int64(cfg.SpoolMaxBytes),
 		EncryptionKey: key,
 		DedupeWindow:  cfg.DedupeWindow,
@@ -199,11 +199,22 @@ func serve(ctx context.Context) error {
 		closeSpool()
 		return err
 	}
+	fl, err := newFleetAgent(cfg, log)
+	if err != nil {
+		closeSpool()
+		return err
+	}
+	defer fl.close(context.Background())
+	fl.register(mets)
 	var eng *decision.Engine
 	hist := localapi.NewHistory(nil)
 	ws = forwarders(cfg, cs, sp, log, hist, func(q string, e spool.Entry, r upstream.Result) { eng.Delivered(q, e, r) })
+	if err := fl.workers(sp, log, hist, ws); err != nil {
+		closeSpool()
+		return err
+	}
 	dc := decision.Config{
-		Store: sp, Policies: pols, Timeout: cfg.DecisionTimeout, HashKey: hashKey,
+		Store: fl.store(sp), Policies: pols, Timeout: cfg.DecisionTimeout, HashKey: hashKey,
 		QueueUnionPay: key != nil, Retention: cfg.DecisionRetention, Logger: log,
 		TongDunCache:  decision.SourcePolicy{TTL: cfg.TongdunCacheTTL, MaxStale: cfg.TongdunCacheMaxStale, NegativeTTL: cfg.CacheNegativeTTL},
 		UnionPayCache: decision.SourcePolicy{TTL: cfg.UnionpayCacheTTL, MaxStale: cfg.UnionpayCacheMaxStale, NegativeTTL: cfg.CacheNegativeTTL},
@@ -223,7 +234,7 @@ func serve(ctx context.Context) error {
 		notes = append(notes, n)
 		log.Warn(n)
 	}
-	if !cfg.TencentConfigured() && !cfg.TongdunConfigured() && !cfg.UnionpayConfigured() {
+	if !cfg.TencentConfigured() && !cfg.TongdunConfigured() && !cfg.UnionpayConfigured() && !cfg.ForwardViaKafka() {
 		notes = append(notes, "no upstream configured: events are queued, not forwarded")
 		log.Info("no upstream configured: events are queued, not forwarded")
 	} else {
@@ -236,6 +247,7 @@ func serve(ctx context.Context) error {
 	for _, w := range ws {
 		w.Start()
 	}
+	fl.start(func() any { return fleetStatus(sp, ws, fl) })
 	stopForwarders := func() {
 		cctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 		defer cancel()
@@ -268,6 +280,7 @@ func serve(ctx context.Context) error {
 		Notes:             notes,
 		Version:           version,
 		History:           hist,
+		Kafka:             fl.kafkaStatus(),
 	})
 	ln, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {

@@ -1,0 +1,282 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/outpost-agent/outpost/config"
+	"github.com/outpost-agent/outpost/decision"
+	"github.com/outpost-agent/outpost/fleet"
+	"github.com/outpost-agent/outpost/forwarder"
+	"github.com/outpost-agent/outpost/localapi"
+	"github.com/outpost-agent/outpost/metrics"
+	"github.com/outpost-agent/outpost/spool"
+	"github.com/outpost-agent/outpost/upstream"
+)
+
+// auditQueue holds each decision's audit record (as stored, masked) until
+// the broker has it: the same durable path as the actions.
+const auditQueue = "decisions-audit"
+
+// fleetQueues are the spool queues fleet mode adds.
+func fleetQueues(cfg config.Config) []string {
+	if !cfg.KafkaConfigured() {
+		return nil
+	}
+	return []string{auditQueue}
+}
+
+// fleetAgent is an agent's Kafka side: one client for its queues and its
+// status. nil when AGENT_KAFKA_BROKERS is empty.
+type fleetAgent struct {
+	cfg    config.Config
+	id     string
+	prod   *fleet.Producer
+	status *fleet.StatusPublisher
+	// auditNotQueued counts audit records that could not be queued (a
+	// full spool: the decision itself is still recorded and answered).
+	auditNotQueued atomic.Int64
+}
+
+func kafkaConn(cfg config.Config, role string, log *slog.Logger) (fleet.Conn, error) {
+	c := fleet.Conn{
+		Brokers: cfg.Brokers(), TLS: cfg.KafkaTLS, CAFile: cfg.KafkaTLSCAFile, CertFile: cfg.KafkaTLSCertFile,
+		KeyFile: cfg.KafkaTLSKeyFile, ServerName: cfg.KafkaTLSServerName,
+		SASLMechanism: cfg.KafkaSASLMechanism, SASLUser: cfg.KafkaSASLUser, ClientID: "outpost-" + role, Logger: log,
+	}
+	if cfg.KafkaSASLPassFile != "" {
+		p, err := config.ReadSecretFile(cfg.KafkaSASLPassFile)
+		if err != nil {
+			return c, fmt.Errorf("AGENT_KAFKA_SASL_PASSWORD_FILE: %w", err)
+		}
+		c.SASLPassword = p
+	}
+	return c, nil
+}
+
+func newFleetAgent(cfg config.Config, log *slog.Logger) (*fleetAgent, error) {
+	if !cfg.KafkaConfigured() {
+		return nil, nil
+	}
+	id, err := fleet.LoadAgentID(cfg.AgentID, cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("AGENT_ID: %w", err)
+	}
+	conn, err := kafkaConn(cfg, "agent", log)
+	if err != nil {
+		return nil, err
+	}
+	p, err := fleet.NewProducer(fleet.ProducerConfig{Conn: conn, AgentID: id, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("AGENT_KAFKA_BROKERS: %w", err)
+	}
+	log.Info("fleet mode: Kafka configured", "agent_id", id, "brokers", strings.Join(cfg.Brokers(), ","),
+		"topic_prefix", cfg.KafkaTopicPrefix, "forward_via", cfg.ForwardVia)
+	return &fleetAgent{cfg: cfg, id: id, prod: p}, nil
+}
+
+// workers replaces the tencent queue's worker by one that delivers to
+// <prefix>.actions.v1 (AGENT_FORWARD_VIA=kafka) and adds the audit
+// queue's worker. Kafka takes batches far larger than Tencent's 50, and a
+// partial batch need not wait for company: the client batches by itself.
+func (f *fleetAgent) workers(sp *spool.Spool, log *slog.Logger, hist *localapi.History, ws map[string]*forwarder.Worker) error {
+	if f == nil {
+		return nil
+	}
+	var key []byte
+	if f.cfg.ForwardViaKafka() {
+		var err error
+		if key, err = config.ReadKeyFile(f.cfg.KafkaKeyFile); err != nil {
+			return fmt.Errorf("AGENT_KAFKA_KEY_FILE: %w", err)
+		}
+	}
+	worker := func(queue string, s forwarder.Sender) *forwarder.Worker {
+		cfg := f.cfg
+		var onResult func(spool.Entry, upstream.Result)
+		if queue == "tencent" {
+			onResult = func(spool.Entry, upstream.Result) { hist.Delivered(1) }
+		}
+		return forwarder.New(forwarder.Config{
+			OnResult: onResult,
+			Name:     queue, Queue: sp, Logger: log, Sender: s,
+			BatchSize: 1000, MaxBatchBytes: 1 << 20, FlushInterval: kafkaFlush,
+			MaxAttempts: cfg.ForwardMaxAttempts, MaxAge: cfg.ForwardMaxAge,
+			BackoffMax: cfg.ForwardBackoffMax, ProbeInterval: cfg.ForwardProbeInterval,
+			BreakerOpen: cfg.ForwardBreakerOpen, BreakerMaxOpen: max(cfg.ForwardBreakerOpen, cfg.ForwardBackoffMax),
+		})
+	}
+	if f.cfg.ForwardViaKafka() {
+		// The status page counts an action delivered when it is on Kafka:
+		// from this agent's side, it is.
+		ws["tencent"] = worker("tencent", f.prod.Sender(fleet.SenderConfig{
+			Queue: "tencent", Topic: fleet.Topic(f.cfg.KafkaTopicPrefix, fleet.KindActions), Kind: fleet.KindActions,
+			Key: func(p []byte) (string, error) {
+				id, err := fleet.Identity(p)
+				if err != nil {
+					return "", err
+				}
+				return fleet.AccountKey(key, id), nil
+			},
+		}))
+	}
+	agentKey := f.id
+	ws[auditQueue] = worker(auditQueue, f.prod.Sender(fleet.SenderConfig{
+		Queue: auditQueue, Topic: fleet.Topic(f.cfg.KafkaTopicPrefix, fleet.KindDecisions), Kind: fleet.KindDecisions,
+		// One agent's audit stays in order in one partition; the agent id
+		// is in the headers anyway.
+		Key: func([]byte) (string, error) { return agentKey, nil },
+	}))
+	return nil
+}
+
+// kafkaFlush is how long a partial batch bound for Kafka waits for company.
+const kafkaFlush = 2 * time.Millisecond
+
+// start publishes the agent's status to <prefix>.agents.v1.
+func (f *fleetAgent) start(status func() any) {
+	if f == nil {
+		return
+	}
+	f.status = fleet.StartStatus(fleet.StatusConfig{
+		Client: f.prod.Client(), Topic: fleet.Topic(f.cfg.KafkaTopicPrefix, fleet.KindAgents), AgentID: f.id,
+		Role: "agent", Version: version, Interval: f.cfg.KafkaStatusInterval, Status: status,
+	})
+}
+
+// close stops the status and the client: what the client still holds is
+// failed, and stays in the spool for the next start.
+func (f *fleetAgent) close(ctx context.Context) {
+	if f == nil {
+		return
+	}
+	if f.status != nil {
+		_ = f.status.Close(ctx)
+	}
+	f.prod.Close()
+}
+
+func (f *fleetAgent) register(m *metrics.Metrics) {
+	if f != nil {
+		m.Register(f.prod.Collector())
+	}
+}
+
+// kafkaStatus is the Kafka side in /v1/status; nil without Kafka.
+func (f *fleetAgent) kafkaStatus() func() any {
+	if f == nil {
+		return nil
+	}
+	return func() any {
+		st := f.prod.Status()
+		return struct {
+			fleet.ProducerStatus
+			ForwardVia     string `json:"forward_via"`
+			AuditNotQueued int64  `json:"audit_not_queued_total"`
+		}{st, f.cfg.ForwardVia, f.auditNotQueued.Load()}
+	}
+}
+
+// store is what the decision engine writes through: with Kafka, each
+// decision record written (key dec/<id>) is also queued, in the same
+// commit, on the audit queue.
+func (f *fleetAgent) store(sp *spool.Spool) decision.Store {
+	if f == nil {
+		return sp
+	}
+	return auditStore{Spool: sp, f: f}
+}
+
+type auditStore struct {
+	*spool.Spool
+	f *fleetAgent
+}
+
+var _ decision.Store = auditStore{}
+
+func (a auditStore) Write(ctx context.Context, kvs []spool.KV, recs []spool.Record) (spool.AppendResult, error) {
+	n := len(recs)
+	for _, kv := range kvs {
+		if id, ok := strings.CutPrefix(kv.Key, "dec/"); ok && !kv.Delete && len(kv.Value) > 0 {
+			recs = append(recs[:len(recs):len(recs)], spool.Record{Queue: auditQueue, ID: id, Payload: kv.Value})
+		}
+	}
+	res, err := a.Spool.Write(ctx, kvs, recs)
+	if errors.Is(err, spool.ErrFull) && len(recs) > n {
+		// A full spool still records decisions (small state is not held
+		// to the cap), but not their audit copies: counted, and shown.
+		a.f.auditNotQueued.Add(int64(len(recs) - n))
+		res, err = a.Spool.Write(ctx, kvs, recs[:n])
+	}
+	if len(res.Duplicate) > n {
+		res.Duplicate = res.Duplicate[:n]
+	}
+	return res, err
+}
+
+// kafkaDoc is the Kafka side as `agent status` reads it.
+type kafkaDoc struct {
+	AgentID              string  `json:"agent_id"`
+	ForwardVia           string  `json:"forward_via"`
+	State                string  `json:"state"`
+	Reason               string  `json:"reason"`
+	Pending              int     `json:"pending"`
+	OldestPendingSeconds float64 `json:"oldest_pending_seconds"`
+	LastBrokerError      string  `json:"last_broker_error"`
+	Queues               map[string]struct {
+		Topic        string `json:"topic"`
+		Acknowledged int64  `json:"acknowledged_total"`
+		Watermark    uint64 `json:"acknowledged_watermark"`
+		LastError    string `json:"last_error"`
+	} `json:"queues"`
+}
+
+func printKafka(out io.Writer, k *kafkaDoc) {
+	if k == nil {
+		return
+	}
+	fmt.Fprintf(out, "kafka: agent %s, forward via %s, %s", k.AgentID, k.ForwardVia, strings.ToUpper(k.State))
+	if k.Reason != "" {
+		fmt.Fprintf(out, ": %s", truncate(k.Reason, 200))
+	}
+	fmt.Fprintf(out, "; %d unacknowledged (oldest %s)\n", k.Pending, age(k.OldestPendingSeconds))
+	for _, q := range sortedKeys(k.Queues) {
+		s := k.Queues[q]
+		fmt.Fprintf(out, "  %s -> %s: %d acknowledged, watermark %d", q, s.Topic, s.Acknowledged, s.Watermark)
+		if s.LastError != "" {
+			fmt.Fprintf(out, ", last error %s", truncate(s.LastError, 120))
+		}
+		fmt.Fprintln(out)
+	}
+	if k.LastBrokerError != "" {
+		fmt.Fprintf(out, "  last broker error: %s\n", truncate(k.LastBrokerError, 200))
+	}
+}
+
+// fleetStatus is the body of the agent's record on the agents topic: its
+// queues, its upstreams' states and its Kafka side (no personal data:
+// counts, states and reasons, as /v1/status).
+func fleetStatus(sp *spool.Spool, ws map[string]*forwarder.Worker, f *fleetAgent) any {
+	type q struct {
+		Depth            int64   `json:"depth"`
+		OldestAgeSeconds float64 `json:"oldest_age_seconds"`
+		DeadLetters      int64   `json:"dead_letters"`
+	}
+	out := struct {
+		Queues    map[string]q      `json:"queues"`
+		Upstreams map[string]string `json:"upstreams"`
+		Kafka     any               `json:"kafka"`
+	}{Queues: map[string]q{}, Upstreams: map[string]string{}, Kafka: f.kafkaStatus()()}
+	for name, st := range sp.Stats() {
+		out.Queues[name] = q{st.Depth, st.OldestAgeSeconds, st.DeadLetters}
+	}
+	for name, w := range ws {
+		out.Upstreams[name] = string(w.Status().State)
+	}
+	return out
+}
