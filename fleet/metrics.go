@@ -1,6 +1,8 @@
 package fleet
 
 import (
+	"strconv"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -39,4 +41,44 @@ func (c producerCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descAcked, prometheus.CounterValue, float64(s.Acknowledged), q)
 		ch <- prometheus.MustNewConstMetric(descFailed, prometheus.CounterValue, float64(s.Failed), q)
 	}
+}
+
+// Metric descriptions of a relay.
+var (
+	descRelayLag       = prometheus.NewDesc("outpost_relay_lag_records", "Records of the partition past the relay's committed offset (high watermark minus committed).", []string{"topic", "partition"}, nil)
+	descRelayCommitted = prometheus.NewDesc("outpost_relay_committed_offset", "The relay's committed offset of the partition.", []string{"topic", "partition"}, nil)
+	descRelayBuffered  = prometheus.NewDesc("outpost_relay_buffered_records", "Records fetched by the relay and without a final verdict.", nil, nil)
+	descRelayDelivered = prometheus.NewDesc("outpost_relay_delivered_total", "Records the relay delivered to Tencent.", nil, nil)
+	descRelayDups      = prometheus.NewDesc("outpost_relay_duplicates_skipped_total", "Records skipped because their event id was delivered before.", nil, nil)
+	descRelayDead      = prometheus.NewDesc("outpost_relay_dead_letters_total", "Records the relay produced to the dead-letter topic (refused by Tencent, or malformed).", nil, nil)
+	descRelayCommitErr = prometheus.NewDesc("outpost_relay_commit_errors_total", "Offset commits that failed (the next commit carries the offsets again).", nil, nil)
+	descRelayParts     = prometheus.NewDesc("outpost_relay_assigned_partitions", "Partitions of the actions topic assigned to this relay.", nil, nil)
+)
+
+// Collector reads the relay's figures at scrape time.
+func (r *Relay) Collector() prometheus.Collector { return relayCollector{r} }
+
+type relayCollector struct{ r *Relay }
+
+func (c relayCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descRelayLag, descRelayCommitted, descRelayBuffered, descRelayDelivered, descRelayDups, descRelayDead, descRelayCommitErr, descRelayParts} {
+		ch <- d
+	}
+}
+
+func (c relayCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.r.Status()
+	for _, p := range st.Partitions {
+		part := strconv.Itoa(int(p.Partition))
+		if p.Lag >= 0 {
+			ch <- prometheus.MustNewConstMetric(descRelayLag, prometheus.GaugeValue, float64(p.Lag), st.Topic, part)
+		}
+		ch <- prometheus.MustNewConstMetric(descRelayCommitted, prometheus.GaugeValue, float64(p.Committed), st.Topic, part)
+	}
+	ch <- prometheus.MustNewConstMetric(descRelayBuffered, prometheus.GaugeValue, float64(st.Buffered))
+	ch <- prometheus.MustNewConstMetric(descRelayDelivered, prometheus.CounterValue, float64(st.Delivered))
+	ch <- prometheus.MustNewConstMetric(descRelayDups, prometheus.CounterValue, float64(st.Duplicates))
+	ch <- prometheus.MustNewConstMetric(descRelayDead, prometheus.CounterValue, float64(st.DeadLetters))
+	ch <- prometheus.MustNewConstMetric(descRelayCommitErr, prometheus.CounterValue, float64(st.CommitErrors))
+	ch <- prometheus.MustNewConstMetric(descRelayParts, prometheus.GaugeValue, float64(len(st.Partitions)))
 }
