@@ -671,11 +671,9 @@ func (r *Relay) Status() RelayStatus {
 		Commits: r.st.commits, CommitErrors: r.st.commitErrors, LastCommitErr: r.st.lastCommitErr,
 		LastFetchErr: r.st.lastFetchErr, Rebalances: r.st.rebalances, Partitions: []PartitionStatus{}}
 	for p, ps := range r.parts {
-		lag := int64(-1)
-		if ps.hw >= 0 && ps.committed >= 0 {
-			lag = max(ps.hw-ps.committed, 0)
-		} else if ps.hw >= 0 && len(ps.entries) > 0 {
-			lag = ps.hw - ps.entries[0].rec.Offset
+		lag := int64(-1) // unknown until the first fetch
+		if ps.hw >= 0 {
+			lag = max(ps.hw-max(ps.committed, 0), 0)
 		}
 		st.Partitions = append(st.Partitions, PartitionStatus{Partition: p, Committed: ps.committed, HighWatermark: ps.hw, Lag: lag})
 	}

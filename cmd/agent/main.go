@@ -5,6 +5,7 @@
 // Usage:
 //
 //	agent            run the agent (configured from AGENT_* variables)
+//	agent relay      fleet mode: deliver <prefix>.actions.v1 to Tencent (consumer group)
 //	agent version    print the version
 //	agent status [--json]
 //	agent deadletters list|replay UPSTREAM
@@ -139,6 +140,8 @@ func run(ctx context.Context, args []string) error {
 		return nil
 	case "serve":
 		return serve(ctx)
+	case "relay":
+		return relayCmd(ctx)
 	case "policy":
 		return policyCmd(args[1:], os.Stdout)
 	case "status":
@@ -157,6 +160,7 @@ func run(ctx context.Context, args []string) error {
 const usage = `usage:
   agent            run the agent (configured from AGENT_* variables; see README)
   agent version    print the version
+  agent relay      fleet mode: consume <prefix>.actions.v1 in AGENT_KAFKA_GROUP, deliver to Tencent
   agent status [--json]                queues, upstreams, store and policy of the running agent
   agent deadletters list UPSTREAM      what was set aside, masked
   agent deadletters replay UPSTREAM (--all | ID...)
