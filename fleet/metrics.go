@@ -17,9 +17,15 @@ var (
 )
 
 // Collector reads the producer's figures at scrape time.
-func (p *Producer) Collector() prometheus.Collector { return producerCollector{p} }
+func (p *Producer) Collector() prometheus.Collector { return ProducerCollector(p.Status) }
 
-type producerCollector struct{ p *Producer }
+// ProducerCollector collects the figures status reports (the alert rules'
+// test scrapes it with a made-up status).
+func ProducerCollector(status func() ProducerStatus) prometheus.Collector {
+	return producerCollector{status}
+}
+
+type producerCollector struct{ status func() ProducerStatus }
 
 func (c producerCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPending, descLag, descWatermark, descAcked, descFailed, descPaused} {
@@ -28,7 +34,7 @@ func (c producerCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c producerCollector) Collect(ch chan<- prometheus.Metric) {
-	st := c.p.Status()
+	st := c.status()
 	ch <- prometheus.MustNewConstMetric(descPending, prometheus.GaugeValue, float64(st.Pending))
 	ch <- prometheus.MustNewConstMetric(descLag, prometheus.GaugeValue, st.OldestPendingSeconds)
 	paused := 0.0
@@ -56,9 +62,12 @@ var (
 )
 
 // Collector reads the relay's figures at scrape time.
-func (r *Relay) Collector() prometheus.Collector { return relayCollector{r} }
+func (r *Relay) Collector() prometheus.Collector { return RelayCollector(r.Status) }
 
-type relayCollector struct{ r *Relay }
+// RelayCollector collects the figures status reports.
+func RelayCollector(status func() RelayStatus) prometheus.Collector { return relayCollector{status} }
+
+type relayCollector struct{ status func() RelayStatus }
 
 func (c relayCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRelayLag, descRelayCommitted, descRelayBuffered, descRelayDelivered, descRelayDups, descRelayDead, descRelayCommitErr, descRelayParts} {
@@ -67,7 +76,7 @@ func (c relayCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c relayCollector) Collect(ch chan<- prometheus.Metric) {
-	st := c.r.Status()
+	st := c.status()
 	for _, p := range st.Partitions {
 		part := strconv.Itoa(int(p.Partition))
 		if p.Lag >= 0 {

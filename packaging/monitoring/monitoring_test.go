@@ -12,6 +12,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/outpost-agent/outpost/fleet"
 	"github.com/outpost-agent/outpost/internal/agenttest"
 	"github.com/outpost-agent/outpost/metrics"
 )
@@ -34,6 +35,12 @@ func exposed(t *testing.T) map[string]bool {
 			return metrics.DamageStats{Lost: map[string]int64{"tencent": 0}}
 		},
 	})
+	// Fleet mode's Kafka side (an agent's producer, a relay).
+	m.Register(fleet.ProducerCollector(func() fleet.ProducerStatus {
+		return fleet.ProducerStatus{Queues: map[string]fleet.QueueStatus{"tencent": {}}}
+	}), fleet.RelayCollector(func() fleet.RelayStatus {
+		return fleet.RelayStatus{Topic: "outpost.actions.v1", Partitions: []fleet.PartitionStatus{{Lag: 0}}}
+	}))
 	m.Request("GET /v1/status", 200, 0)
 	m.Actions("accepted", 1)
 	m.Decision("accept", false)
