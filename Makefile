@@ -2,7 +2,7 @@
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: help build run test bench fuzz ci
+.PHONY: help build run test bench bench-kafka fuzz ci
 help: ## this list
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
 build: ## static binary in bin/agent, version stamped from git describe
@@ -13,6 +13,8 @@ test: ## the test suite, as CI runs it
 	go test -race -count=1 ./...
 bench: ## the benchmarks recorded in BENCHMARKS.md
 	go test -run=NONE -bench=. -benchtime=3s ./spool/ ./action/
+bench-kafka: ## fleet mode's figures in BENCHMARKS.md: backlog drains, ingest, a relay, 202-to-broker p99
+	go build -o /tmp/outpost-agent ./cmd/agent && go run ./bench/kafka -agent-bin /tmp/outpost-agent
 # FUZZTIME is per target; FUZZFLAGS takes e.g. -parallel=1 on a shared machine.
 FUZZTIME ?= 10s
 FUZZFLAGS ?=

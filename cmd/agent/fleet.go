@@ -105,7 +105,7 @@ func (f *fleetAgent) workers(sp *spool.Spool, log *slog.Logger, hist *localapi.H
 		return forwarder.New(forwarder.Config{
 			OnResult: onResult,
 			Name:     queue, Queue: sp, Logger: log, Sender: s,
-			BatchSize: 1000, MaxBatchBytes: 1 << 20, FlushInterval: kafkaFlush,
+			BatchSize: 1000, MaxBatchBytes: 1 << 20, FlushInterval: kafkaFlush, IdlePoll: kafkaIdlePoll,
 			MaxAttempts: cfg.ForwardMaxAttempts, MaxAge: cfg.ForwardMaxAge,
 			BackoffMax: cfg.ForwardBackoffMax, ProbeInterval: cfg.ForwardProbeInterval,
 			BreakerOpen: cfg.ForwardBreakerOpen, BreakerMaxOpen: max(cfg.ForwardBreakerOpen, cfg.ForwardBackoffMax),
@@ -135,8 +135,14 @@ func (f *fleetAgent) workers(sp *spool.Spool, log *slog.Logger, hist *localapi.H
 	return nil
 }
 
-// kafkaFlush is how long a partial batch bound for Kafka waits for company.
-const kafkaFlush = 2 * time.Millisecond
+// kafkaFlush is how long a partial batch bound for Kafka waits for
+// company, and kafkaIdlePoll how often an empty queue is looked at (the
+// forwarder's default, 250 ms, is the p99 from 202 to the broker at 1,000
+// actions/s; an empty queue's lease is a lock and a counter).
+const (
+	kafkaFlush    = 2 * time.Millisecond
+	kafkaIdlePoll = 5 * time.Millisecond
+)
 
 // start publishes the agent's status to <prefix>.agents.v1.
 func (f *fleetAgent) start(status func() any) {
