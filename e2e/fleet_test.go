@@ -68,8 +68,8 @@ func (p *proc) start(t *testing.T, ready string) {
 			}
 			if json.Unmarshal([]byte(line), &m) == nil && m.Msg == ready {
 				readyc <- m.Listen
-			} else if ready == "" && strings.HasPrefix(line, "AGENT_KAFKA_BROKERS=") {
-				readyc <- strings.TrimPrefix(line, "AGENT_KAFKA_BROKERS=")
+			} else if ready == "" && strings.HasPrefix(line, "export AGENT_KAFKA_BROKERS=") {
+				readyc <- strings.TrimPrefix(line, "export AGENT_KAFKA_BROKERS=")
 			}
 		}
 	}

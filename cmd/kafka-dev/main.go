@@ -7,9 +7,9 @@
 //	go run ./cmd/kafka-dev                       # 127.0.0.1:9092, data in memory
 //	go run ./cmd/kafka-dev -data-dir ./kafka     # kept across restarts (synced writes)
 //
-// It prints AGENT_KAFKA_BROKERS=... on stdout (the rest of its talk goes to
-// stderr), so `go run ./cmd/kafka-dev > kafka.env &` and `. ./kafka.env`
-// point an agent at it.
+// It prints `export AGENT_KAFKA_BROKERS=...` on stdout (the rest of its talk
+// goes to stderr), so `go run ./cmd/kafka-dev > kafka.env &` and
+// `. ./kafka.env` point an agent at it.
 package main
 
 import (
@@ -81,7 +81,7 @@ func run(ctx context.Context, args []string) error {
 			return fmt.Errorf("create %s: %w", name, err)
 		}
 	}
-	fmt.Printf("AGENT_KAFKA_BROKERS=%s\n", strings.Join(c.ListenAddrs(), ","))
+	fmt.Printf("export AGENT_KAFKA_BROKERS=%s\n", strings.Join(c.ListenAddrs(), ","))
 	fmt.Fprintf(os.Stderr, "kafka-dev: %d broker(s) on %s, topics %s.*.v1; Ctrl-C stops\n", len(ps), strings.Join(c.ListenAddrs(), ","), *prefix)
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
