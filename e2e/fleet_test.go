@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outpost-agent/outpost/action"
 	"github.com/outpost-agent/outpost/fleet"
 	"github.com/outpost-agent/outpost/internal/agenttest"
 	"github.com/outpost-agent/outpost/upstream/tencent/tencentsim"
@@ -288,7 +289,7 @@ func TestFleetConservation(t *testing.T) {
 	for {
 		missing = missing[:0]
 		for id := range acked {
-			if sim.DeliveryCount(id) == 0 {
+			if sim.DeliveryCount(action.OuterActionID(id)) == 0 {
 				missing = append(missing, id)
 			}
 		}

@@ -187,7 +187,8 @@ func Decode(b []byte) (Record, error) {
 // first: the identity of an action is the first one it has. An app that
 // names a user the same way every time keeps that user's actions in one
 // partition, in order.
-var identityFields = []string{"hash_phone", "sha256_phone", "wechat_unionid", "wechat_openid", "hash_imei", "hash_idfa", "hash_oaid"}
+var identityFields = []string{"hash_phone", "sha256_phone", "wechat_unionid", "wechat_openid",
+	"hash_imei", "hash_idfa", "hash_oaid", "hash_android_id", "md5_sha256_imei", "md5_sha256_idfa", "md5_sha256_oaid", "caid"}
 
 // Identity is the canonical account identity of a stored action (the
 // spool's payload: user_id already hashed): "<field>:<value>" of the first

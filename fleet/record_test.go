@@ -99,6 +99,8 @@ func TestIdentity(t *testing.T) {
 		{`{"id":"x","user_id":{"wechat_openid":"o1","wechat_app_id":"wx9"}}`, "wechat_openid:wx9/o1"},
 		{`{"id":"x","user_id":{"wechat_unionid":"u","wechat_openid":"o1"}}`, "wechat_unionid:u"},
 		{`{"id":"x","user_id":{"hash_idfa":"f"}}`, "hash_idfa:f"},
+		{`{"id":"x","user_id":{"caid":"c1","caid_version":20230330}}`, "caid:c1"},
+		{`{"id":"x","user_id":{"md5_sha256_oaid":"m","caid":"c1"}}`, "md5_sha256_oaid:m"},
 		{`{"id":"x","trace":{"click_id":"c7"}}`, "click_id:c7"},
 		{`{"id":"x","user_id":{"hash_oaid":"o"},"trace":{"click_id":"c7"}}`, "hash_oaid:o"},
 		{`{"id":"x"}`, "id:x"},
