@@ -47,7 +47,8 @@ type RelayConfig struct {
 	MaxBuffered int
 	// SettleWait: when partitions are revoked, how long to wait for their
 	// records in flight to Tencent to get a verdict before committing and
-	// letting them go (default 10s; the group's rebalance time-out is 60s).
+	// letting them go (default 5s; with the 5s commit, well within the
+	// group's rebalance time-out of 20s).
 	SettleWait time.Duration
 	Options    []kgo.Opt
 	Logger     *slog.Logger
@@ -119,7 +120,7 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 		cfg.MaxBuffered = 2000
 	}
 	if cfg.SettleWait <= 0 {
-		cfg.SettleWait = 10 * time.Second
+		cfg.SettleWait = 5 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -150,6 +151,10 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 		// (Kafka's default is 45 s).
 		kgo.SessionTimeout(10*time.Second),
 		kgo.HeartbeatInterval(time.Second),
+		// How long a rebalance waits for every member to rejoin: a member
+		// killed mid-rebalance holds the others for this long at most
+		// (franz-go's default is 60 s; a revoke here takes at most 10 s).
+		kgo.RebalanceTimeout(20*time.Second),
 		// Dead letters: the same guarantee as the agents' records.
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.RecordRetries(int(^uint(0)>>1)),
@@ -334,7 +339,7 @@ func (r *Relay) revoked(ctx context.Context, _ *kgo.Client, m map[string][]int32
 		}
 		break
 	}
-	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	r.commitPartitions(cctx, ps)
 	cancel()
 	r.drop(ps, "revoked")
