@@ -31,8 +31,8 @@ const checkpointInterval = 5 * time.Second
 func (s *Spool) checkpoint() error {
 	s.ckptMu.Lock()
 	defer s.ckptMu.Unlock()
-	upTo := s.jnl.covered()
-	if upTo <= s.jnl.checkpointed() {
+	upTo := s.jnl.Covered()
+	if upTo <= s.jnl.Checkpointed() {
 		return nil
 	}
 	// Every badger version up to this one is in the files' mappings now
@@ -41,7 +41,7 @@ func (s *Spool) checkpoint() error {
 	version := s.db.MaxVersion()
 	err := syncStore(s.opts.Dir)
 	if err == nil {
-		err = s.jnl.markCheckpoint(upTo, version)
+		err = s.jnl.MarkCheckpoint(upTo, version)
 	}
 	if err != nil {
 		s.ckptErrors.Add(1)
@@ -66,7 +66,7 @@ type JournalStats struct {
 
 // JournalStats reports the journal's figures.
 func (s *Spool) JournalStats() JournalStats {
-	applied, ckpt := s.jnl.covered(), s.jnl.checkpointed()
+	applied, ckpt := s.jnl.Covered(), s.jnl.Checkpointed()
 	var pending uint64
 	if applied > ckpt {
 		pending = applied - ckpt

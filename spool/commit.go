@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/outpost-agent/outpost/journal"
 	"math"
 	"slices"
 	"time"
@@ -221,7 +222,7 @@ type group struct {
 	diskLow bool
 	free    int64
 	// jb is the journal record of this transaction: every write staged in
-	// txn, in order, after the record's head (see journal.go).
+	// txn, in order, after the record's head (see package journal).
 	jb []byte
 	// chunks gather the appended entries of the group's ops, per queue.
 	chunks []*chunkWriter
@@ -267,7 +268,7 @@ func werr(format string, err error) error {
 
 func (s *Spool) newGroup() *group {
 	g := &group{s: s, txn: s.db.NewTransaction(true), metas: map[string]meta{}, now: s.now(), dirty: map[string]bool{}, removed: map[string]bool{},
-		jb: s.jnl.newRecord()}
+		jb: s.jnl.NewRecord()}
 	g.diskLow, g.free = s.disk.check()
 	s.mu.Lock()
 	for name, q := range s.queues {
@@ -810,10 +811,10 @@ func (s *Spool) commitGroup(g *group) {
 	if err == nil {
 		start := time.Now()
 		// On disk in the journal first, then applied to badger unsynced
-		// (journal.go).
+		// (package journal).
 		var seq uint64
-		if len(g.jb) > journalRecordHead {
-			seq, err = s.jnl.appendRecord(g.jb)
+		if len(g.jb) > journal.RecordHead {
+			seq, err = s.jnl.Append(g.jb)
 		}
 		if err == nil {
 			err = g.txn.Commit()
@@ -822,9 +823,9 @@ func (s *Spool) commitGroup(g *group) {
 				// The journal holds what badger refused: replay at the next
 				// start applies it. Until then nothing more is written.
 				err = fmt.Errorf("apply journaled commit to the store (a restart replays it): %w", err)
-				s.jnl.fail(err)
+				s.jnl.Fail(err)
 			case seq > 0:
-				s.jnl.markApplied(seq)
+				s.jnl.MarkApplied(seq)
 			}
 		}
 		if s.opts.OnCommit != nil {

@@ -9,6 +9,9 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/outpost-agent/outpost/journal"
+	"github.com/outpost-agent/outpost/vfs"
 )
 
 // The sweeps below damage a store the way a disk does (three bytes
@@ -135,32 +138,32 @@ func TestJournalDamageSweep(t *testing.T) {
 	copyFiles(t, jdir, filepath.Join(crashed, journalDirName), func(string) bool { return true })
 	closeT(t, s)
 
-	names, _ := listSegments(filepath.Join(crashed, journalDirName))
+	names, _ := journal.ListSegments(vfs.Default, filepath.Join(crashed, journalDirName))
 	if len(names) != 1 {
 		t.Fatalf("segments %v, want one", names)
 	}
 	segPath := filepath.Join(crashed, journalDirName, names[0])
-	sc, err := readSegment(segPath, nil)
-	if err != nil || len(sc.recs) < len(history) {
-		t.Fatalf("segment: %d records, %v", len(sc.recs), err)
+	sc, err := journal.ReadSegment(vfs.Default, segPath, nil)
+	if err != nil || len(sc.Recs) < len(history) {
+		t.Fatalf("segment: %d records, %v", len(sc.Recs), err)
 	}
 	// The records of the history are the segment's last ones; find their
 	// offsets by walking the framing.
 	data, _ := os.ReadFile(segPath)
 	var offs []int64
-	for off := int64(journalHeaderSize); ; {
-		n, ok := recordAt(data, int(off), sc.recs[len(offs)].seq)
+	for off := int64(journal.HeaderSize); ; {
+		n, ok := journal.RecordAt(data, int(off), sc.Recs[len(offs)].Seq)
 		if !ok {
 			break
 		}
 		offs = append(offs, off)
-		off += int64(journalRecordHead + n)
-		if len(offs) == len(sc.recs) {
+		off += int64(journal.RecordHead + n)
+		if len(offs) == len(sc.Recs) {
 			offs = append(offs, off)
 			break
 		}
 	}
-	skip := len(sc.recs) - len(history)
+	skip := len(sc.Recs) - len(history)
 	for i := range history {
 		history[i].off, history[i].end = offs[skip+i], offs[skip+i+1]
 	}
@@ -400,5 +403,5 @@ func usedBytes(t *testing.T, path string) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return b[:lastNonZero(b)+1]
+	return b[:journal.LastNonZero(b)+1]
 }

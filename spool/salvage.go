@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/outpost-agent/outpost/journal"
+	"github.com/outpost-agent/outpost/vfs"
 	"hash/crc32"
 	"io"
 	"math"
@@ -222,7 +224,7 @@ func (lf *logFile) entryAt(off int64) (logEntry, bool) {
 func (lf *logFile) zeroFrom(off int64) bool {
 	for off < lf.size {
 		b := lf.at(off, logWindow)
-		if len(b) == 0 || !allZero(b) {
+		if len(b) == 0 || !journal.AllZero(b) {
 			return len(b) == 0
 		}
 		off += int64(len(b))
@@ -236,7 +238,7 @@ func (lf *logFile) lastNonZero() int64 {
 	for end := lf.size; end > 0; {
 		start := max(0, end-logWindow)
 		b := lf.at(start, end-start)
-		if i := lastNonZero(b); i >= 0 {
+		if i := journal.LastNonZero(b); i >= 0 {
 			return start + int64(i)
 		}
 		if len(b) == 0 {
@@ -273,12 +275,12 @@ func (lf *logFile) scan(fn func(logEntry), onDamage func(DamagedSpan)) logScan {
 			off += e.size
 			continue
 		}
-		if allZero(lf.at(off, 64)) && lf.zeroFrom(off) {
+		if journal.AllZero(lf.at(off, 64)) && lf.zeroFrom(off) {
 			break
 		}
 		next := int64(-1)
 		for p := off + 1; p < lf.size-6; p++ {
-			if allZero(lf.at(p, 3)) {
+			if journal.AllZero(lf.at(p, 3)) {
 				continue // a zero key length: no entry starts here
 			}
 			if _, ok := lf.entryAt(p); ok {
@@ -360,7 +362,7 @@ func inspectStoreLogs(o Options, tv tableVersions) error {
 		return err
 	}
 	defer unlock()
-	_, synced, err := readCheckpoint(filepath.Join(o.Dir, journalDirName))
+	_, synced, err := journal.ReadCheckpoint(vfs.Default, filepath.Join(o.Dir, journalDirName))
 	if err != nil {
 		return nil // the journal's recovery reports it
 	}
@@ -963,7 +965,7 @@ func copyDir(src, dst string) error {
 		return err
 	}
 	for _, e := range ents {
-		if !e.Type().IsRegular() || e.Name() == spareName || e.Name() == spareTmpName {
+		if !e.Type().IsRegular() || journal.IsSpare(e.Name()) {
 			continue // a spare journal segment holds nothing yet
 		}
 		in, err := os.Open(filepath.Join(src, e.Name()))

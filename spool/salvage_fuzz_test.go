@@ -110,32 +110,3 @@ func FuzzTableFooter(f *testing.F) {
 		_ = checkTableFooter(p)
 	})
 }
-
-// FuzzCheckpoint: CHECKPOINT reads back what was written, and any other
-// bytes are an error, never a panic or a made-up sequence number.
-func FuzzCheckpoint(f *testing.F) {
-	f.Add(uint64(7), uint64(9), []byte{})
-	f.Add(uint64(0), uint64(0), []byte{1, 2, 3})
-	f.Fuzz(func(t *testing.T, seq, version uint64, junk []byte) {
-		dir := t.TempDir()
-		if err := writeCheckpoint(dir, seq, version); err != nil {
-			t.Fatal(err)
-		}
-		s, v, err := readCheckpoint(dir)
-		if err != nil || s != seq || v != version {
-			t.Fatalf("round trip: %d %d %v, want %d %d", s, v, err, seq, version)
-		}
-		p := filepath.Join(dir, checkpointName)
-		b, _ := os.ReadFile(p)
-		bad := append(b, junk...)
-		if len(junk) == 0 {
-			bad = b[:len(b)-1]
-		}
-		if err := os.WriteFile(p, bad, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if _, _, err := readCheckpoint(dir); err == nil && len(bad) != 12 {
-			t.Fatalf("%d bytes of CHECKPOINT read without an error", len(bad))
-		}
-	})
-}

@@ -3,6 +3,7 @@ package spool
 import (
 	"errors"
 	"fmt"
+	"github.com/outpost-agent/outpost/journal"
 	"io"
 	"log/slog"
 	"os"
@@ -27,7 +28,7 @@ import (
 // openNeed is the drain reserve plus the replay:
 //
 //   - The drain reserve: a drain's acks and dead letters go to the journal,
-//     whose next segment is allocated whole (journalSegmentSize), and to
+//     whose next segment is allocated whole (journal.SegmentSize), and to
 //     badger's memtable log, which fills up to MemTableSize and is then
 //     flushed into a table of about that size. With the defaults, 16 + 2*8
 //     = 32 MiB. Measured on a tmpfs: opening and draining 1M actions (700
@@ -45,7 +46,7 @@ import (
 // value log (the oldest files are all garbage by then).
 
 // drainReserve is the room a drain-only store needs (see above).
-func drainReserve(memTableSize int64) int64 { return journalSegmentSize + 2*memTableSize }
+func drainReserve(memTableSize int64) int64 { return journal.SegmentSize + 2*memTableSize }
 
 // openNeed is the free space Open needs for the store in o.Dir: the drain
 // reserve and what replaying its unclean stop writes.
@@ -57,8 +58,7 @@ func openNeed(o Options) (need, replay int64) {
 	}
 	jdir := filepath.Join(o.Dir, journalDirName)
 	for _, name := range dirNames(jdir) {
-		switch name {
-		case spareName, spareTmpName, checkpointName, checkpointName + ".tmp":
+		if journal.IsSpare(name) || strings.HasPrefix(name, journal.CheckpointName) {
 			continue
 		}
 		replay += 2 * usedLength(filepath.Join(jdir, name))

@@ -6,7 +6,7 @@
 // gathers whatever callers are waiting into one badger transaction, writes
 // the transaction's writes as one record to the journal and fdatasyncs it,
 // then commits the transaction to badger (which runs unsynced; checkpoints
-// sync it, and Open replays the journal after a crash: journal.go). Many
+// sync it, and Open replays the journal after a crash: package journal, replay.go). Many
 // concurrent callers share one fdatasync, and a caller is answered only
 // after its data is on disk, so an acknowledged append survives kill -9 and
 // power loss. Counters are written in the same transaction as the data they
@@ -26,6 +26,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/outpost-agent/outpost/journal"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -192,7 +193,7 @@ type Spool struct {
 
 	closeOnce sync.Once
 
-	jnl        *journal
+	jnl        *journal.Journal
 	ckptMu     sync.Mutex // one checkpoint at a time
 	kick       chan struct{}
 	replayed   int // journal records replayed at Open
@@ -326,7 +327,6 @@ func Open(opts Options) (*Spool, error) {
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.ops = make(chan *op, 1024)
 	s.kick = make(chan struct{}, 1)
-	s.jnl.onSeal = s.kickCheckpoint
 	s.dedupScan = make(chan struct{}, 1)
 	s.dedupWant.Store(int64(s.dedupMinKeys()))
 	s.beginDedupFilter() // before the committer runs: every key it stages is added
@@ -371,7 +371,7 @@ func (s *Spool) openAndLoad() error {
 		return err
 	}
 	s.db = db
-	j, rec, err := recoverJournal(db, s.opts, s.now(), s.salvage != nil)
+	j, rec, err := recoverJournal(db, s.opts, s.now(), s.salvage != nil, func() { s.kickCheckpoint() })
 	if err != nil {
 		db.Close()
 		s.db = nil
@@ -436,7 +436,7 @@ func badgerOptions(o Options) badger.Options {
 		logger = o.rewrites
 	}
 	bo := badger.DefaultOptions(o.Dir).
-		// Durability comes from the journal (journal.go): one fdatasync
+		// Durability comes from the journal (package journal): one fdatasync
 		// per commit instead of badger's two msyncs.
 		WithSyncWrites(false).
 		// Badger logs nothing of ours but which value log a GC rewrites
@@ -613,17 +613,17 @@ func (s *Spool) Close(ctx context.Context) error {
 		}
 		// A clean close leaves nothing to replay: badger's files are
 		// synced and the journal is checkpointed and emptied.
-		clean := cerr == nil && s.jnl.failed == nil
+		clean := cerr == nil && s.jnl.Failed() == nil
 		if clean {
 			if serr := syncStore(s.opts.Dir); serr != nil {
 				clean = false
 				s.log.Error("spool: sync at close failed; the journal is kept for the next start", "err", serr)
-			} else if merr := s.jnl.markCheckpoint(s.jnl.covered(), version); merr != nil {
+			} else if merr := s.jnl.MarkCheckpoint(s.jnl.Covered(), version); merr != nil {
 				clean = false
 				s.log.Error("spool: checkpoint at close failed; the journal is kept for the next start", "err", merr)
 			}
 		}
-		if jerr := s.jnl.close(clean); jerr != nil && err == nil {
+		if jerr := s.jnl.Close(clean); jerr != nil && err == nil {
 			err = fmt.Errorf("close spool: %w", jerr)
 		}
 	})

@@ -26,7 +26,7 @@ import (
 // trimLoop asks the kernel to reclaim them: madvise(MADV_PAGEOUT) on the
 // mappings of the store's files, found in /proc/self/maps, right after
 // writing back their dirty pages; the next read of a page faults it back
-// in. Badger writes unsynced behind the journal (journal.go), and the
+// in. Badger writes unsynced behind the journal (package journal), and the
 // kernel does not page out dirty pages: without the write-back, pages
 // written since the last checkpoint stayed resident (a file RSS of 62 MiB
 // and a VmHWM of 135.8 MiB in a run of requests of 100 flat out). PAGEOUT is

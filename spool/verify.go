@@ -266,7 +266,7 @@ func keyRegistryDamaged(dir string) bool {
 		if uint64(len(rest)-8) < n {
 			return true
 		}
-		if crc32.Checksum(rest[8:8+n], castagnoli) != binary.BigEndian.Uint32(rest[4:8]) {
+		if crc32.Checksum(rest[8:8+n], crc32.MakeTable(crc32.Castagnoli)) != binary.BigEndian.Uint32(rest[4:8]) {
 			return true
 		}
 		rest = rest[8+n:]

@@ -1,4 +1,4 @@
-package spool
+package journal
 
 import (
 	"bytes"
@@ -8,28 +8,33 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+
+	"github.com/outpost-agent/outpost/vfs"
 )
 
 // A spare segment is prepared once the current one is a quarter full, the
 // next segment is the spare written with direct I/O, and every record
 // appended either way reads back in order, whatever its size against the
 // direct writes' 4 KiB blocks. With and without encryption.
-func TestJournalSpareSegment(t *testing.T) {
+func TestSpareSegment(t *testing.T) {
 	for _, key := range [][]byte{nil, bytes.Repeat([]byte{7}, 32)} {
 		t.Run(fmt.Sprintf("encrypted=%v", key != nil), func(t *testing.T) {
 			dir := t.TempDir()
-			j := &journal{dir: dir, key: key}
+			j, err := New(Options{Dir: dir, Key: key}, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
 			var want []string
 			add := func(n int) {
 				t.Helper()
 				v := bytes.Repeat([]byte{byte('a' + len(want)%26)}, n)
 				copy(v, fmt.Sprint(len(want)))
-				if _, err := j.appendRecord(appendMutation(j.newRecord(), mutSet, []byte("k"), v, 0)); err != nil {
+				if _, err := j.Append(append(j.NewRecord(), v...)); err != nil {
 					t.Fatal(err)
 				}
 				want = append(want, string(v))
 			}
-			for j.off < journalSegmentSize/4 {
+			for j.off < SegmentSize/4 {
 				add(64 << 10)
 			}
 			if j.spare.pending == nil {
@@ -42,31 +47,31 @@ func TestJournalSpareSegment(t *testing.T) {
 			if !j.spare.ready {
 				t.Fatal("the spare's preparation failed")
 			}
-			first := segmentName(1)
+			first := SegmentName(1)
 			if err := j.startSegment(j.lastSeq + 1); err != nil {
 				t.Fatal(err)
 			}
 			if !j.direct {
 				t.Fatal("the new segment is not the spare written directly")
 			}
-			if _, err := os.Stat(filepath.Join(dir, spareName)); !errors.Is(err, os.ErrNotExist) {
+			if _, err := os.Stat(filepath.Join(dir, SpareName)); !errors.Is(err, os.ErrNotExist) {
 				t.Fatalf("the spare is still there after its use: %v", err)
 			}
-			second := segmentName(j.lastSeq + 1)
+			second := SegmentName(j.lastSeq + 1)
 			// Records ending inside a block, on a block's end, and spanning
 			// several blocks.
 			for _, n := range []int{1, 100, 4096 - 64 - 16 - 9, 4000, 4096, 10000, 3, 70000, 5} {
 				add(n)
 			}
-			j.close(false)
+			j.Close(false)
 
 			var got []string
 			for _, name := range []string{first, second} {
-				sc, err := readSegment(filepath.Join(dir, name), key)
-				if err != nil || len(sc.damaged) > 0 || sc.tail != nil {
-					t.Fatalf("%s: %v, damaged %v, tail %v", name, err, sc.damaged, sc.tail)
+				sc, err := ReadSegment(vfs.Default, filepath.Join(dir, name), key)
+				if err != nil || len(sc.Damaged) > 0 || sc.Tail != nil {
+					t.Fatalf("%s: %v, damaged %v, tail %v", name, err, sc.Damaged, sc.Tail)
 				}
-				got = append(got, recordValues(t, sc.recs)...)
+				got = append(got, recordValues(sc.Recs)...)
 			}
 			if !slices.Equal(got, want) {
 				t.Fatalf("read back %d records, want %d (or they differ)", len(got), len(want))
@@ -75,10 +80,10 @@ func TestJournalSpareSegment(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(raw) != journalSegmentSize {
-				t.Errorf("the direct segment is %d bytes, want %d", len(raw), journalSegmentSize)
+			if len(raw) != SegmentSize {
+				t.Errorf("the direct segment is %d bytes, want %d", len(raw), SegmentSize)
 			}
-			if !allZero(raw[j.off:]) {
+			if !AllZero(raw[j.off:]) {
 				t.Error("the direct segment is not zero after its last record")
 			}
 		})
@@ -87,15 +92,15 @@ func TestJournalSpareSegment(t *testing.T) {
 
 // Open keeps a complete spare left by the last run and removes anything
 // else going by that name.
-func TestJournalAdoptSpare(t *testing.T) {
+func TestAdoptSpare(t *testing.T) {
 	cases := []struct {
 		name      string
 		spareSize int64 // -1: no spare
 		tmp       bool
 		ready     bool
 	}{
-		{"complete spare", journalSegmentSize, false, true},
-		{"complete spare and an unfinished one", journalSegmentSize, true, true},
+		{"complete spare", SegmentSize, false, true},
+		{"complete spare and an unfinished one", SegmentSize, true, true},
 		{"unfinished only", -1, true, false},
 		{"short spare", 1 << 20, false, false},
 		{"none", -1, false, false},
@@ -112,13 +117,13 @@ func TestJournalAdoptSpare(t *testing.T) {
 				f.Close()
 			}
 			if tc.spareSize >= 0 {
-				mk(spareName, tc.spareSize)
+				mk(SpareName, tc.spareSize)
 			}
 			if tc.tmp {
 				mk(spareTmpName, 1<<20)
 			}
-			j := &journal{dir: dir}
-			if err := j.adoptSpare(); err != nil {
+			j, err := New(Options{Dir: dir}, 0)
+			if err != nil {
 				t.Fatal(err)
 			}
 			if j.spare.ready != tc.ready {
@@ -127,7 +132,7 @@ func TestJournalAdoptSpare(t *testing.T) {
 			if _, err := os.Stat(filepath.Join(dir, spareTmpName)); !errors.Is(err, os.ErrNotExist) {
 				t.Error("the unfinished spare is still there")
 			}
-			_, err := os.Stat(filepath.Join(dir, spareName))
+			_, err = os.Stat(filepath.Join(dir, SpareName))
 			if kept := err == nil; kept != tc.ready {
 				t.Errorf("spare kept = %v, want %v", kept, tc.ready)
 			}
@@ -135,23 +140,26 @@ func TestJournalAdoptSpare(t *testing.T) {
 	}
 }
 
-// BenchmarkJournalAppend: one 8 KB record appended and synced, into a
+// BenchmarkAppend: one 8 KB record appended and synced, into a
 // preallocated segment through the page cache, and into a spare with
 // direct I/O. Run it beside a CPU load to see what a loaded agent sees.
-func BenchmarkJournalAppend(b *testing.B) {
+func BenchmarkAppend(b *testing.B) {
 	for _, spare := range []bool{false, true} {
 		name := "preallocated"
 		if spare {
 			name = "spare"
 		}
 		b.Run(name, func(b *testing.B) {
-			j := &journal{dir: b.TempDir()}
+			j, err := New(Options{Dir: b.TempDir()}, 0)
+			if err != nil {
+				b.Fatal(err)
+			}
 			j.spare.off = true // no preparations behind the benchmark's back
-			defer j.close(false)
+			defer j.Close(false)
 			val := bytes.Repeat([]byte{1}, 8<<10)
 			segment := func() {
 				if spare {
-					if err := prepareSpare(j.dir, nil); err != nil {
+					if err := prepareSpare(j.fs, j.dir, j.segmentSize, nil); err != nil {
 						b.Skip("no spare here:", err)
 					}
 					j.spare.ready = true
@@ -164,12 +172,12 @@ func BenchmarkJournalAppend(b *testing.B) {
 			b.SetBytes(int64(len(val)))
 			b.ResetTimer()
 			for range b.N {
-				if j.off+2*int64(len(val)) > journalSegmentSize {
+				if j.off+2*int64(len(val)) > SegmentSize {
 					b.StopTimer()
 					segment()
 					b.StartTimer()
 				}
-				if _, err := j.appendRecord(appendMutation(j.newRecord(), mutSet, []byte("k"), val, 0)); err != nil {
+				if _, err := j.Append(append(j.NewRecord(), val...)); err != nil {
 					b.Fatal(err)
 				}
 			}

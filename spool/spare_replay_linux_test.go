@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outpost-agent/outpost/journal"
+	"github.com/outpost-agent/outpost/vfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -44,7 +46,7 @@ func TestJournalSpareSurvivesBadgerLost(t *testing.T) {
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		if _, err := os.Stat(filepath.Join(jdir, spareName)); err == nil {
+		if _, err := os.Stat(filepath.Join(jdir, journal.SpareName)); err == nil {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -56,7 +58,7 @@ func TestJournalSpareSurvivesBadgerLost(t *testing.T) {
 	for range 40 {
 		appendBig(10)
 	}
-	names, err := listSegments(jdir)
+	names, err := journal.ListSegments(vfs.Default, jdir)
 	if err != nil || len(names) == 0 {
 		t.Fatalf("segments: %v %v", names, err)
 	}

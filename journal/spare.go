@@ -1,4 +1,4 @@
-package spool
+package journal
 
 import (
 	"errors"
@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"unsafe"
+
+	"github.com/outpost-agent/outpost/vfs"
 )
 
 // Spare segments. A record appended into blocks that the file system has
@@ -33,16 +35,13 @@ import (
 // and a spare takes 16 MiB of disk while it waits.
 
 const (
-	spareName    = "spare"
+	// SpareName is a spare segment ready to be used.
+	SpareName    = "spare"
 	spareTmpName = "spare.tmp"
 	// directAlign is the offset, length and memory alignment of direct
 	// writes: the page size, a multiple of any disk's logical block.
 	directAlign = 4096
 )
-
-// errNoDirect: the file system refuses direct I/O; segments are written
-// through the page cache.
-var errNoDirect = errors.New("direct I/O not supported")
 
 // spareState is the committer's view of the next segment being prepared.
 type spareState struct {
@@ -53,7 +52,7 @@ type spareState struct {
 }
 
 // collectSpare takes the result of a finished preparation, if any.
-func (j *journal) collectSpare(wait bool) {
+func (j *Journal) collectSpare(wait bool) {
 	if j.spare.pending == nil {
 		return
 	}
@@ -71,7 +70,7 @@ func (j *journal) collectSpare(wait bool) {
 	switch {
 	case err == nil:
 		j.spare.ready = true
-	case errors.Is(err, errNoDirect):
+	case errors.Is(err, vfs.ErrNoDirect):
 		j.spare.off = true
 	}
 	// Any other failure (a full disk, say) is tried again for the next
@@ -80,20 +79,20 @@ func (j *journal) collectSpare(wait bool) {
 
 // maybePrepareSpare starts preparing the next segment once the current one
 // is a quarter full. An idle agent, and a short test, never writes one.
-func (j *journal) maybePrepareSpare() {
+func (j *Journal) maybePrepareSpare() {
 	j.collectSpare(false)
-	if j.spare.off || j.spare.ready || j.spare.pending != nil || j.off < journalSegmentSize/4 {
+	if j.spare.off || j.spare.ready || j.spare.pending != nil || j.off < j.segmentSize/4 {
 		return
 	}
 	j.spare.pending = make(chan error, 1)
 	j.spare.stop = make(chan struct{})
 	go func(done chan<- error, stop <-chan struct{}) {
-		done <- prepareSpare(j.dir, stop)
+		done <- prepareSpare(j.fs, j.dir, j.segmentSize, stop)
 	}(j.spare.pending, j.spare.stop)
 }
 
 // stopSpare abandons a preparation under way and waits for it to end.
-func (j *journal) stopSpare() {
+func (j *Journal) stopSpare() {
 	if j.spare.pending != nil {
 		close(j.spare.stop)
 		j.collectSpare(true)
@@ -102,9 +101,9 @@ func (j *journal) stopSpare() {
 
 // prepareSpare writes dir's spare segment: zeros in written blocks, durable
 // under its final name.
-func prepareSpare(dir string, stop <-chan struct{}) (err error) {
+func prepareSpare(fs vfs.FS, dir string, size int64, stop <-chan struct{}) (err error) {
 	tmp := filepath.Join(dir, spareTmpName)
-	f, err := openDirect(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY)
+	f, err := fs.OpenDirect(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
 		return err
 	}
@@ -113,18 +112,18 @@ func prepareSpare(dir string, stop <-chan struct{}) (err error) {
 			f.Close()
 		}
 		if err != nil {
-			os.Remove(tmp)
+			fs.Remove(tmp)
 		}
 	}()
-	zeros := alignedBytes(1 << 20)
-	for off := int64(0); off < journalSegmentSize; off += int64(len(zeros)) {
+	zeros := alignedBytes(int(min(1<<20, size)))
+	for off := int64(0); off < size; off += int64(len(zeros)) {
 		select {
 		case <-stop:
 			return errors.New("spare segment abandoned")
 		default:
 		}
-		if _, err := f.WriteAt(zeros, off); err != nil {
-			return directErr(err)
+		if _, err := f.WriteAt(zeros[:min(int64(len(zeros)), size-off)], off); err != nil {
+			return vfs.DirectErr(err)
 		}
 	}
 	if err := f.Sync(); err != nil {
@@ -135,56 +134,56 @@ func prepareSpare(dir string, stop <-chan struct{}) (err error) {
 	if err != nil {
 		return err
 	}
-	if err := os.Rename(tmp, filepath.Join(dir, spareName)); err != nil {
+	if err := fs.Rename(tmp, filepath.Join(dir, SpareName)); err != nil {
 		return err
 	}
-	return syncDir(dir)
+	return fs.SyncDir(dir)
 }
 
 // adoptSpare, at Open, keeps a complete spare left by an earlier run and
 // removes an unfinished one.
-func (j *journal) adoptSpare() error {
-	if err := os.Remove(filepath.Join(j.dir, spareTmpName)); err != nil && !errors.Is(err, os.ErrNotExist) {
+func (j *Journal) adoptSpare() error {
+	if err := j.fs.Remove(filepath.Join(j.dir, spareTmpName)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	path := filepath.Join(j.dir, spareName)
-	fi, err := os.Stat(path)
+	path := filepath.Join(j.dir, SpareName)
+	fi, err := j.fs.Stat(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		return nil
 	case err != nil:
 		return err
-	case fi.Mode().IsRegular() && fi.Size() == journalSegmentSize:
+	case fi.Size() == j.segmentSize:
 		j.spare.ready = true
 		return nil
 	}
-	return os.Remove(path)
+	return j.fs.Remove(path)
 }
 
 // openSpareSegment renames the spare to path and opens it for direct
 // writes. ok is false when there is no spare to take, or taking it failed
 // (the spare is then gone, and the caller makes a segment the other way).
-func (j *journal) openSpareSegment(path string) (f *os.File, ok bool) {
+func (j *Journal) openSpareSegment(path string) (f vfs.File, ok bool) {
 	j.collectSpare(false)
 	if !j.spare.ready {
 		return nil, false
 	}
 	j.spare.ready = false
-	spare := filepath.Join(j.dir, spareName)
+	spare := filepath.Join(j.dir, SpareName)
 	// The committer is the journal directory's only writer, so nothing can
 	// create path between this check and the rename (which would replace
 	// it).
-	if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
-		os.Remove(spare)
+	if _, err := j.fs.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		j.fs.Remove(spare)
 		return nil, false
 	}
-	if err := os.Rename(spare, path); err != nil {
-		os.Remove(spare)
+	if err := j.fs.Rename(spare, path); err != nil {
+		j.fs.Remove(spare)
 		return nil, false
 	}
-	f, err := openDirect(path, os.O_RDWR)
+	f, err := j.fs.OpenDirect(path, os.O_RDWR, 0o600)
 	if err != nil {
-		os.Remove(path)
+		j.fs.Remove(path)
 		return nil, false
 	}
 	return f, true
@@ -193,7 +192,7 @@ func (j *journal) openSpareSegment(path string) (f *os.File, ok bool) {
 // writeDirect writes out at j.off of a direct segment: from the start of
 // the block that holds j.off (j.tail is what the segment holds there)
 // through out, zero-padded to a whole block.
-func (j *journal) writeDirect(out []byte) error {
+func (j *Journal) writeDirect(out []byte) error {
 	start := j.off &^ (directAlign - 1)
 	end := j.off + int64(len(out))
 	n := int((end - start + directAlign - 1) &^ (directAlign - 1))
@@ -225,3 +224,7 @@ func alignedBytes(n int) []byte {
 	off := (directAlign - int(uintptr(unsafe.Pointer(&b[0]))%directAlign)) % directAlign
 	return b[off : off+n : off+n]
 }
+
+// IsSpare reports whether name is a spare segment being prepared or ready:
+// a file that holds no record.
+func IsSpare(name string) bool { return name == SpareName || name == spareTmpName }

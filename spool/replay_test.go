@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
-	"hash/crc32"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -16,6 +14,8 @@ import (
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
+	"github.com/outpost-agent/outpost/journal"
+	"github.com/outpost-agent/outpost/vfs"
 )
 
 // copyStore copies badger's files of dir to dst as they are now (a running
@@ -150,7 +150,7 @@ func TestJournalReplayRestoresWritesBadgerLost(t *testing.T) {
 		t.Errorf("re-append of an acked id: %+v %v", res, err)
 	}
 	// What was replayed is checkpointed: nothing is replayed twice.
-	if names, _ := listSegments(filepath.Join(crashed, journalDirName)); len(names) != 0 {
+	if names, _ := journal.ListSegments(vfs.Default, filepath.Join(crashed, journalDirName)); len(names) != 0 {
 		t.Errorf("segments left after replay: %v", names)
 	}
 }
@@ -162,7 +162,7 @@ func TestJournalCleanCloseLeavesNothingToReplay(t *testing.T) {
 		t.Fatal(err)
 	}
 	jdir := filepath.Join(dir, journalDirName)
-	if names, _ := listSegments(jdir); len(names) != 1 {
+	if names, _ := journal.ListSegments(vfs.Default, jdir); len(names) != 1 {
 		t.Fatalf("segments while open: %v", names)
 	}
 	if js := s.JournalStats(); js.Pending != 1 || js.Replayed != 0 {
@@ -175,10 +175,10 @@ func TestJournalCleanCloseLeavesNothingToReplay(t *testing.T) {
 		t.Errorf("journal stats after a checkpoint: %+v", js)
 	}
 	closeT(t, s)
-	if names, _ := listSegments(jdir); len(names) != 0 {
+	if names, _ := journal.ListSegments(vfs.Default, jdir); len(names) != 0 {
 		t.Errorf("segments after a clean close: %v", names)
 	}
-	ckpt, _, err := readCheckpoint(jdir)
+	ckpt, _, err := journal.ReadCheckpoint(vfs.Default, jdir)
 	if err != nil || ckpt == 0 {
 		t.Errorf("checkpoint after close: %d %v", ckpt, err)
 	}
@@ -195,141 +195,21 @@ func TestJournalCleanCloseLeavesNothingToReplay(t *testing.T) {
 	if _, err := s.Append(context.Background(), recs("tencent", "z")); err != nil {
 		t.Fatal(err)
 	}
-	if got := s.jnl.covered(); got != ckpt+1 {
+	if got := s.jnl.Covered(); got != ckpt+1 {
 		t.Errorf("first record after reopen is %d, want %d", got, ckpt+1)
-	}
-}
-
-// newTestJournal writes a segment with n records "r1".."rn" and returns
-// its path.
-func newTestJournal(t testing.TB, key []byte, n int) (string, *journal) {
-	t.Helper()
-	dir := t.TempDir()
-	j := &journal{dir: dir, key: key}
-	for i := 1; i <= n; i++ {
-		if _, err := j.appendRecord(appendMutation(j.newRecord(), mutSet, []byte(fmt.Sprintf("k%d", i)), []byte(fmt.Sprintf("r%d", i)), 0)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := j.close(false); err != nil {
-		t.Fatal(err)
-	}
-	return filepath.Join(dir, segmentName(1)), j
-}
-
-func recordValues(t *testing.T, recs []journalRecord) []string {
-	t.Helper()
-	var out []string
-	for _, r := range recs {
-		if err := decodeMutations(r.body, func(_ byte, _, v []byte, _ uint64) error {
-			out = append(out, string(v))
-			return nil
-		}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return out
-}
-
-// The end of a segment and damage inside it: bytes that do not read as a
-// record are a torn tail only when nothing readable follows them; with
-// records after them they are damage, and those records are kept.
-func TestJournalSegmentEnd(t *testing.T) {
-	path, _ := newTestJournal(t, nil, 5)
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	at := []int{journalHeaderSize} // where record i+1 starts
-	for i := range 5 {
-		at = append(at, at[i]+journalRecordHead+int(binary.BigEndian.Uint32(data[at[i]:])))
-	}
-	cases := []struct {
-		name    string
-		mangle  func(b []byte)
-		want    []string
-		damaged []string // spanWhat of each damaged span
-		tail    bool
-	}{
-		{"intact", func([]byte) {}, []string{"r1", "r2", "r3", "r4", "r5"}, nil, false},
-		{"torn last record", func(b []byte) { b[at[4]+journalRecordHead+2] ^= 0xff }, []string{"r1", "r2", "r3", "r4"}, nil, true},
-		{"last record never written", func(b []byte) { clear(b[at[4]:]) }, []string{"r1", "r2", "r3", "r4"}, nil, false},
-		{"last length beyond the file", func(b []byte) { binary.BigEndian.PutUint32(b[at[4]:], 1<<30) }, []string{"r1", "r2", "r3", "r4"}, nil, true},
-		{"a flipped bit in a middle record", func(b []byte) { b[at[1]+journalRecordHead+3] ^= 0x10 },
-			[]string{"r1", "r3", "r4", "r5"}, []string{"unreadable records: record 2"}, false},
-		{"a middle length field zeroed", func(b []byte) { clear(b[at[2] : at[2]+4]) },
-			[]string{"r1", "r2", "r4", "r5"}, []string{"unreadable records: record 3"}, false},
-		{"two records overwritten", func(b []byte) { copy(b[at[1]+3:at[3]-1], bytes.Repeat([]byte{0xa5}, at[3]-at[1]-4)) },
-			[]string{"r1", "r4", "r5"}, []string{"unreadable records: records 2 to 3"}, false},
-		{"a middle record out of sequence", func(b []byte) {
-			binary.BigEndian.PutUint64(b[at[2]+8:], 9)
-			binary.BigEndian.PutUint32(b[at[2]+4:], crc32.Checksum(b[at[2]+8:at[3]], castagnoli))
-		}, []string{"r1", "r2", "r4", "r5"}, []string{"unreadable records: record 3"}, false},
-		{"damaged header", func(b []byte) { b[9] ^= 1 },
-			[]string{"r1", "r2", "r3", "r4", "r5"}, []string{"segment header damaged"}, false},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			b := slices.Clone(data)
-			tc.mangle(b)
-			p := filepath.Join(t.TempDir(), segmentName(1))
-			if err := os.WriteFile(p, b, 0o600); err != nil {
-				t.Fatal(err)
-			}
-			sc, err := readSegment(p, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := recordValues(t, sc.recs); !slices.Equal(got, tc.want) {
-				t.Errorf("records: got %v, want %v", got, tc.want)
-			}
-			var damaged []string
-			for _, d := range sc.damaged {
-				damaged = append(damaged, spanWhat(d))
-			}
-			if !slices.Equal(damaged, tc.damaged) {
-				t.Errorf("damaged spans: got %q, want %q", damaged, tc.damaged)
-			}
-			if (sc.tail != nil) != tc.tail {
-				t.Errorf("torn tail: got %+v, want %v", sc.tail, tc.tail)
-			}
-		})
 	}
 }
 
 func TestJournalEncrypted(t *testing.T) {
 	key := bytes.Repeat([]byte{7}, 32)
-	dir := t.TempDir()
-	j := &journal{dir: dir, key: key}
 	secret := []byte("card 6262320120123210")
-	if _, err := j.appendRecord(appendMutation(j.newRecord(), mutSet, []byte("q"), secret, 0)); err != nil {
-		t.Fatal(err)
-	}
-	j.close(false)
-	path := filepath.Join(dir, segmentName(1))
-	raw, _ := os.ReadFile(path)
-	if bytes.Contains(raw, secret) || bytes.Contains(raw, []byte("6262320120123210")) {
-		t.Fatal("the segment holds the value in clear")
-	}
-	sc, err := readSegment(path, key)
-	if err != nil || !slices.Equal(recordValues(t, sc.recs), []string{string(secret)}) {
-		t.Fatalf("read back with the key: %v %v", sc.recs, err)
-	}
-	// Intact records that do not authenticate are another key, not
-	// damage: the store is left alone.
-	if _, err := readSegment(path, bytes.Repeat([]byte{8}, 32)); !errors.Is(err, ErrKeyMismatch) {
-		t.Errorf("wrong key: %v, want ErrKeyMismatch", err)
-	}
-	if _, err := readSegment(path, nil); !errors.Is(err, ErrKeyMismatch) {
-		t.Errorf("no key: %v, want ErrKeyMismatch", err)
-	}
 	// A spool with a key journals only ciphertext.
 	sdir := t.TempDir()
 	s := openT(t, sdir, func(o *Options) { o.EncryptionKey = key })
 	if _, err := s.Append(context.Background(), []Record{{Queue: "unionpay", ID: "u1", Payload: secret}}); err != nil {
 		t.Fatal(err)
 	}
-	names, _ := listSegments(filepath.Join(sdir, journalDirName))
+	names, _ := journal.ListSegments(vfs.Default, filepath.Join(sdir, journalDirName))
 	for _, n := range names {
 		raw, _ := os.ReadFile(filepath.Join(sdir, journalDirName, n))
 		if bytes.Contains(raw, secret) {
@@ -343,26 +223,22 @@ func TestJournalEncrypted(t *testing.T) {
 // damage, never silently skipped. The records after the gap are replayed
 // and the gap is reported with its count.
 func TestJournalGapIsDamage(t *testing.T) {
-	path, _ := newTestJournal(t, nil, 3)
 	store := t.TempDir()
 	jdir := filepath.Join(store, journalDirName)
 	os.MkdirAll(jdir, 0o700)
-	b, _ := os.ReadFile(path)
-	// The segment claims to start at 5; the checkpoint covers 1..2.
-	binary.BigEndian.PutUint64(b[8:16], 5)
-	binary.BigEndian.PutUint32(b[32:36], crc32.Checksum(b[:32], castagnoli))
-	off := journalHeaderSize
-	for i := uint64(5); off+journalRecordHead < len(b); i++ {
-		n := int(binary.BigEndian.Uint32(b[off:]))
-		if n == 0 {
-			break
-		}
-		binary.BigEndian.PutUint64(b[off+8:], i)
-		binary.BigEndian.PutUint32(b[off+4:], crc32.Checksum(b[off+8:off+journalRecordHead+n], castagnoli))
-		off += journalRecordHead + n
+	// A segment that starts at 5, with 3 records; the checkpoint covers
+	// 1..2.
+	j, err := journal.New(journal.Options{Dir: jdir}, 4)
+	if err != nil {
+		t.Fatal(err)
 	}
-	os.WriteFile(filepath.Join(jdir, segmentName(5)), b, 0o600)
-	if err := writeCheckpoint(jdir, 2, 0); err != nil {
+	for i := range 3 {
+		if _, err := j.Append(appendMutation(j.NewRecord(), mutSet, []byte(fmt.Sprintf("k%d", i)), []byte("v"), 0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	j.Close(false)
+	if err := journal.WriteCheckpoint(vfs.Default, jdir, 2, 0); err != nil {
 		t.Fatal(err)
 	}
 	db, err := badger.Open(badger.DefaultOptions(store).WithLogger(nil))
@@ -370,7 +246,7 @@ func TestJournalGapIsDamage(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	_, rec, err := recoverJournal(db, Options{Dir: store, QuarantineDir: t.TempDir()}, time.Now(), false)
+	_, rec, err := recoverJournal(db, Options{Dir: store, QuarantineDir: t.TempDir()}, time.Now(), false, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -406,41 +282,6 @@ func FuzzJournalMutations(f *testing.F) {
 		if err != nil || len(got) != 8 || got[0][0] != kind || !bytes.Equal(got[1], key) || !bytes.Equal(got[2], val) ||
 			!bytes.Equal(got[3], binary.AppendUvarint(nil, exp)) || !bytes.Equal(got[5], val) || !bytes.Equal(got[6], key) {
 			t.Fatalf("round trip: %v %q", err, got)
-		}
-	})
-}
-
-// FuzzJournalSegment: whatever bytes a segment file holds (a torn write, a
-// flipped bit, another file renamed), reading it returns records and
-// damaged spans or an error, never a panic; records come in increasing
-// order and spans in order within the file.
-func FuzzJournalSegment(f *testing.F) {
-	path, _ := newTestJournal(f, nil, 3)
-	good, _ := os.ReadFile(path)
-	f.Add(good[:journalHeaderSize+200], false)
-	f.Add(good[:journalHeaderSize], false)
-	f.Add([]byte("OPJ1"), true)
-	f.Fuzz(func(t *testing.T, data []byte, encrypted bool) {
-		var key []byte
-		if encrypted {
-			key = bytes.Repeat([]byte{3}, 32)
-		}
-		sc, err := parseSegment(segmentName(1), data, key)
-		if err != nil {
-			return
-		}
-		recs := sc.recs
-		for i := 1; i < len(recs); i++ {
-			if recs[i].seq <= recs[i-1].seq {
-				t.Fatalf("records out of order: %d after %d", recs[i].seq, recs[i-1].seq)
-			}
-		}
-		end := int64(0)
-		for _, d := range sc.damaged {
-			if d.off < end || d.end < d.off || d.end > int64(len(data)) {
-				t.Fatalf("damaged span [%d,%d) overlaps, or lies outside %d bytes", d.off, d.end, len(data))
-			}
-			end = d.end
 		}
 	})
 }

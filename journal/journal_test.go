@@ -1,0 +1,391 @@
+package journal
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/outpost-agent/outpost/vfs"
+)
+
+// newTestJournal writes a segment with n records "r1".."rn" and returns
+// its path.
+func newTestJournal(t testing.TB, key []byte, n int) (string, *Journal) {
+	t.Helper()
+	dir := t.TempDir()
+	j, err := New(Options{Dir: dir, Key: key}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= n; i++ {
+		// Padded: the tests damage bytes inside a record's body.
+		if _, err := j.Append(append(j.NewRecord(), fmt.Sprintf("r%d%s", i, strings.Repeat(".", 30))...)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := j.Close(false); err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(dir, SegmentName(1)), j
+}
+
+func recordValues(recs []Record) []string {
+	var out []string
+	for _, r := range recs {
+		out = append(out, strings.TrimRight(string(r.Body), "."))
+	}
+	return out
+}
+
+// what describes a damaged span as the tests expect it.
+func what(d Span) string {
+	switch {
+	case d.To < d.From:
+		return d.Why
+	case d.To == d.From:
+		return fmt.Sprintf("%s: record %d", d.Why, d.From)
+	}
+	return fmt.Sprintf("%s: records %d to %d", d.Why, d.From, d.To)
+}
+
+// The end of a segment and damage inside it: bytes that do not read as a
+// record are a torn tail only when nothing readable follows them; with
+// records after them they are damage, and those records are kept.
+func TestSegmentEnd(t *testing.T) {
+	path, _ := newTestJournal(t, nil, 5)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := []int{HeaderSize} // where record i+1 starts
+	for i := range 5 {
+		at = append(at, at[i]+RecordHead+int(binary.BigEndian.Uint32(data[at[i]:])))
+	}
+	cases := []struct {
+		name    string
+		mangle  func(b []byte)
+		want    []string
+		damaged []string // spanWhat of each damaged span
+		tail    bool
+	}{
+		{"intact", func([]byte) {}, []string{"r1", "r2", "r3", "r4", "r5"}, nil, false},
+		{"torn last record", func(b []byte) { b[at[4]+RecordHead+2] ^= 0xff }, []string{"r1", "r2", "r3", "r4"}, nil, true},
+		{"last record never written", func(b []byte) { clear(b[at[4]:]) }, []string{"r1", "r2", "r3", "r4"}, nil, false},
+		{"last length beyond the file", func(b []byte) { binary.BigEndian.PutUint32(b[at[4]:], 1<<30) }, []string{"r1", "r2", "r3", "r4"}, nil, true},
+		{"a flipped bit in a middle record", func(b []byte) { b[at[1]+RecordHead+3] ^= 0x10 },
+			[]string{"r1", "r3", "r4", "r5"}, []string{"unreadable records: record 2"}, false},
+		{"a middle length field zeroed", func(b []byte) { clear(b[at[2] : at[2]+4]) },
+			[]string{"r1", "r2", "r4", "r5"}, []string{"unreadable records: record 3"}, false},
+		{"two records overwritten", func(b []byte) { copy(b[at[1]+3:at[3]-1], bytes.Repeat([]byte{0xa5}, at[3]-at[1]-4)) },
+			[]string{"r1", "r4", "r5"}, []string{"unreadable records: records 2 to 3"}, false},
+		{"a middle record out of sequence", func(b []byte) {
+			binary.BigEndian.PutUint64(b[at[2]+8:], 9)
+			binary.BigEndian.PutUint32(b[at[2]+4:], crc32.Checksum(b[at[2]+8:at[3]], castagnoli))
+		}, []string{"r1", "r2", "r4", "r5"}, []string{"unreadable records: record 3"}, false},
+		{"damaged header", func(b []byte) { b[9] ^= 1 },
+			[]string{"r1", "r2", "r3", "r4", "r5"}, []string{"segment header damaged"}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b := slices.Clone(data)
+			tc.mangle(b)
+			p := filepath.Join(t.TempDir(), SegmentName(1))
+			if err := os.WriteFile(p, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			sc, err := ReadSegment(vfs.Default, p, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := recordValues(sc.Recs); !slices.Equal(got, tc.want) {
+				t.Errorf("records: got %v, want %v", got, tc.want)
+			}
+			var damaged []string
+			for _, d := range sc.Damaged {
+				damaged = append(damaged, what(d))
+			}
+			if !slices.Equal(damaged, tc.damaged) {
+				t.Errorf("damaged spans: got %q, want %q", damaged, tc.damaged)
+			}
+			if (sc.Tail != nil) != tc.tail {
+				t.Errorf("torn tail: got %+v, want %v", sc.Tail, tc.tail)
+			}
+		})
+	}
+}
+
+func TestEncrypted(t *testing.T) {
+	key := bytes.Repeat([]byte{7}, 32)
+	dir := t.TempDir()
+	j, err := New(Options{Dir: dir, Key: key}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := []byte("card 6262320120123210")
+	if _, err := j.Append(append(j.NewRecord(), secret...)); err != nil {
+		t.Fatal(err)
+	}
+	j.Close(false)
+	path := filepath.Join(dir, SegmentName(1))
+	raw, _ := os.ReadFile(path)
+	if bytes.Contains(raw, secret) || bytes.Contains(raw, []byte("6262320120123210")) {
+		t.Fatal("the segment holds the value in clear")
+	}
+	sc, err := ReadSegment(vfs.Default, path, key)
+	if err != nil || !slices.Equal(recordValues(sc.Recs), []string{string(secret)}) {
+		t.Fatalf("read back with the key: %v %v", sc.Recs, err)
+	}
+	// Intact records that do not authenticate are another key, not
+	// damage: the journal is left alone.
+	if _, err := ReadSegment(vfs.Default, path, bytes.Repeat([]byte{8}, 32)); !errors.Is(err, ErrKeyMismatch) {
+		t.Errorf("wrong key: %v, want ErrKeyMismatch", err)
+	}
+	if _, err := ReadSegment(vfs.Default, path, nil); !errors.Is(err, ErrKeyMismatch) {
+		t.Errorf("no key: %v, want ErrKeyMismatch", err)
+	}
+}
+
+// FuzzSegment: whatever bytes a segment file holds (a torn write, a
+// flipped bit, another file renamed), reading it returns records and
+// damaged spans or an error, never a panic; records come in increasing
+// order and spans in order within the file.
+func FuzzSegment(f *testing.F) {
+	path, _ := newTestJournal(f, nil, 3)
+	good, _ := os.ReadFile(path)
+	f.Add(good[:HeaderSize+200], false)
+	f.Add(good[:HeaderSize], false)
+	f.Add([]byte("OPJ1"), true)
+	f.Fuzz(func(t *testing.T, data []byte, encrypted bool) {
+		var key []byte
+		if encrypted {
+			key = bytes.Repeat([]byte{3}, 32)
+		}
+		sc, err := ParseSegment(SegmentName(1), data, key)
+		if err != nil {
+			return
+		}
+		recs := sc.Recs
+		for i := 1; i < len(recs); i++ {
+			if recs[i].Seq <= recs[i-1].Seq {
+				t.Fatalf("records out of order: %d after %d", recs[i].Seq, recs[i-1].Seq)
+			}
+		}
+		end := int64(0)
+		for _, d := range sc.Damaged {
+			if d.Off < end || d.End < d.Off || d.End > int64(len(data)) {
+				t.Fatalf("damaged span [%d,%d) overlaps, or lies outside %d bytes", d.Off, d.End, len(data))
+			}
+			end = d.End
+		}
+	})
+}
+
+// crashRun appends records to a journal on m until an append fails or all
+// are in, checkpointing every tenth, and returns the bodies of the records
+// whose Append returned nil (by sequence number) and the checkpoint.
+func crashRun(t *testing.T, m *vfs.MemFS, n int) (acked map[uint64]string) {
+	t.Helper()
+	if err := m.MkdirAll("/j", 0o700); err != nil {
+		t.Fatal(err)
+	}
+	acked = map[uint64]string{}
+	j, err := New(Options{FS: m, Dir: "/j", segmentSize: 16 << 10}, 0)
+	if err != nil {
+		return acked // the crash point came first
+	}
+	defer j.Close(false)
+	for i := 1; i <= n; i++ {
+		body := fmt.Sprintf("record %d %s", i, bytes.Repeat([]byte{byte('a' + i%26)}, 300+i*37%900))
+		seq, err := j.Append(append(j.NewRecord(), body...))
+		if err != nil {
+			return acked
+		}
+		acked[seq] = body
+		j.MarkApplied(seq)
+		if i%10 == 0 && j.MarkCheckpoint(j.Covered(), 0) != nil {
+			return acked
+		}
+	}
+	j.stopSpare() // no preparation left running into the next case
+	return acked
+}
+
+// readBack reads every record the journal on m holds after the checkpoint,
+// and fails the test on damage: a crash is never damage.
+func readBack(t *testing.T, m *vfs.MemFS) (ckpt uint64, got map[uint64]string) {
+	t.Helper()
+	ckpt, _, err := ReadCheckpoint(m, "/j")
+	if err != nil {
+		t.Fatalf("CHECKPOINT after a crash: %v", err)
+	}
+	names, err := ListSegments(m, "/j")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = map[uint64]string{}
+	last := ckpt
+	for i, name := range names {
+		sc, err := ReadSegment(m, filepath.Join("/j", name), nil)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if len(sc.Damaged) > 0 {
+			t.Fatalf("%s: damage after a crash: %+v", name, sc.Damaged)
+		}
+		if sc.Tail != nil && i < len(names)-1 {
+			t.Fatalf("%s: a torn tail in a segment that is not the newest", name)
+		}
+		for _, r := range sc.Recs {
+			if r.Seq <= ckpt {
+				continue
+			}
+			if r.Seq != last+1 {
+				t.Fatalf("%s: record %d after %d: records lost", name, r.Seq, last)
+			}
+			got[r.Seq], last = string(r.Body), r.Seq
+		}
+	}
+	return ckpt, got
+}
+
+// A power cut at every call the journal makes to the file system, one
+// case each (the first calls, then every call of a whole run): every
+// record an Append acknowledged is read back after the cut, nothing is
+// read back that was not written, and nothing reads as damage.
+func TestPowerCutAtEveryCall(t *testing.T) {
+	const records = 60
+	for n := 0; ; n++ {
+		m := vfs.NewMem()
+		m.Inject(vfs.Fault{Op: vfs.OpAny, After: n, Err: vfs.ErrCrashed})
+		acked := crashRun(t, m, records)
+		m.ClearFaults()
+		torn := n%2 == 1
+		if torn {
+			m.CrashTorn(rand.New(rand.NewPCG(uint64(n), 7)))
+		} else {
+			m.Crash()
+		}
+		ckpt, got := readBack(t, m)
+		for seq, body := range acked {
+			if seq > ckpt && got[seq] != body {
+				t.Fatalf("cut at call %d (torn %v): acknowledged record %d lost or changed", n, torn, seq)
+			}
+		}
+		for seq, body := range got {
+			if want, ok := acked[seq]; ok && want != body {
+				t.Fatalf("cut at call %d: record %d reads back changed", n, seq)
+			}
+			if !bytes.HasPrefix([]byte(body), fmt.Appendf(nil, "record %d ", seq)) {
+				t.Fatalf("cut at call %d: record %d holds %.20q, never written", n, seq, body)
+			}
+		}
+		if len(acked) == records {
+			if n < 100 {
+				t.Fatalf("a whole run made only %d calls: the cut never fell inside the work", n)
+			}
+			return // the cut came after everything: every call was covered
+		}
+	}
+}
+
+// A disk that fails: an error on a write or a sync fails the journal for
+// good (whether the bytes reached the disk is unknown); a full disk when a
+// segment is started fails only that append, and the next one succeeds
+// once there is room; a short write is an error.
+func TestFaults(t *testing.T) {
+	cases := []struct {
+		name      string
+		fault     vfs.Fault
+		permanent bool
+	}{
+		{"EIO on sync", vfs.Fault{Op: vfs.OpSync, Name: ".jnl", After: 2, Times: 1, Err: syscall.EIO}, true},
+		{"EIO on write", vfs.Fault{Op: vfs.OpWrite, Name: ".jnl", After: 3, Times: 1, Err: syscall.EIO}, true},
+		{"short write", vfs.Fault{Op: vfs.OpWrite, Name: ".jnl", After: 3, Times: 1, Err: syscall.ENOSPC, Short: 10}, true},
+		{"no room for a new segment", vfs.Fault{Op: vfs.OpPreallocate, After: 1, Times: 1, Err: syscall.ENOSPC}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			m := vfs.NewMem()
+			m.MkdirAll("/j", 0o700)
+			j, err := New(Options{FS: m, Dir: "/j", segmentSize: 8 << 10}, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer j.Close(false)
+			m.Inject(tc.fault)
+			var failedAt int
+			acked := map[uint64]string{}
+			for i := 1; i <= 40; i++ {
+				body := fmt.Sprintf("record %d %s", i, bytes.Repeat([]byte("x"), 1000))
+				seq, err := j.Append(append(j.NewRecord(), body...))
+				if err != nil {
+					if failedAt == 0 {
+						failedAt = i
+					}
+					if !tc.permanent {
+						continue
+					}
+					if !errors.Is(j.Failed(), tc.fault.Err) {
+						t.Fatalf("append %d: %v, and Failed() = %v", i, err, j.Failed())
+					}
+					continue
+				}
+				if tc.permanent && failedAt > 0 {
+					t.Fatalf("append %d succeeded after the journal failed at %d", i, failedAt)
+				}
+				acked[seq] = body
+			}
+			if failedAt == 0 {
+				t.Fatal("the fault never fired")
+			}
+			if !tc.permanent && (j.Failed() != nil || len(acked) != 39) {
+				t.Fatalf("%d acknowledged, Failed() = %v: only the one append should fail", len(acked), j.Failed())
+			}
+			m.Crash()
+			_, got := readBack(t, m)
+			for seq, body := range acked {
+				if got[seq] != body {
+					t.Fatalf("acknowledged record %d lost after a crash", seq)
+				}
+			}
+		})
+	}
+}
+
+// FuzzCheckpoint: CHECKPOINT reads back what was written, and any other
+// bytes are an error, never a panic or a made-up sequence number.
+func FuzzCheckpoint(f *testing.F) {
+	f.Add(uint64(7), uint64(9), []byte{})
+	f.Add(uint64(0), uint64(0), []byte{1, 2, 3})
+	f.Fuzz(func(t *testing.T, seq, version uint64, junk []byte) {
+		dir := t.TempDir()
+		if err := WriteCheckpoint(vfs.Default, dir, seq, version); err != nil {
+			t.Fatal(err)
+		}
+		s, v, err := ReadCheckpoint(vfs.Default, dir)
+		if err != nil || s != seq || v != version {
+			t.Fatalf("round trip: %d %d %v, want %d %d", s, v, err, seq, version)
+		}
+		p := filepath.Join(dir, CheckpointName)
+		b, _ := os.ReadFile(p)
+		bad := append(b, junk...)
+		if len(junk) == 0 {
+			bad = b[:len(b)-1]
+		}
+		if err := os.WriteFile(p, bad, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := ReadCheckpoint(vfs.Default, dir); err == nil && len(bad) != 12 {
+			t.Fatalf("%d bytes of CHECKPOINT read without an error", len(bad))
+		}
+	})
+}

@@ -1,0 +1,240 @@
+package journal
+
+import (
+	"crypto/cipher"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"path/filepath"
+	"slices"
+
+	"github.com/outpost-agent/outpost/vfs"
+)
+
+// Reading the journal back. A segment holds its records one after the
+// other, then zeros. What is neither a readable record nor the zeros of
+// the end is one of two things:
+//
+//   - a torn tail: the record a crash cut while it was being written. It
+//     was never acknowledged (a record is acknowledged once synced, and
+//     only the last one written can be unsynced), nothing readable follows
+//     it, and it is skipped. Only the newest segment can end so; the same
+//     bytes at the end of an older segment are damage, and the next
+//     segment's first sequence number says how many records they held.
+//   - damage: unreadable bytes with readable records after them. The
+//     records after the damage are kept and replayed; the reader (the
+//     spool) copies the damaged bytes aside and counts what they cost.
+//
+// Records are found again after damage by their framing: the first offset
+// past it where a length, a sequence number after the last one read and a
+// matching CRC line up.
+//
+// One case stays blind: damage to the very last record of the newest
+// segment looks like a torn tail, since nothing follows it. It is
+// reported as a tail, not counted as a loss.
+
+// Record is one record read back.
+type Record struct {
+	Seq  uint64
+	Body []byte
+}
+
+// Span is a run of unreadable bytes in a segment.
+type Span struct {
+	Off, End int64
+	// From, To: the sequence numbers of the records the span held, when
+	// what surrounds it tells; To < From: none (a damaged header).
+	From, To uint64
+	Why      string
+}
+
+// Scan is what reading one segment found.
+type Scan struct {
+	Name    string
+	First   uint64
+	Recs    []Record
+	Damaged []Span // unreadable bytes with readable records after them
+	Tail    *Span  // unreadable bytes at the end, nothing readable after them
+}
+
+// maxResyncGap bounds how far past the last record read a sequence number
+// found after damage may be: more records than any segment holds.
+const maxResyncGap = SegmentSize / RecordHead
+
+// ReadSegment reads one segment file.
+func ReadSegment(fs vfs.FS, path string, key []byte) (Scan, error) {
+	data, err := fs.ReadFile(path)
+	if err != nil {
+		return Scan{}, err
+	}
+	return ParseSegment(path, data, key)
+}
+
+// ParseSegment reads a segment's bytes: its records in order, and its
+// unreadable spans. An error means the segment cannot be read at all in a
+// way that is not damage: a newer version, or a key that does not match.
+func ParseSegment(path string, data, key []byte) (Scan, error) {
+	name := filepath.Base(path)
+	sc := Scan{Name: name}
+	nameFirst, nameOK := SegmentFirst(name)
+	headerOK := len(data) >= HeaderSize && string(data[:4]) == magic &&
+		crc32.Checksum(data[:32], castagnoli) == binary.BigEndian.Uint32(data[32:36])
+	var (
+		aead cipher.AEAD
+		err  error
+	)
+	switch {
+	case !headerOK && AllZero(data):
+		return sc, nil // created, the header never reached the disk: no record did either
+	case !headerOK:
+		// The records are framed on their own; the name gives the first
+		// sequence number. The salt may be damaged too: then every
+		// record fails authentication and is reported lost.
+		if !nameOK || len(data) < HeaderSize {
+			return sc, fmt.Errorf("%w: %s: bad header and no sequence number in its name", ErrJournal, name)
+		}
+		sc.First = nameFirst
+		sc.Damaged = append(sc.Damaged, Span{Off: 0, End: HeaderSize, From: 1, To: 0, Why: "segment header damaged"})
+		if key != nil {
+			if aead, err = segmentAEAD(key, data[16:32]); err != nil {
+				return sc, err
+			}
+		}
+	default:
+		if data[4] != 1 {
+			return sc, fmt.Errorf("%w: %s: version %d", ErrJournal, name, data[4])
+		}
+		sc.First = binary.BigEndian.Uint64(data[8:16])
+		switch {
+		case data[5] == 1 && key == nil:
+			return sc, fmt.Errorf("%w: %s is encrypted and no key is set", ErrKeyMismatch, name)
+		case data[5] == 1:
+			if aead, err = segmentAEAD(key, data[16:32]); err != nil {
+				return sc, err
+			}
+		case key != nil:
+			return sc, fmt.Errorf("%w: %s is not encrypted and a key is set", ErrKeyMismatch, name)
+		}
+	}
+
+	var authOK, authFailed int
+	off, want := HeaderSize, sc.First
+	for off < len(data) {
+		if n, ok := RecordAt(data, off, want); ok {
+			rec := data[off+8 : off+RecordHead+n]
+			body := rec[8:]
+			if aead != nil {
+				if body, err = aead.Open(nil, nonce(want), body, rec[:8]); err != nil {
+					authFailed++
+					sc.Damaged = append(sc.Damaged, Span{Off: int64(off), End: int64(off + RecordHead + n),
+						From: want, To: want, Why: "record fails authentication"})
+					off += RecordHead + n
+					want++
+					continue
+				}
+				authOK++
+			}
+			sc.Recs = append(sc.Recs, Record{Seq: want, Body: body})
+			off += RecordHead + n
+			want++
+			continue
+		}
+		if AllZero(data[off:]) {
+			break // the end
+		}
+		p, seq := resync(data, off+1, want)
+		if p < 0 {
+			sc.Tail = &Span{Off: int64(off), End: int64(LastNonZero(data) + 1), From: want, To: want - 1,
+				Why: "unreadable bytes at the end"}
+			break
+		}
+		sc.Damaged = append(sc.Damaged, Span{Off: int64(off), End: int64(p), From: want, To: seq - 1,
+			Why: "unreadable records"})
+		off, want = p, seq
+	}
+	if headerOK && aead != nil && authFailed > 0 && authOK == 0 {
+		// An intact header and intact records, none of which authenticate:
+		// this is another key, not damage.
+		return sc, fmt.Errorf("%w: %w: %s: no record authenticates with this key", ErrKeyMismatch, ErrJournal, name)
+	}
+	return sc, nil
+}
+
+// RecordAt reports whether a whole record with sequence number want and a
+// matching CRC starts at off, and its body's length.
+func RecordAt(data []byte, off int, want uint64) (int, bool) {
+	if off+RecordHead > len(data) {
+		return 0, false
+	}
+	n := int(binary.BigEndian.Uint32(data[off : off+4]))
+	if n == 0 || n > len(data)-off-RecordHead {
+		return 0, false
+	}
+	if binary.BigEndian.Uint64(data[off+8:off+16]) != want {
+		return 0, false
+	}
+	rec := data[off+8 : off+RecordHead+n]
+	return n, crc32.Checksum(rec, castagnoli) == binary.BigEndian.Uint32(data[off+4:off+8])
+}
+
+// resync finds the first offset from start where a readable record with a
+// sequence number in [want, want+maxResyncGap] begins, or -1.
+func resync(data []byte, start int, want uint64) (int, uint64) {
+	for p := start; p+RecordHead <= len(data); p++ {
+		seq := binary.BigEndian.Uint64(data[p+8 : p+16])
+		if seq < want || seq > want+maxResyncGap {
+			continue
+		}
+		if _, ok := RecordAt(data, p, seq); ok {
+			return p, seq
+		}
+	}
+	return -1, 0
+}
+
+// AllZero reports whether b holds only zeros.
+func AllZero(b []byte) bool {
+	for len(b) >= 8 {
+		if binary.NativeEndian.Uint64(b) != 0 {
+			return false
+		}
+		b = b[8:]
+	}
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// LastNonZero is the index of b's last byte that is not zero, or -1.
+func LastNonZero(b []byte) int {
+	for i := len(b) - 1; i >= 0; i-- {
+		if b[i] != 0 {
+			return i
+		}
+	}
+	return -1
+}
+
+// ListSegments returns the segment files of dir, oldest first.
+func ListSegments(fs vfs.FS, dir string) ([]string, error) {
+	ents, err := fs.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, e := range ents {
+		if _, ok := SegmentFirst(e); ok {
+			names = append(names, e)
+		}
+	}
+	slices.Sort(names) // fixed-width hex: lexical order is numeric order
+	return names, nil
+}
+
+// ErrKeyMismatch: a segment was written with another key (or none). The
+// journal is left as it is.
+var ErrKeyMismatch = errors.New("encryption key does not match the journal")

@@ -1,0 +1,111 @@
+package spool
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"github.com/outpost-agent/outpost/journal"
+	"os"
+	"path/filepath"
+	"strings"
+
+	badger "github.com/dgraph-io/badger/v4"
+)
+
+// The journal's records (package journal) hold the writes of one group
+// commit, encoded here: the journal itself does not look inside them.
+
+const (
+	journalDirName = "journal"
+
+	mutSet byte = 1
+	mutDel byte = 2
+)
+
+// applyRecord applies one record's writes to badger in one transaction.
+func applyRecord(db *badger.DB, body []byte) error {
+	txn := db.NewTransaction(true)
+	defer txn.Discard()
+	err := decodeMutations(body, func(kind byte, key, val []byte, expiresAt uint64) error {
+		if kind == mutDel {
+			return txn.Delete(key)
+		}
+		e := badger.NewEntry(key, val)
+		e.ExpiresAt = expiresAt
+		return txn.SetEntry(e)
+	})
+	if err != nil {
+		return err
+	}
+	return txn.Commit()
+}
+
+// appendMutation encodes one write: kind, expiry (Unix seconds, 0 none),
+// key and value, lengths as uvarints.
+func appendMutation(b []byte, kind byte, key, val []byte, expiresAt uint64) []byte {
+	b = append(b, kind)
+	b = binary.AppendUvarint(b, expiresAt)
+	b = binary.AppendUvarint(b, uint64(len(key)))
+	b = append(b, key...)
+	b = binary.AppendUvarint(b, uint64(len(val)))
+	return append(b, val...)
+}
+
+func decodeMutations(b []byte, fn func(kind byte, key, val []byte, expiresAt uint64) error) error {
+	bad := fmt.Errorf("%w: a record does not decode", journal.ErrJournal)
+	for len(b) > 0 {
+		kind := b[0]
+		if kind != mutSet && kind != mutDel {
+			return bad
+		}
+		b = b[1:]
+		exp, n := binary.Uvarint(b)
+		if n <= 0 {
+			return bad
+		}
+		b = b[n:]
+		var kv [2][]byte
+		for i := range kv {
+			l, n := binary.Uvarint(b)
+			if n <= 0 || l > uint64(len(b)-n) {
+				return bad
+			}
+			kv[i] = b[n : n+int(l)]
+			b = b[n+int(l):]
+		}
+		if err := fn(kind, kv[0], kv[1], exp); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// syncStore makes badger's files durable: every file it writes through an
+// mmap (value logs, memtable logs, MANIFEST, key registry, discard stats),
+// then the directory. Tables are skipped: badger syncs each one when it
+// writes it. A file deleted meanwhile is skipped too; what it held is in a
+// table or was garbage.
+func syncStore(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if !e.Type().IsRegular() || strings.HasSuffix(e.Name(), ".sst") || e.Name() == "LOCK" {
+			continue
+		}
+		f, err := os.Open(filepath.Join(dir, e.Name()))
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		err = f.Sync()
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("sync %s: %w", e.Name(), err)
+		}
+	}
+	return syncDir(dir)
+}
