@@ -7,12 +7,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/outpost-agent/outpost/journal"
 	"math"
 	"slices"
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
+	"github.com/outpost-agent/outpost/journal"
 )
 
 const (

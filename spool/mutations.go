@@ -4,12 +4,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/outpost-agent/outpost/journal"
 	"os"
 	"path/filepath"
 	"strings"
 
 	badger "github.com/dgraph-io/badger/v4"
+	"github.com/outpost-agent/outpost/journal"
 )
 
 // The journal's records (package journal) hold the writes of one group

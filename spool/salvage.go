@@ -5,8 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/outpost-agent/outpost/journal"
-	"github.com/outpost-agent/outpost/vfs"
 	"hash/crc32"
 	"io"
 	"math"
@@ -26,6 +24,8 @@ import (
 	"github.com/dgraph-io/badger/v4/y"
 	"github.com/dgraph-io/ristretto/v2"
 	"github.com/dgraph-io/ristretto/v2/z"
+	"github.com/outpost-agent/outpost/journal"
+	"github.com/outpost-agent/outpost/vfs"
 	"google.golang.org/protobuf/proto"
 )
 

@@ -3,13 +3,14 @@ package spool
 import (
 	"errors"
 	"fmt"
-	"github.com/outpost-agent/outpost/journal"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+
+	"github.com/outpost-agent/outpost/journal"
 )
 
 // Free space. Badger writes its memtable logs, value logs and tables

@@ -20,13 +20,30 @@
 // segment halved the sync again. It also lets the agent find, and bound,
 // what damage to the store's files loses (damage.go), which badger alone
 // does not.
+//
+// Goroutines and locks. The committer goroutine (commit.go) is the only
+// writer of badger and of the journal: callers hand it ops on s.ops and
+// wait. Beside it run the checkpoint loop, the value-log GC loop, the
+// duplicate-filter loop and the trim loop; readers (Lease, DeadLetters,
+// Get, Scan, Stats) run on the callers' goroutines. The locks, and the
+// only order in which one is taken while another is held:
+//
+//	ckptMu  (one checkpoint, or GC's sync, at a time)
+//	  -> journal's own mutex (inside MarkCheckpoint; it never calls out)
+//	s.mu    (queues' in-memory state, closed, lastErr)
+//	dedup.mu, diskWatch.mu, damageMu (each a leaf: nothing is taken under it)
+//
+// s.mu is never held across a badger commit, a sync or a journal append;
+// it is taken inside badger read transactions (Lease), never the other way
+// round. ckptMu and s.mu are never held together. Sending on s.ops happens
+// under s.mu, so that Close, which closes s.ops under it, orders after
+// every op already sent.
 package spool
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/outpost-agent/outpost/journal"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -38,6 +55,7 @@ import (
 
 	badger "github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
+	"github.com/outpost-agent/outpost/journal"
 )
 
 // Errors returned by the spool. Compare with errors.Is.
