@@ -2,7 +2,8 @@
 // of an upstream's answer into a Verdict the forwarder can act on.
 //
 // Each upstream lives in its own sub-package (tencent, tongdun, unionpay) with
-// a client built on go-retryablehttp and a simulator (a real HTTP server that
+// a client built on the shared HTTP shape of httpx.go (go-retryablehttp
+// underneath) and a simulator (a real HTTP server that
 // speaks the same protocol, error codes and quirks included) used by tests and
 // demos.
 package upstream

@@ -16,7 +16,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -74,13 +73,20 @@ type Config struct {
 	// per-token default is 4000). Retries count against it too.
 	RequestsPerMinute int
 	Timeout           time.Duration // per attempt, default 10s
-	MaxBatch          int           // actions per request, default and max 50
-	MaxBytes          int           // body bytes per request, default and max 50 KiB
-	Clock             func() time.Time
-	Logger            *slog.Logger
+	// RetryMax is how many times one request is retried at once on a
+	// connection error or a 5xx (default 2; negative means never), and
+	// RetryWait the first wait before a retry (default 200ms, at most 10
+	// times that). Few, short retries: they only smooth over a blip; the
+	// forwarder above owns the long back-off and the spool keeps the items.
+	RetryMax  int
+	RetryWait time.Duration
+	MaxBatch  int // actions per request, default and max 50
+	MaxBytes  int // body bytes per request, default and max 50 KiB
+	Clock     func() time.Time
+	Logger    *slog.Logger
 	// HTTPClient overrides the transport (tests). It is copied: its Timeout
-	// is replaced by Timeout and redirects are never followed, because a
-	// followed redirect would carry the token to another host.
+	// is replaced by Timeout when zero and redirects are never followed,
+	// because a followed redirect would carry the token to another host.
 	HTTPClient *http.Client
 }
 
@@ -90,6 +96,7 @@ type Client struct {
 	endpoint *url.URL
 	rc       *retryablehttp.Client
 	limiter  *rate.Limiter
+	answers  upstream.Answers
 	log      *slog.Logger
 	redactor *strings.Replacer
 	envelope int // bytes of a request body with an empty actions array
@@ -125,6 +132,15 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = DefaultTimeout
 	}
+	switch {
+	case cfg.RetryMax == 0:
+		cfg.RetryMax = 2
+	case cfg.RetryMax < 0:
+		cfg.RetryMax = 0
+	}
+	if cfg.RetryWait <= 0 {
+		cfg.RetryWait = 200 * time.Millisecond
+	}
 	if cfg.MaxBatch == 0 {
 		cfg.MaxBatch = MaxActionsPerRequest
 	}
@@ -152,33 +168,9 @@ func New(cfg Config) (*Client, error) {
 	// requests are paced evenly rather than fired in bursts into 11008.
 	c.limiter = rate.NewLimiter(rate.Limit(float64(cfg.RequestsPerMinute)/60), 1)
 
-	var rt http.RoundTripper = http.DefaultTransport
-	if t, ok := rt.(*http.Transport); ok {
-		rt = t.Clone() // our own idle pool, not shared with the process
-	}
-	hc := &http.Client{Transport: rt}
-	if cfg.HTTPClient != nil {
-		cp := *cfg.HTTPClient
-		hc = &cp
-	}
-	hc.Timeout = cfg.Timeout
-	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-
-	c.rc = &retryablehttp.Client{
-		HTTPClient: hc,
-		Logger:     retryLogger{log: c.log, redact: c.redact},
-		// Few, short retries: they only smooth over a blip. The forwarder
-		// above owns the long back-off and the spool keeps the items.
-		RetryMax:     2,
-		RetryWaitMin: 200 * time.Millisecond,
-		RetryWaitMax: 2 * time.Second,
-		CheckRetry:   c.checkRetry,
-		Backoff:      retryablehttp.DefaultBackoff,
-		// Hand the last answer back instead of retryablehttp's own error,
-		// whose text holds the URL and so the token.
-		ErrorHandler: retryablehttp.PassthroughErrorHandler,
-		PrepareRetry: c.prepareRetry,
-	}
+	c.rc = upstream.NewRetryClient(upstream.RetryConfig{HTTPClient: cfg.HTTPClient, Timeout: cfg.Timeout,
+		RetryMax: cfg.RetryMax, RetryWaitMin: cfg.RetryWait, Logger: c.log, PrepareRetry: c.prepareRetry})
+	c.answers = upstream.Answers{Name: "tencent", Limit: maxAnswerBytes, Timeout: cfg.Timeout, Mask: c.redact}
 	return c, nil
 }
 
@@ -498,31 +490,6 @@ func (c *Client) prepareRetry(r *http.Request) error {
 	return nil
 }
 
-// checkRetry retries connection errors and 5xx answers a couple of times,
-// but never a 200 answer (its code is classified above), a 4xx, a 429
-// (retrying at once deepens throttling), a 5xx asking to wait longer than we
-// would, or a time-out (a server that slow needs the forwarder's back-off,
-// not two more requests of Timeout each).
-func (c *Client) checkRetry(ctx context.Context, resp *http.Response, err error) (bool, error) {
-	if ctx.Err() != nil {
-		return false, ctx.Err()
-	}
-	if err != nil {
-		var ne interface{ Timeout() bool }
-		if errors.As(err, &ne) && ne.Timeout() {
-			return false, nil
-		}
-		return retryablehttp.DefaultRetryPolicy(ctx, resp, err)
-	}
-	if resp.StatusCode < 500 || resp.StatusCode == http.StatusNotImplemented {
-		return false, nil
-	}
-	if d, ok := retryAfter(resp.Header, c.cfg.Clock()); ok && d > c.rc.RetryWaitMax {
-		return false, nil
-	}
-	return true, nil
-}
-
 // answer is Tencent's reply. Code is a pointer so that a body without one
 // is not mistaken for success.
 type answer struct {
@@ -532,42 +499,30 @@ type answer struct {
 }
 
 func (c *Client) classifyResponse(resp *http.Response) (upstream.Verdict, bool) {
-	defer resp.Body.Close()
-	raw, readErr := io.ReadAll(io.LimitReader(resp.Body, maxAnswerBytes))
-	var a answer
-	parsed := json.Unmarshal(raw, &a) == nil && a.Code != nil
-	status := resp.StatusCode
 	now := c.cfg.Clock()
-
-	switch {
-	case status == http.StatusTooManyRequests:
-		// Without Retry-After no window is named: RetryAfter stays zero and
-		// the forwarder backs off from about a second (see throttleWindow).
-		d, _ := retryAfter(resp.Header, now)
-		return upstream.Verdict{Outcome: upstream.RetryLater, Code: "http_429", Throttled: true, RetryAfter: d,
-			Message: "tencent answered HTTP 429 (too many requests)"}, false
-	case status >= 500:
-		d, _ := retryAfter(resp.Header, now)
-		return upstream.Verdict{Outcome: upstream.RetryLater, Code: "http_" + strconv.Itoa(status), RetryAfter: d,
-			Message: fmt.Sprintf("tencent answered HTTP %d", status)}, false
-	case status == http.StatusOK && readErr != nil:
-		return upstream.Verdict{Outcome: upstream.RetryLater, Code: "bad_answer",
-			Message: "tencent answer was cut short: " + c.redact(readErr.Error())}, false
-	case status == http.StatusOK && !parsed:
-		return upstream.Verdict{Outcome: upstream.RetryLater, Code: "bad_answer",
-			Message: fmt.Sprintf("tencent answer is not the expected JSON (%d bytes)", len(raw))}, false
-	case status == http.StatusOK && *a.Code == 0:
-		return upstream.Verdict{Outcome: upstream.Delivered, Code: "0"}, false
-	case parsed && *a.Code != 0:
-		return c.classifyCode(*a.Code, a.Message, resp.Header, now)
+	ans, v, final := c.answers.Read(resp, now)
+	if final {
+		// A 429 without Retry-After names no window: RetryAfter stays zero
+		// and the forwarder backs off from about a second (see
+		// throttleWindow).
+		return v, false
 	}
-	return upstream.Verdict{Outcome: upstream.Pause, Code: "http_" + strconv.Itoa(status),
-		Message: fmt.Sprintf("tencent answered HTTP %d without an error code; check base_url and the network path (likely misconfiguration)", status)}, false
+	var a answer
+	if json.Unmarshal(ans.Body, &a) != nil || a.Code == nil {
+		return c.answers.NotAnswer(ans, fmt.Sprintf("answer is not the expected JSON (%d bytes)", len(ans.Body))), false
+	}
+	if *a.Code == 0 {
+		if ans.Status != http.StatusOK {
+			return c.answers.NotAnswer(ans, ""), false
+		}
+		return upstream.Verdict{Outcome: upstream.Delivered, Code: "0"}, false
+	}
+	return c.classifyCode(*a.Code, a.Message, ans, now)
 }
 
 // classifyCode maps a non-zero Tencent code. reject reports a rejection of
 // the request's content, to be bisected.
-func (c *Client) classifyCode(code int, msg string, h http.Header, now time.Time) (upstream.Verdict, bool) {
+func (c *Client) classifyCode(code int, msg string, ans upstream.HTTPAnswer, now time.Time) (upstream.Verdict, bool) {
 	v := upstream.Verdict{Code: strconv.Itoa(code)}
 	detail := fmt.Sprintf("code %d: %s", code, c.redact(msg))
 	switch {
@@ -581,11 +536,10 @@ func (c *Client) classifyCode(code int, msg string, h http.Header, now time.Time
 	case isThrottle(code):
 		v.Outcome = upstream.RetryLater
 		v.Throttled = true
-		d, ok := retryAfter(h, now)
-		if !ok {
-			d = throttleWindow(code, now)
+		v.RetryAfter = ans.RetryAfter
+		if !ans.RetryAfterSet {
+			v.RetryAfter = throttleWindow(code, now)
 		}
-		v.RetryAfter = d
 		v.Message = "tencent throttled the request (" + detail + ")"
 	case code >= 11000 && code <= 11999:
 		// The rest of the 11xxx family is about the app and its grant
@@ -597,7 +551,7 @@ func (c *Client) classifyCode(code int, msg string, h http.Header, now time.Time
 		v.Outcome = upstream.Pause
 		v.Message = "tencent says an authentication parameter is missing (" + detail + ")"
 	default:
-		if skew, ok := clockSkew(h, now); ok && skew > maxClockSkew {
+		if skew, ok := clockSkew(ans.Header, now); ok && skew > maxClockSkew {
 			v.Outcome = upstream.Pause
 			v.Message = fmt.Sprintf("local clock is %s off tencent's; fix time sync (%s)", skew.Round(time.Second), detail)
 			return v, false
@@ -675,25 +629,6 @@ func clockSkew(h http.Header, now time.Time) (time.Duration, bool) {
 		skew = -skew
 	}
 	return skew, true
-}
-
-// retryAfter reads a Retry-After header in seconds or as an HTTP date, at
-// most upstream.MaxRetryAfter.
-func retryAfter(h http.Header, now time.Time) (time.Duration, bool) {
-	v := strings.TrimSpace(h.Get("Retry-After"))
-	if v == "" {
-		return 0, false
-	}
-	if s, err := strconv.Atoi(v); err == nil && s >= 0 {
-		return time.Duration(min(s, int(upstream.MaxRetryAfter/time.Second))) * time.Second, true
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		if d := t.Sub(now); d > 0 {
-			return min(d, upstream.MaxRetryAfter), true
-		}
-		return 0, true
-	}
-	return 0, false
 }
 
 // errVerdict classifies a failure to get an answer. The error text is
@@ -775,27 +710,3 @@ func scrub(msg string, es []entry) string {
 	}
 	return msg
 }
-
-// retryLogger routes retryablehttp's logging to slog at debug level, with
-// every value masked: its messages carry the request URL.
-type retryLogger struct {
-	log    *slog.Logger
-	redact func(string) string
-}
-
-func (l retryLogger) emit(msg string, kv []any) {
-	args := make([]any, len(kv))
-	for i, x := range kv {
-		if i%2 == 0 {
-			args[i] = x
-			continue
-		}
-		args[i] = l.redact(fmt.Sprint(x))
-	}
-	l.log.Debug("retryablehttp: "+l.redact(msg), args...)
-}
-
-func (l retryLogger) Error(msg string, kv ...any) { l.emit(msg, kv) }
-func (l retryLogger) Info(msg string, kv ...any)  { l.emit(msg, kv) }
-func (l retryLogger) Debug(msg string, kv ...any) { l.emit(msg, kv) }
-func (l retryLogger) Warn(msg string, kv ...any)  { l.emit(msg, kv) }

@@ -12,7 +12,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -67,11 +66,12 @@ type Config struct {
 
 // Client calls TD. It is safe for concurrent use.
 type Client struct {
-	cfg   Config
-	base  *url.URL
-	http  *retryablehttp.Client
-	log   *slog.Logger
-	clock func() time.Time
+	cfg     Config
+	base    *url.URL
+	http    *retryablehttp.Client
+	answers upstream.Answers
+	log     *slog.Logger
+	clock   func() time.Time
 }
 
 // New checks cfg and builds a client. An empty URL gives a client that is not
@@ -112,7 +112,9 @@ func New(cfg Config) (*Client, error) {
 		c.base = u
 	}
 
-	c.http = upstream.NewRetryClient(cfg.HTTPClient, cfg.Timeout, cfg.RetryMax, cfg.RetryWait, c.log)
+	c.http = upstream.NewRetryClient(upstream.RetryConfig{HTTPClient: cfg.HTTPClient, Timeout: cfg.Timeout,
+		RetryMax: cfg.RetryMax, RetryWaitMin: cfg.RetryWait, Logger: c.log})
+	c.answers = upstream.Answers{Name: "tongdun", Limit: maxAnswer, Timeout: cfg.Timeout, Mask: c.redact}
 	return c, nil
 }
 
@@ -234,9 +236,7 @@ func (c *Client) post(ctx context.Context, body []byte, event string) (*Response
 		c.logVerdict(v, 0, event, start)
 		return nil, v
 	}
-	defer hresp.Body.Close()
-	raw, rerr := io.ReadAll(io.LimitReader(hresp.Body, maxAnswer))
-	resp, v := c.classify(hresp, raw, rerr)
+	resp, v := c.classify(hresp)
 	c.logVerdict(v, hresp.StatusCode, event, start)
 	return resp, v
 }
@@ -273,36 +273,16 @@ type wireResponse struct {
 	Reasons    []Reason `json:"reasons"`
 }
 
-// classify turns one HTTP answer into a verdict.
-func (c *Client) classify(hresp *http.Response, raw []byte, readErr error) (*Response, upstream.Verdict) {
-	status := hresp.StatusCode
-	retryAfter := upstream.RetryAfter(hresp.Header.Get("Retry-After"), c.clock())
-	if status == http.StatusTooManyRequests {
-		return nil, upstream.Verdict{Outcome: upstream.RetryLater, Code: "http_429", Throttled: true, RetryAfter: retryAfter,
-			Message: "tongdun: throttled (HTTP 429)"}
-	}
-	if status >= 500 {
-		return nil, upstream.Verdict{Outcome: upstream.RetryLater, Code: "http_" + strconv.Itoa(status), RetryAfter: retryAfter,
-			Message: fmt.Sprintf("tongdun: server error (HTTP %d)", status)}
-	}
-	if readErr != nil {
-		// A reset or time-out half-way through the body.
-		v := upstream.TransportVerdict("tongdun", readErr, c.cfg.Timeout, c.redact)
-		v.Message = "tongdun: answer cut short: " + v.Message
+// classify turns one HTTP answer into a verdict, closing its body.
+func (c *Client) classify(hresp *http.Response) (*Response, upstream.Verdict) {
+	a, v, final := c.answers.Read(hresp, c.clock())
+	if final {
 		return nil, v
 	}
-
+	retryAfter := a.RetryAfter
 	var w wireResponse
-	werr := json.Unmarshal(raw, &w)
-	if werr != nil || w.Code == nil {
-		if status >= 400 {
-			// Not TD speaking (a proxy, a wrong URL): retrying the same
-			// request will not help; an operator must look.
-			return nil, upstream.Verdict{Outcome: upstream.Pause, Code: "http_" + strconv.Itoa(status),
-				Message: fmt.Sprintf("tongdun: HTTP %d without a TD answer; check the URL", status)}
-		}
-		return nil, upstream.Verdict{Outcome: upstream.RetryLater, Code: "bad_answer", RetryAfter: retryAfter,
-			Message: "tongdun: malformed or truncated answer"}
+	if err := json.Unmarshal(a.Body, &w); err != nil || w.Code == nil {
+		return nil, c.answers.NotAnswer(a, "")
 	}
 	// The answer is kept (Result.Answer, the score cache, a decision's late
 	// verdicts): the key is masked out of every text TD may echo it in.

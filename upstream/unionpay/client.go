@@ -17,7 +17,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -74,6 +73,7 @@ type Client struct {
 	authURL  string
 	scoreURL string
 	http     *retryablehttp.Client
+	answers  upstream.Answers
 	log      *slog.Logger
 	clock    func() time.Time
 }
@@ -125,7 +125,9 @@ func New(cfg Config) (*Client, error) {
 		c.clock = time.Now
 	}
 
-	c.http = upstream.NewRetryClient(cfg.HTTPClient, cfg.Timeout, cfg.RetryMax, cfg.RetryWait, c.log)
+	c.http = upstream.NewRetryClient(upstream.RetryConfig{HTTPClient: cfg.HTTPClient, Timeout: cfg.Timeout,
+		RetryMax: cfg.RetryMax, RetryWaitMin: cfg.RetryWait, Logger: c.log})
+	c.answers = upstream.Answers{Name: "unionpay", Limit: maxAnswer, Timeout: cfg.Timeout}
 	return c, nil
 }
 
@@ -372,32 +374,15 @@ func (c *Client) call(req *retryablehttp.Request, v upstream.Verdict) (string, *
 		}
 		return "", nil, upstream.TransportVerdict("unionpay", err, c.cfg.Timeout, nil)
 	}
-	defer hresp.Body.Close()
-	raw, rerr := io.ReadAll(io.LimitReader(hresp.Body, maxAnswer))
-
-	status := hresp.StatusCode
-	retryAfter := upstream.RetryAfter(hresp.Header.Get("Retry-After"), c.clock())
-	switch {
-	case status == http.StatusTooManyRequests:
-		return "", nil, upstream.Verdict{Outcome: upstream.RetryLater, Code: "http_429", Throttled: true, RetryAfter: retryAfter,
-			Message: "unionpay: throttled (HTTP 429)"}
-	case status >= 500:
-		return "", nil, upstream.Verdict{Outcome: upstream.RetryLater, Code: "http_" + strconv.Itoa(status), RetryAfter: retryAfter,
-			Message: fmt.Sprintf("unionpay: server error (HTTP %d)", status)}
-	case rerr != nil:
-		v := upstream.TransportVerdict("unionpay", rerr, c.cfg.Timeout, nil)
-		v.Message = "unionpay: answer cut short: " + v.Message
+	a, v, final := c.answers.Read(hresp, c.clock())
+	if final {
 		return "", nil, v
 	}
-
-	code, data, perr := parseAnswer(raw)
+	retryAfter := a.RetryAfter
+	code, data, perr := parseAnswer(a.Body)
 	if perr != nil {
-		if status >= 400 {
-			return "", nil, upstream.Verdict{Outcome: upstream.Pause, Code: "http_" + strconv.Itoa(status),
-				Message: fmt.Sprintf("unionpay: HTTP %d without a FireEye answer; check the URL", status)}
-		}
 		// perr describes the shape only, never the body.
-		return "", nil, badAnswer(perr.Error())
+		return "", nil, c.answers.NotAnswer(a, strings.TrimPrefix(perr.Error(), "unionpay: "))
 	}
 	switch code {
 	case CodeOK:
