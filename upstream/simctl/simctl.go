@@ -1,15 +1,13 @@
-// Package simctl holds what the upstream simulators share: the /_sim/
-// control endpoints (faults in and out, stats out) and dropping a
-// connection the way a crashed upstream does.
+// Package simctl holds what the upstream simulators share: one Faults
+// type and its injection, the /_sim/ control endpoints (faults in and out,
+// stats out) and dropping a connection the way a crashed upstream does.
 package simctl
 
 import (
 	"encoding/json"
-	"errors"
 	"io"
 	"net"
 	"net/http"
-	"time"
 )
 
 // Serve answers the control endpoints: POST /_sim/faults (a JSON F),
@@ -60,21 +58,4 @@ func Reset(w http.ResponseWriter) {
 		_ = tc.SetLinger(0)
 	}
 	_ = conn.Close()
-}
-
-// ParseDuration reads a fault's duration from JSON: a Go duration string
-// ("250ms", friendlier with curl) or nanoseconds; absent or null is zero.
-func ParseDuration(raw json.RawMessage) (time.Duration, error) {
-	if len(raw) == 0 || string(raw) == "null" {
-		return 0, nil
-	}
-	var s string
-	if json.Unmarshal(raw, &s) == nil {
-		return time.ParseDuration(s)
-	}
-	var n int64
-	if err := json.Unmarshal(raw, &n); err != nil {
-		return 0, errors.New("want a duration string or nanoseconds")
-	}
-	return time.Duration(n), nil
 }

@@ -176,8 +176,8 @@ func TestVerifyClassification(t *testing.T) {
 		{name: "200 without decision", faults: tdsim.Faults{Code: 200}, outcome: upstream.RetryLater, code: "bad_answer"},
 
 		{name: "http 500 retried once", faults: tdsim.Faults{HTTPStatus: 500}, outcome: upstream.RetryLater, code: "http_500", requests: 2},
-		{name: "http 503 with Retry-After not retried here", faults: tdsim.Faults{HTTPStatus: 503, RetryAfter: 7}, outcome: upstream.RetryLater, code: "http_503", retryAfter: 7 * time.Second, requests: 1},
-		{name: "http 429", faults: tdsim.Faults{HTTPStatus: 429, RetryAfter: 3}, outcome: upstream.RetryLater, code: "http_429", retryAfter: 3 * time.Second, throttled: true, requests: 1},
+		{name: "http 503 with Retry-After not retried here", faults: tdsim.Faults{HTTPStatus: 503, RetryAfter: 7 * time.Second}, outcome: upstream.RetryLater, code: "http_503", retryAfter: 7 * time.Second, requests: 1},
+		{name: "http 429", faults: tdsim.Faults{HTTPStatus: 429, RetryAfter: 3 * time.Second}, outcome: upstream.RetryLater, code: "http_429", retryAfter: 3 * time.Second, throttled: true, requests: 1},
 		{name: "http 404 is not TD", faults: tdsim.Faults{HTTPStatus: 404}, outcome: upstream.Pause, code: "http_404", requests: 1},
 		{name: "truncated answer", faults: tdsim.Faults{Truncate: true}, outcome: upstream.RetryLater, code: "bad_answer", requests: 1},
 		{name: "connection reset", faults: tdsim.Faults{Outage: true}, outcome: upstream.RetryLater, code: "network", requests: 2},

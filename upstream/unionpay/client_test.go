@@ -128,16 +128,16 @@ func TestClassification(t *testing.T) {
 		{name: "0003 no such transaction is an answer", kind: unionpay.KindTransactionAuth, tx: func(q *unionpay.TransactionQuery) { q.TransAmount = 1 },
 			outcome: upstream.Delivered, code: "0003", match: false},
 		{name: "0000 score", kind: unionpay.KindModelScore, outcome: upstream.Delivered, code: "0000", score: -1, requests: 1},
-		{name: "0003 for a score", kind: unionpay.KindModelScore, faults: upsim.Faults{Code: "0003"}, outcome: upstream.Permanent, code: "0003"},
+		{name: "0003 for a score", kind: unionpay.KindModelScore, faults: upsim.Faults{Code: 3}, outcome: upstream.Permanent, code: "0003"},
 
-		{name: "0001 not enabled", kind: unionpay.KindModelScore, faults: upsim.Faults{Code: "0001"}, outcome: upstream.Pause, code: "0001"},
+		{name: "0001 not enabled", kind: unionpay.KindModelScore, faults: upsim.Faults{Code: 1}, outcome: upstream.Pause, code: "0001"},
 		{name: "0001 unknown id", kind: unionpay.KindTransactionAuth, cfg: func(c *unionpay.Config) { c.ID = "someone" }, outcome: upstream.Pause, code: "0001", tableOnly: true},
 		{name: "0001 unknown id (score)", kind: unionpay.KindModelScore, cfg: func(c *unionpay.Config) { c.ID = "someone" }, outcome: upstream.Pause, code: "0001"},
-		{name: "0002 wrong password", kind: unionpay.KindTransactionAuth, faults: upsim.Faults{Code: "0002"}, outcome: upstream.Pause, code: "0002"},
+		{name: "0002 wrong password", kind: unionpay.KindTransactionAuth, faults: upsim.Faults{Code: 2}, outcome: upstream.Pause, code: "0002"},
 		{name: "0002 wrong appKey", kind: unionpay.KindModelScore, cfg: func(c *unionpay.Config) { c.AppKey = "nope" }, outcome: upstream.Pause, code: "0002"},
-		{name: "0004 processing error", kind: unionpay.KindModelScore, faults: upsim.Faults{Code: "0004"}, outcome: upstream.RetryLater, code: "0004", requests: 1},
+		{name: "0004 processing error", kind: unionpay.KindModelScore, faults: upsim.Faults{Code: 4}, outcome: upstream.RetryLater, code: "0004", requests: 1},
 		{name: "error rate 1 default 0004", kind: unionpay.KindTransactionAuth, faults: upsim.Faults{ErrorRate: 1}, outcome: upstream.RetryLater, code: "0004"},
-		{name: "undocumented code", kind: unionpay.KindModelScore, faults: upsim.Faults{Code: "0099"}, outcome: upstream.RetryLater, code: "0099"},
+		{name: "undocumented code", kind: unionpay.KindModelScore, faults: upsim.Faults{Code: 99}, outcome: upstream.RetryLater, code: "0099"},
 
 		{name: "score above 1000", kind: unionpay.KindModelScore, faults: upsim.Faults{Data: intp(1200)}, outcome: upstream.RetryLater, code: "bad_answer"},
 		{name: "score below 300", kind: unionpay.KindModelScore, faults: upsim.Faults{Data: intp(299)}, outcome: upstream.RetryLater, code: "bad_answer"},
@@ -145,8 +145,8 @@ func TestClassification(t *testing.T) {
 		{name: "truncated", kind: unionpay.KindModelScore, faults: upsim.Faults{Truncate: true}, outcome: upstream.RetryLater, code: "bad_answer"},
 
 		{name: "http 500 retried once", kind: unionpay.KindModelScore, faults: upsim.Faults{HTTPStatus: 500}, outcome: upstream.RetryLater, code: "http_500", requests: 2},
-		{name: "http 503 Retry-After", kind: unionpay.KindTransactionAuth, faults: upsim.Faults{HTTPStatus: 503, RetryAfter: 5}, outcome: upstream.RetryLater, code: "http_503", retry: 5 * time.Second, requests: 1},
-		{name: "http 429", kind: unionpay.KindModelScore, faults: upsim.Faults{HTTPStatus: 429, RetryAfter: 2}, outcome: upstream.RetryLater, code: "http_429", retry: 2 * time.Second},
+		{name: "http 503 Retry-After", kind: unionpay.KindTransactionAuth, faults: upsim.Faults{HTTPStatus: 503, RetryAfter: 5 * time.Second}, outcome: upstream.RetryLater, code: "http_503", retry: 5 * time.Second, requests: 1},
+		{name: "http 429", kind: unionpay.KindModelScore, faults: upsim.Faults{HTTPStatus: 429, RetryAfter: 2 * time.Second}, outcome: upstream.RetryLater, code: "http_429", retry: 2 * time.Second},
 		{name: "http 404", kind: unionpay.KindModelScore, faults: upsim.Faults{HTTPStatus: 404}, outcome: upstream.Pause, code: "http_404"},
 		{name: "reset", kind: unionpay.KindTransactionAuth, faults: upsim.Faults{Outage: true}, outcome: upstream.RetryLater, code: "network", requests: 2},
 		{name: "time-out", kind: unionpay.KindModelScore, faults: upsim.Faults{Latency: 300 * time.Millisecond},
@@ -226,7 +226,7 @@ func TestCodeField(t *testing.T) {
 				if score != upsim.Predict(card, certID, mobile) || v.Outcome != upstream.Delivered {
 					t.Errorf("score: %d %+v", score, v)
 				}
-				e.sim.SetFaults(upsim.Faults{Code: "0002"})
+				e.sim.SetFaults(upsim.Faults{Code: 2})
 				if _, v := e.client.ModelScore(context.Background(), scoreQuery()); v.Code != "0002" {
 					t.Errorf("error code under %s: %+v", field, v)
 				}
@@ -299,7 +299,7 @@ func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
 
 func TestSendStopsEarlyOnPause(t *testing.T) {
 	e := newEnv(t, upsim.Options{}, nil)
-	e.sim.SetFaults(upsim.Faults{Code: "0002"})
+	e.sim.SetFaults(upsim.Faults{Code: 2})
 	sp, _ := scoreQuery().Payload()
 	tp, _ := txQuery().Payload()
 	items := []upstream.Item{{ID: "a", Payload: sp}, {ID: "b", Payload: tp}, {ID: "c", Payload: sp}}
@@ -344,7 +344,7 @@ func TestNoPersonalDataLeaks(t *testing.T) {
 	}{
 		{name: "ok"},
 		{name: "wrong appKey", cfg: func(c *unionpay.Config) { c.AppKey = appKey + "x" }},
-		{name: "0004", faults: upsim.Faults{Code: "0004"}},
+		{name: "0004", faults: upsim.Faults{Code: 4}},
 		{name: "bad answer", faults: upsim.Faults{Data: intp(5000)}},
 		{name: "503", faults: upsim.Faults{HTTPStatus: 503}},
 		{name: "truncated", faults: upsim.Faults{Truncate: true}},

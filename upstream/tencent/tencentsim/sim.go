@@ -191,65 +191,13 @@ type Options struct {
 	Clock          func() time.Time // default time.Now
 }
 
-// Faults are injected in this order: Outage, Latency, HTTPStatus, then
-// (after the auth checks) TokenExpired, Throttle, ThrottleCode,
-// QuotaPerSecond, QuotaPerMinute, ErrorRate, then (after the body checks) BadActionIDs, and Truncate on
-// an accepted request.
-type Faults struct {
-	// Latency delays every answer; a client that gives up first leaves
-	// the request unprocessed.
-	Latency time.Duration `json:"latency"`
-	// ErrorRate is the fraction of requests answered with ErrorCode. It is
-	// deterministic (an accumulator, not dice): 0.25 fails every 4th.
-	ErrorRate float64 `json:"error_rate"`
-	ErrorCode int     `json:"error_code"` // default 10000
-	// Outage closes each connection without an answer (connection reset).
-	Outage       bool `json:"outage"`
-	HTTPStatus   int  `json:"http_status"`
-	TokenExpired bool `json:"token_expired"`
-	// Throttle answers 11008 (the application's request limit).
-	Throttle bool `json:"throttle"`
-	// ThrottleCode answers this throttling code to every request: 11008,
-	// 11016 (per second), 11017 (per minute), 11018 (per day) or 11019
-	// (much too frequent). Any other value is answered as given.
-	ThrottleCode int `json:"throttle_code"`
-	// Truncate accepts and records the request, then answers a cut-off
-	// JSON body: the answer was lost, the delivery was not.
-	Truncate bool `json:"truncate"`
-	// BadActionIDs make a request holding any of these outer_action_ids
-	// fail whole with 31001.
-	BadActionIDs []string `json:"bad_action_ids,omitempty"`
-	// QuotaPerSecond and QuotaPerMinute are the token's quotas shared by
-	// all clients; requests over one in a clock second get 11016, in a
-	// clock minute 11017.
-	QuotaPerSecond int `json:"quota_per_second"`
-	QuotaPerMinute int `json:"quota_per_minute"`
-	// RetryAfter, when set, adds a Retry-After header to HTTPStatus and
-	// throttling answers.
-	RetryAfter time.Duration `json:"retry_after"`
-}
-
-// UnmarshalJSON also takes durations as strings ("250ms") for curl users.
-func (f *Faults) UnmarshalJSON(b []byte) error {
-	type plain Faults
-	var w struct {
-		plain
-		Latency    json.RawMessage `json:"latency"`
-		RetryAfter json.RawMessage `json:"retry_after"`
-	}
-	if err := json.Unmarshal(b, &w); err != nil {
-		return err
-	}
-	*f = Faults(w.plain)
-	var err error
-	if f.Latency, err = simctl.ParseDuration(w.Latency); err != nil {
-		return fmt.Errorf("latency: %w", err)
-	}
-	if f.RetryAfter, err = simctl.ParseDuration(w.RetryAfter); err != nil {
-		return fmt.Errorf("retry_after: %w", err)
-	}
-	return nil
-}
+// Faults are the injected failures: simctl.Faults, the one type of the
+// three simulators. Tencent's are injected in this order: Latency, Outage,
+// HTTPStatus, then (after the auth checks) TokenExpired, Throttle,
+// ThrottleCode, QuotaPerSecond, QuotaPerMinute, ErrorRate, then (after the
+// body checks) BadActionIDs, and Truncate, Cut or Oversize on an accepted
+// request.
+type Faults = simctl.Faults
 
 // Stats is what GET /_sim/stats answers.
 type Stats struct {
@@ -348,30 +296,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f := s.faults
 	s.mu.Unlock()
 
-	if f.Outage {
-		// Close without a byte: what the client sees as a connection reset.
-		if hj, ok := w.(http.Hijacker); ok {
-			if conn, _, err := hj.Hijack(); err == nil {
-				conn.Close()
-				return
-			}
-		}
-		// HTTP/2 cannot be hijacked: a gateway error is the nearest thing.
-		http.Error(w, "upstream connect error", http.StatusBadGateway)
+	// Read the body before any delay: net/http only notices a client that
+	// hung up once the body is consumed.
+	raw, err := io.ReadAll(io.LimitReader(r.Body, MaxBodyBytes+1))
+	if err != nil {
 		return
 	}
-	if f.Latency > 0 {
-		t := time.NewTimer(f.Latency)
-		select {
-		case <-t.C:
-		case <-r.Context().Done():
-			t.Stop()
-			return // the client gave up; the gateway drops the request
-		}
-	}
-	if f.HTTPStatus != 0 {
-		s.retryAfter(w, f)
-		http.Error(w, http.StatusText(f.HTTPStatus), f.HTTPStatus)
+	r.Body = io.NopCloser(bytes.NewReader(raw))
+	if f.Before(w, r, s.opts.Clock(), nil) {
 		return
 	}
 	if r.URL.Path != Path {
@@ -413,14 +345,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Unlock()
 
-	if f.Truncate {
-		full, _ := json.Marshal(s.body(CodeOK, ""))
-		s.header(w)
-		w.WriteHeader(http.StatusOK)
-		w.Write(full[:len(full)/2])
-		return
-	}
-	s.answer(w, CodeOK, "")
+	full, _ := json.Marshal(s.body(CodeOK, ""))
+	s.header(w)
+	f.Write(w, http.StatusOK, full)
 }
 
 func (s *Server) checkAuth(r *http.Request, f Faults) (int, string) {
@@ -738,9 +665,7 @@ func (s *Server) serveFaults(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) retryAfter(w http.ResponseWriter, f Faults) {
-	if f.RetryAfter > 0 {
-		w.Header().Set("Retry-After", strconv.Itoa(int((f.RetryAfter+time.Second-1)/time.Second)))
-	}
+	f.SetRetryAfter(w.Header(), s.opts.Clock())
 }
 
 type answerBody struct {

@@ -62,60 +62,9 @@ type Options struct {
 	Seed uint64
 }
 
-// Faults are injected failures. The zero value injects nothing.
-type Faults struct {
-	// Latency delays every API answer (or until the client gives up).
-	Latency time.Duration `json:"-"`
-	// ErrorRate (0..1) of authenticated requests answer ErrorCode (default
-	// 9200) instead of a decision.
-	ErrorRate float64 `json:"error_rate,omitempty"`
-	ErrorCode int     `json:"error_code,omitempty"`
-	// Outage closes the connection without an answer (a reset).
-	Outage bool `json:"outage,omitempty"`
-	// HTTPStatus answers this status with a plain-text body, before any
-	// check; RetryAfter (seconds) adds a Retry-After header.
-	HTTPStatus int `json:"http_status,omitempty"`
-	RetryAfter int `json:"retry_after,omitempty"`
-	// Truncate cuts every JSON answer in half.
-	Truncate bool `json:"truncate,omitempty"`
-	// DailyCap accepts this many events per Shanghai day, then answers 305.
-	DailyCap int `json:"daily_cap,omitempty"`
-	// Code answers this TD code (301, 302, 303, 304, 9200...) to every
-	// authenticated request.
-	Code int `json:"code,omitempty"`
-}
-
-// MarshalJSON writes Latency as a Go duration string ("150ms").
-func (f Faults) MarshalJSON() ([]byte, error) {
-	type plain Faults
-	w := struct {
-		plain
-		Latency string `json:"latency,omitempty"`
-	}{plain: plain(f)}
-	if f.Latency > 0 {
-		w.Latency = f.Latency.String()
-	}
-	return json.Marshal(w)
-}
-
-// UnmarshalJSON reads Latency as a Go duration string ("150ms") or
-// nanoseconds.
-func (f *Faults) UnmarshalJSON(b []byte) error {
-	type plain Faults
-	var w struct {
-		plain
-		Latency json.RawMessage `json:"latency"`
-	}
-	if err := json.Unmarshal(b, &w); err != nil {
-		return err
-	}
-	*f = Faults(w.plain)
-	var err error
-	if f.Latency, err = simctl.ParseDuration(w.Latency); err != nil {
-		return fmt.Errorf("latency: %w", err)
-	}
-	return nil
-}
+// Faults are the injected failures: simctl.Faults, the one type of the
+// three simulators.
+type Faults = simctl.Faults
 
 // Stats is what GET /_sim/stats answers.
 type Stats struct {
@@ -324,26 +273,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// when the client gives up.
 	raw, readErr := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 
-	if f.Latency > 0 {
-		t := time.NewTimer(f.Latency)
-		select {
-		case <-t.C:
-		case <-r.Context().Done():
-			t.Stop()
-			return
-		}
-	}
-	if f.Outage {
-		s.count("outage")
-		simctl.Reset(w)
-		return
-	}
-	if f.HTTPStatus != 0 {
-		s.count("http_" + strconv.Itoa(f.HTTPStatus))
-		if f.RetryAfter > 0 {
-			w.Header().Set("Retry-After", strconv.Itoa(f.RetryAfter))
-		}
-		http.Error(w, http.StatusText(f.HTTPStatus), f.HTTPStatus)
+	if f.Before(w, r, s.opts.Clock(), s.count) {
 		return
 	}
 	if r.Method != http.MethodPost {
@@ -532,10 +462,6 @@ func (s *Server) answer(w http.ResponseWriter, f Faults, code int, msg string, r
 // write sends the answer b (HTTP 200, code in the body), counted by code.
 func (s *Server) write(w http.ResponseWriter, f Faults, code int, b []byte) {
 	s.count(strconv.Itoa(code))
-	if f.Truncate {
-		b = b[:len(b)/2]
-	}
 	w.Header().Set("Content-Type", "application/json;charset=UTF-8")
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(b)
+	f.Write(w, http.StatusOK, b)
 }

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -215,7 +216,7 @@ func TestFaultsJSONRoundTrip(t *testing.T) {
 	if err := json.Unmarshal(b, &out); err != nil {
 		t.Fatal(err)
 	}
-	if out != in || !strings.Contains(string(b), `"latency":"150ms"`) {
+	if !reflect.DeepEqual(out, in) || !strings.Contains(string(b), `"latency":"150ms"`) {
 		t.Fatalf("%s -> %+v", b, out)
 	}
 	if err := json.Unmarshal([]byte(`{"latency":1000000}`), &out); err != nil || out.Latency != time.Millisecond {

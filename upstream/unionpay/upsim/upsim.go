@@ -91,60 +91,9 @@ type Options struct {
 	Shape unionpay.Shape
 }
 
-// Faults are injected failures. The zero value injects nothing.
-type Faults struct {
-	// Latency delays every API answer (or until the client gives up).
-	Latency time.Duration `json:"-"`
-	// ErrorRate (0..1) of authenticated requests answer ErrorCode (default
-	// 0004).
-	ErrorRate float64 `json:"error_rate,omitempty"`
-	ErrorCode string  `json:"error_code,omitempty"`
-	// Outage closes the connection without an answer (a reset).
-	Outage bool `json:"outage,omitempty"`
-	// HTTPStatus answers this status before any check; RetryAfter (seconds)
-	// adds a Retry-After header.
-	HTTPStatus int `json:"http_status,omitempty"`
-	RetryAfter int `json:"retry_after,omitempty"`
-	// Truncate cuts every JSON answer in half.
-	Truncate bool `json:"truncate,omitempty"`
-	// Code answers this FireEye code (0001, 0002, 0004...) to every
-	// authenticated request.
-	Code string `json:"code,omitempty"`
-	// Data, when set, replaces data in every 0000 answer (to send
-	// impossible values: a score of 1200, a match of 2).
-	Data *int `json:"data,omitempty"`
-}
-
-// MarshalJSON writes Latency as a Go duration string ("150ms").
-func (f Faults) MarshalJSON() ([]byte, error) {
-	type plain Faults
-	w := struct {
-		plain
-		Latency string `json:"latency,omitempty"`
-	}{plain: plain(f)}
-	if f.Latency > 0 {
-		w.Latency = f.Latency.String()
-	}
-	return json.Marshal(w)
-}
-
-// UnmarshalJSON reads Latency as a Go duration string or nanoseconds.
-func (f *Faults) UnmarshalJSON(b []byte) error {
-	type plain Faults
-	var w struct {
-		plain
-		Latency json.RawMessage `json:"latency"`
-	}
-	if err := json.Unmarshal(b, &w); err != nil {
-		return err
-	}
-	*f = Faults(w.plain)
-	var err error
-	if f.Latency, err = simctl.ParseDuration(w.Latency); err != nil {
-		return fmt.Errorf("latency: %w", err)
-	}
-	return nil
-}
+// Faults are the injected failures: simctl.Faults, the one type of the
+// three simulators.
+type Faults = simctl.Faults
 
 // Call is one accepted call (answered 0000 or 0003), as received.
 type Call struct {
@@ -318,26 +267,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// hung up once the body is consumed.
 	raw, readErr := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 
-	if f.Latency > 0 {
-		t := time.NewTimer(f.Latency)
-		select {
-		case <-t.C:
-		case <-r.Context().Done():
-			t.Stop()
-			return
-		}
-	}
-	if f.Outage {
-		s.count("outage")
-		simctl.Reset(w)
-		return
-	}
-	if f.HTTPStatus != 0 {
-		s.count("http_" + strconv.Itoa(f.HTTPStatus))
-		if f.RetryAfter > 0 {
-			w.Header().Set("Retry-After", strconv.Itoa(f.RetryAfter))
-		}
-		http.Error(w, http.StatusText(f.HTTPStatus), f.HTTPStatus)
+	if f.Before(w, r, s.opts.Clock(), s.count) {
 		return
 	}
 
@@ -383,14 +313,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if f.Code != "" {
-		s.answer(w, f, field, f.Code, nil)
+	if f.Code != 0 {
+		s.answer(w, f, field, fmt.Sprintf("%04d", f.Code), nil)
 		return
 	}
 	if f.ErrorRate > 0 && s.draw() < f.ErrorRate {
-		code := f.ErrorCode
-		if code == "" {
-			code = unionpay.CodeProcessing
+		code := unionpay.CodeProcessing
+		if f.ErrorCode != 0 {
+			code = fmt.Sprintf("%04d", f.ErrorCode)
 		}
 		s.answer(w, f, field, code, nil)
 		return
@@ -615,10 +545,6 @@ func (s *Server) answer(w http.ResponseWriter, f Faults, field, code string, dat
 		http.Error(w, "encode", http.StatusInternalServerError)
 		return
 	}
-	if f.Truncate {
-		b = b[:len(b)/2]
-	}
 	w.Header().Set("Content-Type", "application/json;charset=UTF-8")
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(b)
+	f.Write(w, http.StatusOK, b)
 }

@@ -164,7 +164,7 @@ func TestSimFaultsAndStatsOverHTTP(t *testing.T) {
 	if status, _ := do(t, "POST", srv.URL+"/_sim/faults", "application/json", `{"code":"0001","latency":"5ms"}`); status != http.StatusNoContent {
 		t.Fatalf("POST faults: %d", status)
 	}
-	if f := sim.Faults(); f.Code != "0001" || f.Latency.String() != "5ms" {
+	if f := sim.Faults(); f.Code != 1 || f.Latency.String() != "5ms" {
 		t.Fatalf("faults = %+v", f)
 	}
 	if _, m := do(t, "POST", api, fo, body); m["resp"] != "0001" {
