@@ -390,11 +390,11 @@ func (c *Client) attempt(ctx context.Context, st *sendState, es []entry) (v upst
 		return *st.stop, false
 	}
 	if err := ctx.Err(); err != nil {
-		return c.errVerdict(ctx, err), false
+		return c.errVerdict(err), false
 	}
 	if err := c.limiter.Wait(ctx); err != nil {
 		if ctx.Err() != nil {
-			return c.errVerdict(ctx, ctx.Err()), false
+			return c.errVerdict(ctx.Err()), false
 		}
 		// The limiter knows the wait would outlast ctx's deadline.
 		return upstream.Verdict{Outcome: upstream.RetryLater, Code: "rate_limited",
@@ -418,7 +418,7 @@ func (c *Client) attempt(ctx context.Context, st *sendState, es []entry) (v upst
 		if resp != nil {
 			resp.Body.Close()
 		}
-		v = c.errVerdict(ctx, err)
+		v = c.errVerdict(err)
 	} else {
 		v, reject = c.classifyResponse(resp)
 	}
@@ -631,25 +631,11 @@ func clockSkew(h http.Header, now time.Time) (time.Duration, bool) {
 	return skew, true
 }
 
-// errVerdict classifies a failure to get an answer. The error text is
-// masked: net/http puts the URL, token included, into its errors.
-func (c *Client) errVerdict(ctx context.Context, err error) upstream.Verdict {
-	v := upstream.Verdict{Outcome: upstream.RetryLater, Code: "network"}
-	var ne interface{ Timeout() bool }
-	switch {
-	case errors.Is(err, context.Canceled) && ctx.Err() != nil:
-		v.Code = "canceled"
-		v.Message = "send canceled"
-		return v
-	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
-		v.Code = "timeout"
-	}
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		err = ue.Err // drop "Post <url>:"; the redactor below is the backstop
-	}
-	v.Message = "tencent request failed: " + c.redact(err.Error())
-	return v
+// errVerdict classifies a failure to get an answer, as every client does
+// (upstream.TransportVerdict). The error text is masked: net/http puts the
+// URL, token included, into its errors.
+func (c *Client) errVerdict(err error) upstream.Verdict {
+	return upstream.TransportVerdict("tencent", err, c.cfg.Timeout, c.redact)
 }
 
 // newRedactor masks the token in every form it can take in a text: raw,
