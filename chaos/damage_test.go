@@ -57,12 +57,12 @@ func TestDamageLosesOnlyWhatItTouches(t *testing.T) {
 			}
 			switch tg.stop {
 			case "kill-early":
-				a.kill9()
+				a.Kill9()
 			case "kill-after-checkpoint":
 				time.Sleep(6 * time.Second) // a checkpoint every 5 s
-				a.kill9()
+				a.Kill9()
 			case "sigterm":
-				if err := a.sigterm(); err != nil {
+				if err := a.Sigterm(); err != nil {
 					t.Fatalf("stop: %v", err)
 				}
 			}
@@ -128,7 +128,7 @@ func damageCase(t *testing.T, base *ledger, pristine, victim string, off int64) 
 	}
 	l.restarts++
 	s := check(t, l, tc, a, start, 10*time.Second, fmt.Sprintf(" damage=3@%d file=%s", off, victim), true)
-	st, err := a.status()
+	st, err := agentStatus(a)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,13 +147,13 @@ func damageCase(t *testing.T, base *ledger, pristine, victim string, off int64) 
 	case s.lost > 0 && strings.HasPrefix(victim, "spool/journal") && int64(s.lost) != reported:
 		t.Errorf("journal damage: %d actions lost, %d reported; the count must be exact", s.lost, reported)
 	}
-	if s.lost > 0 && !strings.Contains(a.logs.String(), "STORE DAMAGE") {
+	if s.lost > 0 && !strings.Contains(a.Logs.String(), "STORE DAMAGE") {
 		t.Errorf("%d actions lost and no STORE DAMAGE line in the log", s.lost)
 	}
-	if a.exited() {
-		t.Errorf("the agent died: %v\n%s", a.err, a.tail(20))
+	if a.Exited() {
+		t.Errorf("the agent died: %v\n%s", a.Err(), a.Tail(20))
 	}
-	if err := a.sigterm(); err != nil {
+	if err := a.Sigterm(); err != nil {
 		t.Errorf("stop: %v", err)
 	}
 }

@@ -32,10 +32,11 @@ type decisionLedger struct {
 	unknown  map[string]bool   // anything else: either outcome is fine
 	next     atomic.Int64
 	requests atomic.Int64
+	t        testing.TB
 }
 
-func newDecisionLedger() *decisionLedger {
-	return &decisionLedger{account: map[string]string{}, result: map[string]string{}, queued: map[string]bool{},
+func newDecisionLedger(t testing.TB) *decisionLedger {
+	return &decisionLedger{t: t, account: map[string]string{}, result: map[string]string{}, queued: map[string]bool{},
 		live: map[string]bool{}, refused: map[string]bool{}, unknown: map[string]bool{}}
 }
 
@@ -66,7 +67,7 @@ func (l *decisionLedger) post(ctx context.Context, c *http.Client, a *agent, inv
 	id := fmt.Sprintf("dec-%d", k)
 	account := fmt.Sprintf("acct-%d", k%50)
 	l.requests.Add(1)
-	code, _, body, err := postJSON(ctx, c, a.url("/v1/decisions"), decisionJSON(id, account, invalid))
+	code, _, body, err := postJSON(ctx, c, a.URL("/v1/decisions"), decisionJSON(id, account, invalid))
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.account[id] = account
@@ -76,7 +77,7 @@ func (l *decisionLedger) post(ctx context.Context, c *http.Client, a *agent, inv
 		l.unknown[id] = true
 	case code == http.StatusOK && json.Unmarshal(body, &d) == nil:
 		if invalid {
-			a.t.Errorf("an invalid decision got 200: %s", body)
+			l.t.Errorf("an invalid decision got 200: %s", body)
 		}
 		l.result[id] = d.Result
 		switch td := d.Signals["tongdun"]; {
@@ -114,7 +115,7 @@ func TestDecisionChecksSurviveKill9(t *testing.T) {
 		kills = 30
 	}
 	td, env := newTongDun(t)
-	l := newDecisionLedger()
+	l := newDecisionLedger(t)
 	data := t.TempDir()
 	restarts := 0
 	for i := 0; i < kills; i++ {
@@ -127,7 +128,7 @@ func TestDecisionChecksSurviveKill9(t *testing.T) {
 		}
 		stop := runLoad(l.load, a, 4)
 		time.Sleep(time.Duration(500+rand.IntN(1000)) * time.Millisecond)
-		a.kill9()
+		a.Kill9()
 		stop()
 	}
 	td.SetFaults(tdsim.Faults{})
@@ -135,8 +136,8 @@ func TestDecisionChecksSurviveKill9(t *testing.T) {
 	a := startAgent(t, data, env...)
 	restarts++
 	conserveDecisions(t, l, td, a, faultsOver, restarts, fmt.Sprintf(" kills=%d", kills))
-	if err := a.sigterm(); err != nil {
-		t.Errorf("clean stop: %v\n%s", err, a.tail(20))
+	if err := a.Sigterm(); err != nil {
+		t.Errorf("clean stop: %v\n%s", err, a.Tail(20))
 	}
 }
 
@@ -156,7 +157,7 @@ func TestDecisionsSurvivePowerCuts(t *testing.T) {
 	data := filepath.Join(mnt, "data")
 	td, env := newTongDun(t)
 	td.SetFaults(tdsim.Faults{Outage: true})
-	l := newDecisionLedger()
+	l := newDecisionLedger(t)
 	var dropped, storeDropped int64
 	for i := 0; i < cycles; i++ {
 		a := startAgent(t, data, env...)
@@ -169,7 +170,7 @@ func TestDecisionsSurvivePowerCuts(t *testing.T) {
 				t.Errorf("cycle %d: no commit wrote to the store within 5s under load", i)
 			}
 		}
-		rep := fsys.CutThen(a.kill9)
+		rep := fsys.CutThen(a.Kill9)
 		stop()
 		dropped += rep.DroppedBytes
 		for _, f := range rep.Lost {
@@ -186,7 +187,7 @@ func TestDecisionsSurvivePowerCuts(t *testing.T) {
 	var rd struct {
 		Quarantine *struct{ Path, Reason string } `json:"quarantine"`
 	}
-	if _, body, err := a.getJSON("/readyz", &rd); err != nil || rd.Quarantine != nil {
+	if _, body, err := a.GetJSON("/readyz", &rd); err != nil || rd.Quarantine != nil {
 		t.Errorf("FINDING: after the last cut the store was quarantined or not ready: %s %v", body, err)
 	}
 	td.SetFaults(tdsim.Faults{})
@@ -195,8 +196,8 @@ func TestDecisionsSurvivePowerCuts(t *testing.T) {
 	if storeDropped == 0 {
 		t.Error("no cut dropped unsynced data of the store's files: the test did not simulate a power loss")
 	}
-	if err := a.sigterm(); err != nil {
-		t.Errorf("clean stop: %v\n%s", err, a.tail(20))
+	if err := a.Sigterm(); err != nil {
+		t.Errorf("clean stop: %v\n%s", err, a.Tail(20))
 	}
 }
 
@@ -263,7 +264,7 @@ func conserveDecisions(t *testing.T, l *decisionLedger, td *tdsim.Server, a *age
 		var got struct {
 			Result string `json:"result"`
 		}
-		code, raw, err := a.getJSON("/v1/decisions/"+id, &got)
+		code, raw, err := a.GetJSON("/v1/decisions/"+id, &got)
 		if err != nil || code != http.StatusOK || got.Result != want {
 			unstored++
 			if unstored <= 5 {
@@ -293,7 +294,7 @@ func conserveDecisions(t *testing.T, l *decisionLedger, td *tdsim.Server, a *age
 	t.Log(s)
 	fmt.Println(s)
 	if len(problems) > 0 {
-		t.Errorf("conservation broken:\n  %s\nagent log tail:\n%s", strings.Join(problems, "\n  "), a.tail(20))
+		t.Errorf("conservation broken:\n  %s\nagent log tail:\n%s", strings.Join(problems, "\n  "), a.Tail(20))
 	}
 }
 

@@ -53,7 +53,7 @@ func TestMemoryBoundedWithoutToken(t *testing.T) {
 	a := startAgentBin(t, agenttest.PlainBinary(t), t.TempDir(), "AGENT_AUTH_TOKEN="+token)
 	r := hostile(t, a, hostileLoad{flood: 300, floodNoToken: true, floodHold: 3 * time.Second, token: token})
 	r.check(t, a)
-	if strings.Contains(a.logs.String(), token) {
+	if strings.Contains(a.Logs.String(), token) {
 		t.Error("the token in the agent's log")
 	}
 	if r.flood[401] == 0 {
@@ -74,12 +74,12 @@ func startAgentBin(t *testing.T, bin, dataDir string, env ...string) *agent {
 		t.Fatal(err)
 	}
 	select {
-	case a.addr = <-ready:
+	case a.Addr = <-ready:
 		return a
-	case <-a.done:
-		t.Fatalf("agent exited before ready: %v\n%s", a.err, a.crash(30))
+	case <-a.Done():
+		t.Fatalf("agent exited before ready: %v\n%s", a.Err(), a.Crash(30))
 	case <-time.After(30 * time.Second):
-		t.Fatalf("agent not ready\n%s", a.tail(30))
+		t.Fatalf("agent not ready\n%s", a.Tail(30))
 	}
 	return nil
 }
@@ -122,7 +122,7 @@ func bigBody() []byte {
 
 func hostile(t *testing.T, a *agent, load hostileLoad) *hostileResult {
 	t.Helper()
-	pid := a.cmd.Process.Pid
+	pid := a.Cmd.Process.Pid
 	body := bigBody()
 	res := &hostileResult{ordinary: map[int]int{}, flood: map[int]int{}, slow: map[int]int{}}
 	var mu sync.Mutex
@@ -158,7 +158,7 @@ func hostile(t *testing.T, a *agent, load hostileLoad) *hostileResult {
 		c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1}}
 		for i := 0; ordCtx.Err() == nil; i++ {
 			b := fmt.Sprintf(`{"actions":[{"id":"ordinary-%06d","track":"payment","action_type":"REGISTER","action_time":%d,"user_id":{"phone":"13800138000"}}]}`, i, time.Now().Unix())
-			req, _ := http.NewRequest("POST", a.url("/v1/actions"), strings.NewReader(b))
+			req, _ := http.NewRequest("POST", a.URL("/v1/actions"), strings.NewReader(b))
 			req.Header.Set("Content-Type", "application/json")
 			if load.token != "" {
 				req.Header.Set("Authorization", "Bearer "+load.token)
@@ -185,7 +185,7 @@ func hostile(t *testing.T, a *agent, load hostileLoad) *hostileResult {
 	}()
 	time.Sleep(300 * time.Millisecond) // the ordinary client is connected first
 
-	hdr := "POST /v1/actions HTTP/1.1\r\nHost: " + a.addr + "\r\nContent-Type: application/json\r\n"
+	hdr := "POST /v1/actions HTTP/1.1\r\nHost: " + a.Addr + "\r\nContent-Type: application/json\r\n"
 	if load.token != "" && !load.floodNoToken {
 		hdr += "Authorization: Bearer " + load.token + "\r\n"
 	}
@@ -194,14 +194,14 @@ func hostile(t *testing.T, a *agent, load hostileLoad) *hostileResult {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			count(res.slow, rawPost(a.addr, hdr, body, i%2 == 1, 512, 250*time.Millisecond, 0, 40*time.Second))
+			count(res.slow, rawPost(a.Addr, hdr, body, i%2 == 1, 512, 250*time.Millisecond, 0, 40*time.Second))
 		}()
 	}
 	for i := range load.flood {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			count(res.flood, rawPost(a.addr, hdr, body, i%2 == 1, 64<<10, 0, load.floodHold, 40*time.Second))
+			count(res.flood, rawPost(a.Addr, hdr, body, i%2 == 1, 64<<10, 0, load.floodHold, 40*time.Second))
 		}()
 	}
 	wg.Wait()
@@ -212,12 +212,12 @@ func hostile(t *testing.T, a *agent, load hostileLoad) *hostileResult {
 
 	// Healthy afterwards: alive, /healthz, and a fresh action stored.
 	res.healthyErr = func() error {
-		if a.exited() {
-			return fmt.Errorf("the agent exited: %v\n%s", a.err, a.crash(30))
+		if a.Exited() {
+			return fmt.Errorf("the agent exited: %v\n%s", a.Err(), a.Crash(30))
 		}
 		var last string
 		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-			req, _ := http.NewRequest("POST", a.url("/v1/actions"), strings.NewReader(fmt.Sprintf(
+			req, _ := http.NewRequest("POST", a.URL("/v1/actions"), strings.NewReader(fmt.Sprintf(
 				`{"actions":[{"id":"after-1","track":"payment","action_type":"REGISTER","action_time":%d,"user_id":{"phone":"13800138000"}}]}`, time.Now().Unix())))
 			req.Header.Set("Content-Type", "application/json")
 			if load.token != "" {
@@ -281,7 +281,7 @@ func (r *hostileResult) check(t *testing.T, a *agent) {
 			}
 		}
 	}
-	if strings.Contains(a.logs.String(), "13800138000") {
+	if strings.Contains(a.Logs.String(), "13800138000") {
 		t.Error("a phone number in the agent's log")
 	}
 }

@@ -86,7 +86,7 @@ func TestPowerCutUnderLoad(t *testing.T) {
 				t.Errorf("cycle %d: no commit wrote to the store within 5s under load", i)
 			}
 		}
-		rep := fsys.CutThen(a.kill9) // the power goes, and the agent with it
+		rep := fsys.CutThen(a.Kill9) // the power goes, and the agent with it
 		stop()
 		st := fsys.Stats()
 		if st.BackingErrors > 0 {
@@ -141,8 +141,8 @@ func TestPowerCutUnderLoad(t *testing.T) {
 	conserve(t, l, tc, a, time.Now(), drain, fmt.Sprintf(" cycles=%d bytes_dropped_at_cut=%d of_them_store_files=%d "+
 		"(bytes/files per cut %s) fsyncs=%d bytes_synced=%d quarantined=%d",
 		cycles, dropped, storeDropped, strings.Join(perCycle, " "), fsyncs, synced, quar))
-	if err := a.sigterm(); err != nil {
-		t.Errorf("clean stop: %v\n%s", err, a.tail(20))
+	if err := a.Sigterm(); err != nil {
+		t.Errorf("clean stop: %v\n%s", err, a.Tail(20))
 	}
 	// A cut that drops nothing of the store proves nothing. (Badger's
 	// LOCK file, written once and never fsynced, is lost at every cut: it
@@ -195,7 +195,7 @@ func TestPowerCutDuringFirstCommitAfterStart(t *testing.T) {
 			t.Fatalf("post: %d %s %v", o.code, o.body, o.err)
 		}
 	}
-	fsys.CutThen(a.kill9)
+	fsys.CutThen(a.Kill9)
 	if err := fsys.Unmount(); err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +203,7 @@ func TestPowerCutDuringFirstCommitAfterStart(t *testing.T) {
 	a = startAgent(t, data, tc.env...)
 	l.restarts++
 	checkAfterPowerCut(t, l, tc, a, data, backing, "after a cut under load")
-	fsys.CutThen(a.kill9)
+	fsys.CutThen(a.Kill9)
 	if err := fsys.Unmount(); err != nil {
 		t.Fatal(err)
 	}
@@ -211,7 +211,7 @@ func TestPowerCutDuringFirstCommitAfterStart(t *testing.T) {
 	// Start again, and cut at the first write of a commit.
 	fsys = mountPowerFS(t, backing, mnt, false)
 	fired := fsys.ArmCut(commitFile)
-	a, ready, err := spawnAgent(t, data, tc.env...)
+	a, ready, err := spawnAgentBin(t, agentBinary(t), data, tc.env...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,9 +219,9 @@ func TestPowerCutDuringFirstCommitAfterStart(t *testing.T) {
 	where := "in the replay at start-up"
 	select {
 	case <-fired:
-	case <-a.done:
-		t.Fatalf("agent exited before ready: %v\n%s", a.err, a.crash(30))
-	case a.addr = <-ready:
+	case <-a.Done():
+		t.Fatalf("agent exited before ready: %v\n%s", a.Err(), a.Crash(30))
+	case a.Addr = <-ready:
 		where = "in the first commit after start"
 		select {
 		case <-fired:
@@ -236,7 +236,7 @@ func TestPowerCutDuringFirstCommitAfterStart(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("agent neither ready nor writing after 30s")
 	}
-	rep := fsys.CutThen(a.kill9)
+	rep := fsys.CutThen(a.Kill9)
 	var lost []string
 	for _, f := range rep.Lost {
 		lost = append(lost, fmt.Sprintf("%s:%d bytes, size pending %v", f.Name, f.Bytes, f.SizePending))
@@ -255,7 +255,7 @@ func TestPowerCutDuringFirstCommitAfterStart(t *testing.T) {
 		drain = 5 * time.Second // reported above; what is lost is lost
 	}
 	conserve(t, l, tc, a, time.Now(), drain, fmt.Sprintf(" cut_dropped=%d quarantined=%v", rep.DroppedBytes, quar))
-	if err := a.sigterm(); err != nil {
+	if err := a.Sigterm(); err != nil {
 		t.Errorf("clean stop: %v", err)
 	}
 }
@@ -289,7 +289,7 @@ func checkAfterPowerCut(t *testing.T, l *ledger, tc *tencent, a *agent, data, ba
 	var rd struct {
 		Quarantine *struct{ Path, Reason string } `json:"quarantine"`
 	}
-	_, body, err := a.getJSON("/readyz", &rd)
+	_, body, err := a.GetJSON("/readyz", &rd)
 	if err != nil {
 		t.Errorf("%s: /readyz: %v", when, err)
 	}
@@ -305,10 +305,10 @@ func checkAfterPowerCut(t *testing.T, l *ledger, tc *tencent, a *agent, data, ba
 		})
 		sort.Strings(files)
 		t.Errorf("FINDING: %s the store was quarantined (everything in it is lost to the agent):\n  reason: %s\n  moved to: %s\n  files: %v\n  readyz: %s\nagent log tail:\n%s",
-			when, rd.Quarantine.Reason, rd.Quarantine.Path, files, strings.TrimSpace(body), a.tail(15))
+			when, rd.Quarantine.Reason, rd.Quarantine.Path, files, strings.TrimSpace(body), a.Tail(15))
 	}
 
-	st, err := a.status()
+	st, err := agentStatus(a)
 	if err != nil {
 		t.Errorf("%s: %v", when, err)
 		return quarantined

@@ -52,7 +52,7 @@ func TestKill9AtRandomInstants(t *testing.T) {
 		}
 		stop := runLoad(l.load, a, 4)
 		time.Sleep(time.Duration(300+rand.IntN(900)) * time.Millisecond)
-		a.kill9() // requests and forwarding are in flight right now
+		a.Kill9() // requests and forwarding are in flight right now
 		stop()
 	}
 	a := startAgent(t, data, tc.env...)
@@ -61,8 +61,8 @@ func TestKill9AtRandomInstants(t *testing.T) {
 		t.Fatalf("the load did not run: %d acknowledged, %d refused", len(l.acked), len(l.refused))
 	}
 	conserve(t, l, tc, a, time.Now(), 60*time.Second, fmt.Sprintf(" kills=%d", kills))
-	if err := a.sigterm(); err != nil {
-		t.Errorf("clean stop: %v\n%s", err, a.tail(20))
+	if err := a.Sigterm(); err != nil {
+		t.Errorf("clean stop: %v\n%s", err, a.Tail(20))
 	}
 }
 
@@ -115,7 +115,7 @@ func TestUpstreamFlappingWithKills(t *testing.T) {
 		}
 		stop := runLoad(l.load, a, 3)
 		time.Sleep(time.Duration(800+rand.IntN(1200)) * time.Millisecond)
-		a.kill9()
+		a.Kill9()
 		stop()
 	}
 	a := startAgent(t, data, tc.env...)
@@ -133,8 +133,8 @@ func TestUpstreamFlappingWithKills(t *testing.T) {
 	st := tc.sim.Stats()
 	conserve(t, l, tc, a, faultsOver, 60*time.Second,
 		fmt.Sprintf(" kills=%d fault_changes=%d sim_requests_while_flapping=%d (by fault %v) accepted=%d", kills, flips, st.Requests, perFault, st.AcceptedRequests))
-	if err := a.sigterm(); err != nil {
-		t.Errorf("clean stop: %v\n%s", err, a.tail(20))
+	if err := a.Sigterm(); err != nil {
+		t.Errorf("clean stop: %v\n%s", err, a.Tail(20))
 	}
 }
 
@@ -164,16 +164,16 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 		sdBefore := l.codes[http.StatusServiceUnavailable]
 		l.mu.Unlock()
 		at := time.Now()
-		err := a.sigterm()
+		err := a.Sigterm()
 		stopTimes = append(stopTimes, time.Since(at))
 		stop()
 		var ee *exec.ExitError
 		switch {
 		case err == nil:
 		case errors.As(err, &ee):
-			t.Errorf("round %d: exit after SIGTERM: %v (want 0)\n%s", r, err, a.tail(20))
+			t.Errorf("round %d: exit after SIGTERM: %v (want 0)\n%s", r, err, a.Tail(20))
 		default:
-			t.Errorf("round %d: %v\n%s", r, err, a.tail(20))
+			t.Errorf("round %d: %v\n%s", r, err, a.Tail(20))
 		}
 		// Connection errors after SIGTERM: those requests got no answer,
 		// so no 202; the oracle checks none of them was acknowledged
@@ -191,7 +191,7 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 	tc.sim.SetFaults(tencentsim.Faults{})
 	conserve(t, l, tc, a, time.Now(), 60*time.Second,
 		fmt.Sprintf(" sigterms=%d conn_errors_after_sigterm=%d 503_after_sigterm=%d stop_took=%v", rounds, afterTerm, shuttingDown, stopTimes))
-	if err := a.sigterm(); err != nil {
+	if err := a.Sigterm(); err != nil {
 		t.Errorf("clean stop: %v", err)
 	}
 }
@@ -239,7 +239,7 @@ func TestDataDirFilesystemFull(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for ctx.Err() == nil && !a.exited() {
+			for ctx.Err() == nil && !a.Exited() {
 				o := l.post(ctx, client, a, 200, false)
 				if o.err == nil && o.code == http.StatusAccepted {
 					continue
@@ -273,8 +273,8 @@ func TestDataDirFilesystemFull(t *testing.T) {
 	if len(l.acked) < 1000 {
 		t.Fatalf("only %d actions acknowledged before the disk filled: no backlog to deliver", len(l.acked))
 	}
-	if a.exited() {
-		t.Fatalf("the agent died when its filesystem filled up: %v (acknowledged %d actions)\n%s", a.err, len(l.acked), a.crash(24))
+	if a.Exited() {
+		t.Fatalf("the agent died when its filesystem filled up: %v (acknowledged %d actions)\n%s", a.Err(), len(l.acked), a.Crash(24))
 	}
 	if first.err != nil || first.code != http.StatusServiceUnavailable || first.retryAfter == "" || !strings.Contains(string(first.body), "spool_full") {
 		t.Errorf("first pushback: %d Retry-After=%q %s %v; want 503 spool_full with Retry-After", first.code, first.retryAfter, first.body, first.err)
@@ -285,8 +285,8 @@ func TestDataDirFilesystemFull(t *testing.T) {
 		}
 	}
 	checkRefusing(t, a, "on a full disk")
-	if err := a.sigterm(); err != nil {
-		t.Errorf("SIGTERM on a full disk: %v (want exit 0)\n%s", err, a.tail(15))
+	if err := a.Sigterm(); err != nil {
+		t.Errorf("SIGTERM on a full disk: %v (want exit 0)\n%s", err, a.Tail(15))
 	}
 
 	// The disk fills further while the agent is down: below the minimum,
@@ -299,8 +299,8 @@ func TestDataDirFilesystemFull(t *testing.T) {
 		t.Fatalf("restart on a full disk with %d acknowledged actions queued: %.1500s", len(l.acked), err)
 	}
 	l.restarts++
-	if !strings.Contains(a.logs.String(), "starting drain-only") {
-		t.Errorf("the log does not say the agent started drain-only:\n%s", a.tail(20))
+	if !strings.Contains(a.Logs.String(), "starting drain-only") {
+		t.Errorf("the log does not say the agent started drain-only:\n%s", a.Tail(20))
 	}
 	checkRefusing(t, a, "after a restart on a full disk")
 	if o := l.post(context.Background(), client, a, 10, false); o.code != http.StatusServiceUnavailable || !strings.Contains(string(o.body), "spool_full") {
@@ -319,7 +319,7 @@ func TestDataDirFilesystemFull(t *testing.T) {
 		l.mu.Unlock()
 		return len(undelivered) == 0
 	}) {
-		t.Fatalf("drain-only: %d of %d acknowledged actions not delivered after 90 s\n%s", len(undelivered), len(l.acked), a.tail(20))
+		t.Fatalf("drain-only: %d of %d acknowledged actions not delivered after 90 s\n%s", len(undelivered), len(l.acked), a.Tail(20))
 	}
 	drained := time.Since(faultsOver)
 	checkRefusing(t, a, "once drained, the disk still full")
@@ -340,19 +340,19 @@ func TestDataDirFilesystemFull(t *testing.T) {
 	} else {
 		t.Errorf("no action accepted within 30 s of space coming back")
 	}
-	if rc, body, _ := a.getJSON("/readyz", nil); rc != http.StatusOK {
+	if rc, body, _ := a.GetJSON("/readyz", nil); rc != http.StatusOK {
 		t.Errorf("/readyz with space back: %d %s", rc, body)
 	}
 	var st intakeDoc
-	if _, body, err := a.getJSON("/v1/status", &st); err != nil || st.Store.Intake.State != "accepting" {
+	if _, body, err := a.GetJSON("/v1/status", &st); err != nil || st.Store.Intake.State != "accepting" {
 		t.Errorf("/v1/status with space back: %v %s", err, body)
 	}
-	if !strings.Contains(a.logs.String(), "disk space is back") {
-		t.Errorf("the log does not say space is back:\n%s", a.tail(20))
+	if !strings.Contains(a.Logs.String(), "disk space is back") {
+		t.Errorf("the log does not say space is back:\n%s", a.Tail(20))
 	}
 	conserve(t, l, tc, a, faultsOver, 90*time.Second, fmt.Sprintf(" first_pushback=%d/Retry-After:%s drained_on_full_disk_in=%s accepting_again_after=%s",
 		first.code, first.retryAfter, drained.Round(time.Millisecond), accepting.Round(time.Millisecond)))
-	if err := a.sigterm(); err != nil {
+	if err := a.Sigterm(); err != nil {
 		t.Errorf("clean stop: %v", err)
 	}
 }
@@ -385,17 +385,17 @@ type intakeDoc struct {
 func checkRefusing(t *testing.T, a *agent, when string) {
 	t.Helper()
 	var rd struct{ Status, Reason, Error string }
-	if rc, body, _ := a.getJSON("/readyz", &rd); rc != http.StatusServiceUnavailable || rd.Reason != "disk_low" {
+	if rc, body, _ := a.GetJSON("/readyz", &rd); rc != http.StatusServiceUnavailable || rd.Reason != "disk_low" {
 		t.Errorf("/readyz %s: %d %s; want 503 disk_low", when, rc, strings.TrimSpace(body))
 	}
 	var st intakeDoc
-	if _, body, err := a.getJSON("/v1/status", &st); err != nil || st.Store.Intake.State != "refusing" ||
+	if _, body, err := a.GetJSON("/v1/status", &st); err != nil || st.Store.Intake.State != "refusing" ||
 		!strings.Contains(st.Store.Intake.Message, "AGENT_MIN_FREE_DISK") {
 		t.Errorf("/v1/status %s: %v %s; want store.intake refusing, saying why", when, err, body)
 	}
 	dec := []byte(`{"id":"full-disk-1","channel":"bank","session_id":"s-full","decision_event":"withdraw","event_time":"` +
 		time.Now().Format("2006-01-02T15:04:05.000-07:00") + `","account_id":"acct-1","terminal":{"ip":"210.20.10.33"},"event_detail":{"withdraw":{}},"amount":100}`)
-	code, h, body, err := postJSON(context.Background(), &http.Client{Timeout: 10 * time.Second}, a.url("/v1/decisions"), dec)
+	code, h, body, err := postJSON(context.Background(), &http.Client{Timeout: 10 * time.Second}, a.URL("/v1/decisions"), dec)
 	if err != nil || code != http.StatusServiceUnavailable || h.Get("Retry-After") == "" || !strings.Contains(string(body), `"spool_full"`) {
 		t.Errorf("decision %s: %d %s %v; want 503 spool_full with Retry-After", when, code, body, err)
 	}
@@ -435,7 +435,7 @@ func TestDamagedStoreStarts(t *testing.T) {
 					t.Fatalf("post: %d %s %v", o.code, o.body, o.err)
 				}
 			}
-			if err := a.sigterm(); err != nil {
+			if err := a.Sigterm(); err != nil {
 				t.Fatalf("stop: %v", err)
 			}
 			files, _ := filepath.Glob(filepath.Join(data, "spool", c.glob))
@@ -465,12 +465,12 @@ func TestDamagedStoreStarts(t *testing.T) {
 					Reason string `json:"reason"`
 				} `json:"quarantine"`
 			}
-			code, body, err := a.getJSON("/readyz", &rd)
+			code, body, err := a.GetJSON("/readyz", &rd)
 			if err != nil || code != http.StatusOK {
 				t.Errorf("/readyz: %d %s %v", code, body, err)
 			}
 			moved, _ := filepath.Glob(filepath.Join(data, "quarantine", "*"))
-			st, err := a.status()
+			st, err := agentStatus(a)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -503,11 +503,11 @@ func TestDamagedStoreStarts(t *testing.T) {
 			// must be invented, and the agent must stay up and deliver.
 			s := conserveAllowLoss(t, l, tc, a, start, fmt.Sprintf(" damage=%q file=%s startup=%s outcome=%q",
 				what, filepath.Base(victim), startup.Round(time.Millisecond), outcome))
-			if a.exited() {
-				t.Errorf("FINDING: the agent died after starting on a store with %s: %v\n%s", c.name, a.err, a.tail(20))
+			if a.Exited() {
+				t.Errorf("FINDING: the agent died after starting on a store with %s: %v\n%s", c.name, a.Err(), a.Tail(20))
 			}
 			// Whatever was lost was said: in /v1/status, with its count.
-			if st, err := a.status(); err == nil {
+			if st, err := agentStatus(a); err == nil {
 				reported = 0
 				for _, r := range st.Store.Damage {
 					for _, n := range r.EntriesLost {

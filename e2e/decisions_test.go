@@ -67,7 +67,7 @@ type decisionDoc struct {
 
 func postDecision(t *testing.T, a *agent, body []byte) (decisionDoc, string) {
 	t.Helper()
-	code, b, err := postJSON(context.Background(), http.DefaultClient, a.url("/v1/decisions"), body)
+	code, b, err := postJSON(context.Background(), http.DefaultClient, a.URL("/v1/decisions"), body)
 	if err != nil || code != 200 {
 		t.Fatalf("decision: %d %s %v", code, b, err)
 	}
@@ -80,7 +80,7 @@ func postDecision(t *testing.T, a *agent, body []byte) (decisionDoc, string) {
 
 func getDecision(t *testing.T, a *agent, id string) (decisionDoc, string) {
 	t.Helper()
-	resp, err := http.Get(a.url("/v1/decisions/" + id))
+	resp, err := http.Get(a.URL("/v1/decisions/" + id))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,13 +133,13 @@ func TestDecisionsLiveDegradedAndLateVerdict(t *testing.T) {
 	// Nothing personal in what the agent showed or logged.
 	_, status := getStatus(t, a)
 	for _, secret := range []string{"6262320120123210", "411524198810280019", "13888888888", tdKey, upKey} {
-		for where, text := range map[string]string{"logs": a.logs.String(), "status": status, "record": raw} {
+		for where, text := range map[string]string{"logs": a.Logs.String(), "status": status, "record": raw} {
 			if strings.Contains(text, secret) {
 				t.Fatalf("%s found in the %s", secret, where)
 			}
 		}
 	}
-	if err := a.stop(); err != nil {
+	if err := a.Stop(); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -176,8 +176,8 @@ rules:
 
 	broken := strings.Replace(good, "amount > 10000.0", "amount > 10000.0 && amont < 1.0", 1)
 	os.WriteFile(pf, []byte(broken), 0o600)
-	a.cmd.Process.Signal(syscall.SIGHUP)
-	waitFor(t, "refusal logged", 10*time.Second, func() bool { return strings.Contains(a.logs.String(), "policy refused") })
+	a.Cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, "refusal logged", 10*time.Second, func() bool { return strings.Contains(a.Logs.String(), "policy refused") })
 	_, status := getStatus(t, a)
 	if !strings.Contains(status, `"refusals":`) || !strings.Contains(status, "amont") {
 		t.Fatalf("status does not show the refusal: %s", status)
@@ -201,5 +201,5 @@ rules:
 	if d.Result != "accept" {
 		t.Fatalf("new policy not applied: %+v", d)
 	}
-	a.stop()
+	a.Stop()
 }

@@ -59,7 +59,7 @@ func sendActions(t *testing.T, a *agent, prefix string, n, batch int) []string {
 				for j := i; j < min(i+batch, n); j++ {
 					ids = append(ids, fmt.Sprintf("%s-%06d", prefix, j))
 				}
-				code, body, err := postJSON(context.Background(), client, a.url("/v1/actions"), batchJSON(ids, time.Now()))
+				code, body, err := postJSON(context.Background(), client, a.URL("/v1/actions"), batchJSON(ids, time.Now()))
 				if err != nil || code != http.StatusAccepted {
 					t.Errorf("post: %d %s %v", code, body, err)
 					continue
@@ -89,7 +89,7 @@ type statusDoc struct {
 
 func getStatus(t *testing.T, a *agent) (statusDoc, string) {
 	t.Helper()
-	resp, err := http.Get(a.url("/v1/status"))
+	resp, err := http.Get(a.URL("/v1/status"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,10 +173,10 @@ func TestOutageThenRecoveryDeliversEverything(t *testing.T) {
 	if st.Upstreams["tencent"].State != "ok" {
 		t.Fatalf("state after recovery: %+v", st.Upstreams["tencent"])
 	}
-	if strings.Contains(a.logs.String(), simToken) {
+	if strings.Contains(a.Logs.String(), simToken) {
 		t.Fatal("access token in the agent's logs")
 	}
-	if err := a.stop(); err != nil {
+	if err := a.Stop(); err != nil {
 		t.Fatalf("stop: %v", err)
 	}
 }
@@ -195,7 +195,7 @@ func TestKill9DuringForwardingLosesNothing(t *testing.T) {
 	a := startAgent(t, data, env...)
 	acked := sendActions(t, a, "k", 4000, 100)
 	waitFor(t, "forwarding under way", 20*time.Second, func() bool { return len(sim.Delivered()) >= 500 })
-	a.kill9()
+	a.Kill9()
 	before := len(sim.Delivered())
 	if before >= 4000 {
 		t.Fatalf("everything delivered before the kill; the test proves nothing")
@@ -216,7 +216,7 @@ func TestKill9DuringForwardingLosesNothing(t *testing.T) {
 		t.Fatalf("Tencent holds %d distinct actions, want %d", len(sim.Delivered()), len(acked))
 	}
 	t.Logf("acknowledged %d; delivered before the kill %d; re-sent after restart (same outer_action_id) %d", len(acked), before, dups)
-	a.stop()
+	a.Stop()
 }
 
 // TestBadActionDeadLetteredListedMaskedAndReplayed: Tencent rejects one
@@ -238,7 +238,7 @@ func TestBadActionDeadLetteredListedMaskedAndReplayed(t *testing.T) {
 	if n := len(sim.Delivered()); n != 49 {
 		t.Fatalf("delivered %d, want 49", n)
 	}
-	resp, err := http.Get(a.url("/v1/deadletters?upstream=tencent"))
+	resp, err := http.Get(a.URL("/v1/deadletters?upstream=tencent"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,13 +252,13 @@ func TestBadActionDeadLetteredListedMaskedAndReplayed(t *testing.T) {
 		t.Fatalf("dead letter listing shows a phone hash: %s", b)
 	}
 	sim.SetFaults(tencentsim.Faults{})
-	code, body, err := postJSON(context.Background(), http.DefaultClient, a.url("/v1/deadletters/replay"), []byte(`{"upstream":"tencent","ids":["bad-000017"]}`))
+	code, body, err := postJSON(context.Background(), http.DefaultClient, a.URL("/v1/deadletters/replay"), []byte(`{"upstream":"tencent","ids":["bad-000017"]}`))
 	if err != nil || code != 200 || !strings.Contains(string(body), `"replayed":1`) {
 		t.Fatalf("replay: %d %s %v", code, body, err)
 	}
 	waitFor(t, "replayed action delivered", 20*time.Second, func() bool { return sim.DeliveryCount(action.OuterActionID("bad-000017")) == 1 })
 	checkAllDelivered(t, sim, acked)
-	a.stop()
+	a.Stop()
 }
 
 // TestWebDataSourceURL: an agent told its Tencent data source is WEB
@@ -274,11 +274,11 @@ func TestWebDataSourceURL(t *testing.T) {
 	now := time.Now()
 	without := actionJSON("web-000001", now)
 	with := strings.TrimSuffix(actionJSON("web-000002", now), "}") + `,"url":"https://bank.example/loan/apply?gdt_vid=wx0abc"}`
-	code, b, err := postJSON(context.Background(), http.DefaultClient, a.url("/v1/actions"), []byte(`{"actions":[`+with+`,`+without+`]}`))
+	code, b, err := postJSON(context.Background(), http.DefaultClient, a.URL("/v1/actions"), []byte(`{"actions":[`+with+`,`+without+`]}`))
 	if err != nil || code != http.StatusBadRequest || !strings.Contains(string(b), `"field":"actions[1].url"`) {
 		t.Fatalf("without url: %d %s %v", code, b, err)
 	}
-	code, b, err = postJSON(context.Background(), http.DefaultClient, a.url("/v1/actions"), []byte(`{"actions":[`+with+`]}`))
+	code, b, err = postJSON(context.Background(), http.DefaultClient, a.URL("/v1/actions"), []byte(`{"actions":[`+with+`]}`))
 	if err != nil || code != http.StatusAccepted {
 		t.Fatalf("with url: %d %s %v", code, b, err)
 	}
@@ -286,5 +286,5 @@ func TestWebDataSourceURL(t *testing.T) {
 	if d := sim.Delivered()[0]; d.URL != "https://bank.example/loan/apply?gdt_vid=wx0abc" || d.OuterActionID != action.OuterActionID("web-000002") {
 		t.Fatalf("delivered %+v", d)
 	}
-	a.stop()
+	a.Stop()
 }

@@ -89,14 +89,14 @@ func TestFullDiskStartSaysWhatToDo(t *testing.T) {
 func TestMinFreeDiskZeroIsNoMinimum(t *testing.T) {
 	mnt := smallDisk(t, 160<<20, 90<<20)
 	a := startAgent(t, filepath.Join(mnt, "data"), "AGENT_MIN_FREE_DISK=0")
-	code, body, err := postJSON(context.Background(), http.DefaultClient, a.url("/v1/actions"), batchJSON([]string{"zero-min-1"}, time.Now()))
+	code, body, err := postJSON(context.Background(), http.DefaultClient, a.URL("/v1/actions"), batchJSON([]string{"zero-min-1"}, time.Now()))
 	if err != nil || code != http.StatusAccepted {
 		t.Fatalf("post with no free-space minimum: %d %s %v", code, body, err)
 	}
-	if !strings.Contains(a.logs.String(), "AGENT_MIN_FREE_DISK=0: no free-space minimum") {
-		t.Errorf("no warning about the missing minimum:\n%s", a.logs)
+	if !strings.Contains(a.Logs.String(), "AGENT_MIN_FREE_DISK=0: no free-space minimum") {
+		t.Errorf("no warning about the missing minimum:\n%s", a.Logs)
 	}
-	if err := a.stop(); err != nil {
+	if err := a.Stop(); err != nil {
 		t.Errorf("stop: %v", err)
 	}
 }

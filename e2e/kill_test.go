@@ -58,7 +58,7 @@ func TestKill9MidLoadLosesNothing(t *testing.T) {
 						ids = ids[:1]
 					}
 					attempts.Add(1)
-					code, _, err := postJSON(ctx, client, a.url("/v1/actions"), body)
+					code, _, err := postJSON(ctx, client, a.URL("/v1/actions"), body)
 					mu.Lock()
 					switch {
 					case err != nil:
@@ -88,7 +88,7 @@ func TestKill9MidLoadLosesNothing(t *testing.T) {
 		done := make(chan struct{})
 		go func() { load(ctx, a); close(done) }()
 		time.Sleep(time.Duration(700+rand.IntN(600)) * time.Millisecond)
-		a.kill9() // mid-load: requests are in flight right now
+		a.Kill9() // mid-load: requests are in flight right now
 		cancel()
 		<-done
 	}
@@ -106,14 +106,14 @@ func TestKill9MidLoadLosesNothing(t *testing.T) {
 	var st struct {
 		Queues map[string]struct{ Depth int64 } `json:"queues"`
 	}
-	resp, err := client.Get(a.url("/v1/status"))
+	resp, err := client.Get(a.URL("/v1/status"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	json.NewDecoder(resp.Body).Decode(&st)
 	resp.Body.Close()
-	if err := a.stop(); err != nil {
-		t.Fatalf("clean stop: %v\n%s", err, a.logs)
+	if err := a.Stop(); err != nil {
+		t.Fatalf("clean stop: %v\n%s", err, a.Logs)
 	}
 
 	// Read the store the agent left, with the spool package itself.

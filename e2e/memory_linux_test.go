@@ -55,7 +55,7 @@ func exeResidency(t *testing.T, pid int, exe string) (size, rss int) {
 // and goes on serving (what it uses faults back in).
 func TestAgentReleasesStartupPages(t *testing.T) {
 	a := startAgent(t, t.TempDir())
-	pid := a.cmd.Process.Pid
+	pid := a.Cmd.Process.Pid
 	var size, rss int
 	waitFor(t, "the executable's pages to be released", 10*time.Second, func() bool {
 		size, rss = exeResidency(t, pid, agentBinary(t))
@@ -66,13 +66,13 @@ func TestAgentReleasesStartupPages(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for i := range 3 {
-		code, body, err := postJSON(ctx, http.DefaultClient, a.url("/v1/actions"), batchJSON([]string{"pages-" + strconv.Itoa(i)}, time.Now()))
+		code, body, err := postJSON(ctx, http.DefaultClient, a.URL("/v1/actions"), batchJSON([]string{"pages-" + strconv.Itoa(i)}, time.Now()))
 		if err != nil || code != http.StatusAccepted {
 			t.Fatalf("POST after the release: %d %s %v", code, body, err)
 		}
 		time.Sleep(1100 * time.Millisecond) // past the next release
 	}
-	if err := a.stop(); err != nil {
-		t.Fatalf("stop: %v\n%s", err, a.logs)
+	if err := a.Stop(); err != nil {
+		t.Fatalf("stop: %v\n%s", err, a.Logs)
 	}
 }

@@ -60,7 +60,7 @@ func TestSystemdNotifyOrder(t *testing.T) {
 	if pings < 3 {
 		t.Fatalf("%d watchdog pings in 2s with WATCHDOG_USEC=200ms; messages %q", pings, got)
 	}
-	if err := a.stop(); err != nil {
+	if err := a.Stop(); err != nil {
 		t.Fatal(err)
 	}
 	stopping := false

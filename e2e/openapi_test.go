@@ -20,7 +20,7 @@ func TestOpenAPIRealBinary(t *testing.T) {
 	const admin = "admin-token-0123456789"
 	a := startAgent(t, t.TempDir(), "AGENT_PPROF=true", "AGENT_ADMIN_TOKEN="+admin)
 	hc := &http.Client{Timeout: 10 * time.Second}
-	resp, err := hc.Get(a.url("/openapi.json"))
+	resp, err := hc.Get(a.URL("/openapi.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,7 +34,7 @@ func TestOpenAPIRealBinary(t *testing.T) {
 		t.Fatalf("/openapi.json: %d %s, the file: %v", resp.StatusCode, resp.Header.Get("Content-Type"), bytes.Equal(served, file))
 	}
 	chk := openapitest.New(t, served)
-	base := "http://" + a.addr
+	base := "http://" + a.Addr
 	auth := []string{"Content-Type", "application/json", "Authorization", "Bearer " + admin}
 	now := time.Now()
 	for _, x := range []struct {

@@ -24,7 +24,7 @@ import (
 func runCLI(t *testing.T, a *agent, args ...string) (string, error) {
 	t.Helper()
 	cmd := exec.Command(agentBinary(t), args...)
-	cmd.Env = append(os.Environ(), "AGENT_LISTEN_ADDR="+a.addr)
+	cmd.Env = append(os.Environ(), "AGENT_LISTEN_ADDR="+a.Addr)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
@@ -74,7 +74,7 @@ func TestAdminCLI(t *testing.T) {
 	if out, err := runCLI(t, a, "deadletters", "replay", "tencent"); err == nil {
 		t.Fatalf("replay without ids or --all accepted:\n%s", out)
 	}
-	a.stop()
+	a.Stop()
 	if out, err := runCLI(t, a, "status"); err == nil || !strings.Contains(out, "is the agent running") {
 		t.Fatalf("status against a stopped agent: %v\n%s", err, out)
 	}
@@ -99,7 +99,7 @@ func TestStatusPageInChromium(t *testing.T) {
 		st, _ := getStatus(t, a)
 		return st.Queues["tencent"].Depth == 0
 	})
-	if code, _, err := postJSON(context.Background(), http.DefaultClient, a.url("/v1/actions"), []byte(`{"actions":[{"id":"x"}]}`)); err != nil || code != 400 {
+	if code, _, err := postJSON(context.Background(), http.DefaultClient, a.URL("/v1/actions"), []byte(`{"actions":[{"id":"x"}]}`)); err != nil || code != 400 {
 		t.Fatalf("an invalid request: %d %v", code, err)
 	}
 	for i, amount := range []float64{100, 200, 20000, 50} {
@@ -119,7 +119,7 @@ func TestStatusPageInChromium(t *testing.T) {
 		"--user-data-dir=" + profile, "--virtual-time-budget=5000", "--window-size=1200,1000"}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	dom, err := exec.CommandContext(ctx, chromium, append(args, "--dump-dom", a.url("/"))...).Output()
+	dom, err := exec.CommandContext(ctx, chromium, append(args, "--dump-dom", a.URL("/"))...).Output()
 	if err != nil {
 		t.Fatalf("chromium: %v", err)
 	}
@@ -143,7 +143,7 @@ func TestStatusPageInChromium(t *testing.T) {
 	}
 
 	// What a person sees: the charts' bars, in their colours.
-	if out, err := exec.CommandContext(ctx, chromium, append(args, "--screenshot="+shot, a.url("/"))...).CombinedOutput(); err != nil {
+	if out, err := exec.CommandContext(ctx, chromium, append(args, "--screenshot="+shot, a.URL("/"))...).CombinedOutput(); err != nil {
 		t.Fatalf("chromium --screenshot: %v\n%s", err, out)
 	}
 	b, err := os.ReadFile(shot)
@@ -174,7 +174,7 @@ func TestStatusPageInChromium(t *testing.T) {
 		t.Errorf("the decisions' bars are not on the screenshot: %v", counts)
 	}
 	// The page is self-contained: no external asset.
-	resp, err := http.Get(a.url("/"))
+	resp, err := http.Get(a.URL("/"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,7 +182,7 @@ func TestStatusPageInChromium(t *testing.T) {
 	if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'none'") {
 		t.Fatalf("CSP %q", csp)
 	}
-	a.stop()
+	a.Stop()
 }
 
 // colourCounts counts the pixels within a small distance of each colour
@@ -230,7 +230,7 @@ func TestAdminTokenCLI(t *testing.T) {
 	a := startAgent(t, t.TempDir(), "AGENT_AUTH_TOKEN="+app, "AGENT_ADMIN_TOKEN="+admin)
 	cli := func(env string, args ...string) (string, error) {
 		cmd := exec.Command(agentBinary(t), args...)
-		cmd.Env = append(os.Environ(), "AGENT_LISTEN_ADDR="+a.addr, "AGENT_AUTH_TOKEN=", "AGENT_ADMIN_TOKEN=", env)
+		cmd.Env = append(os.Environ(), "AGENT_LISTEN_ADDR="+a.Addr, "AGENT_AUTH_TOKEN=", "AGENT_ADMIN_TOKEN=", env)
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}
@@ -248,10 +248,10 @@ func TestAdminTokenCLI(t *testing.T) {
 			t.Fatalf("status with %s: %v\n%s", env[:strings.IndexByte(env, '=')], err, out)
 		}
 	}
-	if strings.Contains(a.logs.String(), app) || strings.Contains(a.logs.String(), admin) {
+	if strings.Contains(a.Logs.String(), app) || strings.Contains(a.Logs.String(), admin) {
 		t.Fatal("a token in the agent's log")
 	}
-	a.stop()
+	a.Stop()
 }
 
 // TestDataDirFilesPrivate: started with the usual shell umask (0022), the
@@ -267,8 +267,8 @@ func TestDataDirFilesPrivate(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
 	a := startAgent(t, dir)
 	sendActions(t, a, "perm", 20, 10)
-	if err := a.stop(); err != nil {
-		t.Fatalf("stop: %v\n%s", err, a.logs)
+	if err := a.Stop(); err != nil {
+		t.Fatalf("stop: %v\n%s", err, a.Logs)
 	}
 	n := 0
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
@@ -314,7 +314,7 @@ func TestCLIReadsTheEnvFile(t *testing.T) {
 	const app, admin = "app-token-envfile-0123456789", "admin-token-envfile-0123456789"
 	a := startAgent(t, t.TempDir(), "AGENT_AUTH_TOKEN="+app, "AGENT_ADMIN_TOKEN="+admin)
 	envFile := filepath.Join(t.TempDir(), "agent.env")
-	if err := os.WriteFile(envFile, []byte("# as the package ships it, filled in\nAGENT_LISTEN_ADDR="+a.addr+
+	if err := os.WriteFile(envFile, []byte("# as the package ships it, filled in\nAGENT_LISTEN_ADDR="+a.Addr+
 		"\nAGENT_AUTH_TOKEN="+app+"\nAGENT_ADMIN_TOKEN=\""+admin+"\"\n"), 0o640); err != nil {
 		t.Fatal(err)
 	}
@@ -327,14 +327,14 @@ func TestCLIReadsTheEnvFile(t *testing.T) {
 	if out, err := cli("deadletters", "list", "tencent", "--env-file", envFile); err != nil || !strings.Contains(out, "SEQ") {
 		t.Fatalf("deadletters list with the env file's admin token: %v\n%s", err, out)
 	}
-	if out, err := cli("deadletters", "list", "tencent", "--env-file", envFile, "--addr", a.addr, "--token", app); err == nil || !strings.Contains(out, "admin_required") {
+	if out, err := cli("deadletters", "list", "tencent", "--env-file", envFile, "--addr", a.Addr, "--token", app); err == nil || !strings.Contains(out, "admin_required") {
 		t.Fatalf("--token must win over the env file: %v\n%s", err, out)
 	}
 	if out, err := cli("status", "--env-file", filepath.Join(t.TempDir(), "missing.env")); err == nil || !strings.Contains(out, "--env-file") {
 		t.Fatalf("a missing --env-file: %v\n%s", err, out)
 	}
 
-	req, _ := http.NewRequest(http.MethodPost, a.url("/v1/actions"), bytes.NewReader(batchJSON([]string{"nocfg-1", "nocfg-2", "nocfg-3", "nocfg-4", "nocfg-5"}, time.Now())))
+	req, _ := http.NewRequest(http.MethodPost, a.URL("/v1/actions"), bytes.NewReader(batchJSON([]string{"nocfg-1", "nocfg-2", "nocfg-3", "nocfg-4", "nocfg-5"}, time.Now())))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+app)
 	resp, err := http.DefaultClient.Do(req)
@@ -350,5 +350,5 @@ func TestCLIReadsTheEnvFile(t *testing.T) {
 	if d := time.Since(start); d > 10*time.Second {
 		t.Fatalf("drain took %v to say tencent is not configured: it must fail at once", d)
 	}
-	a.stop()
+	a.Stop()
 }

@@ -52,12 +52,12 @@ func TestNoPersonalDataAnywhere(t *testing.T) {
 		acts = append(acts, fmt.Sprintf(`{"id":"pii-%06d","track":"personal_loan","action_type":"REGISTER","action_time":%d,"user_id":{"phone":"+86 %s"}}`,
 			i, time.Now().Unix(), phone))
 	}
-	code, body, err := postJSON(context.Background(), http.DefaultClient, a.url("/v1/actions"), []byte(`{"actions":[`+strings.Join(acts, ",")+`]}`))
+	code, body, err := postJSON(context.Background(), http.DefaultClient, a.URL("/v1/actions"), []byte(`{"actions":[`+strings.Join(acts, ",")+`]}`))
 	if err != nil || code != 202 {
 		t.Fatalf("actions: %d %s %v", code, body, err)
 	}
 	// An invalid action whose error must not echo the number.
-	code, body, _ = postJSON(context.Background(), http.DefaultClient, a.url("/v1/actions"),
+	code, body, _ = postJSON(context.Background(), http.DefaultClient, a.URL("/v1/actions"),
 		[]byte(`{"actions":[{"id":"x","track":"`+phone+`","action_type":"REGISTER","action_time":1,"user_id":{"phone":"`+phone+`0"}}]}`))
 	if code != 400 {
 		t.Fatalf("invalid action: %d %s", code, body)
@@ -68,7 +68,7 @@ func TestNoPersonalDataAnywhere(t *testing.T) {
 		b := fmt.Sprintf(`{"id":%q,"session_id":"s-%s","decision_event":"withdraw","event_time":"2026-11-23T14:20:50.521+08:00",`+
 			`"account_id":%q,"terminal":{"ip":"210.20.10.33"},"event_detail":{"withdraw":{}},"amount":100,`+
 			`"card":{"card_no":%q,"cert_id":%q,"mobile":%q},"transaction":{"date":"20261120","amount":10}}`, id, id, account, card, cert, mobile)
-		code, body, err := postJSON(context.Background(), http.DefaultClient, a.url("/v1/decisions"), []byte(b))
+		code, body, err := postJSON(context.Background(), http.DefaultClient, a.URL("/v1/decisions"), []byte(b))
 		if err != nil || code != 200 {
 			t.Fatalf("decision %s: %d %s %v", id, code, body, err)
 		}
@@ -92,7 +92,7 @@ func TestNoPersonalDataAnywhere(t *testing.T) {
 
 	texts := map[string]string{}
 	get := func(name, path string) {
-		resp, err := http.Get(a.url(path))
+		resp, err := http.Get(a.URL(path))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -110,10 +110,10 @@ func TestNoPersonalDataAnywhere(t *testing.T) {
 	texts["agent status"] = out
 	out, _ = runCLI(t, a, "deadletters", "list", "tencent", "--json")
 	texts["agent deadletters"] = out
-	if err := a.stop(); err != nil {
+	if err := a.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	texts["logs"] = a.logs.String()
+	texts["logs"] = a.Logs.String()
 	if !strings.Contains(texts["dead letters"], "pii-000001") || !strings.Contains(texts["offline decision"], "late_verdicts") {
 		t.Fatalf("the scenario did not reach every path:\n%s\n%s", texts["dead letters"], texts["offline decision"])
 	}
@@ -165,7 +165,7 @@ func TestNoPersonalDataInIDsOrFreeFormFields(t *testing.T) {
 	a := startAgent(t, data, append(append(tenv, denv...), "AGENT_LOG_LEVEL=debug", "AGENT_ENCRYPTION_KEY_FILE="+keyFile)...)
 	post := func(path, body string) (int, string) {
 		t.Helper()
-		code, b, err := postJSON(context.Background(), http.DefaultClient, a.url(path), []byte(body))
+		code, b, err := postJSON(context.Background(), http.DefaultClient, a.URL(path), []byte(body))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -234,7 +234,7 @@ func TestNoPersonalDataInIDsOrFreeFormFields(t *testing.T) {
 
 	texts := map[string]string{}
 	get := func(name, path string) {
-		resp, err := http.Get(a.url(path))
+		resp, err := http.Get(a.URL(path))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -256,10 +256,10 @@ func TestNoPersonalDataInIDsOrFreeFormFields(t *testing.T) {
 	for k, v := range answers {
 		texts["answer to "+k] = v
 	}
-	if err := a.stop(); err != nil {
+	if err := a.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	texts["logs"] = a.logs.String()
+	texts["logs"] = a.Logs.String()
 	if !strings.Contains(texts["dead letters"], `"id":"ff-dead#tongdun"`) || !strings.Contains(texts["refused decision"], `"payee_name"`) {
 		t.Fatalf("the scenario did not reach every path:\n%s\n%s", texts["dead letters"], texts["refused decision"])
 	}

@@ -70,7 +70,7 @@ func TestREADMEExamples(t *testing.T) {
 		}
 		ran++
 		t.Run(fmt.Sprintf("line%d", b.line), func(t *testing.T) {
-			runReadmeBlock(t, b, repo, bins, a.addr)
+			runReadmeBlock(t, b, repo, bins, a.Addr)
 		})
 	}
 	if ran < 4 {

@@ -13,7 +13,7 @@ import (
 // lastLogLine is the agent's last JSON log line, decoded.
 func lastLogLine(t *testing.T, a *agent) map[string]any {
 	t.Helper()
-	lines := strings.Split(strings.TrimSpace(a.logs.String()), "\n")
+	lines := strings.Split(strings.TrimSpace(a.Logs.String()), "\n")
 	var m map[string]any
 	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &m); err != nil {
 		t.Fatalf("last log line %q: %v", lines[len(lines)-1], err)
@@ -23,16 +23,16 @@ func lastLogLine(t *testing.T, a *agent) map[string]any {
 
 // sigterm sends SIGTERM, as the kubelet and systemd do, and waits for the
 // exit (nil: exit 0).
-func (a *agent) sigterm(within time.Duration) (error, time.Duration) {
+func sigterm(t *testing.T, a *agent, within time.Duration) (error, time.Duration) {
+	t.Helper()
 	start := time.Now()
-	a.cmd.Process.Signal(syscall.SIGTERM)
+	_ = a.Cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case err := <-a.done:
-		return err, time.Since(start)
+	case <-a.Done():
+		return a.Err(), time.Since(start)
 	case <-time.After(within):
-		a.cmd.Process.Kill()
-		<-a.done
-		a.t.Fatalf("the agent did not stop within %v\n%s", within, a.logs)
+		a.Kill9()
+		t.Fatalf("the agent did not stop within %v\n%s", within, a.Logs)
 		return nil, 0
 	}
 }
@@ -57,9 +57,9 @@ func TestSIGTERMForwardsTheQueue(t *testing.T) {
 	if st, _ := getStatus(t, a); st.Queues["tencent"].Depth == 0 {
 		t.Fatal("nothing queued at SIGTERM: the test proves nothing")
 	}
-	err, took := a.sigterm(40 * time.Second)
+	err, took := sigterm(t, a, 40*time.Second)
 	if err != nil {
-		t.Fatalf("exit: %v\n%s", err, a.logs)
+		t.Fatalf("exit: %v\n%s", err, a.Logs)
 	}
 	checkAllDelivered(t, sim, acked) // the process is gone: what the simulator holds came before the exit
 	last := lastLogLine(t, a)
@@ -84,9 +84,9 @@ func TestSIGTERMWithUpstreamDown(t *testing.T) {
 	dir := t.TempDir()
 	a := startAgent(t, dir, append(env, "AGENT_SHUTDOWN_TIMEOUT=5s")...)
 	acked := sendActions(t, a, "down", 40, 10)
-	err, took := a.sigterm(30 * time.Second)
+	err, took := sigterm(t, a, 30*time.Second)
 	if err != nil {
-		t.Fatalf("exit: %v\n%s", err, a.logs)
+		t.Fatalf("exit: %v\n%s", err, a.Logs)
 	}
 	last := lastLogLine(t, a)
 	msg, _ := last["msg"].(string)

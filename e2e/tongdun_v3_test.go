@@ -69,7 +69,7 @@ func TestTongDunV3EndToEnd(t *testing.T) {
 	if st := sim.Stats(); st.ByCode["9002"] != 0 || st.Accepted != 2 {
 		t.Fatalf("simulator: %+v", st)
 	}
-	if err := a.stop(); err != nil {
+	if err := a.Stop(); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -58,10 +58,10 @@ func TestDecisionsUnionPaySampleShape(t *testing.T) {
 			t.Errorf("transaction as received: %v", c.Auth)
 		}
 	}
-	if strings.Contains(a.logs.String(), card) {
+	if strings.Contains(a.Logs.String(), card) {
 		t.Errorf("the card number is in the agent's log")
 	}
-	if err := a.stop(); err != nil {
+	if err := a.Stop(); err != nil {
 		t.Fatal(err)
 	}
 }
