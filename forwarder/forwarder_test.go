@@ -6,12 +6,12 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/outpost-agent/outpost/action"
+	"github.com/outpost-agent/outpost/internal/fakeclock"
 	"github.com/outpost-agent/outpost/spool"
 	"github.com/outpost-agent/outpost/upstream"
 	"github.com/outpost-agent/outpost/upstream/tencent"
@@ -34,12 +34,17 @@ func newSpool(t *testing.T, clock ...func() time.Time) *spool.Spool {
 	return sp
 }
 
+// tencentRetries is tencentPair's client's RetryMax: a Send to an upstream
+// that resets every connection costs 1+tencentRetries requests.
+const tencentRetries = 2
+
 func tencentPair(t *testing.T) (*tencentsim.Server, *tencent.Client) {
 	t.Helper()
 	sim := tencentsim.New(tencentsim.Options{AccessToken: token, AccountID: 1, UserActionSetID: 2})
 	hs := httptest.NewServer(sim)
 	t.Cleanup(hs.Close)
-	c, err := tencent.New(tencent.Config{BaseURL: hs.URL, AccessToken: token, AccountID: 1, UserActionSetID: 2, Timeout: 2 * time.Second})
+	c, err := tencent.New(tencent.Config{BaseURL: hs.URL, AccessToken: token, AccountID: 1, UserActionSetID: 2, Timeout: 2 * time.Second,
+		RetryMax: tencentRetries, RetryWait: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,33 +143,47 @@ func TestBadActionIsolatedAndReplayed(t *testing.T) {
 }
 
 func TestOutageOpensCircuitThenRecovers(t *testing.T) {
-	sp := newSpool(t)
+	clk := fakeclock.New(time.Now())
+	sp := newSpool(t, clk.Now)
 	sim, c := tencentPair(t)
 	sim.SetFaults(tencentsim.Faults{Outage: true})
 	cfg := fastConfig(sp, c)
+	cfg.Clock = clk
 	cfg.BreakerOpen, cfg.BreakerMaxOpen = 200*time.Millisecond, 200*time.Millisecond
 	w := start(t, cfg)
 	appendActions(t, sp, 0, 60)
-	eventually(t, "circuit open", func() bool { return w.Status().State == StateCircuitOpen })
+	advanceUntil(t, clk, "circuit open", func() bool { return w.Status().State == StateCircuitOpen })
 	if w.Healthy() {
 		t.Fatal("an upstream with an open circuit reports healthy")
 	}
-	// While open it does not hammer: over 0.6s (3 open periods) it sends
-	// about one probe per period (each client Send may retry internally).
+	// While open it does not hammer: nothing within the shortest open time
+	// (0.75 × 200 ms, jittered), then one probe (one Send: a request and
+	// its client's quick retries) each time the circuit's time is over.
+	sleeping(t, clk)
 	before := sim.Requests()
-	time.Sleep(600 * time.Millisecond)
-	if n := sim.Requests() - before; n > 12 {
-		t.Fatalf("%d requests during 0.6s of open circuit", n)
+	clk.Advance(150*time.Millisecond - time.Nanosecond)
+	sleeping(t, clk)
+	if n := sim.Requests() - before; n != 0 {
+		t.Fatalf("%d requests while the circuit was open", n)
+	}
+	for range 3 {
+		before := sim.Requests()
+		clk.AdvanceToNext()
+		sleeping(t, clk)
+		if n := sim.Requests() - before; n != 1+tencentRetries {
+			t.Fatalf("%d requests for one probe, want %d", n, 1+tencentRetries)
+		}
+		if st := w.Status().State; st != StateCircuitOpen {
+			t.Fatalf("state after a failed probe %s", st)
+		}
 	}
 	appendActions(t, sp, 60, 40) // the app keeps posting during the outage
 	sim.SetFaults(tencentsim.Faults{})
-	eventually(t, "recovered and drained", func() bool { return sp.Stats()["tencent"].Depth == 0 })
+	advanceUntil(t, clk, "recovered and drained", func() bool { return sp.Stats()["tencent"].Depth == 0 })
 	if n := len(sim.Delivered()); n != 100 {
 		t.Fatalf("delivered %d, want 100", n)
 	}
-	if st := w.Status(); st.State != StateOK {
-		t.Fatalf("state after recovery %s", st.State)
-	}
+	eventually(t, "state ok", func() bool { return w.Status().State == StateOK })
 }
 
 func TestTokenExpiredPausesThenProbes(t *testing.T) {
@@ -191,19 +210,24 @@ func TestTokenExpiredPausesThenProbes(t *testing.T) {
 }
 
 func TestThrottledSlowsDown(t *testing.T) {
-	sp := newSpool(t)
+	clk := fakeclock.New(time.Now())
+	sp := newSpool(t, clk.Now)
 	sim, c := tencentPair(t)
-	sim.SetFaults(tencentsim.Faults{Throttle: true, RetryAfter: 300 * time.Millisecond})
-	w := start(t, fastConfig(sp, c))
+	sim.SetFaults(tencentsim.Faults{Throttle: true, RetryAfter: time.Second})
+	cfg := fastConfig(sp, c)
+	cfg.Clock = clk
+	w := start(t, cfg)
 	appendActions(t, sp, 0, 5)
-	eventually(t, "throttled", func() bool { return strings.Contains(w.Status().Reason, "throttled") })
+	advanceUntil(t, clk, "throttled", func() bool { return strings.Contains(w.Status().Reason, "throttled") })
+	sleeping(t, clk)
 	before := sim.Requests()
-	time.Sleep(250 * time.Millisecond)
-	if n := sim.Requests() - before; n > 1 {
+	clk.Advance(time.Second - time.Nanosecond)
+	sleeping(t, clk)
+	if n := sim.Requests() - before; n != 0 {
 		t.Fatalf("%d requests within Retry-After", n)
 	}
 	sim.SetFaults(tencentsim.Faults{})
-	eventually(t, "drained", func() bool { return sp.Stats()["tencent"].Depth == 0 })
+	advanceUntil(t, clk, "drained", func() bool { return sp.Stats()["tencent"].Depth == 0 })
 }
 
 func TestGivesUpAfterMaxAttempts(t *testing.T) {
@@ -225,8 +249,9 @@ func TestGivesUpAfterMaxAttempts(t *testing.T) {
 func TestNotConfiguredKeepsQueue(t *testing.T) {
 	sp := newSpool(t)
 	appendActions(t, sp, 0, 3)
+	// Without a sender no worker goroutine starts: nothing can change
+	// later, so there is nothing to wait for.
 	w := start(t, Config{Name: "tencent", Queue: sp})
-	time.Sleep(50 * time.Millisecond)
 	if st := w.Status(); st.State != StateNotConfigured || w.Healthy() {
 		t.Fatalf("status %+v", st)
 	}
@@ -235,62 +260,36 @@ func TestNotConfiguredKeepsQueue(t *testing.T) {
 	}
 }
 
-// fakeClock is a Clock a test moves by hand.
-type fakeClock struct {
-	mu      sync.Mutex
-	now     time.Time
-	waiters []fakeWaiter
-}
+// fakeClock is a Clock a test moves by hand (internal/fakeclock).
+type fakeClock = fakeclock.Clock
 
-type fakeWaiter struct {
-	at time.Time
-	ch chan time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) After(d time.Duration) <-chan time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ch := make(chan time.Time, 1)
-	if d <= 0 {
-		ch <- c.now
-		return ch
+// sleeping returns once the worker on clk sleeps: it has done all it can
+// at the clock's current instant. What it did not do by then it will not
+// do until the clock moves.
+func sleeping(t *testing.T, clk *fakeClock) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := clk.BlockUntil(ctx, 1); err != nil {
+		t.Fatalf("the worker never slept (fake time %v)", clk.Now())
 	}
-	c.waiters = append(c.waiters, fakeWaiter{c.now.Add(d), ch})
-	return ch
 }
 
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-	kept := c.waiters[:0]
-	for _, w := range c.waiters {
-		if !w.at.After(c.now) {
-			w.ch <- c.now
-		} else {
-			kept = append(kept, w)
+// advanceUntil runs fake time until cond holds: each time the worker
+// sleeps it moves clk to the earliest pending wait. Fake time runs as fast
+// as the worker and no faster, whatever the machine's speed.
+func advanceUntil(t *testing.T, clk *fakeClock, what string, cond func() bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	for !cond() {
+		if err := clk.BlockUntil(ctx, 1); err != nil {
+			t.Fatalf("timed out waiting for %s (fake time %v)", what, clk.Now())
 		}
-	}
-	c.waiters = kept
-}
-
-func (c *fakeClock) Set(t time.Time) { c.Advance(t.Sub(c.Now())) }
-
-// Jump steps the wall clock, as an NTP correction does, without time
-// passing: pending timers keep their remaining durations (Go's timers run
-// on the monotonic clock).
-func (c *fakeClock) Jump(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-	for i := range c.waiters {
-		c.waiters[i].at = c.waiters[i].at.Add(d)
+		if cond() {
+			return
+		}
+		clk.AdvanceToNext()
 	}
 }
 
@@ -306,7 +305,7 @@ func (s *scriptedSender) Send(ctx context.Context, items []upstream.Item) []upst
 }
 
 func TestPauseUntilHonoursInjectedClock(t *testing.T) {
-	clk := &fakeClock{now: time.Date(2026, 11, 23, 15, 0, 0, 0, time.FixedZone("CST", 8*3600))}
+	clk := fakeclock.New(time.Date(2026, 11, 23, 15, 0, 0, 0, time.FixedZone("CST", 8*3600)))
 	sp := newSpool(t, clk.Now)
 	midnight := time.Date(2026, 11, 24, 0, 0, 0, 0, time.FixedZone("CST", 8*3600))
 	var capped atomic.Bool
@@ -326,34 +325,19 @@ func TestPauseUntilHonoursInjectedClock(t *testing.T) {
 	cfg.Clock = clk
 	w := start(t, cfg)
 	appendActions(t, sp, 0, 3)
-	// Let fake time run (polls, flush interval) until the pause is hit.
-	stop := make(chan struct{})
-	go func() {
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(time.Millisecond):
-				if w.Status().State != StatePaused {
-					clk.Advance(20 * time.Millisecond)
-				}
-			}
-		}
-	}()
-	eventually(t, "paused", func() bool { return w.Status().State == StatePaused })
-	close(stop)
+	advanceUntil(t, clk, "paused", func() bool { return w.Status().State == StatePaused })
 	if pu := w.Status().PausedUntil; pu == nil || !pu.Equal(midnight) {
 		t.Fatalf("paused until %v, want %v", pu, midnight)
 	}
 	calls := s.calls.Load()
 	clk.Set(midnight.Add(-time.Minute))
-	time.Sleep(50 * time.Millisecond)
+	sleeping(t, clk)
 	if s.calls.Load() != calls {
 		t.Fatal("sent while paused")
 	}
 	capped.Store(false)
 	clk.Set(midnight.Add(time.Second))
-	eventually(t, "resumed after midnight", func() bool { return sp.Stats()["tencent"].Depth == 0 })
+	advanceUntil(t, clk, "resumed after midnight", func() bool { return sp.Stats()["tencent"].Depth == 0 })
 }
 
 func TestConcurrentWorkersDeliverEverythingOnce(t *testing.T) {
@@ -423,7 +407,7 @@ func TestBreakerOpenTimeIsJittered(t *testing.T) {
 // items that are now too old, with why; a clock that jumps back neither
 // drops anything nor wedges the worker.
 func TestClockJumps(t *testing.T) {
-	clk := &fakeClock{now: time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)}
+	clk := fakeclock.New(time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC))
 	sp := newSpool(t, clk.Now)
 	var up atomic.Bool // the upstream fails until told otherwise
 	s := &scriptedSender{fn: func(items []upstream.Item) []upstream.Result {
@@ -441,23 +425,11 @@ func TestClockJumps(t *testing.T) {
 	cfg.Clock, cfg.MaxAge, cfg.BreakerThreshold = clk, time.Hour, 1000
 	w := start(t, cfg)
 	appendActions(t, sp, 0, 3)
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() { // fake time runs (polls, back-off) in small steps
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(time.Millisecond):
-				clk.Advance(20 * time.Millisecond)
-			}
-		}
-	}()
-	eventually(t, "a failed attempt", func() bool { return w.Status().FailedTotal > 0 })
+	advanceUntil(t, clk, "a failed attempt", func() bool { return w.Status().FailedTotal > 0 })
 
 	// Forward past MaxAge: the next failure dead-letters them as too old.
 	clk.Jump(2 * time.Hour)
-	eventually(t, "dead-lettered as too old", func() bool { return sp.Stats()["tencent"].DeadLetters == 3 })
+	advanceUntil(t, clk, "dead-lettered as too old", func() bool { return sp.Stats()["tencent"].DeadLetters == 3 })
 	dl, _ := sp.DeadLetters("tencent", 0, 10)
 	if !strings.Contains(dl[0].Reason, "older than 1h0m0s") {
 		t.Fatalf("reason %q", dl[0].Reason)
@@ -469,7 +441,7 @@ func TestClockJumps(t *testing.T) {
 	appendActions(t, sp, 10, 3)
 	clk.Jump(-24 * time.Hour)
 	appendActions(t, sp, 20, 3)
-	eventually(t, "delivered after the clock went back", func() bool {
+	advanceUntil(t, clk, "delivered after the clock went back", func() bool {
 		st := sp.Stats()["tencent"]
 		return st.Depth == 0 && st.DeadLetters == 3
 	})
@@ -482,13 +454,14 @@ func TestClockJumps(t *testing.T) {
 // for company (an hour here) until the agent stops: then Drain sends it at
 // once, and the worker goes on delivering what comes after.
 func TestDrainSendsAPartialBatchAtOnce(t *testing.T) {
-	sp := newSpool(t)
+	clk := fakeclock.New(time.Now())
+	sp := newSpool(t, clk.Now)
 	sim, c := tencentPair(t)
 	cfg := fastConfig(sp, c)
-	cfg.FlushInterval = time.Hour
+	cfg.Clock, cfg.FlushInterval = clk, time.Hour
 	ids := appendActions(t, sp, 0, 30)
 	w := start(t, cfg)
-	time.Sleep(200 * time.Millisecond)
+	eventually(t, "the partial batch waiting for company", func() bool { return clk.Pending(time.Hour) })
 	if n := sim.Requests(); n != 0 {
 		t.Fatalf("%d requests before the flush interval and before the drain", n)
 	}
@@ -496,7 +469,7 @@ func TestDrainSendsAPartialBatchAtOnce(t *testing.T) {
 	w.Drain() // twice is fine
 	eventually(t, "the partial batch delivered", func() bool { return sp.Stats()["tencent"].Depth == 0 })
 	ids = append(ids, appendActions(t, sp, 30, 7)...)
-	eventually(t, "what came after delivered", func() bool { return sp.Stats()["tencent"].Depth == 0 })
+	advanceUntil(t, clk, "what came after delivered", func() bool { return sp.Stats()["tencent"].Depth == 0 })
 	if got := len(sim.Delivered()); got != len(ids) {
 		t.Fatalf("delivered %d, want %d", got, len(ids))
 	}

@@ -6,28 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outpost-agent/outpost/internal/fakeclock"
 	"github.com/outpost-agent/outpost/upstream"
 )
-
-// runFakeTime advances clk in small steps until stop is closed or until
-// pauses returns true (then it holds still: a worker paused for a day
-// would otherwise make it run through the day).
-func runFakeTime(clk *fakeClock, step time.Duration, hold func() bool) (stop func()) {
-	done := make(chan struct{})
-	go func() {
-		for {
-			select {
-			case <-done:
-				return
-			case <-time.After(time.Millisecond):
-				if hold == nil || !hold() {
-					clk.Advance(step)
-				}
-			}
-		}
-	}()
-	return func() { close(done) }
-}
 
 // dailyCapSender is TongDun behind a daily cap, as the client reports it:
 // the upstream refuses while its own clock (ours minus lag) is before
@@ -58,7 +39,7 @@ func dailyCapSender(clk *fakeClock, lag time.Duration, open func() time.Time) *s
 // stop for a whole day.
 func TestDailyPauseSurvivesUpstreamClockBehind(t *testing.T) {
 	cst := time.FixedZone("CST", 8*3600)
-	clk := &fakeClock{now: time.Date(2026, 11, 23, 23, 0, 0, 0, cst)}
+	clk := fakeclock.New(time.Date(2026, 11, 23, 23, 0, 0, 0, cst))
 	sp := newSpool(t, clk.Now)
 	midnight := time.Date(2026, 11, 24, 0, 0, 0, 0, cst)
 	s := dailyCapSender(clk, 300*time.Millisecond, func() time.Time { return midnight })
@@ -66,9 +47,7 @@ func TestDailyPauseSurvivesUpstreamClockBehind(t *testing.T) {
 	cfg.Clock, cfg.BackoffBase = clk, time.Second // the deployed first wait
 	w := start(t, cfg)
 	appendActions(t, sp, 0, 3)
-	stop := runFakeTime(clk, 20*time.Millisecond, func() bool { return w.Status().State == StatePaused })
-	eventually(t, "paused by the cap", func() bool { return w.Status().State == StatePaused })
-	stop()
+	advanceUntil(t, clk, "paused by the cap", func() bool { return w.Status().State == StatePaused })
 	if pu := w.Status().PausedUntil; pu == nil || !pu.Equal(midnight) {
 		t.Fatalf("paused until %v, want %v", pu, midnight)
 	}
@@ -80,9 +59,7 @@ func TestDailyPauseSurvivesUpstreamClockBehind(t *testing.T) {
 	if st.PausedUntil.After(midnight.Add(time.Second)) || !strings.Contains(st.Reason, "clock may be behind") {
 		t.Fatalf("after a 305 at its midnight the worker is paused until %v (%s); want a probe within a second", st.PausedUntil, st.Reason)
 	}
-	stop = runFakeTime(clk, 20*time.Millisecond, nil)
-	defer stop()
-	eventually(t, "delivered just after midnight", func() bool { return sp.Stats()["tencent"].Depth == 0 })
+	advanceUntil(t, clk, "delivered just after midnight", func() bool { return sp.Stats()["tencent"].Depth == 0 })
 	if late := clk.Now().Sub(midnight); late > 5*time.Second {
 		t.Fatalf("delivered %s after midnight", late)
 	}
@@ -96,7 +73,7 @@ func TestDailyPauseSurvivesUpstreamClockBehind(t *testing.T) {
 // within ClockSkew, then believes the pause until the next midnight.
 func TestRepeatedDailyPauseIsBelievedAfterClockSkew(t *testing.T) {
 	cst := time.FixedZone("CST", 8*3600)
-	clk := &fakeClock{now: time.Date(2026, 11, 23, 23, 0, 0, 0, cst)}
+	clk := fakeclock.New(time.Date(2026, 11, 23, 23, 0, 0, 0, cst))
 	sp := newSpool(t, clk.Now)
 	midnight := time.Date(2026, 11, 24, 0, 0, 0, 0, cst)
 	never := time.Date(2100, 1, 1, 0, 0, 0, 0, cst)
@@ -105,16 +82,12 @@ func TestRepeatedDailyPauseIsBelievedAfterClockSkew(t *testing.T) {
 	cfg.Clock, cfg.BackoffBase = clk, time.Second
 	w := start(t, cfg)
 	appendActions(t, sp, 0, 3)
-	stop := runFakeTime(clk, 20*time.Millisecond, func() bool { return w.Status().State == StatePaused })
-	eventually(t, "paused by the cap", func() bool { return w.Status().State == StatePaused })
-	stop()
+	advanceUntil(t, clk, "paused by the cap", func() bool { return w.Status().State == StatePaused })
 	calls := s.calls.Load()
 	clk.Set(midnight)
 	nextDay := midnight.Add(24 * time.Hour)
 	believed := func() bool { pu := w.Status().PausedUntil; return pu != nil && pu.Equal(nextDay) }
-	stop = runFakeTime(clk, 50*time.Millisecond, believed)
-	defer stop()
-	eventually(t, "paused until the next midnight", believed)
+	advanceUntil(t, clk, "paused until the next midnight", believed)
 	n := s.calls.Load() - calls
 	if n < 2 || n > 10 {
 		t.Fatalf("%d probes between midnight and believing the pause; want a handful", n)

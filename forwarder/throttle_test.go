@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outpost-agent/outpost/internal/fakeclock"
 	"github.com/outpost-agent/outpost/upstream"
 	"github.com/outpost-agent/outpost/upstream/tencent"
 	"github.com/outpost-agent/outpost/upstream/tencent/tencentsim"
@@ -96,7 +97,7 @@ func TestThrottleWaitPerCode(t *testing.T) {
 // per-second limit (the simulator's QuotaPerSecond answers 11016) loses
 // about a second each time it touches the limit, not a minute.
 func TestPerSecondLimitCostsASecond(t *testing.T) {
-	clk := &fakeClock{now: time.Now().Truncate(time.Second).Add(100 * time.Millisecond)}
+	clk := fakeclock.New(time.Now().Truncate(time.Second).Add(100 * time.Millisecond))
 	sp := newSpool(t, clk.Now)
 	sim := tencentsim.New(tencentsim.Options{AccessToken: token, AccountID: 1, UserActionSetID: 2, Clock: clk.Now})
 	sim.SetFaults(tencentsim.Faults{QuotaPerSecond: 1})
@@ -111,9 +112,7 @@ func TestPerSecondLimitCostsASecond(t *testing.T) {
 	ids := appendActions(t, sp, 0, 3)
 	begin := clk.Now()
 	start(t, cfg)
-	stop := runFakeTime(clk, 20*time.Millisecond, nil)
-	defer stop()
-	eventually(t, "all delivered", func() bool { return sp.Stats()["tencent"].Depth == 0 })
+	advanceUntil(t, clk, "all delivered", func() bool { return sp.Stats()["tencent"].Depth == 0 })
 	took := clk.Now().Sub(begin)
 	if n := len(sim.Delivered()); n != len(ids) {
 		t.Fatalf("delivered %d, want %d", n, len(ids))

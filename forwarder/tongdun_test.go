@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outpost-agent/outpost/internal/fakeclock"
 	"github.com/outpost-agent/outpost/spool"
 	"github.com/outpost-agent/outpost/upstream"
 	"github.com/outpost-agent/outpost/upstream/tongdun"
@@ -22,7 +23,7 @@ import (
 // and each delivered answer reaches OnResult (the score cache's feed).
 func TestTongDunDailyCapPausesUntilShanghaiMidnightWhileTencentFlows(t *testing.T) {
 	cst := time.FixedZone("CST", 8*3600)
-	clk := &fakeClock{now: time.Date(2026, 11, 23, 16, 0, 0, 0, cst)}
+	clk := fakeclock.New(time.Date(2026, 11, 23, 16, 0, 0, 0, cst))
 	sp := newSpool(t, clk.Now)
 
 	sim := tdsim.New(tdsim.Options{PartnerCode: "pc", PartnerKey: "pk-secret-key", Channel: "bank", Clock: clk.Now})
@@ -53,21 +54,7 @@ func TestTongDunDailyCapPausesUntilShanghaiMidnightWhileTencentFlows(t *testing.
 	tsim, tc := tencentPair(t)
 	tw := start(t, fastConfig(sp, tc)) // real clock
 
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() { // fake time runs until TongDun pauses
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(time.Millisecond):
-				if tdw.Status().State != StatePaused {
-					clk.Advance(20 * time.Millisecond)
-				}
-			}
-		}
-	}()
-	eventually(t, "tongdun paused", func() bool { return tdw.Status().State == StatePaused })
+	advanceUntil(t, clk, "tongdun paused", func() bool { return tdw.Status().State == StatePaused })
 	st := tdw.Status()
 	midnight := time.Date(2026, 11, 24, 0, 0, 0, 0, cst)
 	if st.PausedUntil == nil || !st.PausedUntil.Equal(midnight) || !strings.Contains(st.Reason, "305") {
@@ -88,22 +75,12 @@ func TestTongDunDailyCapPausesUntilShanghaiMidnightWhileTencentFlows(t *testing.
 	// Just before midnight: still paused, nothing sent.
 	reqs := sim.Requests()
 	clk.Set(midnight.Add(-time.Second))
-	time.Sleep(50 * time.Millisecond)
+	sleeping(t, clk)
 	if sim.Requests() != reqs {
 		t.Fatal("tongdun was called before the pause ended")
 	}
 	clk.Set(midnight.Add(time.Second))
-	go func() { // let fake time run again for polls and back-off
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(time.Millisecond):
-				clk.Advance(20 * time.Millisecond)
-			}
-		}
-	}()
-	eventually(t, "tongdun drained after midnight", func() bool { return sp.Stats()["tongdun"].Depth == 0 })
+	advanceUntil(t, clk, "tongdun drained after midnight", func() bool { return sp.Stats()["tongdun"].Depth == 0 })
 	if n := len(sim.Received()); n != 4 {
 		t.Fatalf("tongdun received %d events, want 4", n)
 	}
