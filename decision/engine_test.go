@@ -128,39 +128,60 @@ func TestLiveThenCacheHit(t *testing.T) {
 	}
 }
 
+// decideWithoutTongDun decides req while TongDun never answers: the
+// decision returning at all shows it did not wait for TongDun. The bound
+// is only there to fail with a message instead of the test's time-out.
+func decideWithoutTongDun(t *testing.T, r *rig, req *Request) *Result {
+	t.Helper()
+	r.td.SetFaults(tdsim.Faults{Latency: time.Hour})
+	done := make(chan *Result, 1)
+	go func() {
+		res, err := r.eng.Decide(context.Background(), req)
+		if err != nil {
+			t.Error(err)
+		}
+		done <- res
+	}()
+	select {
+	case res := <-done:
+		return res
+	case <-time.After(30 * time.Second):
+		t.Fatalf("decision %s still waiting after 30s for a TongDun that never answers (budget %s)", req.ID, r.cfg.Timeout)
+		return nil
+	}
+}
+
+// A TongDun that does not answer within the budget: the decision is made
+// degraded without it (no answer ever comes: it cannot have waited for
+// one), the check is queued, and the failure remembered.
 func TestSlowUpstreamDecidesDegradedWithinBudgetAndQueues(t *testing.T) {
 	r := newRig(t)
-	r.td.SetFaults(tdsim.Faults{Latency: 2 * time.Second})
-	start := time.Now()
-	res := decide(t, r, withdraw("slow", "acct-2", 100))
-	took := time.Since(start)
-	if took > 600*time.Millisecond {
-		t.Fatalf("decision took %s with a 200ms budget", took)
-	}
+	res := decideWithoutTongDun(t, r, withdraw("slow", "acct-2", 100))
 	td := res.Signals["tongdun"]
 	if !res.Degraded || td.Status != "error" || !td.Queued {
 		t.Fatalf("degraded=%v tongdun %+v", res.Degraded, td)
+	}
+	if n := r.td.Requests(); n != 1 {
+		t.Fatalf("%d requests to TongDun, want the one live call", n)
 	}
 	if d := r.sp.Stats()["tongdun"].Depth; d != 1 {
 		t.Fatalf("tongdun queue depth %d, want the check queued", d)
 	}
 	// The failure is remembered (negative TTL): the next decision does not
-	// wait for TongDun again.
-	start = time.Now()
-	res = decide(t, r, withdraw("slow2", "acct-2", 100))
-	if time.Since(start) > 100*time.Millisecond || res.Signals["tongdun"].Source != "none" {
-		t.Fatalf("second decision waited %s or asked again: %+v", time.Since(start), res.Signals["tongdun"])
+	// ask TongDun again.
+	res = decideWithoutTongDun(t, r, withdraw("slow2", "acct-2", 100))
+	if n := r.td.Requests(); n != 1 || res.Signals["tongdun"].Source != "none" {
+		t.Fatalf("second decision asked again (%d requests): %+v", n, res.Signals["tongdun"])
 	}
 }
 
+// A paused upstream is not asked: the decision does not wait for it.
 func TestPausedUpstreamDecidesWithoutWaiting(t *testing.T) {
 	r := newRig(t)
 	r.tdOK.ok.Store(false)
-	r.td.SetFaults(tdsim.Faults{Latency: 2 * time.Second})
-	start := time.Now()
-	res := decide(t, r, withdraw("p1", "acct-3", 100))
-	if time.Since(start) > 50*time.Millisecond || r.td.Requests() != 0 {
-		t.Fatalf("took %s, %d requests to a paused upstream", time.Since(start), r.td.Requests())
+	res := decideWithoutTongDun(t, r, withdraw("p1", "acct-3", 100))
+	if n := r.td.Requests(); n != 0 {
+		t.Fatalf("%d requests to a paused upstream", n)
 	}
 	if !res.Degraded || res.Signals["tongdun"].Status != "missing" || !res.Signals["tongdun"].Queued {
 		t.Fatalf("%+v", res)
