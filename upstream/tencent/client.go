@@ -83,7 +83,10 @@ type Config struct {
 	MaxBatch  int // actions per request, default and max 50
 	MaxBytes  int // body bytes per request, default and max 50 KiB
 	Clock     func() time.Time
-	Logger    *slog.Logger
+	// After waits for the rate limiter (default a real timer): with Clock,
+	// a test's fake clock.
+	After  func(time.Duration) <-chan time.Time
+	Logger *slog.Logger
 	// HTTPClient overrides the transport (tests). It is copied: its Timeout
 	// is replaced by Timeout when zero and redirects are never followed,
 	// because a followed redirect would carry the token to another host.
@@ -392,7 +395,7 @@ func (c *Client) attempt(ctx context.Context, st *sendState, es []entry) (v upst
 	if err := ctx.Err(); err != nil {
 		return c.errVerdict(err), false
 	}
-	if err := c.limiter.Wait(ctx); err != nil {
+	if err := c.waitTurn(ctx); err != nil {
 		if ctx.Err() != nil {
 			return c.errVerdict(ctx.Err()), false
 		}
@@ -474,10 +477,47 @@ func (c *Client) signQuery(q url.Values) (url.Values, error) {
 	return q, nil
 }
 
+// errRateWait is waitTurn's answer when the wait would outlast ctx.
+var errRateWait = errors.New("tencent: rate limit wait would outlast the deadline")
+
+// waitTurn waits for the rate limiter, on the injected clock: a request
+// per 60/RequestsPerMinute seconds. A wait that would outlast ctx's
+// deadline is not started.
+func (c *Client) waitTurn(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	now := c.cfg.Clock()
+	r := c.limiter.ReserveN(now, 1)
+	d := r.DelayFrom(now)
+	if d == 0 {
+		return nil
+	}
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
+		r.CancelAt(now)
+		return errRateWait
+	}
+	var wake <-chan time.Time
+	if c.cfg.After != nil {
+		wake = c.cfg.After(d)
+	} else {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		wake = t.C
+	}
+	select {
+	case <-wake:
+		return nil
+	case <-ctx.Done():
+		r.CancelAt(c.cfg.Clock())
+		return ctx.Err()
+	}
+}
+
 // prepareRetry gives every retry its own timestamp and nonce (Tencent
 // refuses a nonce it has seen) and makes it wait for the rate limiter.
 func (c *Client) prepareRetry(r *http.Request) error {
-	if err := c.limiter.Wait(r.Context()); err != nil {
+	if err := c.waitTurn(r.Context()); err != nil {
 		return err
 	}
 	q, err := c.signQuery(r.URL.Query())

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/outpost-agent/outpost/action"
+	"github.com/outpost-agent/outpost/internal/fakeclock"
 	"github.com/outpost-agent/outpost/upstream"
 	"github.com/outpost-agent/outpost/upstream/tencent/tencentsim"
 )
@@ -811,26 +812,56 @@ func TestRedact(t *testing.T) {
 
 func utf8Valid(s string) bool { return strings.ToValidUTF8(s, "\uFFFD") == s }
 
+// The rate limit paces requests on the injected clock: the first goes at
+// once, the next waits for its turn (100 ms at 600 a minute) and not a
+// moment less, and a deadline shorter than the wait fails at once.
 func TestRateLimit(t *testing.T) {
 	ts := fixed(t, 200, nil, codeBody(0, ""))
-	c := newClient(t, ts.URL, nil, func(c *Config) { c.RequestsPerMinute = 600 }) // one per 100 ms
+	clk := fakeclock.New(time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC))
+	c := newClient(t, ts.URL, nil, func(c *Config) { c.RequestsPerMinute, c.Clock, c.After = 600, clk.Now, clk.After })
 	items := mkItems(t, mkAction("a"))
-	start := time.Now()
-	c.Send(context.Background(), items)
-	first := time.Since(start)
-	c.Send(context.Background(), items)
-	second := time.Since(start) - first
-	if first > 80*time.Millisecond {
-		t.Fatalf("first send waited %v; the burst should let it through", first)
+	send := func(ctx context.Context) <-chan upstream.Verdict {
+		done := make(chan upstream.Verdict, 1)
+		go func() { done <- c.Send(ctx, items)[0].Verdict }()
+		return done
 	}
-	if second < 80*time.Millisecond || second > 500*time.Millisecond {
-		t.Fatalf("second send took %v; want ~100ms at 600/min", second)
+	wait := func(what string, done <-chan upstream.Verdict) upstream.Verdict {
+		t.Helper()
+		select {
+		case v := <-done:
+			return v
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s never returned", what)
+			return upstream.Verdict{}
+		}
+	}
+	if v := wait("the first send, with the clock standing still", send(context.Background())); v.Outcome != upstream.Delivered {
+		t.Fatalf("first send %+v", v)
+	}
+	second := send(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := clk.BlockUntil(ctx, 1); err != nil {
+		t.Fatal("the second send did not wait for its turn")
+	}
+	if !clk.Pending(100*time.Millisecond) || clk.Pending(100*time.Millisecond+time.Nanosecond) {
+		next, _ := clk.Next()
+		t.Fatalf("the second send waits %s, want 100ms at 600/min", next.Sub(clk.Now()))
+	}
+	clk.Advance(100*time.Millisecond - time.Nanosecond)
+	select {
+	case v := <-second:
+		t.Fatalf("the second send went before its turn: %+v", v)
+	default:
+	}
+	clk.Advance(time.Nanosecond)
+	if v := wait("the second send, once its turn came", second); v.Outcome != upstream.Delivered {
+		t.Fatalf("second send %+v", v)
 	}
 	// A deadline shorter than the wait fails fast instead of sleeping.
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
-	defer cancel()
-	v := c.Send(ctx, items)[0].Verdict
-	if v.Outcome != upstream.RetryLater || v.Code != "rate_limited" {
+	short, cancelShort := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancelShort()
+	if v := wait("a send with a short deadline", send(short)); v.Outcome != upstream.RetryLater || v.Code != "rate_limited" {
 		t.Fatalf("verdict %+v", v)
 	}
 }

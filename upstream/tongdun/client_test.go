@@ -225,18 +225,16 @@ func TestVerifyClassification(t *testing.T) {
 	}
 }
 
+// A live call ends at its caller's deadline: TongDun never answers here,
+// so the call returning at all shows it did not wait for it.
 func TestVerifyContextDeadline(t *testing.T) {
-	e := newEnv(t, nil)
-	e.sim.SetFaults(tdsim.Faults{Latency: time.Second})
+	e := newEnv(t, func(c *tongdun.Config) { c.Timeout = time.Hour })
+	e.sim.SetFaults(tdsim.Faults{Latency: time.Hour})
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	start := time.Now()
 	_, v := e.client.Verify(ctx, request("a", "s"))
 	if v.Outcome != upstream.RetryLater || v.Code != "timeout" {
 		t.Fatalf("verdict = %+v", v)
-	}
-	if time.Since(start) > 900*time.Millisecond {
-		t.Errorf("live call did not respect its deadline: %s", time.Since(start))
 	}
 	assertClean(t, "verdict", v.Message)
 	assertClean(t, "logs", e.logs.String())
