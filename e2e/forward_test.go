@@ -84,6 +84,7 @@ type statusDoc struct {
 		Reason    string `json:"reason"`
 		LastError string `json:"last_error"`
 		Delivered int64  `json:"delivered_total"`
+		Failed    int64  `json:"failed_total"`
 	} `json:"upstreams"`
 }
 
@@ -156,10 +157,23 @@ func TestOutageThenRecoveryDeliversEverything(t *testing.T) {
 	if strings.Contains(raw, simToken) {
 		t.Fatal("access token in /v1/status")
 	}
-	reqs := sim.Requests()
-	time.Sleep(time.Second)
-	if n := sim.Requests() - reqs; n > 15 {
-		t.Fatalf("%d requests in 1s of outage: hammering", n)
+	// While the circuit is open the agent only probes, one item at a time:
+	// the simulator sees no more requests than the failed probes the agent
+	// counts, each a request and its client's quick retries (RetryMax 2),
+	// plus one probe in flight. Counted over probes, not over a second of
+	// wall time, which a slow machine fills with fewer requests. How often
+	// it probes is held on a fake clock (forwarder's
+	// TestOutageOpensCircuitThenRecovers).
+	const perProbe = 3
+	reqs, failed := sim.Requests(), st.Upstreams["tencent"].Failed
+	var probes int64
+	waitFor(t, "three probes of the open circuit", 20*time.Second, func() bool {
+		st, _ := getStatus(t, a)
+		probes = st.Upstreams["tencent"].Failed - failed
+		return probes >= 3
+	})
+	if n := sim.Requests() - reqs; n > perProbe*int(probes+1) {
+		t.Fatalf("%d requests for %d probes of an open circuit: hammering", n, probes)
 	}
 
 	sim.SetFaults(tencentsim.Faults{})
