@@ -4,18 +4,107 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
+// TestMain unsets every AGENT_* variable: what the machine or CI exports
+// must not decide what these tests see. Each test sets what it needs with
+// t.Setenv.
+func TestMain(m *testing.M) {
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); strings.HasPrefix(k, Prefix+"_") {
+			os.Unsetenv(k)
+		}
+	}
+	os.Exit(m.Run())
+}
+
+// TestDefaults: with no AGENT_* variable set, every field has its
+// documented default (README's configuration tables); the fields without
+// one are zero.
 func TestDefaults(t *testing.T) {
-	c, err := Load()
+	got, err := Load()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.ListenAddr != "127.0.0.1:8470" || c.DataDir != "./data" || c.SpoolMaxBytes != 1<<30 || c.LogLevel != "info" ||
-		c.UnionpayAPIShape != "table" || c.UnionpayScoreURL != "" {
-		t.Fatalf("defaults = %+v", c)
+	want := Config{
+		ListenAddr: "127.0.0.1:8470", DataDir: "./data", SpoolMaxBytes: 1 << 30, LogLevel: "info", LogFormat: "auto",
+		ShutdownTimeout: 20 * time.Second, MemoryLimit: 88 << 20, MaxBodyBytes: 1 << 20, MaxConcurrent: 256,
+		MaxConnections: 512, BodyBytesInFlight: 16 << 20, HeaderTimeout: 10 * time.Second, BodyTimeout: 10 * time.Second,
+		DedupeWindow: 168 * time.Hour, StoreGCInterval: time.Minute,
+		TencentURL: "https://api.e.qq.com", TencentRequestsPerMin: 4000,
+		TongdunAPIVersion: "v2",
+		UnionpayURL:       "https://risktech.unionpay.com/fireeye/creditScore", UnionpayAPIShape: "table",
+		ForwardBatchSize: 50, ForwardFlushInterval: time.Second, ForwardMaxAttempts: 1000, ForwardMaxAge: 168 * time.Hour,
+		ForwardBackoffMax: 5 * time.Minute, ForwardProbeInterval: 5 * time.Minute, ForwardBreakerOpen: 10 * time.Second,
+		MinFreeDisk: 128 << 20, ForwardConcurrency: 1,
+		PolicyPollInterval: 2 * time.Second, DecisionTimeout: 300 * time.Millisecond, DecisionRetention: 2160 * time.Hour,
+		TongdunCacheTTL: 10 * time.Minute, TongdunCacheMaxStale: time.Hour,
+		UnionpayCacheTTL: 24 * time.Hour, UnionpayCacheMaxStale: 168 * time.Hour, CacheNegativeTTL: 30 * time.Second,
+		KafkaTopicPrefix: "outpost", ForwardVia: "direct", KafkaGroup: "outpost-relay", KafkaStatusInterval: 30 * time.Second,
+	}
+	if !reflect.DeepEqual(got, want) {
+		gv, wv := reflect.ValueOf(got), reflect.ValueOf(want)
+		for i := range gv.NumField() {
+			if !reflect.DeepEqual(gv.Field(i).Interface(), wv.Field(i).Interface()) {
+				t.Errorf("%s_%s: default %v, want %v", Prefix, gv.Type().Field(i).Tag.Get("envconfig"), gv.Field(i), wv.Field(i))
+			}
+		}
+	}
+}
+
+// TestREADMEDefaults: the configuration tables in README.md give each
+// variable the default its envconfig tag has, and "(none)" (or no
+// value) where it has none.
+func TestREADMEDefaults(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tick := regexp.MustCompile("`([^`]*)`")
+	documented := map[string]string{} // variable -> its default cell's values, or "" for none
+	for _, line := range strings.Split(string(readme), "\n") {
+		cells := strings.Split(line, "|")
+		if len(cells) < 4 || !strings.Contains(cells[1], "`"+Prefix+"_") {
+			continue
+		}
+		var names, values []string
+		for _, m := range tick.FindAllStringSubmatch(cells[1], -1) {
+			names = append(names, m[1])
+		}
+		// A default is a value in backquotes; words ("(none)", "a UUID
+		// made once...") say there is no default value.
+		if strings.HasPrefix(strings.TrimSpace(cells[2]), "`") {
+			for _, m := range tick.FindAllStringSubmatch(cells[2], -1) {
+				values = append(values, m[1])
+			}
+		}
+		for i, n := range names {
+			switch {
+			case len(values) == 0:
+				documented[n] = ""
+			case len(values) == len(names):
+				documented[n] = values[i]
+			default:
+				documented[n] = values[0]
+			}
+		}
+	}
+	typ := reflect.TypeOf(Config{})
+	for i := range typ.NumField() {
+		f := typ.Field(i)
+		name := Prefix + "_" + f.Tag.Get("envconfig")
+		doc, ok := documented[name]
+		if !ok {
+			t.Errorf("%s is not in README.md's configuration tables", name)
+			continue
+		}
+		if def := f.Tag.Get("default"); doc != def {
+			t.Errorf("%s: README.md says the default is %q, the code %q", name, doc, def)
+		}
 	}
 }
 
