@@ -196,10 +196,11 @@ func loopbackProcRun(ctx context.Context, base runSpec, d time.Duration) (*procC
 	defer func() {
 		stdin.Close()
 		select {
-		case <-done:
+		case err := <-done:
+			_ = err // the ceiling was measured; how the helper exited does not change it
 		case <-time.After(5 * time.Second):
 			_ = cmd.Process.Kill()
-			<-done
+			<-done //nolint:errcheck // killed: the exit error is the kill
 		}
 	}()
 	addr := make(chan string, 1)
@@ -275,8 +276,17 @@ func startDiskProbe(dir string, every time.Duration) *diskProbe {
 		defer os.Remove(f.Name())
 		defer f.Close()
 		const region = 1 << 20
-		if _, err := f.Write(make([]byte, region)); err == nil {
-			err = f.Sync()
+		// The region is written and synced before the probe starts, so
+		// the probe's syncs measure writes in place, not the file's
+		// growth. A failure here used to be dropped (the Sync's error was
+		// assigned to a variable nobody read) and the probe went on.
+		if _, err := f.Write(make([]byte, region)); err != nil {
+			res.Error = "write the probe's region: " + err.Error()
+			return
+		}
+		if err := f.Sync(); err != nil {
+			res.Error = "sync the probe's region: " + err.Error()
+			return
 		}
 		rec := bytes.Repeat([]byte("outpost-loadgen-disk-probe-\n"), 10)[:256]
 		h := newHistogram()
