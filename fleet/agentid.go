@@ -62,9 +62,23 @@ func LoadAgentID(configured, dataDir string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("keep agent id: %w", err)
 	}
-	if d, err := os.Open(dataDir); err == nil {
-		d.Sync()
-		d.Close()
+	// The rename is durable once the directory is synced: an agent that
+	// crashed before would make a new id at its next start.
+	if err := syncDir(dataDir); err != nil {
+		return "", fmt.Errorf("keep agent id: %w", err)
 	}
 	return id, nil
+}
+
+// syncDir makes the directory's entries (a rename into it) durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
 }
