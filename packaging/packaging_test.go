@@ -322,13 +322,3 @@ func rpmArch(t *testing.T) string {
 		return a
 	}
 }
-
-// ExampleBuild shows a release build; see also cmd/mkpkg.
-func ExampleBuild() {
-	if err := BuildAgent("..", "/tmp/outpost-agent", "1.2.3", "amd64"); err != nil {
-		fmt.Println(err)
-		return
-	}
-	paths, err := Build(Options{Root: "..", Binary: "/tmp/outpost-agent", Version: "1.2.3", Arch: "amd64", OutDir: "/tmp/dist"})
-	fmt.Println(paths, err)
-}
