@@ -50,6 +50,9 @@ func scratchRoot(t *testing.T) (string, bool) {
 		writeFile(t, filepath.Join(r, "etc/login.defs"), string(b), 0o644)
 	}
 	withSystemctl := false
+	// The Debian package of each, for the message when one is missing.
+	debPkg := map[string]string{"sh": "dash", "getent": "libc-bin", "groupadd": "passwd", "useradd": "passwd",
+		"cat": "coreutils", "chgrp": "coreutils"}
 	for _, name := range []string{"sh", "getent", "groupadd", "useradd", "cat", "chgrp", "nologin", "systemctl"} {
 		p, err := exec.LookPath(name)
 		if err != nil {
@@ -63,7 +66,7 @@ func scratchRoot(t *testing.T) (string, bool) {
 			if name == "systemctl" || name == "nologin" {
 				continue
 			}
-			t.Fatalf("%s not found on this host", name)
+			agenttest.Unavailable(t, "%s is not installed (Debian/Ubuntu: apt-get install -y %s)", name, debPkg[name])
 		}
 		copyWithLibs(t, r, p)
 		if name == "sh" && p != "/bin/sh" {
@@ -211,8 +214,8 @@ func hasEdit(t *testing.T, path string) bool {
 
 func TestDebInstallUpgradeRemovePurge(t *testing.T) {
 	dpkg := tool(t, "dpkg", "dpkg")
+	r, withSystemctl := scratchRoot(t) // before the build: what it lacks is said at once
 	_, pkgs := artifacts(t)
-	r, withSystemctl := scratchRoot(t)
 	const unitPath = "lib/systemd/system/outpost-agent.service"
 	// --force-depends: the scratch root's dpkg database knows no "passwd".
 	d := func(args ...string) string {
@@ -254,8 +257,8 @@ func TestDebInstallUpgradeRemovePurge(t *testing.T) {
 
 func TestRPMInstallUpgradeErase(t *testing.T) {
 	rpm := tool(t, "rpm", "rpm")
+	r, withSystemctl := scratchRoot(t) // before the build: what it lacks is said at once
 	_, pkgs := artifacts(t)
-	r, withSystemctl := scratchRoot(t)
 	const unitPath = "usr/lib/systemd/system/outpost-agent.service"
 	// --nodeps: the scratch root's rpm database knows no shadow-utils.
 	rp := func(args ...string) string {
