@@ -2,7 +2,7 @@
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: help build run test bench bench-kafka fuzz ci
+.PHONY: help build run test lint bench bench-kafka fuzz ci
 help: ## this list
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
 build: ## static binary in bin/agent, version stamped from git describe
@@ -11,6 +11,8 @@ run: ## run the agent with its embedded defaults
 	go run ./cmd/agent
 test: ## the test suite, as CI runs it
 	go test -race -count=1 ./...
+lint: ## golangci-lint with .golangci.yml (the version .ci/run pins)
+	golangci-lint run ./...
 bench: ## the benchmarks recorded in BENCHMARKS.md
 	go test -run=NONE -bench=. -benchtime=3s ./spool/ ./action/
 bench-kafka: ## fleet mode's figures in BENCHMARKS.md: backlog drains, ingest, a relay, 202-to-broker p99

@@ -245,7 +245,7 @@ func TestPowerCutDuringFirstCommitAfterStart(t *testing.T) {
 	if err := fsys.Unmount(); err != nil {
 		t.Fatal(err)
 	}
-	fsys = mountPowerFS(t, backing, mnt, false)
+	mountPowerFS(t, backing, mnt, false)
 	a = startAgent(t, data, tc.env...)
 	l.restarts++
 	quar := checkAfterPowerCut(t, l, tc, a, data, backing, "after the cut during the first commit after start")

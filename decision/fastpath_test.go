@@ -212,7 +212,7 @@ func checkParse(t *testing.T, body []byte) *Request {
 func maskRequests() []*Request {
 	amount := 12.5
 	nan := math.NaN()
-	tiny, huge, neg := 1e-7, 1e21, -0.0
+	tiny, huge, neg := 1e-7, 1e21, math.Copysign(0, -1) // -0.0 in Go source is +0
 	base := func() *Request { return withdraw("id-1", "acct-1", 100) }
 	var rs []*Request
 	add := func(f func(r *Request)) { r := base(); f(r); rs = append(rs, r) }

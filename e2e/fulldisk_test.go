@@ -42,8 +42,8 @@ func smallDisk(t *testing.T, size, free int64) string {
 }
 
 // runToExit runs the agent and waits for it to exit on its own; it returns
-// the exit error and what it wrote to stderr.
-func runToExit(t *testing.T, dataDir string, env ...string) (error, string) {
+// what it wrote to stderr and the exit error.
+func runToExit(t *testing.T, dataDir string, env ...string) (string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -51,7 +51,7 @@ func runToExit(t *testing.T, dataDir string, env ...string) (error, string) {
 	cmd.Env = append(os.Environ(), "AGENT_DATA_DIR="+dataDir, "AGENT_LISTEN_ADDR=127.0.0.1:0", "AGENT_LOG_FORMAT=json")
 	cmd.Env = append(cmd.Env, env...)
 	out, err := cmd.CombinedOutput()
-	return err, string(out)
+	return string(out), err
 }
 
 // TestFullDiskStartSaysWhatToDo: a start on a disk too full names the
@@ -60,7 +60,7 @@ func runToExit(t *testing.T, dataDir string, env ...string) (error, string) {
 func TestFullDiskStartSaysWhatToDo(t *testing.T) {
 	t.Run("new store under the minimum", func(t *testing.T) {
 		mnt := smallDisk(t, 160<<20, 90<<20)
-		err, out := runToExit(t, filepath.Join(mnt, "data"))
+		out, err := runToExit(t, filepath.Join(mnt, "data"))
 		if err == nil {
 			t.Fatalf("the agent started on a disk under AGENT_MIN_FREE_DISK with a new store:\n%s", out)
 		}
@@ -72,7 +72,7 @@ func TestFullDiskStartSaysWhatToDo(t *testing.T) {
 	})
 	t.Run("no room to open", func(t *testing.T) {
 		mnt := smallDisk(t, 64<<20, 20<<20)
-		err, out := runToExit(t, filepath.Join(mnt, "data"))
+		out, err := runToExit(t, filepath.Join(mnt, "data"))
 		if err == nil {
 			t.Fatalf("the agent started with 20 MiB free:\n%s", out)
 		}

@@ -23,17 +23,17 @@ func lastLogLine(t *testing.T, a *agent) map[string]any {
 
 // sigterm sends SIGTERM, as the kubelet and systemd do, and waits for the
 // exit (nil: exit 0).
-func sigterm(t *testing.T, a *agent, within time.Duration) (error, time.Duration) {
+func sigterm(t *testing.T, a *agent, within time.Duration) (time.Duration, error) {
 	t.Helper()
 	start := time.Now()
 	_ = a.Cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-a.Done():
-		return a.Err(), time.Since(start)
+		return time.Since(start), a.Err()
 	case <-time.After(within):
 		a.Kill9()
 		t.Fatalf("the agent did not stop within %v\n%s", within, a.Logs)
-		return nil, 0
+		return 0, nil
 	}
 }
 
@@ -57,7 +57,7 @@ func TestSIGTERMForwardsTheQueue(t *testing.T) {
 	if st, _ := getStatus(t, a); st.Queues["tencent"].Depth == 0 {
 		t.Fatal("nothing queued at SIGTERM: the test proves nothing")
 	}
-	err, took := sigterm(t, a, 40*time.Second)
+	took, err := sigterm(t, a, 40*time.Second)
 	if err != nil {
 		t.Fatalf("exit: %v\n%s", err, a.Logs)
 	}
@@ -84,7 +84,7 @@ func TestSIGTERMWithUpstreamDown(t *testing.T) {
 	dir := t.TempDir()
 	a := startAgent(t, dir, append(env, "AGENT_SHUTDOWN_TIMEOUT=5s")...)
 	acked := sendActions(t, a, "down", 40, 10)
-	err, took := sigterm(t, a, 30*time.Second)
+	took, err := sigterm(t, a, 30*time.Second)
 	if err != nil {
 		t.Fatalf("exit: %v\n%s", err, a.Logs)
 	}

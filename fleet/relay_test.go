@@ -365,8 +365,10 @@ func TestRelayFaults(t *testing.T) {
 	tc := newTencentFake()
 	var slow sync.Mutex
 	tc.verdict = func(string) upstream.Verdict {
+		// Waits until the test lets deliveries go on.
 		slow.Lock()
-		slow.Unlock()
+		slow.Unlock() //nolint:staticcheck // SA2001: the empty section is the wait
+
 		return upstream.Verdict{Outcome: upstream.Delivered, Code: "0"}
 	}
 	backoff := kgo.RetryBackoffFn(func(int) time.Duration { return 20 * time.Millisecond })

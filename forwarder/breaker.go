@@ -14,7 +14,6 @@ type breaker struct {
 	failures  int
 	openFor   time.Duration
 	openUntil time.Time
-	halfOpen  bool
 	// jitter spreads the open time, so agents whose circuits opened
 	// together (one outage hits a whole fleet) do not probe together.
 	jitter func(time.Duration) time.Duration

@@ -115,10 +115,9 @@ func TestReadBodyToMatchesMaxBytesReader(t *testing.T) {
 			for name, mk := range readers {
 				wantCode, want := readRef(mk(body), limit)
 				s := New(Config{Store: benchStore{}, MaxBodyBytes: limit})
-				rec := httptest.NewRecorder()
 				req := httptest.NewRequest("POST", "/", io.NopCloser(mk(body)))
 				for _, dst := range [][]byte{nil, make([]byte, 0, 3), make([]byte, 5, 600)[5:]} {
-					rec = httptest.NewRecorder()
+					rec := httptest.NewRecorder()
 					req.Body = io.NopCloser(mk(body))
 					got, ok := s.readBodyTo(rec, req, dst)
 					code := http.StatusOK

@@ -628,5 +628,5 @@ func scrubQuoted(s string) string {
 		b.WriteString(`"` + strconv.Itoa(j-i-1) + ` bytes"`)
 		s = s[j+1:]
 	}
-	return redact.Digits(b.String())
+	return redact.Text(b.String())
 }

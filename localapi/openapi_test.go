@@ -167,7 +167,7 @@ func TestOpenAPI(t *testing.T) {
 	}
 	st, _, b = do("GET", "/debug/pprof/nothing", nil, true)
 	want(st, b, 404, "")
-	st, hdr, b := do("GET", "/openapi.json", nil, true)
+	_, hdr, b := do("GET", "/openapi.json", nil, true)
 	if hdr.Get("Content-Type") != ctJSON || !bytes.Equal(b, openAPI) {
 		t.Errorf("/openapi.json: %s, not the document", hdr.Get("Content-Type"))
 	}
@@ -258,7 +258,7 @@ func TestOpenAPI(t *testing.T) {
 	d := newFullDisk(t, 40<<20)
 	fullEng := eng(d.sp)
 	hf := newHarness(t, func(c *Config) { c.Store, c.Decider, c.NoTongDun = d.sp, fullEng, true })
-	st, hdr, b = chk.Do(t, hc, hf.url, "POST", "/v1/actions", body(act("oa-full", "")), true, "Content-Type", ctJSON)
+	st, _, b = chk.Do(t, hc, hf.url, "POST", "/v1/actions", body(act("oa-full", "")), true, "Content-Type", ctJSON)
 	want(st, b, 503, "spool_full")
 	st, _, b = chk.Do(t, hc, hf.url, "POST", "/v1/decisions", decisionReq(""), true, "Content-Type", ctJSON)
 	want(st, b, 503, "spool_full")

@@ -93,9 +93,6 @@ const (
 
 const nSlots = slotSignals + 3*sigFields
 
-// signalNames are the fields of outpost.Signals, in the order of the sig views.
-var signalNames = [3]string{"tongdun", "unionpay_model", "unionpay_transaction"}
-
 // variables are the top-level CEL variables and their types.
 var variables = []struct {
 	name string

@@ -206,7 +206,7 @@ func mayMask(tok []byte) bool {
 // maskNumber: MasksNumber of a number token. Below 1.3e10 (11 digits
 // without an exponent) no number is masked, so short ones are not parsed.
 func maskNumber(tok []byte) bool {
-	if len(tok) < 11 && bytes.IndexAny(tok, "eE") < 0 {
+	if len(tok) < 11 && !bytes.ContainsAny(tok, "eE") {
 		return false
 	}
 	f, _ := strconv.ParseFloat(string(tok), 64) // beyond float64: ±Inf, masked

@@ -109,7 +109,7 @@ func RunWatchdog(ctx context.Context, check func(context.Context) error) error {
 			err := check(cctx)
 			cancel()
 			if err != nil {
-				return nil // no ping: let the interval run out
+				return nil //nolint:nilerr // no ping: let the interval run out, and systemd restart us
 			}
 		}
 		return Watchdog()

@@ -100,7 +100,9 @@ func measure(bin string, n int, ingest time.Duration) (row, error) {
 	}
 	var rep report
 	b, _ := os.ReadFile(jf)
-	json.Unmarshal(b, &rep)
+	if err := json.Unmarshal(b, &rep); err != nil {
+		return r, fmt.Errorf("fill report %s: %w", jf, err)
+	}
 	if len(rep.Steps) > 0 {
 		r.FillRate = rep.Steps[0].Load.ActionsPerSec
 	}
@@ -122,7 +124,9 @@ func measure(bin string, n int, ingest time.Duration) (row, error) {
 	}
 	b, _ = os.ReadFile(jf2)
 	rep = report{}
-	json.Unmarshal(b, &rep)
+	if err := json.Unmarshal(b, &rep); err != nil {
+		return r, fmt.Errorf("drain report %s: %w", jf2, err)
+	}
 	if len(rep.Steps) > 0 {
 		st := rep.Steps[0]
 		r.IngestRate, r.IngestRatio, r.IngestP99 = st.Load.ReqPerSec, st.Ratios.ReqOverLoopback, float64(st.Load.Latency.P99)/1000
@@ -259,9 +263,9 @@ func hwm(pid int) (int64, int64) { s := procStatus(pid); return s["VmHWM"], 0 }
 // preallocates its logs as sparse files, so their sizes overstate it).
 func dirSize(dir string) int64 {
 	var n int64
-	filepath.Walk(dir, func(_ string, fi os.FileInfo, err error) error {
+	_ = filepath.Walk(dir, func(_ string, fi os.FileInfo, err error) error {
 		if err != nil || !fi.Mode().IsRegular() {
-			return nil
+			return nil //nolint:nilerr // a file gone or unreadable is not counted; the walk goes on
 		}
 		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 			n += st.Blocks * 512

@@ -82,11 +82,17 @@ func run(args []string) error {
 			return err
 		}
 	}
-	c.CreateTopic(fleet.Topic("outpost", fleet.KindDeadLetters), 1, nil)
-	c.CreateTopic(fleet.Topic("outpost", fleet.KindAgents), 1, map[string]string{"cleanup.policy": "compact"})
+	if err := c.CreateTopic(fleet.Topic("outpost", fleet.KindDeadLetters), 1, nil); err != nil {
+		return err
+	}
+	if err := c.CreateTopic(fleet.Topic("outpost", fleet.KindAgents), 1, map[string]string{"cleanup.policy": "compact"}); err != nil {
+		return err
+	}
 	b := &bench{bin: *bin, dir: dir, brokers: strings.Join(c.ListenAddrs(), ","), log: os.Stderr}
 	key := filepath.Join(dir, "fleet.key")
-	os.WriteFile(key, bytes.Repeat([]byte("k"), 32), 0o600)
+	if err := os.WriteFile(key, bytes.Repeat([]byte("k"), 32), 0o600); err != nil {
+		return err
+	}
 	kafkaEnv := []string{"AGENT_KAFKA_BROKERS=" + b.brokers, "AGENT_FORWARD_VIA=kafka", "AGENT_KAFKA_KEY_FILE=" + key}
 
 	// 1. The backlog: filled with nowhere to forward, stopped, copied.
@@ -252,10 +258,11 @@ func (b *bench) startRelay(dataDir string, env []string) (*proc, error) {
 func (p *proc) stop() {
 	p.cmd.Process.Signal(os.Interrupt)
 	select {
-	case <-p.done:
+	case err := <-p.done:
+		_ = err // how it exited: its log says why
 	case <-time.After(30 * time.Second):
 		p.cmd.Process.Kill()
-		<-p.done
+		<-p.done //nolint:errcheck // killed: the exit error is the kill
 	}
 }
 

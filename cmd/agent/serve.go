@@ -311,14 +311,17 @@ func serve(ctx context.Context) error {
 	}
 	wdCtx, stopWD := context.WithCancel(context.Background())
 	defer stopWD() // runs after the store is closed: pings go on through the drain
-	go sdnotify.RunWatchdog(wdCtx, func(ctx context.Context) error {
-		// A store that answers with an error (disk full) is not wedged; one
-		// that does not answer in time is.
-		if err := sp.Probe(ctx); errors.Is(err, context.DeadlineExceeded) {
-			return err
-		}
-		return nil
-	})
+	// RunWatchdog only ends when stopWD cancels it: its error says so.
+	go func() {
+		_ = sdnotify.RunWatchdog(wdCtx, func(ctx context.Context) error {
+			// A store that answers with an error (disk full) is not wedged;
+			// one that does not answer in time is.
+			if err := sp.Probe(ctx); errors.Is(err, context.DeadlineExceeded) {
+				return err
+			}
+			return nil
+		})
+	}()
 	// Most of the code and read-only data that start-up touched is not
 	// used again, but stays resident until released (codepages).
 	pages := codepages.Start(codepages.Config{Logger: log.With("component", "codepages")})

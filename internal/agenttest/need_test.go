@@ -2,14 +2,12 @@ package agenttest
 
 import (
 	"strings"
-	"sync"
 	"testing"
 )
 
 // recorder is a testing.TB that records how a test ended.
 type recorder struct {
 	testing.TB
-	mu             sync.Mutex
 	skipped, fatal bool
 	msg            string
 }

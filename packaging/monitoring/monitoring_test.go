@@ -119,7 +119,6 @@ func TestAlertRules(t *testing.T) {
 		t.Fatal(err)
 	}
 	runbook := mustRead(t, "../../docs/runbook.md")
-	var alerts []string
 	n := 0
 	for _, g := range doc.Groups {
 		for _, r := range g.Rules {
@@ -135,7 +134,6 @@ func TestAlertRules(t *testing.T) {
 			if !strings.Contains(runbook, "\n## "+r.Alert+"\n") {
 				t.Errorf("%s: docs/runbook.md has no section \"## %s\"", r.Alert, r.Alert)
 			}
-			alerts = append(alerts, r.Alert)
 			checkExpr(t, r.Alert, r.Expr, names)
 		}
 	}
