@@ -878,6 +878,42 @@ func (s *Spool) commitGroup(g *group) {
 		}
 		close(o.done)
 	}
+	if err == nil && s.opts.OnAppend != nil {
+		s.notifyAppends(g)
+	}
+}
+
+// notifyAppends tells Options.OnAppend which queues this commit gave new
+// entries (appends, and dead letters put back), once each.
+func (s *Spool) notifyAppends(g *group) {
+	var seen [4]string // a commit touches few queues
+	n := 0
+	note := func(q string) {
+		for _, x := range seen[:n] {
+			if x == q {
+				return
+			}
+		}
+		if n < len(seen) {
+			seen[n] = q
+			n++
+		}
+		s.opts.OnAppend(q)
+	}
+	for _, o := range g.ops {
+		switch o.kind {
+		case opAppend, opPut:
+			if o.res.Accepted > 0 {
+				for _, r := range o.recs {
+					note(r.Queue)
+				}
+			}
+		case opReplay:
+			if o.n > 0 {
+				note(o.queue)
+			}
+		}
+	}
 }
 
 // advanceHeads moves a queue's head cursor past entries that are gone, by

@@ -128,6 +128,10 @@ type Options struct {
 	// FreeBytes reports the space left on dir's filesystem, -1 when it
 	// cannot be told. Default: statfs; tests give a full disk with it.
 	FreeBytes func(dir string) int64
+	// OnAppend, when set, hears after a commit which queues it gave new
+	// entries to (a delivery worker waiting on an empty queue wakes). It is
+	// called on the committer's goroutine: it must not block.
+	OnAppend func(queue string)
 	// OnCommit, when set, hears of each commit: how long the synced
 	// commit took, how many writes shared it, and its error.
 	OnCommit func(d time.Duration, writes int, err error)

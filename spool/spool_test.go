@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -491,4 +492,51 @@ func TestAckInOrderMovesTheHead(t *testing.T) {
 		t.Fatalf("rewritten chunk: %+v, %v; want seqs %d and %d", rest, err, es[7].Seq, es[9].Seq)
 	}
 	again("and once the chunk was rewritten", 2)
+}
+
+// OnAppend hears, after each commit, which queues got new entries: a
+// delivery worker waiting on an empty queue is woken, not left to poll.
+func TestOnAppendNamesTheQueuesThatGotEntries(t *testing.T) {
+	ctx := context.Background()
+	var mu sync.Mutex
+	var heard []string
+	s := openT(t, t.TempDir(), func(o *Options) {
+		o.OnAppend = func(q string) { mu.Lock(); heard = append(heard, q); mu.Unlock() }
+	})
+	defer closeT(t, s)
+	got := func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		out := slices.Clone(heard)
+		heard = nil
+		return out
+	}
+	if _, err := s.Append(ctx, append(recs("tencent", "a", "b"), recs("tongdun", "c")...)); err != nil {
+		t.Fatal(err)
+	}
+	if h := got(); !slices.Equal(h, []string{"tencent", "tongdun"}) {
+		t.Fatalf("after appending to two queues: %v", h)
+	}
+	if _, err := s.Append(ctx, recs("tencent", "a")); err != nil {
+		t.Fatal(err)
+	}
+	if h := got(); len(h) != 0 {
+		t.Fatalf("after a duplicate only: %v, want nothing", h)
+	}
+	es, err := s.Lease(ctx, "tencent", 10, 1<<20)
+	if err != nil || len(es) != 2 {
+		t.Fatalf("lease: %v %v", es, err)
+	}
+	if err := s.DeadLetter(ctx, "tencent", seqs(es), "refused"); err != nil {
+		t.Fatal(err)
+	}
+	if h := got(); len(h) != 0 {
+		t.Fatalf("after dead-lettering: %v, want nothing", h)
+	}
+	if n, err := s.Replay(ctx, "tencent", nil, true); err != nil || n != 2 {
+		t.Fatalf("replay: %d %v", n, err)
+	}
+	if h := got(); !slices.Equal(h, []string{"tencent"}) {
+		t.Fatalf("after a replay: %v", h)
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"syscall"
 
 	"github.com/outpost-agent/outpost/action"
@@ -154,12 +155,15 @@ func serve(ctx context.Context) error {
 		},
 	})
 
+	allQueues := append(slices.Clone(queues), fleetQueues(cfg)...)
+	wake := newWakes(allQueues)
 	sp, err = spool.Open(spool.Options{
+		OnAppend:      wake.signal,
 		OnCommit:      mets.Commit,
 		MinFreeBytes:  int64(cfg.MinFreeDisk),
 		Dir:           filepath.Join(cfg.DataDir, "spool"),
 		QuarantineDir: filepath.Join(cfg.DataDir, "quarantine"),
-		Queues:        append(queues, fleetQueues(cfg)...),
+		Queues:        allQueues,
 		MaxBytes:      int64(cfg.SpoolMaxBytes),
 		EncryptionKey: key,
 		DedupeWindow:  cfg.DedupeWindow,
@@ -208,8 +212,8 @@ func serve(ctx context.Context) error {
 	fl.register(mets)
 	var eng *decision.Engine
 	hist := localapi.NewHistory(nil)
-	ws = forwarders(cfg, cs, sp, log, hist, func(q string, e spool.Entry, r upstream.Result) { eng.Delivered(q, e, r) })
-	if err := fl.workers(sp, log, hist, ws); err != nil {
+	ws = forwarders(cfg, cs, sp, log, hist, wake, func(q string, e spool.Entry, r upstream.Result) { eng.Delivered(q, e, r) })
+	if err := fl.workers(sp, log, hist, ws, wake); err != nil {
 		closeSpool()
 		return err
 	}

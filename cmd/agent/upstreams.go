@@ -64,7 +64,7 @@ func newClients(cfg config.Config, log *slog.Logger) (clients, error) {
 // its queue is kept. onResult sees what TongDun and UnionPay answered for
 // queued checks (late verdicts, cache refresh); hist counts the actions
 // Tencent confirmed, for the status page's charts.
-func forwarders(cfg config.Config, cs clients, sp *spool.Spool, log *slog.Logger, hist *localapi.History, onResult func(queue string, e spool.Entry, r upstream.Result)) map[string]*forwarder.Worker {
+func forwarders(cfg config.Config, cs clients, sp *spool.Spool, log *slog.Logger, hist *localapi.History, wake wakes, onResult func(queue string, e spool.Entry, r upstream.Result)) map[string]*forwarder.Worker {
 	senders := map[string]forwarder.Sender{}
 	if cs.tencent != nil {
 		senders["tencent"] = cs.tencent
@@ -78,7 +78,7 @@ func forwarders(cfg config.Config, cs clients, sp *spool.Spool, log *slog.Logger
 	ws := map[string]*forwarder.Worker{}
 	for _, name := range queues {
 		wc := forwarder.Config{
-			Name: name, Queue: sp, Logger: log,
+			Name: name, Queue: sp, Logger: log, Wake: wake[name],
 			BatchSize: cfg.ForwardBatchSize, FlushInterval: cfg.ForwardFlushInterval,
 			MaxAttempts: cfg.ForwardMaxAttempts, MaxAge: cfg.ForwardMaxAge,
 			BackoffMax: cfg.ForwardBackoffMax, ProbeInterval: cfg.ForwardProbeInterval,
@@ -125,5 +125,27 @@ func closeForwarders(ctx context.Context, ws map[string]*forwarder.Worker, log *
 		if err := w.Close(ctx); err != nil {
 			log.Error("stopping forwarder", "upstream", name, "err", err)
 		}
+	}
+}
+
+// wakes are the delivery workers' wake-up calls, one per queue: the spool
+// signals a queue's after a commit gives it new entries (Options.OnAppend),
+// so an idle worker starts at once instead of at its next poll.
+type wakes map[string]chan struct{}
+
+func newWakes(queues []string) wakes {
+	w := wakes{}
+	for _, q := range queues {
+		w[q] = make(chan struct{}, 1)
+	}
+	return w
+}
+
+// signal wakes q's worker, never blocking (the committer calls it): one
+// pending wake-up is as good as many.
+func (w wakes) signal(q string) {
+	select {
+	case w[q] <- struct{}{}:
+	default:
 	}
 }
