@@ -54,11 +54,10 @@ type op struct {
 	rescue  []rescued     // rescue: values to write again (gc_rescue.go)
 
 	// results
-	res   AppendResult
-	n     int
-	err   error
-	done  chan struct{}
-	heads map[string]bool // queues whose head may have moved
+	res  AppendResult
+	n    int
+	err  error
+	done chan struct{}
 }
 
 func (s *Spool) submit(ctx context.Context, o *op) error {

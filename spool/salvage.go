@@ -388,7 +388,9 @@ func readDataKeys(dir string, master []byte) (map[uint64]*pb.DataKey, []DamagedS
 		return keys, nil, nil
 	}
 	if err != nil {
-		return keys, []DamagedSpan{{File: badger.KeyRegistryFileName, What: err.Error()}}, nil
+		// Reported as damage, not an error: the salvage goes on with the
+		// keys it has (none).
+		return keys, []DamagedSpan{{File: badger.KeyRegistryFileName, What: err.Error()}}, nil //nolint:nilerr
 	}
 	var spans []DamagedSpan
 	const header = 16 + 12

@@ -195,7 +195,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		return nil, nil, 0, errno
 	}
 	if r, ok := lf.(fs.FileReleaser); ok {
-		r.Release(ctx)
+		_ = r.Release(ctx) // the loopback file was only opened to be replaced
 	}
 	fd, err := syscall.Open(p, openFlags(flags), 0)
 	if err != nil {

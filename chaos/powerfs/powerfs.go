@@ -127,11 +127,14 @@ func Mount(backingDir, mountpoint string, opts *Options) (*FS, error) {
 		return nil, fmt.Errorf("powerfs: backing directory: %w", err)
 	}
 	pfs := &FS{backing: backingDir, mountpoint: mountpoint, opts: *opts, files: map[uint64]*fileState{}}
-	root := &fs.LoopbackRoot{Path: backingDir, Dev: uint64(st.Dev)}
-	root.NewNode = func(r *fs.LoopbackRoot, _ *fs.Inode, _ string, _ *syscall.Stat_t) fs.InodeEmbedder {
+	root := &fs.LoopbackRoot{Path: backingDir, Dev: uint64(st.Dev)} //nolint:unconvert // Dev is not uint64 on every platform
+	// NewNode is deprecated in go-fuse for NodeWrapChilder; the power-cut
+	// suite's loopback is proven with it, and moving is left for a go-fuse
+	// upgrade of its own.
+	root.NewNode = func(r *fs.LoopbackRoot, _ *fs.Inode, _ string, _ *syscall.Stat_t) fs.InodeEmbedder { //nolint:staticcheck
 		return &node{LoopbackNode: fs.LoopbackNode{RootData: r}, pfs: pfs}
 	}
-	root.RootNode = root.NewNode(root, nil, "", &st)
+	root.RootNode = root.NewNode(root, nil, "", &st) //nolint:staticcheck
 
 	zero := time.Duration(0)
 	fopts := &fs.Options{
@@ -398,7 +401,7 @@ func (f *FS) abortConnection() error {
 	if err := unix.Mount("fusectl", dir, "fusectl", 0, ""); err != nil {
 		return fmt.Errorf("mount fusectl: %w", err)
 	}
-	defer unix.Unmount(dir, unix.MNT_DETACH)
+	defer func() { _ = unix.Unmount(dir, unix.MNT_DETACH) }() // a lazy detach of a control file system
 	return write(dir)
 }
 
