@@ -22,36 +22,6 @@ const QueueTencent = "tencent"
 // answerRoom is the room for a 202 answer: {"accepted":N,"duplicates":N}.
 const answerRoom = 48
 
-// postActions validates a batch of user actions and stores it durably. It
-// answers 202 only after the batch is on disk; any invalid action rejects
-// the whole batch and nothing is stored.
-func (s *Server) postActions(w http.ResponseWriter, r *http.Request) {
-	rid := requestID(w, r)
-	if !isJSON(header(r.Header, "Content-Type")) {
-		writeReply(w, notJSON)
-		return
-	}
-	// The body goes back to the pool as soon as it is decoded: Decode keeps
-	// no reference to it (every stored string is a copy), and the payloads
-	// handed to the spool are encoded afresh by storeActions.
-	bb := getBody()
-	body, ok := s.readBodyTo(w, r, bb.b[:0])
-	bb.b = body
-	if !ok {
-		putBody(bb)
-		return
-	}
-	acts, rep, ok := s.decodeActions(rid, body)
-	nbody := len(body)
-	putBody(bb) // body must not be used from here on
-	if ok {
-		if rep, ok = s.storeActions(r.Context(), rid, acts, nbody); !ok {
-			return // the caller went away before the batch was handed over
-		}
-	}
-	writeReply(w, rep)
-}
-
 // notJSON is the answer to a body that does not say it is JSON.
 var notJSON = errorReply(http.StatusUnsupportedMediaType, "unsupported_media_type", "Content-Type must be application/json", nil)
 
@@ -151,7 +121,7 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool)
 }
 
 // bodyBuf is a pooled body buffer, for handlers that provably keep no
-// reference to the body once they return (see postActions).
+// reference to the body once they return.
 type bodyBuf struct{ b []byte }
 
 var bodyPool = sync.Pool{New: func() any { return new(bodyBuf) }}

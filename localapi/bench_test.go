@@ -5,7 +5,6 @@ import (
 	"context"
 	"net"
 	"net/http"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -22,23 +21,6 @@ func (benchStore) Append(_ context.Context, recs []spool.Record) (spool.AppendRe
 	return spool.AppendResult{Accepted: len(recs)}, nil
 }
 
-// benchWriter is a minimal, reusable http.ResponseWriter.
-type benchWriter struct {
-	h    http.Header
-	code int
-	body bytes.Buffer
-}
-
-func (w *benchWriter) Header() http.Header         { return w.h }
-func (w *benchWriter) WriteHeader(code int)        { w.code = code }
-func (w *benchWriter) Write(b []byte) (int, error) { return w.body.Write(b) }
-
-func (w *benchWriter) reset() {
-	clear(w.h)
-	w.code = 0
-	w.body.Reset()
-}
-
 // benchAction is one typical action; the 8 zeros of the id are rewritten
 // on every request so that the real spool never sees a duplicate.
 const benchAction = `{"actions":[{"id":"loan-app-00000000","track":"personal_loan","action_type":"WITHDRAW_DEPOSITS",` +
@@ -47,65 +29,10 @@ const benchAction = `{"actions":[{"id":"loan-app-00000000","track":"personal_loa
 
 var benchNow = time.Date(2026, 11, 23, 2, 16, 0, 0, time.UTC)
 
-// BenchmarkPostActionsSingle drives the real handler (ServeHTTP: defences,
-// mux, postActions) with one action per request. "nopstore" measures the
-// handler alone; "spool" includes a real, synced spool append.
-func BenchmarkPostActionsSingle(b *testing.B) {
-	for _, tc := range []struct {
-		name  string
-		spool bool
-		rid   string
-	}{
-		{"nopstore", false, ""},
-		{"nopstore-rid", false, "req-abc-123"},
-		{"spool", true, ""},
-	} {
-		b.Run(tc.name, func(b *testing.B) {
-			var st Store
-			if tc.spool {
-				sp, err := spool.Open(spool.Options{Dir: filepath.Join(b.TempDir(), "spool"), Queues: []string{"tencent"}})
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer sp.Close(context.Background())
-				st = sp
-			} else {
-				st = benchStore{}
-			}
-			srv := New(Config{Store: st, Clock: func() time.Time { return benchNow }})
-			data := []byte(benchAction)
-			idAt := bytes.Index(data, []byte("00000000"))
-			rd := bytes.NewReader(data)
-			req, _ := http.NewRequest("POST", "http://127.0.0.1:8470/v1/actions", nil)
-			req.Header.Set("Content-Type", "application/json")
-			if tc.rid != "" {
-				req.Header.Set("X-Request-Id", tc.rid)
-			}
-			w := &benchWriter{h: http.Header{}}
-			n := 0
-			b.ReportAllocs()
-			for b.Loop() {
-				n++
-				setID(data[idAt:idAt+8], n)
-				rd.Reset(data)
-				req.Body = readCloser{rd}
-				w.reset()
-				srv.ServeHTTP(w, req)
-				if w.code != http.StatusAccepted {
-					b.Fatalf("status %d: %s", w.code, w.body.Bytes())
-				}
-			}
-		})
-	}
-}
-
-type readCloser struct{ *bytes.Reader }
-
-func (readCloser) Close() error { return nil }
-
-// BenchmarkServeFastActions is BenchmarkPostActionsSingle/nopstore on the
-// path the agent serves (fasthttp's handler, serveFast, fastActions), the
-// connection left out: a request copied into a RequestCtx and handled.
+// BenchmarkServeFastActions drives the one path single actions take
+// (fasthttp's handler, the defences, serveFast, fastActions) with a store
+// that keeps nothing, the connection left out: a request copied into a
+// RequestCtx and handled.
 func BenchmarkServeFastActions(b *testing.B) {
 	srv := New(Config{Store: benchStore{}, Clock: func() time.Time { return benchNow }})
 	handle := srv.hs.Handler

@@ -32,23 +32,6 @@ type answer struct {
 	Signals       map[string]decision.SignalView `json:"signals"`
 }
 
-func (s *Server) postDecision(w http.ResponseWriter, r *http.Request) {
-	rid := requestID(w, r)
-	if s.cfg.Decider == nil {
-		writeReply(w, noDecider)
-		return
-	}
-	if !isJSON(header(r.Header, "Content-Type")) {
-		writeReply(w, notJSON)
-		return
-	}
-	body, ok := s.readBody(w, r)
-	if !ok {
-		return
-	}
-	writeReply(w, s.decide(r.Context(), rid, body))
-}
-
 var noDecider = errorReply(http.StatusServiceUnavailable, "not_available", "decisions are not enabled", nil)
 
 // decide answers one decision request. The request it parses may keep

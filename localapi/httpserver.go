@@ -535,7 +535,9 @@ func (s *Server) serveFast(c *fasthttp.RequestCtx, route string, body []byte, h 
 	s.cfg.Observer.Request(route, rep.status, time.Since(start))
 }
 
-// fastActions is postActions. body is the request's own (readFastBody);
+// fastActions validates a batch of user actions and stores it durably,
+// answering 202 only once it is on disk; any invalid action refuses the
+// whole batch and nothing is stored. body is the request's own (readFastBody);
 // decodeActions keeps nothing of it, and it is let go once decoded, not
 // after the commit.
 func (s *Server) fastActions(c *fasthttp.RequestCtx, rid string, body []byte) reply {
@@ -550,7 +552,7 @@ func (s *Server) fastActions(c *fasthttp.RequestCtx, rid string, body []byte) re
 	return rep
 }
 
-// fastDecision is postDecision. The parsed request may point into body,
+// fastDecision answers a decision request. The parsed request may point into body,
 // which is the request's own (readFastBody) and never reused.
 func (s *Server) fastDecision(c *fasthttp.RequestCtx, rid string, body []byte) reply {
 	return s.decide(context.Background(), rid, body)

@@ -237,8 +237,11 @@ func New(cfg Config) *Server {
 	s.mux.HandleFunc("GET /healthz", s.healthz)
 	s.mux.HandleFunc("GET /readyz", s.readyz)
 	s.mux.HandleFunc("GET /v1/status", s.status)
-	s.mux.HandleFunc("POST /v1/actions", s.postActions)
-	s.mux.HandleFunc("POST /v1/decisions", s.postDecision)
+	// The two hot routes have one implementation, on fasthttp (Serve,
+	// httpserver.go); the mux only knows them, so that a wrong method on
+	// their paths gets its 405 and Allow like any other.
+	s.mux.HandleFunc("POST /v1/actions", servedNatively)
+	s.mux.HandleFunc("POST /v1/decisions", servedNatively)
 	s.mux.HandleFunc("GET /v1/decisions/{id}", s.getDecision)
 	s.mux.HandleFunc("GET /v1/deadletters", s.listDeadLetters)
 	s.mux.HandleFunc("POST /v1/deadletters/replay", s.replayDeadLetters)
@@ -248,11 +251,11 @@ func New(cfg Config) *Server {
 	return s
 }
 
-// ServeHTTP applies the API's defences, then routes. It is the API for a
-// net/http server (the agent serves with Serve): the body budget holds
-// there too, a body taking its Content-Length of it (or MaxBodyBytes when
-// the length is not known) before a handler reads it; the connection cap
-// and the read deadlines are that server's to set.
+// ServeHTTP applies the API's defences, then routes: every route but the
+// two hot ones, which Serve answers natively (httpserver.go) before a
+// request reaches here. The body budget holds here too, a body taking its
+// Content-Length of it (or MaxBodyBytes when the length is not known)
+// before a handler reads it.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rep, ok := s.admit(header(r.Header, "Origin"), header(r.Header, "Sec-Fetch-Site"), r.Host,
 		header(r.Header, "Authorization"), r.URL.Path); !ok {
@@ -679,3 +682,9 @@ var (
 	idPrefix  = func() string { var b [4]byte; rand.Read(b[:]); return hex.EncodeToString(b[:]) + "-" }()
 	idCounter atomic.Uint64
 )
+
+// servedNatively answers a hot route that reached the mux: it cannot, when
+// the API is served with Serve.
+func servedNatively(w http.ResponseWriter, r *http.Request) {
+	writeError(w, http.StatusInternalServerError, "internal", r.Method+" "+r.URL.Path+" is served by Serve, not through ServeHTTP", nil)
+}
