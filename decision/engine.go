@@ -67,8 +67,8 @@ type Policies interface{ Current() *policy.Policy }
 
 // Queue names the checks are queued on.
 const (
-	QueueTongDun  = "tongdun"
-	QueueUnionPay = "unionpay"
+	QueueTongDun  = upstream.TongDun
+	QueueUnionPay = upstream.UnionPay
 )
 
 // Config of the engine. TongDun/UnionPay nil means not configured.

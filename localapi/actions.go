@@ -14,10 +14,12 @@ import (
 
 	"github.com/outpost-agent/outpost/action"
 	"github.com/outpost-agent/outpost/spool"
+
+	"github.com/outpost-agent/outpost/upstream"
 )
 
 // QueueTencent is the spool queue user actions go to.
-const QueueTencent = "tencent"
+const QueueTencent = upstream.Tencent
 
 // answerRoom is the room for a 202 answer: {"accepted":N,"duplicates":N}.
 const answerRoom = 48

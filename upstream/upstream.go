@@ -13,6 +13,17 @@ import (
 	"time"
 )
 
+// The upstreams' names: each one's queue in the spool, its worker, and
+// the name its status and metrics go by. One home for them.
+const (
+	Tencent  = "tencent"
+	TongDun  = "tongdun"
+	UnionPay = "unionpay"
+)
+
+// Names are the three, in the order the agent lists them.
+var Names = []string{Tencent, TongDun, UnionPay}
+
 // Outcome is what the forwarder should do with an item after an attempt.
 type Outcome int
 

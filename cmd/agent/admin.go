@@ -12,6 +12,7 @@ import (
 
 	"github.com/dustin/go-humanize"
 	"github.com/outpost-agent/outpost/client"
+	outpostupstream "github.com/outpost-agent/outpost/upstream"
 )
 
 // statusCmd: agent status [--json]
@@ -121,7 +122,7 @@ func deadLettersCmd(ctx context.Context, args []string, out io.Writer) error {
 	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
 	// Tencent actions were sent under their id mapped to Tencent's
 	// alphabet: show both, to find them in Tencent's reports.
-	outer := upstream == "tencent"
+	outer := upstream == outpostupstream.Tencent
 	if !c.json {
 		if outer {
 			fmt.Fprintln(tw, "SEQ\tID\tOUTER_ACTION_ID\tDEAD AT\tATTEMPTS\tREASON")

@@ -99,7 +99,7 @@ func (f *fleetAgent) workers(sp *spool.Spool, log *slog.Logger, hist *localapi.H
 	worker := func(queue string, s forwarder.Sender) *forwarder.Worker {
 		cfg := f.cfg
 		var onResult func(spool.Entry, upstream.Result)
-		if queue == "tencent" {
+		if queue == upstream.Tencent {
 			onResult = func(spool.Entry, upstream.Result) { hist.Delivered(1) }
 		}
 		return forwarder.New(forwarder.Config{
@@ -114,8 +114,8 @@ func (f *fleetAgent) workers(sp *spool.Spool, log *slog.Logger, hist *localapi.H
 	if f.cfg.ForwardViaKafka() {
 		// The status page counts an action delivered when it is on Kafka:
 		// from this agent's side, it is.
-		ws["tencent"] = worker("tencent", f.prod.Sender(fleet.SenderConfig{
-			Queue: "tencent", Topic: fleet.Topic(f.cfg.KafkaTopicPrefix, fleet.KindActions), Kind: fleet.KindActions,
+		ws[upstream.Tencent] = worker(upstream.Tencent, f.prod.Sender(fleet.SenderConfig{
+			Queue: upstream.Tencent, Topic: fleet.Topic(f.cfg.KafkaTopicPrefix, fleet.KindActions), Kind: fleet.KindActions,
 			Key: func(p []byte) (string, error) {
 				id, err := fleet.Identity(p)
 				if err != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/outpost-agent/outpost/fleet"
 	"github.com/outpost-agent/outpost/forwarder"
 	"github.com/outpost-agent/outpost/spool"
+	"github.com/outpost-agent/outpost/upstream"
 )
 
 // relayCmd: agent relay. It consumes <prefix>.actions.v1 in the group
@@ -82,7 +83,7 @@ func relayCmd(ctx context.Context) error {
 		return fmt.Errorf("AGENT_KAFKA_BROKERS: %w", err)
 	}
 	w := forwarder.New(forwarder.Config{
-		Name: "tencent", Queue: relay, Sender: cs.tencent, Logger: log, Wake: relay.Wake(),
+		Name: upstream.Tencent, Queue: relay, Sender: cs.tencent, Logger: log, Wake: relay.Wake(),
 		BatchSize: cfg.ForwardBatchSize, FlushInterval: cfg.ForwardFlushInterval,
 		MaxAttempts: cfg.ForwardMaxAttempts, MaxAge: cfg.ForwardMaxAge,
 		BackoffMax: cfg.ForwardBackoffMax, ProbeInterval: cfg.ForwardProbeInterval,

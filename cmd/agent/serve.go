@@ -57,7 +57,7 @@ func hashKey(sp *spool.Spool, encKey []byte) ([]byte, error) {
 }
 
 // queues are the spool's queues, one per upstream.
-var queues = []string{"tencent", "tongdun", "unionpay"}
+var queues = upstream.Names
 
 // defaultGCPercent is the garbage collector's setting when GOGC is not set
 // and AGENT_MEMORY_LIMIT is on.

@@ -28,7 +28,7 @@ func newClients(cfg config.Config, log *slog.Logger) (clients, error) {
 		c, err := tencent.New(tencent.Config{
 			BaseURL: cfg.TencentURL, AccountID: cfg.TencentAccountID, UserActionSetID: cfg.TencentUserActionSetID,
 			AccessToken: cfg.TencentAccessToken, RequestsPerMinute: cfg.TencentRequestsPerMin,
-			Logger: log.With("component", "upstream", "upstream", "tencent"),
+			Logger: log.With("component", "upstream", "upstream", upstream.Tencent),
 		})
 		if err != nil {
 			return cs, fmt.Errorf("tencent: %w", err)
@@ -38,7 +38,7 @@ func newClients(cfg config.Config, log *slog.Logger) (clients, error) {
 	if cfg.TongdunConfigured() {
 		c, err := tongdun.New(tongdun.Config{
 			URL: cfg.TongdunURL, PartnerCode: cfg.TongdunPartnerCode, PartnerKey: cfg.TongdunPartnerKey,
-			Channel: cfg.TongdunChannel, Logger: log.With("component", "upstream", "upstream", "tongdun"),
+			Channel: cfg.TongdunChannel, Logger: log.With("component", "upstream", "upstream", upstream.TongDun),
 		})
 		if err != nil {
 			return cs, fmt.Errorf("tongdun: %w", err)
@@ -49,7 +49,7 @@ func newClients(cfg config.Config, log *slog.Logger) (clients, error) {
 		c, err := unionpay.New(unionpay.Config{
 			URL: cfg.UnionpayURL, ID: cfg.UnionpayID, AppKey: cfg.UnionpayAppKey,
 			Shape: unionpay.Shape(cfg.UnionpayAPIShape), ScoreURL: cfg.UnionpayScoreURL,
-			Logger: log.With("component", "upstream", "upstream", "unionpay"),
+			Logger: log.With("component", "upstream", "upstream", upstream.UnionPay),
 		})
 		if err != nil {
 			return cs, fmt.Errorf("unionpay: %w", err)
@@ -67,13 +67,13 @@ func newClients(cfg config.Config, log *slog.Logger) (clients, error) {
 func forwarders(cfg config.Config, cs clients, sp *spool.Spool, log *slog.Logger, hist *localapi.History, wake wakes, onResult func(queue string, e spool.Entry, r upstream.Result)) map[string]*forwarder.Worker {
 	senders := map[string]forwarder.Sender{}
 	if cs.tencent != nil {
-		senders["tencent"] = cs.tencent
+		senders[upstream.Tencent] = cs.tencent
 	}
 	if cs.tongdun != nil {
-		senders["tongdun"] = cs.tongdun
+		senders[upstream.TongDun] = cs.tongdun
 	}
 	if cs.unionpay != nil {
-		senders["unionpay"] = cs.unionpay
+		senders[upstream.UnionPay] = cs.unionpay
 	}
 	ws := map[string]*forwarder.Worker{}
 	for _, name := range queues {
@@ -89,12 +89,12 @@ func forwarders(cfg config.Config, cs clients, sp *spool.Spool, log *slog.Logger
 			wc.Sender = s
 		}
 		switch name {
-		case "tongdun":
+		case upstream.TongDun:
 			wc.ItemsPerSecond = cfg.TongdunRatePerSec
-		case "unionpay":
+		case upstream.UnionPay:
 			wc.ItemsPerSecond = cfg.UnionpayRatePerSec
 		}
-		if name != "tencent" {
+		if name != upstream.Tencent {
 			wc.BatchSize = 10 // one event per request upstream; the batch only bounds a lease
 			q := name
 			wc.OnResult = func(e spool.Entry, r upstream.Result) { onResult(q, e, r) }
