@@ -227,7 +227,7 @@ func (l *loader) oneOf(n *yaml.Node, what string, allowed ...string) string {
 func (l *loader) input(n *yaml.Node, p *Policy, what string) *Input {
 	in := &Input{Now: defaultTestNow}
 	m := l.fields(n, what, "event", "account_id", "device", "ip", "card_hash", "amount", "now",
-		"credit", "transaction", "signals", "velocity", "degraded")
+		"credit", "transaction", "signals", "velocity", "degraded", "fleet_velocity", "fleet_age_seconds")
 	for k, v := range m {
 		w := what + "." + k
 		switch k {
@@ -271,25 +271,44 @@ func (l *loader) input(n *yaml.Node, p *Policy, what string) *Input {
 				}
 			}
 		case "velocity":
-			if v.Kind != yaml.MappingNode {
-				l.errf(v, "%s must be a mapping of counter name to count", w)
-				continue
-			}
-			in.Velocity = map[string]int64{}
-			for i := 0; i+1 < len(v.Content); i += 2 {
-				kn, vn := v.Content[i], v.Content[i+1]
-				if _, declared := p.velIndex[kn.Value]; !declared {
-					l.errf(kn, "%s: counter %q is not declared under velocity:", w, kn.Value)
-					continue
-				}
-				if _, dup := in.Velocity[kn.Value]; dup {
-					l.errf(kn, "%s: duplicate counter %q", w, kn.Value)
-				}
-				in.Velocity[kn.Value], _ = l.integer(vn, w+"."+kn.Value)
+			in.Velocity = l.counts(v, p, w, false)
+		case "fleet_velocity":
+			in.FleetVelocity = l.counts(v, p, w, true)
+		case "fleet_age_seconds":
+			if v.Kind == yaml.ScalarNode && v.Tag == "!!str" && v.Value == "none" {
+				in.FleetAgeSeconds = NoFleetView // no fleet view at all
+			} else {
+				in.FleetAgeSeconds, _ = l.num(v, w)
 			}
 		}
 	}
 	return in
+}
+
+// counts reads a mapping of declared counter names (shared with the fleet, for fleet) to counts.
+func (l *loader) counts(v *yaml.Node, p *Policy, w string, fleet bool) map[string]int64 {
+	if v.Kind != yaml.MappingNode {
+		l.errf(v, "%s must be a mapping of counter name to count", w)
+		return nil
+	}
+	out := map[string]int64{}
+	for i := 0; i+1 < len(v.Content); i += 2 {
+		kn, vn := v.Content[i], v.Content[i+1]
+		j, declared := p.velIndex[kn.Value]
+		if !declared {
+			l.errf(kn, "%s: counter %q is not declared under velocity:", w, kn.Value)
+			continue
+		}
+		if fleet && !p.velocity[j].Fleet {
+			l.errf(kn, "%s: counter %q is not shared with the fleet (fleet: true)", w, kn.Value)
+			continue
+		}
+		if _, dup := out[kn.Value]; dup {
+			l.errf(kn, "%s: duplicate counter %q", w, kn.Value)
+		}
+		out[kn.Value], _ = l.integer(vn, w+"."+kn.Value)
+	}
+	return out
 }
 
 func (l *loader) credit(n *yaml.Node, what string) *Credit {

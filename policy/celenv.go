@@ -280,6 +280,7 @@ func celEnv() (*cel.Env, error) {
 		for _, v := range variables {
 			opts = append(opts, cel.Variable(v.name, v.t))
 		}
+		opts = append(opts, fleetFunctions...)
 		envVal, envErr = cel.NewEnv(opts...)
 	})
 	return envVal, envErr
@@ -541,6 +542,39 @@ func (v *objView) ConvertToType(t ref.Type) ref.Val {
 func (v *objView) Equal(other ref.Val) ref.Val { return types.Bool(other == ref.Val(v)) }
 func (v *objView) Type() ref.Type              { return v.typ }
 func (v *objView) Value() any                  { return v }
+
+// The fleet's velocity, as functions of velocity (the parser checks they are called on velocity,
+// and velocity.fleet with the name of a counter declared fleet: true).
+const (
+	fnFleet    = "fleet"
+	fnFleetAge = "fleet_age_seconds"
+)
+
+var fleetFunctions = []cel.EnvOption{
+	cel.Function(fnFleet, cel.MemberOverload("velocity_fleet_string", []*types.Type{velocityType, types.StringType}, types.IntType,
+		cel.BinaryBinding(func(lhs, rhs ref.Val) ref.Val {
+			m, ok := lhs.(*velocityMap)
+			if !ok {
+				return types.NewErr("fleet() is a function of velocity")
+			}
+			name, ok := rhs.(types.String)
+			if !ok {
+				return types.MaybeNoSuchOverloadErr(rhs)
+			}
+			if i, declared := m.ctx.pol.velIndex[string(name)]; !declared || !m.ctx.pol.velocity[i].Fleet {
+				return types.NewErr("no fleet velocity counter %q", string(name))
+			}
+			return types.Int(m.ctx.in.FleetVelocity[string(name)])
+		}))),
+	cel.Function(fnFleetAge, cel.MemberOverload("velocity_fleet_age_seconds", []*types.Type{velocityType}, types.DoubleType,
+		cel.UnaryBinding(func(v ref.Val) ref.Val {
+			m, ok := v.(*velocityMap)
+			if !ok {
+				return types.NewErr("fleet_age_seconds() is a function of velocity")
+			}
+			return types.Double(m.ctx.in.FleetAgeSeconds)
+		}))),
+}
 
 // velocityMap is the CEL value of `velocity`: a map over the declared counters, a count missing
 // from Input.Velocity being 0.

@@ -69,6 +69,8 @@ func invalidInput(in *Input) string {
 	case bad(in.Signals.TongDun.AgeSeconds) || bad(in.Signals.UnionPayModel.AgeSeconds) ||
 		bad(in.Signals.UnionPayTransaction.AgeSeconds):
 		return "a non-finite signal age"
+	case bad(in.FleetAgeSeconds):
+		return "a non-finite fleet age"
 	}
 	return ""
 }

@@ -63,6 +63,7 @@
 //	  block: {accounts: [], devices: [], ips: ["203.0.113.0/24"], card_hashes: []}
 //	velocity:                                # counters the caller computes (Policy.Velocity)
 //	  - {name: withdrawals_1h, key: account, window: 1h, events: [withdraw]}
+//	  - {name: loan_apps_1h, key: phone, window: 1h, fleet: true}   # shared with the fleet
 //	rules:
 //	  - id: TD_DECLINE                       # letters, digits, _ . -; unique
 //	    class: block                         # allow | block | review | score
@@ -76,9 +77,13 @@
 //	    input: {event: withdraw, signals: {tongdun: {status: fresh, result: decline}}}
 //	    expect: {result: decline, reasons: [TD_DECLINE]}   # also fired, shadow, errors, score
 //
+// A velocity counter's key is account, device, ip, card (the card number) or phone (the
+// applicant's mobile: card.mobile, else TongDun v3's event_detail.account.phone).
+//
 // A test input takes the Input fields in snake_case (event, account_id, device, ip, card_hash,
-// amount, now, credit, transaction, signals, velocity, degraded); a signal not given is missing,
-// and now defaults to 2026-01-01T00:00:00Z. Lists in expect are compared exactly, in order. The
+// amount, now, credit, transaction, signals, velocity, degraded, fleet_velocity,
+// fleet_age_seconds: a number, or none for no fleet view); a signal not given is missing, the
+// fleet view's age is 0, and now defaults to 2026-01-01T00:00:00Z. Lists in expect are compared exactly, in order. The
 // same shape serves RunCases (`agent policy test FILE CASES.yaml`).
 //
 // # CEL variables
@@ -103,6 +108,25 @@
 //	velocity       map(string, int)   the declared counters; a count the caller left out is 0
 //	degraded       bool
 //	offline_limit  double     the policy's offline_limit
+//
+// # The fleet's counts
+//
+// A counter declared fleet: true is shared by every agent of the fleet (fleet mode on Kafka,
+// AGENT_FLEET_VELOCITY; docs/fleet-kafka.md). Two functions of velocity read it:
+//
+//	velocity.fleet("name")       int     the counter across the fleet: this agent's earlier events
+//	                                     in the window (velocity.name) plus the other agents'
+//	                                     increments that reached it, bucketed by event time (the
+//	                                     window is rounded out to whole buckets of 1/60 of it). Never
+//	                                     below velocity.name; without a fleet view it equals it.
+//	velocity.fleet_age_seconds() double  how old the fleet view is: the time since it last held
+//	                                     everything the broker had; the largest double when there
+//	                                     is none (fleet velocity off, or never in step), so a
+//	                                     comparison such as < 60.0 is false
+//
+// Both are checked at load: they are called on velocity only, and velocity.fleet takes the literal
+// name of a counter declared fleet: true. A decision never waits for the fleet: both are read
+// from memory, and a view that fell behind (Kafka unreachable) is what fleet_age_seconds says.
 //
 // The object types are declared to CEL through a types.Provider of this package, so conditions
 // are fully type-checked at load: a misspelt field (signals.tongdun.scroe), a comparison of a

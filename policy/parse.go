@@ -191,6 +191,8 @@ type loader struct {
 	env   *cel.Env
 	est   estimator
 	vel   map[string]int
+	// fleetVel: the velocity counters, true for those shared with the fleet.
+	fleetVel map[string]bool
 }
 
 func (l *loader) errAt(line, col int, format string, args ...any) {
@@ -436,6 +438,10 @@ func (l *loader) policy(src []byte) *Policy {
 		l.velocity(n, p)
 	}
 	l.vel = p.velIndex
+	l.fleetVel = map[string]bool{}
+	for _, d := range p.velocity {
+		l.fleetVel[d.Name] = d.Fleet
+	}
 	l.est = estimator{velocitySize: uint64(len(p.velocity))}
 	env, err := celEnv()
 	if err != nil {
@@ -547,7 +553,7 @@ func (l *loader) lists(n *yaml.Node, p *Policy) {
 func (l *loader) velocity(n *yaml.Node, p *Policy) {
 	for i, it := range l.seq(n, "velocity") {
 		what := fmt.Sprintf("velocity[%d]", i)
-		m := l.fields(it, what, "name", "key", "window", "events", "doc")
+		m := l.fields(it, what, "name", "key", "window", "events", "fleet", "doc")
 		if m == nil {
 			continue
 		}
@@ -576,10 +582,10 @@ func (l *loader) velocity(n *yaml.Node, p *Policy) {
 		}
 		if s, good := l.str(m["key"], what+".key"); good {
 			switch s {
-			case "account", "device", "ip", "card":
+			case "account", "device", "ip", "card", "phone":
 				d.Key = s
 			default:
-				l.errf(m["key"], "%s: unknown key %q (account, device, ip or card)", what, s)
+				l.errf(m["key"], "%s: unknown key %q (account, device, ip, card or phone)", what, s)
 			}
 		}
 		if s, good := l.str(m["window"], what+".window"); good {
@@ -599,6 +605,9 @@ func (l *loader) velocity(n *yaml.Node, p *Policy) {
 					d.Events = append(d.Events, s)
 				}
 			}
+		}
+		if fn, has := m["fleet"]; has {
+			d.Fleet, _ = l.boolean(fn, what+".fleet")
 		}
 		if dn, has := m["doc"]; has {
 			l.str(dn, what+".doc")
@@ -904,7 +913,9 @@ func literalString(e celast.Expr) (string, bool) {
 
 // checkRefs catches, best effort, what type-checking cannot: velocity counters that are not
 // declared (velocity["x"], velocity.x, "x" in velocity) and comparisons of an enumerated field
-// (event, credit.mode, a signal's status or result) with a value it never takes.
+// (event, credit.mode, a signal's status or result) with a value it never takes. The fleet
+// functions are checked exactly: called on velocity only, velocity.fleet with the literal name of
+// a counter declared fleet: true.
 func (l *loader) checkRefs(a *celast.AST, n *yaml.Node, what string) bool {
 	ok := true
 	info := a.SourceInfo()
@@ -942,6 +953,24 @@ func (l *loader) checkRefs(a *celast.AST, n *yaml.Node, what string) bool {
 		case celast.CallKind:
 			c := e.AsCall()
 			args := c.Args()
+			if fn := c.FunctionName(); fn == fnFleet || fn == fnFleetAge {
+				if !c.IsMemberFunction() || !isVelocity(c.Target()) {
+					bad(e.ID(), "%s() is called on velocity only: velocity.%s(...)", fn, fn)
+					return
+				}
+				if fn == fnFleet {
+					name, isStr := literalString(args[0])
+					switch _, declared := l.vel[name]; {
+					case !isStr:
+						bad(args[0].ID(), "velocity.fleet takes the counter's name as a string literal, such as velocity.fleet(\"loan_apps_1h\")")
+					case !declared:
+						velocityName(args[0].ID(), name)
+					case !l.fleetVel[name]:
+						bad(args[0].ID(), "velocity counter %q is not shared with the fleet: declare it with fleet: true to use velocity.fleet(%q)", name, name)
+					}
+				}
+				return
+			}
 			if len(args) != 2 {
 				return
 			}

@@ -72,7 +72,7 @@ func TestParseErrorFixtures(t *testing.T) {
 			{8, 5, `unknown key "wen"`},
 		}},
 		{"velocity_errors.yaml", []wantErr{
-			{6, 27, `velocity[1]: unknown key "phone"`},
+			{6, 27, `velocity[1]: unknown key "email"`},
 			{7, 58, `velocity[2]: unknown event "get_coupons"`},
 			{11, 50, `velocity counter "withdrawals_1h" is not declared`},
 		}},

@@ -1,6 +1,9 @@
 package policy
 
-import "time"
+import (
+	"math"
+	"time"
+)
 
 // Results a Decision can carry.
 const (
@@ -64,7 +67,19 @@ type Input struct {
 	Signals     Signals
 	Velocity    map[string]int64 // counter name -> count in its window (names declared by the policy)
 	Degraded    bool             // some needed signal could not be had live
+	// FleetVelocity is, for the counters declared fleet: true, the count across the fleet: this
+	// agent's earlier events (Velocity) plus the other agents' that reached it through Kafka. A
+	// count the caller left out is 0.
+	FleetVelocity map[string]int64
+	// FleetAgeSeconds is how old the fleet view is: the time since it last held everything the
+	// broker had. NoFleetView when there is none (fleet velocity off, or never in step).
+	FleetAgeSeconds float64
 }
+
+// NoFleetView is Input.FleetAgeSeconds when there is no fleet view: the largest double, so that a
+// condition such as velocity.fleet_age_seconds() < 60.0 is false, as for a view infinitely old
+// (a finite number, so that the input stays valid and the record encodes).
+const NoFleetView = math.MaxFloat64
 
 // Credit is the customer's credit grant as the lender's own systems see it.
 type Credit struct {
@@ -131,7 +146,10 @@ type Decision struct {
 // VelocityDef declares a counter the caller must compute and pass in Input.Velocity.
 type VelocityDef struct {
 	Name   string
-	Key    string // account | device | ip | card
+	Key    string // account | device | ip | card | phone
 	Window time.Duration
 	Events []string // empty = all events
+	// Fleet: the counter is shared with the fleet (velocity.fleet(name)): each agent publishes
+	// its increments and merges the others'.
+	Fleet bool
 }
