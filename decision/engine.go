@@ -62,6 +62,43 @@ type UnionPay interface {
 // forwarder's view: configured, not paused, circuit closed).
 type Health interface{ Healthy() bool }
 
+// Fleet is the fleet's side of the velocity counters declared fleet: true
+// (fleet mode on Kafka; fleet.Velocity). Every method answers from memory:
+// a decision never waits on Kafka.
+type Fleet interface {
+	// Subject is the fleet-wide keyed hash of a counter's subject (kind
+	// is the counter's key: account, phone...; value its raw value).
+	Subject(kind, value string) string
+	// Others counts the other agents' increments of the counter (name,
+	// window) for subject in the window ending at now.
+	Others(name string, window time.Duration, subject string, now time.Time) int64
+	// Increment is the spool record that publishes one counted event; it
+	// is written in the decision's commit.
+	Increment(name string, window time.Duration, subject string, at time.Time, decisionID string) spool.Record
+	// View says how the fleet view stands: live, stale or none, and its
+	// age (unset for none).
+	View(now time.Time) (state string, age time.Duration)
+	// NotQueued counts increments that could not be queued (a full spool:
+	// the decision is still recorded, its increments are not published).
+	NotQueued(n int)
+}
+
+// Fleet view states (FleetView.State).
+const (
+	FleetLive  = "live"  // the view is at most AGENT_FLEET_VELOCITY_MAX_AGE old
+	FleetStale = "stale" // older: Kafka unreachable or behind
+	FleetNone  = "none"  // no view yet (never in step with the broker)
+	FleetOff   = "off"   // fleet velocity is off in this agent
+)
+
+// FleetView is how the fleet's counts stood for a decision (recorded with
+// it). Anything but live means the decision went on with the local view:
+// this agent's own events, plus what reached it from the fleet before.
+type FleetView struct {
+	State      string   `json:"state"`
+	AgeSeconds *float64 `json:"age_seconds,omitempty"`
+}
+
 // Policies gives the policy in force (it is swapped on reload).
 type Policies interface{ Current() *policy.Policy }
 
@@ -92,8 +129,11 @@ type Config struct {
 	QueueUnionPay bool
 	// Retention of decision records (default 90 days).
 	Retention time.Duration
-	Clock     func() time.Time
-	Logger    *slog.Logger
+	// Fleet shares the counters declared fleet: true; nil: fleet velocity
+	// is off and velocity.fleet() is the local count.
+	Fleet  Fleet
+	Clock  func() time.Time
+	Logger *slog.Logger
 }
 
 // Engine decides. Safe for concurrent use.
@@ -180,8 +220,12 @@ type Result struct {
 	Shadow    []policy.Fired   `json:"shadow,omitempty"`
 	Errors    []policy.Fired   `json:"rule_errors,omitempty"`
 	Velocity  map[string]int64 `json:"velocity,omitempty"`
-	Input     json.RawMessage  `json:"input,omitempty"`
-	Late      map[string]Late  `json:"late_verdicts,omitempty"`
+	// FleetVelocity and Fleet: the counters shared with the fleet and how
+	// the fleet view stood (only when the policy has such counters).
+	FleetVelocity map[string]int64 `json:"fleet_velocity,omitempty"`
+	Fleet         *FleetView       `json:"fleet,omitempty"`
+	Input         json.RawMessage  `json:"input,omitempty"`
+	Late          map[string]Late  `json:"late_verdicts,omitempty"`
 }
 
 // Late is an upstream's verdict delivered after the decision (its check
@@ -296,11 +340,13 @@ func (e *Engine) Decide(ctx context.Context, req *Request) (*Result, error) {
 	}
 
 	// Velocity: count this event in each of the policy's windows.
+	var fleetView *FleetView
+	increments := 0
 	for _, vd := range e.velocityDefs(pol) {
 		if len(vd.Events) > 0 && !contains(vd.Events, req.DecisionEvent) {
 			continue
 		}
-		subject := e.velocitySubject(vd.Key, in)
+		subject := e.velocitySubject(vd.Key, in, req)
 		if subject == "" {
 			continue
 		}
@@ -313,6 +359,25 @@ func (e *Engine) Decide(ctx context.Context, req *Request) (*Result, error) {
 		// this one ("the 6th withdrawal this hour" sees 5).
 		in.Velocity[vd.Name] = n - 1
 		st.addKV(spool.KV{Key: velocityKey(prefix, now, id), Value: []byte{1}, TTL: vd.Window + time.Minute})
+		if !vd.Fleet {
+			continue
+		}
+		// The fleet's count: this agent's own (just counted, exact) plus
+		// the other agents' increments merged so far; this event is
+		// published in the same commit as its local count.
+		if fleetView == nil {
+			fleetView = e.fleetView(now, in)
+		}
+		fleetN := n - 1
+		if f := e.cfg.Fleet; f != nil {
+			if v := fleetValue(vd.Key, in, req); v != "" {
+				fs := f.Subject(vd.Key, v)
+				fleetN += f.Others(vd.Name, vd.Window, fs, now)
+				recs = append(recs, f.Increment(vd.Name, vd.Window, fs, now, id))
+				increments++
+			}
+		}
+		in.FleetVelocity[vd.Name] = fleetN
 	}
 
 	d := pol.Decide(in)
@@ -320,7 +385,7 @@ func (e *Engine) Decide(ctx context.Context, req *Request) (*Result, error) {
 		DecisionID: id, Result: d.Result, Score: d.Score, Reasons: d.Reasons,
 		PolicyVersion: d.PolicyVersion, PolicySHA256: d.PolicySHA256, Degraded: in.Degraded,
 		Signals: views, DecidedAt: now, Fired: d.Fired, Shadow: d.Shadow, Errors: d.Errors, Velocity: in.Velocity,
-		Input: maskedInput(req),
+		FleetVelocity: in.FleetVelocity, Fleet: fleetView, Input: maskedInput(req),
 	}
 	if res.Reasons == nil {
 		res.Reasons = []policy.Reason{}
@@ -330,7 +395,10 @@ func (e *Engine) Decide(ctx context.Context, req *Request) (*Result, error) {
 	_, err := e.cfg.Store.Write(ctx, kvs, recs)
 	if errors.Is(err, spool.ErrFull) && len(recs) > 0 {
 		// The spool is full: still record and answer the decision; the
-		// checks just cannot be queued.
+		// checks and the fleet's increments just cannot be queued.
+		if increments > 0 {
+			e.cfg.Fleet.NotQueued(increments)
+		}
 		for name, v := range views {
 			if v.Queued {
 				v.Queued, v.Note = false, "not queued: the spool is full"
@@ -514,7 +582,7 @@ func (e *Engine) modelKey(card, cert, mobile string) string {
 	return "sc/up/" + e.hash("model", card+"\x00"+strings.ToUpper(cert)+"\x00"+mobile)
 }
 
-func (e *Engine) velocitySubject(key string, in *policy.Input) string {
+func (e *Engine) velocitySubject(key string, in *policy.Input, req *Request) string {
 	var v string
 	switch key {
 	case "account":
@@ -525,11 +593,74 @@ func (e *Engine) velocitySubject(key string, in *policy.Input) string {
 		v = in.IP
 	case "card":
 		return in.CardHash
+	case "phone":
+		v = phone(req)
 	}
 	if v == "" {
 		return ""
 	}
 	return e.hash(key, v)
+}
+
+// fleetView reads how the fleet view stands, once per decision that has a
+// counter shared with the fleet, and gives the policy its age.
+func (e *Engine) fleetView(now time.Time, in *policy.Input) *FleetView {
+	in.FleetVelocity = map[string]int64{}
+	in.FleetAgeSeconds = policy.NoFleetView
+	if e.cfg.Fleet == nil {
+		return &FleetView{State: FleetOff}
+	}
+	state, age := e.cfg.Fleet.View(now)
+	v := &FleetView{State: state}
+	if state != FleetNone {
+		secs := max(age.Seconds(), 0)
+		v.AgeSeconds, in.FleetAgeSeconds = &secs, secs
+	}
+	return v
+}
+
+// fleetValue is the raw value of a counter's subject; the fleet hashes it
+// with the fleet's secret (Fleet.Subject), the same on every agent.
+func fleetValue(key string, in *policy.Input, req *Request) string {
+	switch key {
+	case "account":
+		return in.AccountID
+	case "device":
+		return in.Device
+	case "ip":
+		return in.IP
+	case "card":
+		if req.Card != nil {
+			return req.Card.CardNo
+		}
+	case "phone":
+		return phone(req)
+	}
+	return ""
+}
+
+// phone is the applicant's phone number as "<country code>:<number>":
+// card.mobile (a mainland mobile, validated), else TongDun v3's
+// event_detail.account.phone (country code 86 when it has none); "" when
+// the request has neither.
+func phone(req *Request) string {
+	if req.Card != nil && req.Card.Mobile != "" {
+		return "86:" + req.Card.Mobile
+	}
+	acct := req.EventDetail[tongdun.DetailAccount]
+	ph, _ := acct["phone"].(map[string]any)
+	num, _ := ph["phone_number"].(string)
+	if num == "" {
+		return ""
+	}
+	cc := "86"
+	switch c := ph["country_code"].(type) {
+	case float64:
+		cc = strconv.FormatFloat(c, 'f', -1, 64)
+	case json.Number:
+		cc = c.String()
+	}
+	return cc + ":" + num
 }
 
 // stored reads the velocity events under prefix at or after since. Each
