@@ -72,9 +72,10 @@ type Fleet interface {
 	// Others counts the other agents' increments of the counter (name,
 	// window) for subject in the window ending at now.
 	Others(name string, window time.Duration, subject string, now time.Time) int64
-	// Increment is the spool record that publishes one counted event; it
-	// is written in the decision's commit.
-	Increment(name string, window time.Duration, subject string, at time.Time, decisionID string) spool.Record
+	// Increment is the spool record that publishes one counted event of
+	// the counter (name, its key kind, window); it is written in the
+	// decision's commit.
+	Increment(name, kind string, window time.Duration, subject string, at time.Time, decisionID string) spool.Record
 	// View says how the fleet view stands: live, stale or none, and its
 	// age (unset for none).
 	View(now time.Time) (state string, age time.Duration)
@@ -373,7 +374,7 @@ func (e *Engine) Decide(ctx context.Context, req *Request) (*Result, error) {
 			if v := fleetValue(vd.Key, in, req); v != "" {
 				fs := f.Subject(vd.Key, v)
 				fleetN += f.Others(vd.Name, vd.Window, fs, now)
-				recs = append(recs, f.Increment(vd.Name, vd.Window, fs, now, id))
+				recs = append(recs, f.Increment(vd.Name, vd.Key, vd.Window, fs, now, id))
 				increments++
 			}
 		}

@@ -48,7 +48,7 @@ func (f *fakeFleet) Others(name string, window time.Duration, subject string, no
 	defer f.mu.Unlock()
 	return f.others[name+"/"+subject]
 }
-func (f *fakeFleet) Increment(name string, window time.Duration, subject string, at time.Time, id string) spool.Record {
+func (f *fakeFleet) Increment(name, kind string, window time.Duration, subject string, at time.Time, id string) spool.Record {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	p, _ := json.Marshal(map[string]any{"counter": name, "subject": subject, "at": at})

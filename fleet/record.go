@@ -1,12 +1,15 @@
 // Package fleet is fleet mode on Kafka: branch agents produce their action
 // queue, their decisions' audit records and their status to the bank's
 // Kafka, and relays (`agent relay`, a consumer group) deliver the actions to
-// Tencent with the forwarder.
+// Tencent with the forwarder. With fleet velocity, every agent also
+// publishes the increments of its counters shared with the fleet and reads
+// everyone's back (Velocity, velocity.go).
 //
 // The contract is the record, version 1 (record.go):
 //
 //   - topics: <prefix>.actions.v1, <prefix>.decisions.v1,
-//     <prefix>.deadletters.v1, <prefix>.agents.v1 (compacted);
+//     <prefix>.deadletters.v1, <prefix>.agents.v1 (compacted),
+//     <prefix>.velocity.v1 (an Increment as payload, keyed by its subject);
 //   - key: for actions, the hex HMAC-SHA256 under the fleet secret of the
 //     account's canonical identity (Identity), so one account's actions stay
 //     in one partition, in order, and the key reveals nothing; for
