@@ -119,6 +119,20 @@ type Config struct {
 	KafkaSASLUser       string        `envconfig:"KAFKA_SASL_USER"`
 	KafkaSASLPassFile   string        `envconfig:"KAFKA_SASL_PASSWORD_FILE"`
 	KafkaStatusInterval time.Duration `envconfig:"KAFKA_STATUS_INTERVAL" default:"30s"`
+
+	// Fleet velocity (package fleet, velocity.go): the policy's counters
+	// declared fleet: true are published to <prefix>.velocity.v1 and every
+	// agent's are merged. Needs KAFKA_BROKERS and KAFKA_KEY_FILE.
+	FleetVelocity bool `envconfig:"FLEET_VELOCITY" default:"false"`
+	// FleetVelocityMaxAge: a fleet view older than this is stale, and the
+	// decisions made on it are marked so.
+	FleetVelocityMaxAge time.Duration `envconfig:"FLEET_VELOCITY_MAX_AGE" default:"30s"`
+	// FleetVelocityMaxEntries caps the (subject, bucket) counts held in
+	// memory (about 40 bytes each).
+	FleetVelocityMaxEntries int `envconfig:"FLEET_VELOCITY_MAX_ENTRIES" default:"1000000"`
+	// FleetVelocityLookback: how far back a new agent first reads the
+	// topic (at least the longest fleet counter's window).
+	FleetVelocityLookback time.Duration `envconfig:"FLEET_VELOCITY_LOOKBACK" default:"24h"`
 }
 
 // StoreCloseTimeout is how long closing the store may take after the

@@ -101,7 +101,27 @@ func (k Config) validateKafka(bad func(name, format string, a ...any)) {
 	if k.KafkaStatusInterval < time.Second {
 		bad("KAFKA_STATUS_INTERVAL", "must be at least 1s")
 	}
+	if k.FleetVelocity {
+		if !k.KafkaConfigured() {
+			bad("FLEET_VELOCITY", "is true but AGENT_KAFKA_BROKERS is empty: the fleet's counts travel on <prefix>.velocity.v1")
+		}
+		if k.KafkaKeyFile == "" {
+			bad("KAFKA_KEY_FILE", "must be set with AGENT_FLEET_VELOCITY=true: it keys the hash of every counter's subject, the same on every agent")
+		}
+	}
+	if k.FleetVelocityMaxAge < time.Second || k.FleetVelocityMaxAge > 24*time.Hour {
+		bad("FLEET_VELOCITY_MAX_AGE", "must be between 1s and 24h")
+	}
+	if k.FleetVelocityMaxEntries < 1000 || k.FleetVelocityMaxEntries > 100_000_000 {
+		bad("FLEET_VELOCITY_MAX_ENTRIES", "must be between 1000 and 100000000 (about 40 bytes of memory each)")
+	}
+	if k.FleetVelocityLookback < time.Minute || k.FleetVelocityLookback > 366*24*time.Hour {
+		bad("FLEET_VELOCITY_LOOKBACK", "must be between 1m and 8784h (a year)")
+	}
 }
+
+// FleetVelocityOn says whether the fleet's velocity counters are shared.
+func (k Config) FleetVelocityOn() bool { return k.FleetVelocity && k.KafkaConfigured() }
 
 func validTopicPart(s string) bool {
 	if s == "" || len(s) > 255 {

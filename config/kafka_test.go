@@ -13,7 +13,7 @@ func TestKafkaOffByDefault(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.KafkaConfigured() || c.ForwardViaKafka() || c.KafkaTopicPrefix != "outpost" || c.KafkaGroup != "outpost-relay" || c.ForwardVia != "direct" {
+	if c.KafkaConfigured() || c.ForwardViaKafka() || c.KafkaTopicPrefix != "outpost" || c.KafkaGroup != "outpost-relay" || c.ForwardVia != "direct" || c.FleetVelocityOn() {
 		t.Errorf("defaults: %+v", c)
 	}
 }
@@ -53,6 +53,14 @@ func TestKafkaSettings(t *testing.T) {
 		{"open password file", map[string]string{"AGENT_KAFKA_SASL_MECHANISM": "SCRAM-SHA-256", "AGENT_KAFKA_SASL_USER": "u", "AGENT_KAFKA_SASL_PASSWORD_FILE": open}, "AGENT_KAFKA_SASL_PASSWORD_FILE"},
 		{"user without mechanism", map[string]string{"AGENT_KAFKA_SASL_USER": "u"}, "AGENT_KAFKA_SASL_MECHANISM"},
 		{"status too often", map[string]string{"AGENT_KAFKA_STATUS_INTERVAL": "10ms"}, "AGENT_KAFKA_STATUS_INTERVAL"},
+		{"fleet velocity", map[string]string{"AGENT_KAFKA_BROKERS": "k:9092", "AGENT_KAFKA_KEY_FILE": key, "AGENT_FLEET_VELOCITY": "true",
+			"AGENT_FLEET_VELOCITY_MAX_AGE": "5s", "AGENT_FLEET_VELOCITY_MAX_ENTRIES": "5000000", "AGENT_FLEET_VELOCITY_LOOKBACK": "2h"}, ""},
+		{"fleet velocity without brokers", map[string]string{"AGENT_FLEET_VELOCITY": "true", "AGENT_KAFKA_KEY_FILE": key}, "AGENT_FLEET_VELOCITY"},
+		{"fleet velocity without the fleet secret", map[string]string{"AGENT_FLEET_VELOCITY": "true", "AGENT_KAFKA_BROKERS": "k:9092"}, "AGENT_KAFKA_KEY_FILE"},
+		{"fleet velocity not a boolean", map[string]string{"AGENT_FLEET_VELOCITY": "sometimes"}, "AGENT_FLEET_VELOCITY"},
+		{"fleet view never stale", map[string]string{"AGENT_FLEET_VELOCITY_MAX_AGE": "0s"}, "AGENT_FLEET_VELOCITY_MAX_AGE"},
+		{"fleet view too small", map[string]string{"AGENT_FLEET_VELOCITY_MAX_ENTRIES": "10"}, "AGENT_FLEET_VELOCITY_MAX_ENTRIES"},
+		{"fleet lookback too short", map[string]string{"AGENT_FLEET_VELOCITY_LOOKBACK": "1s"}, "AGENT_FLEET_VELOCITY_LOOKBACK"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for k, v := range tc.env {

@@ -115,6 +115,14 @@
 //	AGENT_KAFKA_SASL_MECHANISM     [] SCRAM-SHA-256 or SCRAM-SHA-512, with
 //	AGENT_KAFKA_SASL_USER, AGENT_KAFKA_SASL_PASSWORD_FILE (mode 0600)
 //	AGENT_KAFKA_STATUS_INTERVAL    [30s] status published to <prefix>.agents.v1
+//	AGENT_FLEET_VELOCITY           [false] share the policy's counters marked fleet: true
+//	                               through <prefix>.velocity.v1 (velocity.fleet(name));
+//	                               needs AGENT_KAFKA_BROKERS and AGENT_KAFKA_KEY_FILE
+//	AGENT_FLEET_VELOCITY_MAX_AGE   [30s] an older fleet view is stale: decisions go on
+//	                               with the local view and their records say so
+//	AGENT_FLEET_VELOCITY_MAX_ENTRIES [1000000] (subject, bucket) counts held in memory,
+//	                               about 40 bytes each: raise AGENT_MEMORY_LIMIT to match
+//	AGENT_FLEET_VELOCITY_LOOKBACK  [24h] how far back a new agent first reads the topic
 package main
 
 import (
