@@ -43,7 +43,7 @@ type Producer struct {
 	now     func() time.Time
 
 	mu        sync.Mutex
-	pending   map[string]*pending // event id -> record in the client's buffer
+	pending   map[string]*pending // queue NUL event id -> record in the client's buffer
 	lastConn  error               // last failure to reach a broker
 	connAt    time.Time
 	connPause *upstream.Verdict // set while the brokers refuse our credentials
@@ -178,8 +178,11 @@ func (s *Sender) Send(ctx context.Context, items []upstream.Item) []upstream.Res
 	for i, it := range items {
 		out[i].ID = it.ID
 		eid := EventID(p.agentID, it.Seq)
+		// Each queue numbers its entries: the audit's entry 7 and the
+		// actions' entry 7 have the same event id, and are two records.
+		key := s.cfg.Queue + "\x00" + eid
 		p.mu.Lock()
-		pd := p.pending[eid]
+		pd := p.pending[key]
 		p.mu.Unlock()
 		if pd == nil {
 			rec, err := s.record(eid, it)
@@ -189,11 +192,11 @@ func (s *Sender) Send(ctx context.Context, items []upstream.Item) []upstream.Res
 			}
 			pd = &pending{done: make(chan struct{}), start: p.now()}
 			p.mu.Lock()
-			p.pending[eid] = pd
+			p.pending[key] = pd
 			p.mu.Unlock()
 			p.cl.Produce(context.Background(), rec, func(_ *kgo.Record, err error) {
 				p.mu.Lock()
-				delete(p.pending, eid)
+				delete(p.pending, key)
 				p.mu.Unlock()
 				pd.err = err
 				close(pd.done)

@@ -261,3 +261,29 @@ func TestSenderVerdicts(t *testing.T) {
 		}
 	}
 }
+
+// TestSendersOfTwoQueuesShareSequences: every queue numbers its entries
+// from 1, so the actions' entry 7 and the audit's entry 7 carry the same
+// event id; in flight at once they are still two records. (The client's
+// buffer was keyed by event id alone: one of the two was never produced,
+// yet reported delivered.)
+func TestSendersOfTwoQueuesShareSequences(t *testing.T) {
+	decisionsTopic := Topic("outpost", KindDecisions)
+	c := newCluster(t, kfake.SeedTopics(3, actionsTopic), kfake.SeedTopics(3, decisionsTopic))
+	p, actions := newTestProducer(t, c.ListenAddrs())
+	audit := p.Sender(SenderConfig{Queue: "decisions-audit", Topic: decisionsTopic, Kind: KindDecisions,
+		Key: func([]byte) (string, error) { return "agent-1", nil }})
+	items := actionItems(1, 200, 13)
+	var wg sync.WaitGroup
+	res := make([][]upstream.Result, 2)
+	for i, s := range []*Sender{actions, audit} {
+		wg.Go(func() { res[i] = s.Send(context.Background(), items) })
+	}
+	wg.Wait()
+	allDelivered(t, res[0])
+	allDelivered(t, res[1])
+	checkTopic(t, c.ListenAddrs(), items, false)
+	if got := readTopic(t, c.ListenAddrs(), decisionsTopic, len(items), 10*time.Second); len(got) != len(items) {
+		t.Errorf("the audit's topic holds %d records, want %d", len(got), len(items))
+	}
+}
