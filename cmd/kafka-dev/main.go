@@ -39,7 +39,7 @@ func run(ctx context.Context, args []string) error {
 	ports := fs.String("ports", "9092", "comma-separated loopback ports, one broker each")
 	dataDir := fs.String("data-dir", "", "keep the cluster's data here across restarts (every write synced); empty: memory only")
 	prefix := fs.String("prefix", "outpost", "topic prefix (AGENT_KAFKA_TOPIC_PREFIX)")
-	partitions := fs.Int("partitions", 6, "partitions of the actions and decisions topics")
+	partitions := fs.Int("partitions", 6, "partitions of the actions, decisions and velocity topics")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -72,6 +72,7 @@ func run(ctx context.Context, args []string) error {
 		{fleet.KindDecisions, *partitions, nil},
 		{fleet.KindDeadLetters, 3, nil},
 		{fleet.KindAgents, 3, map[string]string{"cleanup.policy": "compact"}},
+		{fleet.KindVelocity, *partitions, nil},
 	} {
 		name := fleet.Topic(*prefix, t.kind)
 		if c.TopicInfo(name) != nil {
