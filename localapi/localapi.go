@@ -128,6 +128,9 @@ type Config struct {
 	History *History
 	// Kafka, when set, reports fleet mode's Kafka side (fleet.ProducerStatus).
 	Kafka func() any
+	// FleetVelocity, when set, reports the fleet's velocity view
+	// (fleet.VelocityStatus).
+	FleetVelocity func() any
 }
 
 // Observer sees each request (route pattern, status, duration) and the
@@ -532,6 +535,9 @@ type status struct {
 	Store     storeStatus               `json:"store"`
 	Notes     []string                  `json:"notes,omitempty"`
 	Kafka     any                       `json:"kafka,omitempty"`
+	// FleetVelocity: the fleet's velocity view; its state is stale while
+	// decisions go on with the local view.
+	FleetVelocity any `json:"fleet_velocity,omitempty"`
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
@@ -555,6 +561,9 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	}
 	if s.cfg.Kafka != nil {
 		st.Kafka = s.cfg.Kafka()
+	}
+	if s.cfg.FleetVelocity != nil {
+		st.FleetVelocity = s.cfg.FleetVelocity()
 	}
 	st.Store.Bytes = s.cfg.Store.StoreBytes()
 	st.Store.Quarantine = s.cfg.Store.Quarantine()

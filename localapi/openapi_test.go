@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/outpost-agent/outpost/decision"
+	"github.com/outpost-agent/outpost/fleet"
 	"github.com/outpost-agent/outpost/internal/openapitest"
 	"github.com/outpost-agent/outpost/policy"
 	"github.com/outpost-agent/outpost/spool"
@@ -54,8 +55,15 @@ func TestOpenAPI(t *testing.T) {
 	chk := openapitest.New(t, openAPI)
 	hc := &http.Client{Timeout: 10 * time.Second}
 	const ctJSON = "application/json"
+	// The default policy with a counter shared with the fleet: its
+	// records carry fleet_velocity and fleet (off here).
+	pol, err := policy.Parse(bytes.Replace(policy.DefaultYAML(), []byte("velocity:\n"),
+		[]byte("velocity:\n  - {name: accounts_1h, key: account, window: 1h, fleet: true}\n"), 1), "fleet.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
 	eng := func(st decision.Store) *decision.Engine {
-		e := decision.New(decision.Config{Store: st, Policies: onePolicy{policy.Default()}, HashKey: []byte("test-hash-key")})
+		e := decision.New(decision.Config{Store: st, Policies: onePolicy{pol}, HashKey: []byte("test-hash-key")})
 		t.Cleanup(e.Close)
 		return e
 	}
@@ -80,6 +88,13 @@ func TestOpenAPI(t *testing.T) {
 		c.Upstreams = func() map[string]UpstreamStatus {
 			now := time.Now()
 			return map[string]UpstreamStatus{"tencent": {State: "retrying", Reason: "5xx", LastSuccessAt: &now}, "tongdun": {State: "not_configured"}}
+		}
+		c.FleetVelocity = func() any {
+			age := 95.5
+			return fleet.VelocityStatus{State: fleet.ViewStale, AgeSeconds: &age, Reason: "the fleet view is 96s old: connection refused",
+				Topic: "outpost.velocity.v1", Epoch: 1796376600000000000, Entries: 3, MaxEntries: 1000000, ApproxBytes: 120, LoadedEntries: 2,
+				Partitions: map[string]fleet.VelocityPartition{"0": {Offset: 12, HighWatermark: 14, Lag: 2}, "1": {Offset: -1}},
+				Read:       14, Merged: 11, Own: 3, LastError: "connection refused"}
 		}
 	})
 	do := func(method, path string, body []byte, valid bool, hdr ...string) (int, http.Header, []byte) {
@@ -151,6 +166,9 @@ func TestOpenAPI(t *testing.T) {
 	want(st, b, 200, "")
 	st, _, b = do("GET", "/v1/decisions/dec-oa-1", nil, true)
 	want(st, b, 200, "")
+	if !bytes.Contains(b, []byte(`"fleet_velocity":{"accounts_1h":1}`)) || !bytes.Contains(b, []byte(`"fleet":{"state":"off"}`)) {
+		t.Errorf("the record does not show the fleet's counts: %s", b)
+	}
 	st, _, b = do("GET", "/v1/decisions/dec-none", nil, true)
 	want(st, b, 404, "not_found")
 	st, _, b = do("POST", "/v1/decisions", bytes.Replace(decisionReq(""), []byte(`14:20:50.521`), []byte(`14:20:50`), 1), false, "Content-Type", ctJSON)

@@ -75,10 +75,12 @@ func statusCmd(ctx context.Context, args []string, out io.Writer) error {
 	// Fleet mode's side, from the answer as sent (the client's Status
 	// does not know it).
 	var fl struct {
-		Kafka *kafkaDoc `json:"kafka"`
+		Kafka         *kafkaDoc    `json:"kafka"`
+		FleetVelocity *velocityDoc `json:"fleet_velocity"`
 	}
 	if json.Unmarshal(st.Raw, &fl) == nil {
 		printKafka(out, fl.Kafka)
+		printVelocity(out, fl.FleetVelocity)
 	}
 	for _, n := range st.Notes {
 		fmt.Fprintf(out, "note: %s\n", n)

@@ -24,10 +24,14 @@ import (
 // the broker has it: the same durable path as the actions.
 const auditQueue = "decisions-audit"
 
-// fleetQueues are the spool queues fleet mode adds.
+// fleetQueues are the spool queues fleet mode adds: the audit, and with
+// fleet velocity this agent's increments.
 func fleetQueues(cfg config.Config) []string {
 	if !cfg.KafkaConfigured() {
 		return nil
+	}
+	if cfg.FleetVelocityOn() {
+		return []string{auditQueue, fleet.VelocityQueue}
 	}
 	return []string{auditQueue}
 }
@@ -39,6 +43,8 @@ type fleetAgent struct {
 	id     string
 	prod   *fleet.Producer
 	status *fleet.StatusPublisher
+	// vel is the fleet's velocity view (AGENT_FLEET_VELOCITY); nil when off.
+	vel *fleet.Velocity
 	// auditNotQueued counts audit records that could not be queued (a
 	// full spool: the decision itself is still recorded and answered).
 	auditNotQueued atomic.Int64
@@ -79,6 +85,63 @@ func newFleetAgent(cfg config.Config, log *slog.Logger) (*fleetAgent, error) {
 	log.Info("fleet mode: Kafka configured", "agent_id", id, "brokers", strings.Join(cfg.Brokers(), ","),
 		"topic_prefix", cfg.KafkaTopicPrefix, "forward_via", cfg.ForwardVia)
 	return &fleetAgent{cfg: cfg, id: id, prod: p}, nil
+}
+
+// openVelocity opens the fleet's velocity view on the agent's store (its
+// counts and offsets live there, beside the decisions that count).
+func (f *fleetAgent) openVelocity(sp *spool.Spool, log *slog.Logger) error {
+	if f == nil || !f.cfg.FleetVelocityOn() {
+		return nil
+	}
+	secret, err := config.ReadKeyFile(f.cfg.KafkaKeyFile)
+	if err != nil {
+		return fmt.Errorf("AGENT_KAFKA_KEY_FILE: %w", err)
+	}
+	conn, err := kafkaConn(f.cfg, "agent-velocity", log)
+	if err != nil {
+		return err
+	}
+	f.vel, err = fleet.OpenVelocity(fleet.VelocityConfig{
+		Conn: conn, Topic: fleet.Topic(f.cfg.KafkaTopicPrefix, fleet.KindVelocity), AgentID: f.id, Secret: secret, Store: sp,
+		MaxEntries: f.cfg.FleetVelocityMaxEntries, MaxAge: f.cfg.FleetVelocityMaxAge, Lookback: f.cfg.FleetVelocityLookback, Logger: log,
+	})
+	if err != nil {
+		return fmt.Errorf("AGENT_FLEET_VELOCITY: %w", err)
+	}
+	st := f.vel.Status()
+	log.Info("fleet velocity: the fleet's counters are shared", "topic", st.Topic, "loaded_entries", st.LoadedEntries,
+		"partitions_stored", len(st.Partitions), "max_entries", st.MaxEntries)
+	need := config.ByteSize(88<<20 + int64(f.cfg.FleetVelocityMaxEntries)*fleet.BytesPerEntry)
+	if f.cfg.MemoryLimit != 0 && f.cfg.MemoryLimit < need {
+		log.Warn("AGENT_MEMORY_LIMIT leaves little room for the fleet's counts: raise it by AGENT_FLEET_VELOCITY_MAX_ENTRIES x 40 bytes",
+			"memory_limit", mibs(int64(f.cfg.MemoryLimit)), "suggested", mibs(int64(need)))
+	}
+	return nil
+}
+
+// stopVelocity stops reading the fleet's velocity (idempotent).
+func (f *fleetAgent) stopVelocity(ctx context.Context) {
+	if f != nil && f.vel != nil {
+		_ = f.vel.Close(ctx)
+	}
+}
+
+// decisionFleet is the engine's Fleet: nil (not a nil *Velocity) when off.
+func (f *fleetAgent) decisionFleet() decision.Fleet {
+	if f == nil || f.vel == nil {
+		return nil
+	}
+	return f.vel
+}
+
+var _ decision.Fleet = (*fleet.Velocity)(nil)
+
+// velocityStatus is the fleet view in /v1/status; nil when off.
+func (f *fleetAgent) velocityStatus() func() any {
+	if f == nil || f.vel == nil {
+		return nil
+	}
+	return func() any { return f.vel.Status() }
 }
 
 // workers replaces the tencent queue's worker by one that delivers to
@@ -125,6 +188,14 @@ func (f *fleetAgent) workers(sp *spool.Spool, log *slog.Logger, hist *localapi.H
 			},
 		}))
 	}
+	if f.vel != nil {
+		// Keyed by subject: one subject's increments in one partition, in
+		// this agent's order (the readers' de-duplication relies on it).
+		ws[fleet.VelocityQueue] = worker(fleet.VelocityQueue, f.prod.Sender(fleet.SenderConfig{
+			Queue: fleet.VelocityQueue, Topic: fleet.Topic(f.cfg.KafkaTopicPrefix, fleet.KindVelocity), Kind: fleet.KindVelocity,
+			Key: fleet.VelocityKey,
+		}))
+	}
 	agentKey := f.id
 	ws[auditQueue] = worker(auditQueue, f.prod.Sender(fleet.SenderConfig{
 		Queue: auditQueue, Topic: fleet.Topic(f.cfg.KafkaTopicPrefix, fleet.KindDecisions), Kind: fleet.KindDecisions,
@@ -141,10 +212,14 @@ func (f *fleetAgent) workers(sp *spool.Spool, log *slog.Logger, hist *localapi.H
 // p99 from 202 to the broker at 1,000 actions/s.
 const kafkaFlush = 2 * time.Millisecond
 
-// start publishes the agent's status to <prefix>.agents.v1.
+// start publishes the agent's status to <prefix>.agents.v1 and starts
+// reading the fleet's velocity.
 func (f *fleetAgent) start(status func() any) {
 	if f == nil {
 		return
+	}
+	if f.vel != nil {
+		f.vel.Start()
 	}
 	f.status = fleet.StartStatus(fleet.StatusConfig{
 		Client: f.prod.Client(), Topic: fleet.Topic(f.cfg.KafkaTopicPrefix, fleet.KindAgents), AgentID: f.id,
@@ -161,12 +236,18 @@ func (f *fleetAgent) close(ctx context.Context) {
 	if f.status != nil {
 		_ = f.status.Close(ctx)
 	}
+	// serve stops the view before the store closes (a merge in flight is
+	// written whole or not at all); this is for the paths that return early.
+	f.stopVelocity(ctx)
 	f.prod.Close()
 }
 
 func (f *fleetAgent) register(m *metrics.Metrics) {
 	if f != nil {
 		m.Register(f.prod.Collector())
+	}
+	if f != nil && f.vel != nil {
+		m.Register(f.vel.Collector())
 	}
 }
 
@@ -239,6 +320,49 @@ type kafkaDoc struct {
 	} `json:"queues"`
 }
 
+// velocityDoc is the fleet view as `agent status` reads it.
+type velocityDoc struct {
+	State      string   `json:"state"`
+	AgeSeconds *float64 `json:"age_seconds"`
+	Reason     string   `json:"reason"`
+	Topic      string   `json:"topic"`
+	Partitions map[string]struct {
+		Lag int64 `json:"lag"`
+	} `json:"partitions"`
+	Entries      int   `json:"entries"`
+	MaxEntries   int   `json:"max_entries"`
+	ApproxBytes  int64 `json:"approx_bytes"`
+	Merged       int64 `json:"merged_total"`
+	Duplicates   int64 `json:"duplicates_total"`
+	OverCapacity int64 `json:"over_capacity_total"`
+	NotQueued    int64 `json:"not_queued_total"`
+}
+
+func printVelocity(out io.Writer, v *velocityDoc) {
+	if v == nil {
+		return
+	}
+	var lag int64
+	for _, p := range v.Partitions {
+		lag += p.Lag
+	}
+	fmt.Fprintf(out, "fleet velocity: %s", strings.ToUpper(v.State))
+	if v.AgeSeconds != nil {
+		fmt.Fprintf(out, " (%s old)", age(*v.AgeSeconds))
+	}
+	if v.State != "live" {
+		fmt.Fprint(out, ", decisions use the local view")
+	}
+	if v.Reason != "" {
+		fmt.Fprintf(out, ": %s", truncate(v.Reason, 200))
+	}
+	fmt.Fprintf(out, "\n  %s: %d records behind in %d partitions; %d counts held of %d (%s); merged %d, duplicates skipped %d\n",
+		v.Topic, lag, len(v.Partitions), v.Entries, v.MaxEntries, humanBytes(v.ApproxBytes), v.Merged, v.Duplicates)
+	if v.OverCapacity > 0 || v.NotQueued > 0 {
+		fmt.Fprintf(out, "  not kept for AGENT_FLEET_VELOCITY_MAX_ENTRIES: %d; own increments not queued (spool full): %d\n", v.OverCapacity, v.NotQueued)
+	}
+}
+
 func printKafka(out io.Writer, k *kafkaDoc) {
 	if k == nil {
 		return
@@ -271,10 +395,14 @@ func fleetStatus(sp *spool.Spool, ws map[string]*forwarder.Worker, f *fleetAgent
 		DeadLetters      int64   `json:"dead_letters"`
 	}
 	out := struct {
-		Queues    map[string]q      `json:"queues"`
-		Upstreams map[string]string `json:"upstreams"`
-		Kafka     any               `json:"kafka"`
+		Queues        map[string]q      `json:"queues"`
+		Upstreams     map[string]string `json:"upstreams"`
+		Kafka         any               `json:"kafka"`
+		FleetVelocity any               `json:"fleet_velocity,omitempty"`
 	}{Queues: map[string]q{}, Upstreams: map[string]string{}, Kafka: f.kafkaStatus()()}
+	if vs := f.velocityStatus(); vs != nil {
+		out.FleetVelocity = vs()
+	}
 	for name, st := range sp.Stats() {
 		out.Queues[name] = q{st.Depth, st.OldestAgeSeconds, st.DeadLetters}
 	}

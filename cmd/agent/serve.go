@@ -209,6 +209,10 @@ func serve(ctx context.Context) error {
 		return err
 	}
 	defer fl.close(context.Background())
+	if err := fl.openVelocity(sp, log); err != nil {
+		closeSpool()
+		return err
+	}
 	fl.register(mets)
 	var eng *decision.Engine
 	hist := localapi.NewHistory(nil)
@@ -222,7 +226,7 @@ func serve(ctx context.Context) error {
 		QueueUnionPay: key != nil, Retention: cfg.DecisionRetention, Logger: log,
 		TongDunCache:  decision.SourcePolicy{TTL: cfg.TongdunCacheTTL, MaxStale: cfg.TongdunCacheMaxStale, NegativeTTL: cfg.CacheNegativeTTL},
 		UnionPayCache: decision.SourcePolicy{TTL: cfg.UnionpayCacheTTL, MaxStale: cfg.UnionpayCacheMaxStale, NegativeTTL: cfg.CacheNegativeTTL},
-		TongDunHealth: ws["tongdun"], UnionPayHealth: ws["unionpay"],
+		TongDunHealth: ws["tongdun"], UnionPayHealth: ws["unionpay"], Fleet: fl.decisionFleet(),
 	}
 	if cs.tongdun != nil {
 		dc.TongDun = cs.tongdun
@@ -285,6 +289,7 @@ func serve(ctx context.Context) error {
 		Version:           version,
 		History:           hist,
 		Kafka:             fl.kafkaStatus(),
+		FleetVelocity:     fl.velocityStatus(),
 	})
 	ln, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
@@ -376,6 +381,7 @@ wait:
 	cctx, ccancel := context.WithTimeout(context.Background(), config.StoreCloseTimeout)
 	defer ccancel()
 	closeForwarders(cctx, ws, log)
+	fl.stopVelocity(cctx) // its merges write to the store: stopped before it closes
 	left := sp.Stats()
 	if cerr := sp.Close(cctx); cerr != nil {
 		log.Error("closing the store", "err", cerr)
