@@ -89,7 +89,8 @@ func (p *proc) start(t *testing.T, ready string) {
 
 func (p *proc) kill9() {
 	p.cmd.Process.Kill()
-	<-p.done
+	err := <-p.done
+	p.done <- err // alive() reads it: a killed process is not alive
 }
 
 func (p *proc) alive() bool {
