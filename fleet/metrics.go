@@ -91,3 +91,56 @@ func (c relayCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descRelayCommitErr, prometheus.CounterValue, float64(st.CommitErrors))
 	ch <- prometheus.MustNewConstMetric(descRelayParts, prometheus.GaugeValue, float64(len(st.Partitions)))
 }
+
+// Metric descriptions of the fleet's velocity view.
+var (
+	descVelAge       = prometheus.NewDesc("outpost_fleet_velocity_age_seconds", "Time since the fleet's velocity view last held everything on the broker (-1: never in step).", nil, nil)
+	descVelLive      = prometheus.NewDesc("outpost_fleet_velocity_live", "1 while the fleet view is at most AGENT_FLEET_VELOCITY_MAX_AGE old; 0 while decisions go on with the local view.", nil, nil)
+	descVelLag       = prometheus.NewDesc("outpost_fleet_velocity_lag_records", "Records of the velocity topic's partition not yet merged.", []string{"partition"}, nil)
+	descVelEntries   = prometheus.NewDesc("outpost_fleet_velocity_entries", "(subject, bucket) counts the fleet view holds in memory.", nil, nil)
+	descVelMerged    = prometheus.NewDesc("outpost_fleet_velocity_merged_total", "The other agents' increments merged into the fleet view.", nil, nil)
+	descVelDups      = prometheus.NewDesc("outpost_fleet_velocity_duplicates_total", "Increments skipped as already merged.", nil, nil)
+	descVelOverCap   = prometheus.NewDesc("outpost_fleet_velocity_over_capacity_total", "Counts not kept for AGENT_FLEET_VELOCITY_MAX_ENTRIES.", nil, nil)
+	descVelNotQueued = prometheus.NewDesc("outpost_fleet_velocity_not_queued_total", "This agent's increments not queued for a full spool.", nil, nil)
+)
+
+// Collector reads the view's figures at scrape time.
+func (v *Velocity) Collector() prometheus.Collector { return velocityCollector{v.Status, v.delay} }
+
+type velocityCollector struct {
+	status func() VelocityStatus
+	delay  prometheus.Histogram
+}
+
+func (c velocityCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descVelAge, descVelLive, descVelLag, descVelEntries, descVelMerged, descVelDups, descVelOverCap, descVelNotQueued} {
+		ch <- d
+	}
+	if c.delay != nil {
+		c.delay.Describe(ch)
+	}
+}
+
+func (c velocityCollector) Collect(ch chan<- prometheus.Metric) {
+	if c.delay != nil {
+		c.delay.Collect(ch)
+	}
+	st := c.status()
+	age, live := -1.0, 0.0
+	if st.AgeSeconds != nil {
+		age = *st.AgeSeconds
+	}
+	if st.State == ViewLive {
+		live = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descVelAge, prometheus.GaugeValue, age)
+	ch <- prometheus.MustNewConstMetric(descVelLive, prometheus.GaugeValue, live)
+	for p, s := range st.Partitions {
+		ch <- prometheus.MustNewConstMetric(descVelLag, prometheus.GaugeValue, float64(s.Lag), p)
+	}
+	ch <- prometheus.MustNewConstMetric(descVelEntries, prometheus.GaugeValue, float64(st.Entries))
+	ch <- prometheus.MustNewConstMetric(descVelMerged, prometheus.CounterValue, float64(st.Merged))
+	ch <- prometheus.MustNewConstMetric(descVelDups, prometheus.CounterValue, float64(st.Duplicates))
+	ch <- prometheus.MustNewConstMetric(descVelOverCap, prometheus.CounterValue, float64(st.OverCapacity))
+	ch <- prometheus.MustNewConstMetric(descVelNotQueued, prometheus.CounterValue, float64(st.NotQueued))
+}

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -90,6 +91,10 @@ type Velocity struct {
 
 	notQueued atomic.Int64
 	errLog    rateLimit
+	closed    atomic.Bool
+	// delay is how long increments took from their event at the other
+	// agent to being counted here (clocks of two hosts: skew shows).
+	delay prometheus.Histogram
 }
 
 // VelocityConfig configures the fleet view.
@@ -126,6 +131,11 @@ type VelocityStore interface {
 }
 
 var _ VelocityStore = (*spool.Spool)(nil)
+
+// DelayBuckets are the merge delay histogram's bounds, in seconds: fine
+// where the fleet normally is (milliseconds), coarse for catch-ups.
+var DelayBuckets = []float64{.001, .002, .003, .004, .005, .006, .008, .01, .012, .015, .02, .025, .03, .04, .05, .075,
+	.1, .15, .2, .3, .5, .75, 1, 2, 5, 10, 30, 60, 300, 3600}
 
 // Buckets is how many buckets a counter's window is cut into.
 const Buckets = 60
@@ -230,7 +240,10 @@ func OpenVelocity(cfg VelocityConfig) (*Velocity, error) {
 	}
 	v := &Velocity{cfg: cfg, log: cfg.Logger.With("component", "fleet-velocity"), now: cfg.Now,
 		series: map[seriesKey]*series{}, offsets: map[int32]int64{}, assigned: map[int32]bool{},
-		marks: map[markKey]mark{}, hw: map[int32]int64{}}
+		marks: map[markKey]mark{}, hw: map[int32]int64{},
+		delay: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "outpost_fleet_velocity_merge_delay_seconds",
+			Help:    "Time from an increment's event at another agent (its clock) to its count in this agent's fleet view.",
+			Buckets: DelayBuckets})}
 	if err := v.load(); err != nil {
 		return nil, fmt.Errorf("fleet velocity: %w", err)
 	}
@@ -381,8 +394,12 @@ func (v *Velocity) Start() {
 }
 
 // Close stops reading (a batch being merged is finished or not written at
-// all: the store stays consistent) and closes the client, within ctx.
+// all: the store stays consistent) and closes the client, within ctx. A
+// second Close returns at once.
 func (v *Velocity) Close(ctx context.Context) error {
+	if !v.closed.CompareAndSwap(false, true) {
+		return nil
+	}
 	if v.cancel != nil {
 		v.cancel()
 	}
@@ -607,6 +624,7 @@ func (v *Velocity) merge(ctx context.Context, recs []*kgo.Record) error {
 	}
 	deltas := map[entryKey]uint32{}
 	marks := map[markKey]mark{}
+	var events []time.Time
 	next := map[int32]int64{}
 	var c velocityCounters
 	v.mu.RLock()
@@ -661,6 +679,7 @@ func (v *Velocity) merge(ctx context.Context, recs []*kgo.Record) error {
 		sub, _ := parseSubject(inc.Subject)
 		deltas[entryKey{sk, b, sub}] += uint32(inc.Count)
 		c.merged += inc.Count
+		events = append(events, inc.EventTime)
 	}
 	// New absolute counts, within the cap.
 	type put struct {
@@ -702,6 +721,10 @@ func (v *Velocity) merge(ctx context.Context, recs []*kgo.Record) error {
 		v.st.writeErrors++
 		v.mu.Unlock()
 		return fmt.Errorf("store merged increments: %w", err)
+	}
+	counted := v.now()
+	for _, at := range events {
+		v.delay.Observe(max(counted.Sub(at).Seconds(), 0))
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/outpost-agent/outpost/spool"
@@ -151,6 +152,21 @@ func TestVelocityMergesTheOthersNotItsOwn(t *testing.T) {
 	}
 	if st.Merged != 4 || st.Own != 2 || st.Duplicates != 0 || st.Entries != 2 || st.AgeSeconds == nil {
 		t.Errorf("status %+v", st)
+	}
+	// Every merged increment's delay is observed (the fake clock stands
+	// still: all of them 0 s).
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(b.view.Collector())
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "outpost_fleet_velocity_merge_delay_seconds" {
+			if h := mf.GetMetric()[0].GetHistogram(); h.GetSampleCount() != 4 || h.GetSampleSum() != 0 {
+				t.Errorf("merge delay: %d samples, sum %g", h.GetSampleCount(), h.GetSampleSum())
+			}
+		}
 	}
 	// Subjects are the fleet's: another secret is another subject.
 	if SubjectHash([]byte("another secret, 32 bytes long..."), "phone", phoneA) == b.view.Subject("phone", phoneA) {
