@@ -45,6 +45,7 @@ func TestDefaults(t *testing.T) {
 		TongdunCacheTTL: 10 * time.Minute, TongdunCacheMaxStale: time.Hour,
 		UnionpayCacheTTL: 24 * time.Hour, UnionpayCacheMaxStale: 168 * time.Hour, CacheNegativeTTL: 30 * time.Second,
 		KafkaTopicPrefix: "outpost", ForwardVia: "direct", KafkaGroup: "outpost-relay", KafkaStatusInterval: 30 * time.Second,
+		FleetVelocityMaxAge: 30 * time.Second, FleetVelocityMaxEntries: 1000000, FleetVelocityLookback: 24 * time.Hour,
 	}
 	if !reflect.DeepEqual(got, want) {
 		gv, wv := reflect.ValueOf(got), reflect.ValueOf(want)
