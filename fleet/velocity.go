@@ -141,9 +141,11 @@ var DelayBuckets = []float64{.001, .002, .003, .004, .005, .006, .008, .01, .012
 const Buckets = 60
 
 // BytesPerEntry is what one (subject, bucket) count costs in memory, as
-// measured (BENCHMARKS.md): the 16-byte subject, the 4-byte count and the
-// map's own share.
-const BytesPerEntry = 40
+// measured (BENCHMARKS.md, session 13: 1,000,000 subjects fed to an agent
+// raised its Go heap in use by 93 bytes a count): the 16-byte subject and
+// 4-byte count in their bucket's map, the map's growth, and the store's
+// copy on its way to disk.
+const BytesPerEntry = 100
 
 // View states.
 const (

@@ -113,7 +113,7 @@ func (f *fleetAgent) openVelocity(sp *spool.Spool, log *slog.Logger) error {
 		"partitions_stored", len(st.Partitions), "max_entries", st.MaxEntries)
 	need := config.ByteSize(88<<20 + int64(f.cfg.FleetVelocityMaxEntries)*fleet.BytesPerEntry)
 	if f.cfg.MemoryLimit != 0 && f.cfg.MemoryLimit < need {
-		log.Warn("AGENT_MEMORY_LIMIT leaves little room for the fleet's counts: raise it by AGENT_FLEET_VELOCITY_MAX_ENTRIES x 40 bytes",
+		log.Warn("AGENT_MEMORY_LIMIT leaves little room for the fleet's counts: raise it by AGENT_FLEET_VELOCITY_MAX_ENTRIES x 100 bytes",
 			"memory_limit", mibs(int64(f.cfg.MemoryLimit)), "suggested", mibs(int64(need)))
 	}
 	return nil

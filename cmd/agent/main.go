@@ -121,7 +121,7 @@
 //	AGENT_FLEET_VELOCITY_MAX_AGE   [30s] an older fleet view is stale: decisions go on
 //	                               with the local view and their records say so
 //	AGENT_FLEET_VELOCITY_MAX_ENTRIES [1000000] (subject, bucket) counts held in memory,
-//	                               about 40 bytes each: raise AGENT_MEMORY_LIMIT to match
+//	                               about 100 bytes each: raise AGENT_MEMORY_LIMIT to match
 //	AGENT_FLEET_VELOCITY_LOOKBACK  [24h] how far back a new agent first reads the topic
 package main
 
