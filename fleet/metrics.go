@@ -107,6 +107,12 @@ var (
 // Collector reads the view's figures at scrape time.
 func (v *Velocity) Collector() prometheus.Collector { return velocityCollector{v.Status, v.delay} }
 
+// VelocityCollector exposes a fleet view's figures from status (the
+// merge-delay histogram only comes with a Velocity's own Collector).
+func VelocityCollector(status func() VelocityStatus) prometheus.Collector {
+	return velocityCollector{status: status}
+}
+
 type velocityCollector struct {
 	status func() VelocityStatus
 	delay  prometheus.Histogram

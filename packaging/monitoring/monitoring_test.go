@@ -40,6 +40,8 @@ func exposed(t *testing.T) map[string]bool {
 		return fleet.ProducerStatus{Queues: map[string]fleet.QueueStatus{"tencent": {}}}
 	}), fleet.RelayCollector(func() fleet.RelayStatus {
 		return fleet.RelayStatus{Topic: "outpost.actions.v1", Partitions: []fleet.PartitionStatus{{Lag: 0}}}
+	}), fleet.VelocityCollector(func() fleet.VelocityStatus {
+		return fleet.VelocityStatus{Partitions: map[string]fleet.VelocityPartition{"0": {}}}
 	}))
 	m.Request("GET /v1/status", 200, 0)
 	m.Actions("accepted", 1)
