@@ -1,6 +1,7 @@
 package journal
 
 import (
+	"bytes"
 	"crypto/cipher"
 	"encoding/binary"
 	"errors"
@@ -193,27 +194,39 @@ func resync(data []byte, start int, want uint64) (int, uint64) {
 	return -1, 0
 }
 
+// zeroPage is compared against: bytes.Equal runs the runtime's vector
+// compare, several times faster than a loop of ours and about a hundred
+// times faster under the race detector, which instruments every load of a
+// loop but not the runtime's (opening a store scans its logs' preallocated
+// tails for damage: the spool's model test spent 82 s of CPU there).
+var zeroPage [64 << 10]byte
+
 // AllZero reports whether b holds only zeros.
 func AllZero(b []byte) bool {
-	for len(b) >= 8 {
-		if binary.NativeEndian.Uint64(b) != 0 {
+	for len(b) > 0 {
+		n := min(len(b), len(zeroPage))
+		if !bytes.Equal(b[:n], zeroPage[:n]) {
 			return false
 		}
-		b = b[8:]
-	}
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
+		b = b[n:]
 	}
 	return true
 }
 
 // LastNonZero is the index of b's last byte that is not zero, or -1.
 func LastNonZero(b []byte) int {
-	for i := len(b) - 1; i >= 0; i-- {
-		if b[i] != 0 {
-			return i
+	const chunk = 4 << 10
+	end := len(b)
+	for end > 0 {
+		start := max(0, end-chunk)
+		if AllZero(b[start:end]) {
+			end = start
+			continue
+		}
+		for i := end - 1; i >= start; i-- {
+			if b[i] != 0 {
+				return i
+			}
 		}
 	}
 	return -1
