@@ -10,7 +10,8 @@ import (
 // Store keeps what decisions write and read back: decision records, the
 // late verdicts attached to them, velocity events and score-cache
 // entries. It is all the engine knows of storage; how these are laid out
-// is the implementation's (SpoolStore on the agent's spool).
+// is the implementation's (SpoolStore on the agent's spool, MemStore in
+// memory), and TestStoreContract holds both to what is written here.
 type Store interface {
 	// Commit writes c in one atomic, durable commit: when it returns nil
 	// all of c is stored, otherwise none of it. When c.Queue cannot be
