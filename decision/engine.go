@@ -13,6 +13,17 @@
 // about a quarter of a cached decision's 14 µs of CPU; each falls back to
 // encoding/json for what it does not expect, and tests compare the two.
 // The score cache in front of the store is golang-lru's (cache.go).
+//
+// What the engine keeps it keeps through Store (store.go), an interface
+// in its own terms: Commit writes what one decision records (its record,
+// its velocity events, the scores its live calls brought, the checks and
+// fleet increments it queues) in one atomic, durable commit, or a late
+// verdict or a refreshed score; Decision, LateVerdicts, VelocityEvents
+// and Score read them back. The agent's Store is SpoolStore
+// (spoolstore.go), on the spool: it alone knows the keys, dec/, late/,
+// vel/ and sc/, that data directories hold. MemStore (memstore.go) keeps
+// the same contract in memory; TestStoreContract runs one suite against
+// both.
 package decision
 
 import (
