@@ -270,7 +270,6 @@ func (e *Engine) Decide(ctx context.Context, req *Request) (*Result, error) {
 	}
 	pol := e.cfg.Policies.Current()
 	st := &decideState{views: map[string]SignalView{}}
-	st.commit.Scores, st.commit.Velocity = st.scores[:0], st.velocity[:0]
 	in := &st.in
 	*in = policy.Input{
 		Event: req.DecisionEvent, AccountID: req.AccountID, Now: now,
@@ -426,16 +425,14 @@ func (e *Engine) Decide(ctx context.Context, req *Request) (*Result, error) {
 
 // decideState is what one decision's signals write, from the caller's
 // goroutine or the live calls', and the commit that records it (one
-// allocation for all of it: the commit's scores and velocity events start
-// in the arrays beside it).
+// allocation for all of it; 640 bytes, where arrays for the commit's
+// velocity events and scores would take it to the 1152-byte size class).
 type decideState struct {
-	mu       sync.Mutex
-	in       policy.Input
-	credit   policy.Credit
-	views    map[string]SignalView
-	commit   Commit
-	scores   [2]ScoreEntry    // the live calls that cache: TongDun's, UnionPay's model
-	velocity [4]VelocityEvent // most policies count fewer
+	mu     sync.Mutex
+	in     policy.Input
+	credit policy.Credit
+	views  map[string]SignalView
+	commit Commit
 }
 
 // addScore adds a score-cache entry to the decision's commit.
