@@ -36,7 +36,7 @@ func startAgent() (addr string, sp *spool.Spool, stop func()) {
 	if err != nil {
 		panic(err)
 	}
-	eng := decision.New(decision.Config{Store: sp, Policies: defaultPolicy{policy.Default()}, HashKey: []byte("example-hash-key")})
+	eng := decision.New(decision.Config{Store: decision.NewSpoolStore(sp), Policies: defaultPolicy{policy.Default()}, HashKey: []byte("example-hash-key")})
 	api := localapi.New(localapi.Config{Store: sp, Decider: eng, NoTongDun: true, Logger: slog.New(slog.DiscardHandler)})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

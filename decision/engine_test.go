@@ -61,7 +61,7 @@ func newRig(t testing.TB, mod ...func(*Config)) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.cfg = Config{Store: r.sp, Policies: fixedPolicy{policy.Default()}, TongDun: td, UnionPay: up, TongDunHealth: r.tdOK,
+	r.cfg = Config{Store: NewSpoolStore(r.sp), Policies: fixedPolicy{policy.Default()}, TongDun: td, UnionPay: up, TongDunHealth: r.tdOK,
 		Timeout: 200 * time.Millisecond, HashKey: []byte("test-hash-key"), Clock: now}
 	for _, f := range mod {
 		f(&r.cfg)
@@ -279,7 +279,7 @@ func TestVelocitySurvivesRestart(t *testing.T) {
 	r.eng.Close()
 	r.sp.Close(context.Background())
 	r.openSpool(t)
-	r.cfg.Store = r.sp
+	r.cfg.Store = NewSpoolStore(r.sp)
 	r.eng = New(r.cfg)
 	res := decide(t, r, withdraw("vd", "acct-7", 10))
 	if got := res.Velocity[vd.Name]; got != 3 {

@@ -73,7 +73,7 @@ func fleetRig(t *testing.T, f Fleet) *rig {
 	}
 	t.Cleanup(func() { sp.Close(context.Background()) })
 	r := newRig(t, func(c *Config) {
-		c.Store, c.Policies, c.TongDun, c.UnionPay = sp, fixedPolicy{pol}, nil, nil
+		c.Store, c.Policies, c.TongDun, c.UnionPay = NewSpoolStore(sp), fixedPolicy{pol}, nil, nil
 		if f != nil {
 			c.Fleet = f
 		}

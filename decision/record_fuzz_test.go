@@ -13,8 +13,8 @@ import (
 	"github.com/outpost-agent/outpost/spool"
 )
 
-// mapStore is a Store over a map: what Get and lookup read back is exactly
-// the bytes a test put there.
+// mapStore is a Spool over a map: under a SpoolStore, what Get and lookup
+// read back is exactly the bytes a test put under the stored key layout.
 type mapStore map[string][]byte
 
 func (m mapStore) Write(_ context.Context, kvs []spool.KV, _ []spool.Record) (spool.AppendResult, error) {
@@ -86,7 +86,7 @@ func FuzzStoredDecision(f *testing.F) {
 	f.Add([]byte(`{"Result":"accept","RESULT":"decline","signals":{"tongdun":{"score":null}}}`), []byte(`{"answer":"x"}`))
 	f.Fuzz(func(t *testing.T, rec, late []byte) {
 		st := mapStore{"dec/d1": rec, "late/d1/tongdun": late}
-		e := New(Config{Store: st})
+		e := New(Config{Store: NewSpoolStore(st)})
 		r, ok, err := e.Get("d1")
 		var plain Result
 		if json.Unmarshal(rec, &plain) != nil {
@@ -135,7 +135,7 @@ func FuzzCachedScore(f *testing.F) {
 	f.Add([]byte(`{"at":"not a time"}`))
 	f.Add([]byte(`null`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		e := New(Config{Store: mapStore{"td/k": b}})
+		e := New(Config{Store: NewSpoolStore(mapStore{"sc/td/k": b})})
 		c, ok := e.lookup("td/k")
 		var want cached
 		if json.Unmarshal(b, &want) != nil {

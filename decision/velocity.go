@@ -6,11 +6,12 @@ import (
 	"time"
 )
 
-// velocity fronts the stored velocity events (one key per event, with a
-// TTL of its window: exact and restart-safe) with an in-memory window per
-// (counter, subject), loaded from the store on first use. A decision then
-// costs a lock and an append, not a scan of every event in the window,
-// which would grow with exactly the accounts a fraud counter is about.
+// velocity fronts the stored velocity events (Store.VelocityEvents: one
+// per event, kept for its window: exact and restart-safe) with an
+// in-memory window per (counter, subject), loaded from the store on first
+// use. A decision then costs a lock and an append, not a scan of every
+// event in the window, which would grow with exactly the accounts a fraud
+// counter is about.
 type velocity struct {
 	mu   sync.Mutex
 	max  int

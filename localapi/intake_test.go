@@ -120,7 +120,7 @@ func (o onePolicy) Current() *policy.Policy { return o.p }
 // not store_unavailable.
 func TestDecisionOnAFullDiskIsSpoolFull(t *testing.T) {
 	d := newFullDisk(t, 40<<20)
-	eng := decision.New(decision.Config{Store: d.sp, Policies: onePolicy{policy.Default()}, HashKey: []byte("test-hash-key")})
+	eng := decision.New(decision.Config{Store: decision.NewSpoolStore(d.sp), Policies: onePolicy{policy.Default()}, HashKey: []byte("test-hash-key")})
 	t.Cleanup(eng.Close)
 	h := newHarness(t, func(c *Config) { c.Store, c.Decider, c.DefaultChannel = d.sp, eng, "bank" })
 	req := []byte(`{"session_id":"s-1","decision_event":"withdraw","event_time":"2026-11-23T14:20:50.521+08:00",` +

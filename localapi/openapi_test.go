@@ -39,9 +39,7 @@ func (s errStore) Replay(context.Context, string, []string, bool) (int, error) {
 // failingWrites is a decision store whose writes fail.
 type failingWrites struct{ decision.Store }
 
-func (failingWrites) Write(context.Context, []spool.KV, []spool.Record) (spool.AppendResult, error) {
-	return spool.AppendResult{}, errBroken
-}
+func (failingWrites) Commit(context.Context, *decision.Commit) error { return errBroken }
 
 // TestOpenAPI sends real requests, valid and invalid, to real servers (the
 // agent's HTTP server on a loopback port, a real spool and decision
@@ -81,7 +79,7 @@ func TestOpenAPI(t *testing.T) {
 	// letter, a real decision engine, metrics and the profiler.
 	sp := newSpool(t, 0)
 	h := newHarness(t, func(c *Config) {
-		c.Store, c.Decider, c.NoTongDun, c.Pprof, c.Metrics = sp, eng(sp), true, true, promhttp.Handler()
+		c.Store, c.Decider, c.NoTongDun, c.Pprof, c.Metrics = sp, eng(decision.NewSpoolStore(sp)), true, true, promhttp.Handler()
 		c.Policy = func() any {
 			return map[string]any{"version": "t-1", "sha256": strings.Repeat("0", 64), "file": "(embedded default)", "reloads": 0, "refusals": 0}
 		}
@@ -274,7 +272,7 @@ func TestOpenAPI(t *testing.T) {
 
 	// A disk under its minimum: actions and decisions are refused.
 	d := newFullDisk(t, 40<<20)
-	fullEng := eng(d.sp)
+	fullEng := eng(decision.NewSpoolStore(d.sp))
 	hf := newHarness(t, func(c *Config) { c.Store, c.Decider, c.NoTongDun = d.sp, fullEng, true })
 	st, _, b = chk.Do(t, hc, hf.url, "POST", "/v1/actions", body(act("oa-full", "")), true, "Content-Type", ctJSON)
 	want(st, b, 503, "spool_full")
@@ -288,7 +286,7 @@ func TestOpenAPI(t *testing.T) {
 	st, _, b = chk.Do(t, hc, hc1.url, "POST", "/v1/actions", body(act("oa-closed", "")), true, "Content-Type", ctJSON)
 	want(st, b, 503, "shutting_down")
 	sp2 := newSpool(t, 0)
-	broken := decideBroken{eng(failingWrites{sp2})}
+	broken := decideBroken{eng(failingWrites{decision.NewSpoolStore(sp2)})}
 	hb := newHarness(t, func(c *Config) { c.Store, c.Decider, c.NoTongDun = errStore{Store: sp2, err: errBroken}, broken, true })
 	for _, x := range []struct {
 		method, path string

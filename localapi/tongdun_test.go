@@ -41,7 +41,7 @@ func tdHarness(t *testing.T, v, agent tongdun.APIVersion) (*harness, *tdsim.Serv
 		t.Fatal(err)
 	}
 	sp := newSpool(t, 0)
-	eng := decision.New(decision.Config{Store: sp, Policies: onePolicy{policy.Default()}, TongDun: td, HashKey: []byte("test-hash-key")})
+	eng := decision.New(decision.Config{Store: decision.NewSpoolStore(sp), Policies: onePolicy{policy.Default()}, TongDun: td, HashKey: []byte("test-hash-key")})
 	t.Cleanup(eng.Close)
 	return newHarness(t, func(c *Config) {
 		c.Store, c.Decider, c.DefaultChannel, c.TongDunAPIVersion = sp, eng, "test", agent

@@ -11,8 +11,9 @@ import (
 
 // The spool also keeps the agent's small state beside the queues, in the
 // same store and through the same group commit: the score cache, velocity
-// counters and decision records. Their keys live under "k/", apart from the
-// queues' ranges.
+// counters, decision records and their late verdicts (laid out by
+// decision.SpoolStore, the decision engine's store on the spool). Their
+// keys live under "k/", apart from the queues' ranges.
 
 // KV is one key to write. TTL > 0 makes badger expire it; Delete removes it.
 type KV struct {

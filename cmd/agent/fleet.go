@@ -266,10 +266,10 @@ func (f *fleetAgent) kafkaStatus() func() any {
 	}
 }
 
-// store is what the decision engine writes through: with Kafka, each
-// decision record written (key dec/<id>) is also queued, in the same
-// commit, on the audit queue.
-func (f *fleetAgent) store(sp *spool.Spool) decision.Store {
+// store is the spool the decision engine's store (decision.SpoolStore)
+// writes through: with Kafka, each decision record written (key dec/<id>)
+// is also queued, in the same commit, on the audit queue.
+func (f *fleetAgent) store(sp *spool.Spool) decision.Spool {
 	if f == nil {
 		return sp
 	}
@@ -281,7 +281,7 @@ type auditStore struct {
 	f *fleetAgent
 }
 
-var _ decision.Store = auditStore{}
+var _ decision.Spool = auditStore{}
 
 func (a auditStore) Write(ctx context.Context, kvs []spool.KV, recs []spool.Record) (spool.AppendResult, error) {
 	n := len(recs)

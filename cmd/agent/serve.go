@@ -222,7 +222,7 @@ func serve(ctx context.Context) error {
 		return err
 	}
 	dc := decision.Config{
-		Store: fl.store(sp), Policies: pols, Timeout: cfg.DecisionTimeout, HashKey: hashKey,
+		Store: decision.NewSpoolStore(fl.store(sp)), Policies: pols, Timeout: cfg.DecisionTimeout, HashKey: hashKey,
 		QueueUnionPay: key != nil, Retention: cfg.DecisionRetention, Logger: log,
 		TongDunCache:  decision.SourcePolicy{TTL: cfg.TongdunCacheTTL, MaxStale: cfg.TongdunCacheMaxStale, NegativeTTL: cfg.CacheNegativeTTL},
 		UnionPayCache: decision.SourcePolicy{TTL: cfg.UnionpayCacheTTL, MaxStale: cfg.UnionpayCacheMaxStale, NegativeTTL: cfg.CacheNegativeTTL},
