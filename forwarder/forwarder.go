@@ -12,6 +12,20 @@
 // and probes before resuming. Nothing leaves the spool unless its upstream
 // confirmed it or it was moved to the dead letters with a reason.
 //
+// In the agent the forwarder is one half of a loop with package decision,
+// which it does not import (cmd/agent wires the two):
+//
+//	decision --(check queued on tongdun/unionpay)--> spool --> Worker --> upstream
+//	Worker --(ResultSink.Delivered: late verdict, score cache)--> decision
+//	decision --(decision.Health: Worker.Healthy)--> call live, or queue the check
+//
+// A decision whose upstream is unhealthy (Worker.Healthy false: paused,
+// circuit open, retrying) is decided degraded and its check queued; the
+// worker delivers it when the upstream is back and hands the answer to
+// its ResultSink, the engine, which attaches it to the stored decision.
+// The ResultSink interface is declared here, by its caller; the engine
+// declares Health, which *Worker satisfies.
+//
 // The circuit breaker is ours (breaker.go), not sony/gobreaker, because it
 // earns it in a fleet (docs/fleet.md, BENCHMARKS.md "Fleet"): its open time
 // doubles and is jittered ±25%, so agents whose circuits opened in the
@@ -41,6 +55,21 @@ import (
 type Sender interface {
 	Send(ctx context.Context, items []upstream.Item) []upstream.Result
 }
+
+// ResultSink sees each delivered item's result, with the queue it came
+// from. In the agent the decision engine is the sink of the tongdun and
+// unionpay queues (late verdicts and the score cache: the loop in the
+// package doc), and the status page's history that of the actions'.
+// It is called from the worker's goroutine, once per delivered item.
+type ResultSink interface {
+	Delivered(queue string, e spool.Entry, r upstream.Result)
+}
+
+// ResultFunc is a function as a ResultSink.
+type ResultFunc func(queue string, e spool.Entry, r upstream.Result)
+
+// Delivered calls f.
+func (f ResultFunc) Delivered(queue string, e spool.Entry, r upstream.Result) { f(queue, e, r) }
 
 // Queue is what a worker needs of the spool.
 type Queue interface {
@@ -108,11 +137,8 @@ type Config struct {
 	// each for TongDun and UnionPay); 0 = no cap here (Tencent's client
 	// has its own requests-a-minute limit).
 	ItemsPerSecond float64
-	// OnResult, when set, sees each delivered item's result (the score
-	// cache and late verdicts feed on it).
-	OnResult func(e spool.Entry, r upstream.Result)
-	Clock    Clock
-	Logger   *slog.Logger
+	Clock          Clock
+	Logger         *slog.Logger
 	// Wake, when set, is signalled when new items are queued, so an idle
 	// worker need not wait for the next poll.
 	Wake <-chan struct{}
@@ -168,6 +194,7 @@ type Worker struct {
 	drainOnce sync.Once
 	drainNow  chan struct{}
 
+	sink   ResultSink // set by Start
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
@@ -249,11 +276,15 @@ func New(cfg Config) *Worker {
 	return w
 }
 
-// Start runs the worker until Close.
-func (w *Worker) Start() {
+// Start runs the worker until Close, handing each delivered item's result
+// to results (nil: to nobody). results is given here rather than in Config
+// because the agent's sink, the decision engine, is built after the workers
+// it asks Healthy: the loop is closed when the workers start.
+func (w *Worker) Start(results ResultSink) {
 	if w.cfg.Sender == nil {
 		return
 	}
+	w.sink = results
 	ctx, cancel := context.WithCancel(context.Background())
 	w.cancel = cancel
 	for range w.cfg.Concurrency {
@@ -471,8 +502,8 @@ func (w *Worker) settle(ctx context.Context, es []spool.Entry, results []upstrea
 			ack = append(ack, e.Seq)
 			delivered++
 			answered = true
-			if w.cfg.OnResult != nil {
-				w.cfg.OnResult(e, results[i])
+			if w.sink != nil {
+				w.sink.Delivered(w.cfg.Name, e, results[i])
 			}
 		case upstream.Permanent:
 			answered = true

@@ -89,7 +89,7 @@ func relayCmd(ctx context.Context) error {
 		BackoffMax: cfg.ForwardBackoffMax, ProbeInterval: cfg.ForwardProbeInterval,
 		BreakerOpen: cfg.ForwardBreakerOpen, BreakerMaxOpen: max(cfg.ForwardBreakerOpen, cfg.ForwardBackoffMax),
 	})
-	w.Start()
+	w.Start(nil)
 	status := func() any {
 		return struct {
 			Relay   fleet.RelayStatus `json:"relay"`
