@@ -1,7 +1,11 @@
 // Package localapi is the agent's HTTP API for apps on the same host:
-// intake of user actions (POST /v1/actions), decisions (/v1/decisions),
-// health (/healthz, /readyz) and status (/v1/status). openapi.json
-// describes every route, served at GET /openapi.json.
+// intake of user actions (POST /v1/actions); decisions (POST /v1/decisions,
+// and their records at GET /v1/decisions/{id}); health (/healthz, /readyz);
+// status (/v1/status, and the page at /); the dead letters
+// (/v1/deadletters, POST /v1/deadletters/replay); /metrics; Go's profiler
+// under /debug/pprof/ when AGENT_PPROF is on; and the description of all
+// of them, openapi.json, served at GET /openapi.json. TestRoutesAreDescribed
+// holds the server's routes to openapi.json and this list to it.
 //
 // It defends itself like a local daemon should: it refuses browser requests
 // (an Origin header) and unexpected Host values (DNS rebinding), caps body
