@@ -12,7 +12,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -67,7 +66,7 @@ func relayCmd(ctx context.Context) error {
 		return fmt.Errorf("open the relay's store: %w", err)
 	}
 	closeStore := func() {
-		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		cctx, cancel := context.WithTimeout(context.Background(), config.StoreCloseTimeout)
 		defer cancel()
 		if err := store.Close(cctx); err != nil {
 			log.Error("closing the store", "err", err)
