@@ -5,6 +5,14 @@
 // offline rules, and queues the check for the forwarder; the upstream's
 // late verdict is attached to the stored decision when it arrives.
 //
+// The loop with package forwarder, which neither package imports (each
+// declares what it needs of the other; cmd/agent wires them):
+//
+//	Engine.Decide --(check queued on tongdun/unionpay, in the decision's commit)--> spool
+//	spool --> forwarder.Worker --> upstream
+//	forwarder.Worker --(forwarder.ResultSink: Engine.Delivered)--> late verdict + score cache
+//	Engine --(Health: forwarder.Worker.Healthy)--> call live, or decide degraded and queue
+//
 // Written by hand where it earns it (BENCHMARKS.md, session 12): a request
 // is parsed in one pass (parseFast: 1.45 µs and 9 allocations for
 // cmd/loadgen's body against encoding/json's 5.4 µs and 31; 5.7 against
@@ -497,9 +505,10 @@ func (e *Engine) Get(id string) (*Result, bool, error) {
 	return &r, true, err
 }
 
-// Delivered is the forwarder's OnResult for the tongdun and unionpay
-// queues: it refreshes the score cache and attaches the late verdict to
-// the decision that queued the check.
+// Delivered makes the engine the forwarder's ResultSink for the tongdun
+// and unionpay queues: it refreshes the score cache and attaches the late
+// verdict to the decision that queued the check. Entries not queued by a
+// decision (their id has no '#') are ignored.
 func (e *Engine) Delivered(queue string, entry spool.Entry, r upstream.Result) {
 	decID, kind, ok := strings.Cut(entry.ID, "#")
 	if !ok {

@@ -102,7 +102,7 @@ func startRelay(t *testing.T, addrs []string, d Dedupe, s forwarder.Sender, opts
 	}
 	w := forwarder.New(forwarder.Config{Name: "tencent", Queue: r, Sender: s, Wake: r.Wake(), IdlePoll: 20 * time.Millisecond,
 		FlushInterval: time.Millisecond, BackoffBase: 5 * time.Millisecond, BackoffMax: 20 * time.Millisecond})
-	w.Start()
+	w.Start(nil)
 	return &relayRig{relay: r, worker: w}
 }
 

@@ -108,12 +108,13 @@ type VelocityConfig struct {
 	Secret []byte
 	// Store keeps the counts, offsets and marks: the agent's spool.
 	Store VelocityStore
-	// MaxEntries caps the (subject, bucket) counts held (default 1,000,000).
+	// MaxEntries caps the (subject, bucket) counts held (default
+	// DefaultVelocityMaxEntries).
 	MaxEntries int
-	// MaxAge: an older view is stale (default 30 s).
+	// MaxAge: an older view is stale (default DefaultVelocityMaxAge).
 	MaxAge time.Duration
 	// Lookback: where a partition with no stored offset is first read
-	// from, back from now (default 24 h): a new agent needs the longest
+	// from, back from now (default DefaultVelocityLookback): a new agent needs the longest
 	// window's worth, not the topic's whole retention.
 	Lookback time.Duration
 	// ProbeInterval: how often the end offsets are read (default 1 s).
@@ -209,6 +210,15 @@ const (
 	keyEpoch   = "fv/epoch"
 )
 
+// Defaults of the settings the agent's configuration also has
+// (AGENT_FLEET_VELOCITY_MAX_ENTRIES, _MAX_AGE, _LOOKBACK): one definition
+// each, which cmd/agent's TestDefaultsHaveOneValue holds config's to.
+const (
+	DefaultVelocityMaxEntries = 1_000_000
+	DefaultVelocityMaxAge     = 30 * time.Second
+	DefaultVelocityLookback   = 24 * time.Hour
+)
+
 // OpenVelocity loads the stored view (counts in their windows, offsets,
 // marks) and this agent's epoch, and makes the Kafka client; Start starts
 // reading.
@@ -223,13 +233,13 @@ func OpenVelocity(cfg VelocityConfig) (*Velocity, error) {
 		return nil, errors.New("fleet velocity: no store")
 	}
 	if cfg.MaxEntries <= 0 {
-		cfg.MaxEntries = 1_000_000
+		cfg.MaxEntries = DefaultVelocityMaxEntries
 	}
 	if cfg.MaxAge <= 0 {
-		cfg.MaxAge = 30 * time.Second
+		cfg.MaxAge = DefaultVelocityMaxAge
 	}
 	if cfg.Lookback <= 0 {
-		cfg.Lookback = 24 * time.Hour
+		cfg.Lookback = DefaultVelocityLookback
 	}
 	if cfg.ProbeInterval <= 0 {
 		cfg.ProbeInterval = time.Second

@@ -47,7 +47,7 @@ func BenchmarkDrain100k(b *testing.B) {
 		w := New(Config{Name: "tencent", Sender: c, Queue: sp, IdlePoll: time.Millisecond})
 		b.StartTimer()
 		start := time.Now()
-		w.Start()
+		w.Start(nil)
 		for sp.Stats()["tencent"].Depth > 0 {
 			time.Sleep(2 * time.Millisecond)
 		}

@@ -12,6 +12,20 @@
 // and probes before resuming. Nothing leaves the spool unless its upstream
 // confirmed it or it was moved to the dead letters with a reason.
 //
+// In the agent the forwarder is one half of a loop with package decision,
+// which it does not import (cmd/agent wires the two):
+//
+//	decision --(check queued on tongdun/unionpay)--> spool --> Worker --> upstream
+//	Worker --(ResultSink.Delivered: late verdict, score cache)--> decision
+//	decision --(decision.Health: Worker.Healthy)--> call live, or queue the check
+//
+// A decision whose upstream is unhealthy (Worker.Healthy false: paused,
+// circuit open, retrying) is decided degraded and its check queued; the
+// worker delivers it when the upstream is back and hands the answer to
+// its ResultSink, the engine, which attaches it to the stored decision.
+// The ResultSink interface is declared here, by its caller; the engine
+// declares Health, which *Worker satisfies.
+//
 // The circuit breaker is ours (breaker.go), not sony/gobreaker, because it
 // earns it in a fleet (docs/fleet.md, BENCHMARKS.md "Fleet"): its open time
 // doubles and is jittered ±25%, so agents whose circuits opened in the
@@ -42,6 +56,21 @@ type Sender interface {
 	Send(ctx context.Context, items []upstream.Item) []upstream.Result
 }
 
+// ResultSink sees each delivered item's result, with the queue it came
+// from. In the agent the decision engine is the sink of the tongdun and
+// unionpay queues (late verdicts and the score cache: the loop in the
+// package doc), and the status page's history that of the actions'.
+// It is called from the worker's goroutine, once per delivered item.
+type ResultSink interface {
+	Delivered(queue string, e spool.Entry, r upstream.Result)
+}
+
+// ResultFunc is a function as a ResultSink.
+type ResultFunc func(queue string, e spool.Entry, r upstream.Result)
+
+// Delivered calls f.
+func (f ResultFunc) Delivered(queue string, e spool.Entry, r upstream.Result) { f(queue, e, r) }
+
 // Queue is what a worker needs of the spool.
 type Queue interface {
 	Lease(ctx context.Context, queue string, max int, maxBytes int) ([]spool.Entry, error)
@@ -61,21 +90,22 @@ type Config struct {
 	// only reports not_configured and the queue keeps growing.
 	Sender Sender
 	Queue  Queue
-	// BatchSize items per Send (default 50) and about MaxBatchBytes of
+	// BatchSize items per Send (default DefaultBatchSize) and about MaxBatchBytes of
 	// payload (default 256 KiB).
 	BatchSize     int
 	MaxBatchBytes int
 	// FlushInterval: a batch smaller than BatchSize waits until its oldest
-	// item is this old, so a trickle still goes out in batches (default 1s).
+	// item is this old, so a trickle still goes out in batches (default
+	// DefaultFlushInterval).
 	// IdlePoll is how often an empty queue is looked at (default 250ms).
 	FlushInterval time.Duration
 	IdlePoll      time.Duration
 	// MaxAttempts and MaxAge: an item past either is dead-lettered with its
-	// last error (defaults 1000 attempts, 7 days). 0 keeps the default.
+	// last error (defaults DefaultMaxAttempts, DefaultMaxAge). 0 keeps the default.
 	MaxAttempts int
 	MaxAge      time.Duration
 	// Back-off after a retryable failure: BackoffBase doubling to
-	// BackoffMax, with full jitter (defaults 1s, 5m).
+	// BackoffMax, with full jitter (defaults 1s, DefaultBackoffMax).
 	BackoffBase, BackoffMax time.Duration
 	// ThrottleBackoffMax caps the back-off after an upstream throttled
 	// without naming a window (Tencent 11008, 11019, an HTTP 429 without
@@ -86,7 +116,7 @@ type Config struct {
 	// a Retry-After) is waited out for that window plus jitter instead.
 	ThrottleBackoffMax time.Duration
 	// ProbeInterval: how often an upstream paused until an operator acts
-	// is probed with one item (default 5m).
+	// is probed with one item (default DefaultProbeInterval).
 	ProbeInterval time.Duration
 	// ClockSkew is how far behind ours the upstream's clock may be (default
 	// 1m). A pause until a set time (TongDun's daily cap: until midnight in
@@ -97,10 +127,12 @@ type Config struct {
 	// Negative: believe every pause as answered.
 	ClockSkew time.Duration
 	// BreakerThreshold consecutive network-level failures open the circuit
-	// for BreakerOpen, doubling to BreakerMaxOpen (defaults 3, 10s, 5m).
+	// for BreakerOpen, doubling to BreakerMaxOpen (defaults 3,
+	// DefaultBreakerOpen, DefaultBackoffMax).
 	BreakerThreshold            int
 	BreakerOpen, BreakerMaxOpen time.Duration
-	// Concurrency is how many batches are in flight at once (default 1,
+	// Concurrency is how many batches are in flight at once (default
+	// DefaultConcurrency, 1,
 	// which also keeps delivery in queue order; more trades order for
 	// throughput on a slow upstream).
 	Concurrency int
@@ -108,11 +140,8 @@ type Config struct {
 	// each for TongDun and UnionPay); 0 = no cap here (Tencent's client
 	// has its own requests-a-minute limit).
 	ItemsPerSecond float64
-	// OnResult, when set, sees each delivered item's result (the score
-	// cache and late verdicts feed on it).
-	OnResult func(e spool.Entry, r upstream.Result)
-	Clock    Clock
-	Logger   *slog.Logger
+	Clock          Clock
+	Logger         *slog.Logger
 	// Wake, when set, is signalled when new items are queued, so an idle
 	// worker need not wait for the next poll.
 	Wake <-chan struct{}
@@ -168,45 +197,60 @@ type Worker struct {
 	drainOnce sync.Once
 	drainNow  chan struct{}
 
+	sink   ResultSink // set by Start
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
 
+// Defaults of the settings the agent's configuration also has (the
+// AGENT_FORWARD_* variables): one definition each, which cmd/agent's
+// TestDefaultsHaveOneValue holds config's documented defaults to.
+const (
+	DefaultBatchSize     = 50
+	DefaultConcurrency   = 1
+	DefaultFlushInterval = time.Second
+	DefaultMaxAttempts   = 1000
+	DefaultMaxAge        = 7 * 24 * time.Hour
+	DefaultBackoffMax    = 5 * time.Minute
+	DefaultProbeInterval = 5 * time.Minute
+	DefaultBreakerOpen   = 10 * time.Second
+)
+
 // New returns a worker; Start runs it.
 func New(cfg Config) *Worker {
 	if cfg.BatchSize <= 0 {
-		cfg.BatchSize = 50
+		cfg.BatchSize = DefaultBatchSize
 	}
 	if cfg.Concurrency <= 0 {
-		cfg.Concurrency = 1
+		cfg.Concurrency = DefaultConcurrency
 	}
 	if cfg.MaxBatchBytes <= 0 {
 		cfg.MaxBatchBytes = 256 << 10
 	}
 	if cfg.FlushInterval <= 0 {
-		cfg.FlushInterval = time.Second
+		cfg.FlushInterval = DefaultFlushInterval
 	}
 	if cfg.IdlePoll <= 0 {
 		cfg.IdlePoll = 250 * time.Millisecond
 	}
 	if cfg.MaxAttempts <= 0 {
-		cfg.MaxAttempts = 1000
+		cfg.MaxAttempts = DefaultMaxAttempts
 	}
 	if cfg.MaxAge <= 0 {
-		cfg.MaxAge = 7 * 24 * time.Hour
+		cfg.MaxAge = DefaultMaxAge
 	}
 	if cfg.BackoffBase <= 0 {
 		cfg.BackoffBase = time.Second
 	}
 	if cfg.BackoffMax <= 0 {
-		cfg.BackoffMax = 5 * time.Minute
+		cfg.BackoffMax = DefaultBackoffMax
 	}
 	if cfg.ThrottleBackoffMax <= 0 {
 		cfg.ThrottleBackoffMax = time.Minute
 	}
 	cfg.ThrottleBackoffMax = min(cfg.ThrottleBackoffMax, cfg.BackoffMax)
 	if cfg.ProbeInterval <= 0 {
-		cfg.ProbeInterval = 5 * time.Minute
+		cfg.ProbeInterval = DefaultProbeInterval
 	}
 	if cfg.ClockSkew == 0 {
 		cfg.ClockSkew = time.Minute
@@ -215,10 +259,10 @@ func New(cfg Config) *Worker {
 		cfg.BreakerThreshold = 3
 	}
 	if cfg.BreakerOpen <= 0 {
-		cfg.BreakerOpen = 10 * time.Second
+		cfg.BreakerOpen = DefaultBreakerOpen
 	}
 	if cfg.BreakerMaxOpen <= 0 {
-		cfg.BreakerMaxOpen = 5 * time.Minute
+		cfg.BreakerMaxOpen = DefaultBackoffMax
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = realClock{}
@@ -249,11 +293,15 @@ func New(cfg Config) *Worker {
 	return w
 }
 
-// Start runs the worker until Close.
-func (w *Worker) Start() {
+// Start runs the worker until Close, handing each delivered item's result
+// to results (nil: to nobody). results is given here rather than in Config
+// because the agent's sink, the decision engine, is built after the workers
+// it asks Healthy: the loop is closed when the workers start.
+func (w *Worker) Start(results ResultSink) {
 	if w.cfg.Sender == nil {
 		return
 	}
+	w.sink = results
 	ctx, cancel := context.WithCancel(context.Background())
 	w.cancel = cancel
 	for range w.cfg.Concurrency {
@@ -471,8 +519,8 @@ func (w *Worker) settle(ctx context.Context, es []spool.Entry, results []upstrea
 			ack = append(ack, e.Seq)
 			delivered++
 			answered = true
-			if w.cfg.OnResult != nil {
-				w.cfg.OnResult(e, results[i])
+			if w.sink != nil {
+				w.sink.Delivered(w.cfg.Name, e, results[i])
 			}
 		case upstream.Permanent:
 			answered = true

@@ -76,8 +76,14 @@ func fastConfig(sp *spool.Spool, s Sender) Config {
 
 func start(t *testing.T, cfg Config) *Worker {
 	t.Helper()
+	return startWith(t, cfg, nil)
+}
+
+// startWith starts a worker whose delivered results go to results.
+func startWith(t *testing.T, cfg Config, results ResultSink) *Worker {
+	t.Helper()
 	w := New(cfg)
-	w.Start()
+	w.Start(results)
 	t.Cleanup(func() { w.Close(context.Background()) })
 	return w
 }
@@ -377,7 +383,7 @@ func TestItemsPerSecondLimitsTheUpstream(t *testing.T) {
 	cfg.BatchSize, cfg.ItemsPerSecond = 5, 50
 	start := time.Now()
 	startW := New(cfg)
-	startW.Start()
+	startW.Start(nil)
 	t.Cleanup(func() { startW.Close(context.Background()) })
 	eventually(t, "all sent", func() bool { return sent.Load() == 30 })
 	// A burst of 5, then 25 more at 50 a second: at least 0.5 s.

@@ -20,7 +20,7 @@ import (
 // workers on one spool: TongDun hits its daily cap (305) and pauses until
 // the next day begins in Asia/Shanghai on its (fake) clock, while Tencent
 // keeps delivering; past midnight TongDun resumes and delivers the rest,
-// and each delivered answer reaches OnResult (the score cache's feed).
+// and each delivered answer reaches the worker's ResultSink (the score cache's feed).
 func TestTongDunDailyCapPausesUntilShanghaiMidnightWhileTencentFlows(t *testing.T) {
 	cst := time.FixedZone("CST", 8*3600)
 	clk := fakeclock.New(time.Date(2026, 11, 23, 16, 0, 0, 0, cst))
@@ -48,8 +48,11 @@ func TestTongDunDailyCapPausesUntilShanghaiMidnightWhileTencentFlows(t *testing.
 	answers := make(chan upstream.Result, 10)
 	tdCfg := fastConfig(sp, td)
 	tdCfg.Name, tdCfg.Clock, tdCfg.BatchSize = "tongdun", clk, 10
-	tdCfg.OnResult = func(e spool.Entry, r upstream.Result) { answers <- r }
-	tdw := start(t, tdCfg)
+	tdw := startWith(t, tdCfg, ResultFunc(func(q string, _ spool.Entry, r upstream.Result) {
+		if q == "tongdun" {
+			answers <- r
+		}
+	}))
 
 	tsim, tc := tencentPair(t)
 	tw := start(t, fastConfig(sp, tc)) // real clock

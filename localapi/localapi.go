@@ -1,7 +1,11 @@
 // Package localapi is the agent's HTTP API for apps on the same host:
-// intake of user actions (POST /v1/actions), decisions (/v1/decisions),
-// health (/healthz, /readyz) and status (/v1/status). openapi.json
-// describes every route, served at GET /openapi.json.
+// intake of user actions (POST /v1/actions); decisions (POST /v1/decisions,
+// and their records at GET /v1/decisions/{id}); health (/healthz, /readyz);
+// status (/v1/status, and the page at /); the dead letters
+// (/v1/deadletters, POST /v1/deadletters/replay); /metrics; Go's profiler
+// under /debug/pprof/ when AGENT_PPROF is on; and the description of all
+// of them, openapi.json, served at GET /openapi.json. TestRoutesAreDescribed
+// holds the server's routes to openapi.json and this list to it.
 //
 // It defends itself like a local daemon should: it refuses browser requests
 // (an Origin header) and unexpected Host values (DNS rebinding), caps body
@@ -67,22 +71,25 @@ type Config struct {
 	Store  Store
 	Logger *slog.Logger
 	Clock  func() time.Time
-	// MaxBodyBytes caps a request body (default 1 MiB).
+	// MaxBodyBytes caps a request body (default DefaultMaxBodyBytes).
 	MaxBodyBytes int64
 	// MaxConcurrent caps requests served at once; beyond it the API answers
-	// 503 at once rather than queueing without bound (default 256).
+	// 503 at once rather than queueing without bound (default
+	// DefaultMaxConcurrent).
 	MaxConcurrent int
 	// MaxConnections caps the connections open at once, over all
-	// listeners; one past it is answered 503 and closed (default 512).
+	// listeners; one past it is answered 503 and closed (default
+	// DefaultMaxConnections).
 	MaxConnections int
 	// BodyBytesInFlight caps the bytes of request bodies held at once by
 	// the whole process; a body that does not fit is answered 503 with
-	// Retry-After (default 16 MiB, at least MaxBodyBytes).
+	// Retry-After (default DefaultBodyBytesInFlight, at least MaxBodyBytes).
 	BodyBytesInFlight int64
 	// HeaderTimeout is how long a caller has to send a request's line and
 	// headers, from its first byte (from the connection's opening for its
 	// first request); BodyTimeout how long more for the body. Past either
-	// the request is answered 408 and the connection closed (defaults 10s).
+	// the request is answered 408 and the connection closed (defaults
+	// DefaultHeaderTimeout, DefaultBodyTimeout).
 	HeaderTimeout, BodyTimeout time.Duration
 	// AuthToken, when set, is required as "Authorization: Bearer <token>"
 	// on every endpoint but /healthz and the admin routes.
@@ -180,6 +187,18 @@ type Server struct {
 	tooLarge reply        // the 413 answer
 }
 
+// Defaults of the limits the agent's configuration also has (AGENT_MAX_*,
+// AGENT_HEADER_TIMEOUT, AGENT_BODY_TIMEOUT): one definition each, which
+// cmd/agent's TestDefaultsHaveOneValue holds config's to.
+const (
+	DefaultMaxBodyBytes      = 1 << 20
+	DefaultMaxConcurrent     = 256
+	DefaultMaxConnections    = 512
+	DefaultBodyBytesInFlight = 16 << 20
+	DefaultHeaderTimeout     = 10 * time.Second
+	DefaultBodyTimeout       = 10 * time.Second
+)
+
 // New returns a ready Server.
 func New(cfg Config) *Server {
 	if cfg.Logger == nil {
@@ -189,23 +208,23 @@ func New(cfg Config) *Server {
 		cfg.Clock = time.Now
 	}
 	if cfg.MaxBodyBytes <= 0 {
-		cfg.MaxBodyBytes = 1 << 20
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
 	}
 	if cfg.MaxConcurrent <= 0 {
-		cfg.MaxConcurrent = 256
+		cfg.MaxConcurrent = DefaultMaxConcurrent
 	}
 	if cfg.MaxConnections <= 0 {
-		cfg.MaxConnections = 512
+		cfg.MaxConnections = DefaultMaxConnections
 	}
 	if cfg.BodyBytesInFlight <= 0 {
-		cfg.BodyBytesInFlight = 16 << 20
+		cfg.BodyBytesInFlight = DefaultBodyBytesInFlight
 	}
 	cfg.BodyBytesInFlight = max(cfg.BodyBytesInFlight, cfg.MaxBodyBytes)
 	if cfg.HeaderTimeout <= 0 {
-		cfg.HeaderTimeout = 10 * time.Second
+		cfg.HeaderTimeout = DefaultHeaderTimeout
 	}
 	if cfg.BodyTimeout <= 0 {
-		cfg.BodyTimeout = 10 * time.Second
+		cfg.BodyTimeout = DefaultBodyTimeout
 	}
 	if cfg.Observer == nil {
 		cfg.Observer = nopObserver{}

@@ -94,8 +94,11 @@ type Metrics struct {
 	commitErr prometheus.Counter
 }
 
-// New registers everything. version is the agent's build version.
-func New(version string, src Sources) *Metrics {
+// New registers the instruments the API and the store feed. version is
+// the agent's build version. The figures read at scrape time are added by
+// Read once their parts exist (the store, built after the metrics it
+// reports commits to, is one of them).
+func New(version string) *Metrics {
 	reg := prometheus.NewRegistry()
 	m := &Metrics{
 		reg: reg,
@@ -138,10 +141,12 @@ func New(version string, src Sources) *Metrics {
 		}
 	}
 	reg.MustRegister(m.requests, m.latency, m.actions, m.decisions, m.commits, m.commitOps, m.commitErr, build,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		&scrape{src: src})
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
+
+// Read adds the figures read from src at scrape time. Call it once.
+func (m *Metrics) Read(src Sources) { m.reg.MustRegister(&scrape{src: src}) }
 
 // Register adds collectors of other packages (fleet mode's Kafka side) to
 // the same registry.

@@ -30,7 +30,8 @@ func fake() Sources {
 }
 
 func TestMetricsFollowConventions(t *testing.T) {
-	m := New("test", fake())
+	m := New("test")
+	m.Read(fake())
 	m.Request("POST /v1/actions", 202, 3*time.Millisecond)
 	m.Actions("accepted", 5)
 	m.Decision("review", true)
@@ -46,7 +47,8 @@ func TestMetricsFollowConventions(t *testing.T) {
 }
 
 func TestScrapeReadsSources(t *testing.T) {
-	m := New("test", fake())
+	m := New("test")
+	m.Read(fake())
 	m.Actions("accepted", 5)
 	m.Commit(0, 1, errors.New("disk full"))
 	srv := httptest.NewServer(m.Handler())
@@ -87,7 +89,8 @@ func TestScrapeReadsSources(t *testing.T) {
 // series from the start, so rate() sees the first burst of refusals (a
 // series born with its first increment has no earlier sample to rate).
 func TestOutcomesStartAtZero(t *testing.T) {
-	m := New("test", fake())
+	m := New("test")
+	m.Read(fake())
 	srv := httptest.NewServer(m.Handler())
 	defer srv.Close()
 	resp, err := srv.Client().Get(srv.URL)
@@ -116,7 +119,8 @@ func TestOutcomesStartAtZero(t *testing.T) {
 
 // Each route and code counts apart, and repeated calls add to the same series.
 func TestRequestSeries(t *testing.T) {
-	m := New("test", fake())
+	m := New("test")
+	m.Read(fake())
 	for range 3 {
 		m.Request("POST /v1/actions", 202, time.Millisecond)
 	}
@@ -146,7 +150,8 @@ func TestRequestSeries(t *testing.T) {
 }
 
 func BenchmarkRequest(b *testing.B) {
-	m := New("test", fake())
+	m := New("test")
+	m.Read(fake())
 	b.ReportAllocs()
 	for b.Loop() {
 		m.Request("POST /v1/actions", 202, time.Millisecond)

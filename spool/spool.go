@@ -97,10 +97,11 @@ type Options struct {
 	// EncryptionKey, when set (32 bytes), turns on badger's AES-256
 	// encryption at rest.
 	EncryptionKey []byte
-	// DedupeWindow is how long an id is remembered (default 7 days).
+	// DedupeWindow is how long an id is remembered (default
+	// DefaultDedupeWindow).
 	DedupeWindow time.Duration
 	// GCInterval is how often the value log is garbage-collected
-	// (default 1 minute).
+	// (default DefaultGCInterval).
 	GCInterval time.Duration
 	// MemTableSize (default 8 MiB) bounds badger's memory; see memory notes
 	// in BENCHMARKS.md.
@@ -250,6 +251,14 @@ type queueState struct {
 	removals uint64
 }
 
+// Defaults of the options the agent's configuration also has
+// (AGENT_DEDUPE_WINDOW, AGENT_STORE_GC_INTERVAL): one definition each,
+// which cmd/agent's TestDefaultsHaveOneValue holds config's to.
+const (
+	DefaultDedupeWindow = 7 * 24 * time.Hour
+	DefaultGCInterval   = time.Minute
+)
+
 // Open opens (or creates) the store. A store that fails to open for a reason
 // other than a held lock or a wrong key is moved to QuarantineDir and a new
 // empty store is created; Quarantine() then reports it. "Fails to open"
@@ -272,10 +281,10 @@ func Open(opts Options) (*Spool, error) {
 		opts.Clock = time.Now
 	}
 	if opts.DedupeWindow <= 0 {
-		opts.DedupeWindow = 7 * 24 * time.Hour
+		opts.DedupeWindow = DefaultDedupeWindow
 	}
 	if opts.GCInterval <= 0 {
-		opts.GCInterval = time.Minute
+		opts.GCInterval = DefaultGCInterval
 	}
 	if opts.FreeBytes == nil {
 		opts.FreeBytes = freeBytes

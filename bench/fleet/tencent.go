@@ -77,7 +77,7 @@ func runTencent(o tencentOptions) (map[string]any, error) {
 		w := forwarder.New(forwarder.Config{Name: "tencent", Sender: c, Queue: q,
 			FlushInterval: 100 * time.Millisecond, BackoffMax: 30 * time.Second, BreakerOpen: 5 * time.Second})
 		workers = append(workers, w)
-		w.Start()
+		w.Start(nil)
 	}
 	defer func() {
 		for _, w := range workers {

@@ -259,7 +259,7 @@ func runTongDun(o tongdunOptions) (*tdResult, error) {
 	}
 	realStart := time.Now()
 	for _, w := range workers {
-		w.Start()
+		w.Start(nil)
 	}
 
 	res := &tdResult{Scenario: "tongdun", Agents: o.agents, Backlog: o.backlog, Checks: o.agents * o.backlog,

@@ -14,7 +14,6 @@ import (
 	"github.com/outpost-agent/outpost/decision"
 	"github.com/outpost-agent/outpost/fleet"
 	"github.com/outpost-agent/outpost/forwarder"
-	"github.com/outpost-agent/outpost/localapi"
 	"github.com/outpost-agent/outpost/metrics"
 	"github.com/outpost-agent/outpost/spool"
 	"github.com/outpost-agent/outpost/upstream"
@@ -119,12 +118,8 @@ func (f *fleetAgent) openVelocity(sp *spool.Spool, log *slog.Logger) error {
 	return nil
 }
 
-// stopVelocity stops reading the fleet's velocity (idempotent).
-func (f *fleetAgent) stopVelocity(ctx context.Context) {
-	if f != nil && f.vel != nil {
-		_ = f.vel.Close(ctx)
-	}
-}
+// velocityOn says whether the fleet's velocity view is open.
+func (f *fleetAgent) velocityOn() bool { return f != nil && f.vel != nil }
 
 // decisionFleet is the engine's Fleet: nil (not a nil *Velocity) when off.
 func (f *fleetAgent) decisionFleet() decision.Fleet {
@@ -148,7 +143,7 @@ func (f *fleetAgent) velocityStatus() func() any {
 // <prefix>.actions.v1 (AGENT_FORWARD_VIA=kafka) and adds the audit
 // queue's worker. Kafka takes batches far larger than Tencent's 50, and a
 // partial batch need not wait for company: the client batches by itself.
-func (f *fleetAgent) workers(sp *spool.Spool, log *slog.Logger, hist *localapi.History, ws map[string]*forwarder.Worker, wake wakes) error {
+func (f *fleetAgent) workers(sp *spool.Spool, log *slog.Logger, ws map[string]*forwarder.Worker, wake wakes) error {
 	if f == nil {
 		return nil
 	}
@@ -161,13 +156,8 @@ func (f *fleetAgent) workers(sp *spool.Spool, log *slog.Logger, hist *localapi.H
 	}
 	worker := func(queue string, s forwarder.Sender) *forwarder.Worker {
 		cfg := f.cfg
-		var onResult func(spool.Entry, upstream.Result)
-		if queue == upstream.Tencent {
-			onResult = func(spool.Entry, upstream.Result) { hist.Delivered(1) }
-		}
 		return forwarder.New(forwarder.Config{
-			OnResult: onResult,
-			Name:     queue, Queue: sp, Logger: log, Sender: s, Wake: wake[queue],
+			Name: queue, Queue: sp, Logger: log, Sender: s, Wake: wake[queue],
 			BatchSize: 1000, MaxBatchBytes: 1 << 20, FlushInterval: kafkaFlush,
 			MaxAttempts: cfg.ForwardMaxAttempts, MaxAge: cfg.ForwardMaxAge,
 			BackoffMax: cfg.ForwardBackoffMax, ProbeInterval: cfg.ForwardProbeInterval,
@@ -225,21 +215,6 @@ func (f *fleetAgent) start(status func() any) {
 		Client: f.prod.Client(), Topic: fleet.Topic(f.cfg.KafkaTopicPrefix, fleet.KindAgents), AgentID: f.id,
 		Role: "agent", Version: version, Interval: f.cfg.KafkaStatusInterval, Status: status,
 	})
-}
-
-// close stops the status and the client: what the client still holds is
-// failed, and stays in the spool for the next start.
-func (f *fleetAgent) close(ctx context.Context) {
-	if f == nil {
-		return
-	}
-	if f.status != nil {
-		_ = f.status.Close(ctx)
-	}
-	// serve stops the view before the store closes (a merge in flight is
-	// written whole or not at all); this is for the paths that return early.
-	f.stopVelocity(ctx)
-	f.prod.Close()
 }
 
 func (f *fleetAgent) register(m *metrics.Metrics) {

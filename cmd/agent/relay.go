@@ -12,7 +12,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -58,6 +57,13 @@ func relayCmd(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// The parts start in order and stop in reverse (parts.go): the
+	// forwarder finishes (or abandons) its batch, the status stops, and
+	// the relay commits what is final and leaves the group (its partitions
+	// go to the other relays at once), within AGENT_SHUTDOWN_TIMEOUT; then
+	// the HTTP server, which answered through the drain, and the store
+	// stop within config.StoreCloseTimeout.
+	ps := parts{log: log}
 	store, err := spool.Open(spool.Options{
 		Dir: filepath.Join(cfg.DataDir, "relay"), QuarantineDir: filepath.Join(cfg.DataDir, "quarantine"),
 		Queues: []string{"relay"}, DedupeWindow: cfg.DedupeWindow, GCInterval: cfg.StoreGCInterval,
@@ -66,22 +72,17 @@ func relayCmd(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("open the relay's store: %w", err)
 	}
-	closeStore := func() {
-		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := store.Close(cctx); err != nil {
-			log.Error("closing the store", "err", err)
-		}
-	}
+	ps.add("the store", nil, store.Close)
 	relay, err := fleet.NewRelay(fleet.RelayConfig{
 		Conn: conn, Group: cfg.KafkaGroup, RelayID: id,
 		Topic: fleet.Topic(cfg.KafkaTopicPrefix, fleet.KindActions), DeadLetterTopic: fleet.Topic(cfg.KafkaTopicPrefix, fleet.KindDeadLetters),
 		Dedupe: fleet.SpoolDedupe{Store: store, TTL: cfg.DedupeWindow}, Logger: log,
 	})
 	if err != nil {
-		closeStore()
+		ps.abort(config.StoreCloseTimeout)
 		return fmt.Errorf("AGENT_KAFKA_BROKERS: %w", err)
 	}
+	ps.add("the relay (leaving the group)", relay.Close, nil)
 	w := forwarder.New(forwarder.Config{
 		Name: upstream.Tencent, Queue: relay, Sender: cs.tencent, Logger: log, Wake: relay.Wake(),
 		BatchSize: cfg.ForwardBatchSize, FlushInterval: cfg.ForwardFlushInterval,
@@ -89,7 +90,6 @@ func relayCmd(ctx context.Context) error {
 		BackoffMax: cfg.ForwardBackoffMax, ProbeInterval: cfg.ForwardProbeInterval,
 		BreakerOpen: cfg.ForwardBreakerOpen, BreakerMaxOpen: max(cfg.ForwardBreakerOpen, cfg.ForwardBackoffMax),
 	})
-	w.Start()
 	status := func() any {
 		return struct {
 			Relay   fleet.RelayStatus `json:"relay"`
@@ -100,6 +100,9 @@ func relayCmd(ctx context.Context) error {
 		Client: relay.Client(), Topic: fleet.Topic(cfg.KafkaTopicPrefix, fleet.KindAgents), AgentID: id,
 		Role: "relay", Version: version, Interval: cfg.KafkaStatusInterval, Status: status, Logger: log,
 	})
+	ps.add("the status", pub.Close, nil)
+	w.Start(nil)
+	ps.add("the forwarder", w.Close, nil)
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(relay.Collector(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -107,11 +110,12 @@ func relayCmd(ctx context.Context) error {
 		ReadHeaderTimeout: cfg.HeaderTimeout}
 	ln, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
-		closeStore()
+		ps.abort(config.StoreCloseTimeout)
 		return fmt.Errorf("AGENT_LISTEN_ADDR: %w", err)
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
+	ps.add("the HTTP server", nil, srv.Shutdown)
 	log.Info("relay ready", "relay_id", id, "group", cfg.KafkaGroup, "topic", fleet.Topic(cfg.KafkaTopicPrefix, fleet.KindActions),
 		"listen", ln.Addr().String(), "version", version)
 
@@ -122,9 +126,7 @@ func relayCmd(ctx context.Context) error {
 	case serveErr = <-served:
 	case <-ctx.Done():
 	}
-	// Drain: the worker finishes (or abandons) its batch, the relay
-	// commits what is final and leaves the group (its partitions go to
-	// the other relays at once). A second signal aborts.
+	// A second signal aborts the drain.
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	go func() {
@@ -135,15 +137,12 @@ func relayCmd(ctx context.Context) error {
 		case <-sctx.Done():
 		}
 	}()
-	if err := w.Close(sctx); err != nil {
-		log.Error("stopping the forwarder", "err", err)
+	if err := ps.drain(sctx); err != nil {
+		log.Error("draining", "err", err)
 	}
-	_ = pub.Close(sctx)
-	if err := relay.Close(sctx); err != nil {
-		log.Error("leaving the group", "err", err)
-	}
-	_ = srv.Shutdown(sctx)
-	closeStore()
+	cctx, ccancel := context.WithTimeout(context.Background(), config.StoreCloseTimeout)
+	defer ccancel()
+	ps.stop(cctx)
 	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
 		return fmt.Errorf("serve: %w", serveErr)
 	}

@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 
 	"github.com/outpost-agent/outpost/config"
+	"github.com/outpost-agent/outpost/decision"
 	"github.com/outpost-agent/outpost/forwarder"
 	"github.com/outpost-agent/outpost/localapi"
 	"github.com/outpost-agent/outpost/spool"
@@ -59,12 +61,10 @@ func newClients(cfg config.Config, log *slog.Logger) (clients, error) {
 	return cs, nil
 }
 
-// forwarders builds one worker per upstream. An upstream without
-// credentials gets a worker with no Sender: it reports not_configured and
-// its queue is kept. onResult sees what TongDun and UnionPay answered for
-// queued checks (late verdicts, cache refresh); hist counts the actions
-// Tencent confirmed, for the status page's charts.
-func forwarders(cfg config.Config, cs clients, sp *spool.Spool, log *slog.Logger, hist *localapi.History, wake wakes, onResult func(queue string, e spool.Entry, r upstream.Result)) map[string]*forwarder.Worker {
+// forwarders builds one worker per upstream, not started. An upstream
+// without credentials gets a worker with no Sender: it reports
+// not_configured and its queue is kept.
+func forwarders(cfg config.Config, cs clients, sp *spool.Spool, log *slog.Logger, wake wakes) map[string]*forwarder.Worker {
 	senders := map[string]forwarder.Sender{}
 	if cs.tencent != nil {
 		senders[upstream.Tencent] = cs.tencent
@@ -96,14 +96,36 @@ func forwarders(cfg config.Config, cs clients, sp *spool.Spool, log *slog.Logger
 		}
 		if name != upstream.Tencent {
 			wc.BatchSize = 10 // one event per request upstream; the batch only bounds a lease
-			q := name
-			wc.OnResult = func(e spool.Entry, r upstream.Result) { onResult(q, e, r) }
-		} else {
-			wc.OnResult = func(spool.Entry, upstream.Result) { hist.Delivered(1) }
 		}
 		ws[name] = forwarder.New(wc)
 	}
 	return ws
+}
+
+// The loop between decisions and forwarders (forwarder's package doc):
+// each package declares what it needs of the other, and this is where
+// they meet.
+var (
+	_ forwarder.ResultSink = (*decision.Engine)(nil)
+	_ decision.Health      = (*forwarder.Worker)(nil)
+)
+
+// startForwarders starts the workers. What TongDun and UnionPay answered
+// for queued checks goes to the decision engine (late verdicts, the score
+// cache); each action delivered (to Tencent, or to Kafka) is counted in
+// hist for the status page's charts; the fleet's queues have no sink.
+func startForwarders(ws map[string]*forwarder.Worker, eng *decision.Engine, hist *localapi.History) {
+	actions := forwarder.ResultFunc(func(string, spool.Entry, upstream.Result) { hist.Delivered(1) })
+	for name, w := range ws {
+		switch name {
+		case upstream.TongDun, upstream.UnionPay:
+			w.Start(eng)
+		case upstream.Tencent:
+			w.Start(actions)
+		default:
+			w.Start(nil)
+		}
+	}
 }
 
 func upstreamStatus(ws map[string]*forwarder.Worker) func() map[string]localapi.UpstreamStatus {
@@ -120,12 +142,14 @@ func upstreamStatus(ws map[string]*forwarder.Worker) func() map[string]localapi.
 	}
 }
 
-func closeForwarders(ctx context.Context, ws map[string]*forwarder.Worker, log *slog.Logger) {
-	for name, w := range ws {
-		if err := w.Close(ctx); err != nil {
-			log.Error("stopping forwarder", "upstream", name, "err", err)
-		}
+// closeForwarders stops the workers within ctx (each returns its error,
+// which names it).
+func closeForwarders(ctx context.Context, ws map[string]*forwarder.Worker) error {
+	var errs []error
+	for _, w := range ws {
+		errs = append(errs, w.Close(ctx))
 	}
+	return errors.Join(errs...)
 }
 
 // wakes are the delivery workers' wake-up calls, one per queue: the spool

@@ -21,7 +21,8 @@ import (
 // a scrape of the metrics package with every source filled in.
 func exposed(t *testing.T) map[string]bool {
 	t.Helper()
-	m := metrics.New("test", metrics.Sources{
+	m := metrics.New("test")
+	m.Read(metrics.Sources{
 		Queues:      func() map[string]metrics.QueueStats { return map[string]metrics.QueueStats{"tencent": {}} },
 		StoreBytes:  func() int64 { return 1 },
 		Spool:       func() metrics.SpoolSize { return metrics.SpoolSize{StoredBytes: 1, MaxBytes: 2} },
