@@ -142,7 +142,7 @@ type Config struct {
 	// QueueUnionPay allows queueing UnionPay checks, which hold raw card,
 	// ID and mobile numbers: only when the spool is encrypted.
 	QueueUnionPay bool
-	// Retention of decision records (default 90 days).
+	// Retention of decision records (DefaultRetention when zero).
 	Retention time.Duration
 	// Fleet shares the counters declared fleet: true; nil: fleet velocity
 	// is off and velocity.fleet() is the local count.
@@ -168,13 +168,30 @@ type Engine struct {
 	defs    atomic.Pointer[policyDefs]
 }
 
+// Defaults of Config's zero fields: the agent's configuration documents
+// the same values (AGENT_DECISION_TIMEOUT, AGENT_DECISION_RETENTION,
+// AGENT_TONGDUN_CACHE_*, AGENT_UNIONPAY_CACHE_*, AGENT_CACHE_NEGATIVE_TTL)
+// and cmd/agent's TestDefaultsHaveOneValue holds the two equal.
+const (
+	DefaultTimeout     = 300 * time.Millisecond
+	DefaultRetention   = 90 * 24 * time.Hour
+	DefaultNegativeTTL = 30 * time.Second
+)
+
+// DefaultTongDunCache and DefaultUnionPayCache are the score cache's
+// policies for zero fields.
+var (
+	DefaultTongDunCache  = SourcePolicy{TTL: 10 * time.Minute, MaxStale: time.Hour, NegativeTTL: DefaultNegativeTTL}
+	DefaultUnionPayCache = SourcePolicy{TTL: 24 * time.Hour, MaxStale: 7 * 24 * time.Hour, NegativeTTL: DefaultNegativeTTL}
+)
+
 // New returns an engine.
 func New(cfg Config) *Engine {
 	if cfg.Timeout <= 0 {
-		cfg.Timeout = 300 * time.Millisecond
+		cfg.Timeout = DefaultTimeout
 	}
 	if cfg.Retention <= 0 {
-		cfg.Retention = 90 * 24 * time.Hour
+		cfg.Retention = DefaultRetention
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
@@ -182,19 +199,19 @@ func New(cfg Config) *Engine {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	def := func(p *SourcePolicy, ttl, stale, neg time.Duration) {
+	def := func(p *SourcePolicy, d SourcePolicy) {
 		if p.TTL <= 0 {
-			p.TTL = ttl
+			p.TTL = d.TTL
 		}
 		if p.MaxStale < p.TTL {
-			p.MaxStale = max(stale, p.TTL)
+			p.MaxStale = max(d.MaxStale, p.TTL)
 		}
 		if p.NegativeTTL <= 0 {
-			p.NegativeTTL = neg
+			p.NegativeTTL = d.NegativeTTL
 		}
 	}
-	def(&cfg.TongDunCache, 10*time.Minute, time.Hour, 30*time.Second)
-	def(&cfg.UnionPayCache, 24*time.Hour, 7*24*time.Hour, 30*time.Second)
+	def(&cfg.TongDunCache, DefaultTongDunCache)
+	def(&cfg.UnionPayCache, DefaultUnionPayCache)
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Engine{cfg: cfg, log: cfg.Logger.With("component", "decision"), now: cfg.Clock,
 		mem: newMemCache(100_000), vel: newVelocity(100_000), ctx: ctx, stop: cancel, inbg: map[string]bool{}}

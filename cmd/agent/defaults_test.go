@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/outpost-agent/outpost/config"
+	"github.com/outpost-agent/outpost/decision"
 	"github.com/outpost-agent/outpost/fleet"
 	"github.com/outpost-agent/outpost/forwarder"
 	"github.com/outpost-agent/outpost/localapi"
@@ -66,6 +67,14 @@ func TestDefaultsHaveOneValue(t *testing.T) {
 		{"FLEET_VELOCITY_MAX_ENTRIES", cfg.FleetVelocityMaxEntries, fleet.DefaultVelocityMaxEntries, "fleet.DefaultVelocityMaxEntries"},
 		{"FLEET_VELOCITY_MAX_AGE", cfg.FleetVelocityMaxAge, fleet.DefaultVelocityMaxAge, "fleet.DefaultVelocityMaxAge"},
 		{"FLEET_VELOCITY_LOOKBACK", cfg.FleetVelocityLookback, fleet.DefaultVelocityLookback, "fleet.DefaultVelocityLookback"},
+
+		{"DECISION_TIMEOUT", cfg.DecisionTimeout, decision.DefaultTimeout, "decision.DefaultTimeout"},
+		{"DECISION_RETENTION", cfg.DecisionRetention, decision.DefaultRetention, "decision.DefaultRetention"},
+		{"TONGDUN_CACHE_TTL", cfg.TongdunCacheTTL, decision.DefaultTongDunCache.TTL, "decision.DefaultTongDunCache.TTL"},
+		{"TONGDUN_CACHE_MAX_STALE", cfg.TongdunCacheMaxStale, decision.DefaultTongDunCache.MaxStale, "decision.DefaultTongDunCache.MaxStale"},
+		{"UNIONPAY_CACHE_TTL", cfg.UnionpayCacheTTL, decision.DefaultUnionPayCache.TTL, "decision.DefaultUnionPayCache.TTL"},
+		{"UNIONPAY_CACHE_MAX_STALE", cfg.UnionpayCacheMaxStale, decision.DefaultUnionPayCache.MaxStale, "decision.DefaultUnionPayCache.MaxStale"},
+		{"CACHE_NEGATIVE_TTL", cfg.CacheNegativeTTL, decision.DefaultNegativeTTL, "decision.DefaultNegativeTTL"},
 
 		{"TENCENT_URL", cfg.TencentURL, tencent.DefaultBaseURL, "tencent.DefaultBaseURL"},
 		{"TENCENT_REQUESTS_PER_MINUTE", cfg.TencentRequestsPerMin, tencent.DefaultRequestsPerMinute, "tencent.DefaultRequestsPerMinute"},
