@@ -2,6 +2,7 @@ package decision
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -10,9 +11,7 @@ import (
 	"github.com/outpost-agent/outpost/spool"
 )
 
-// Spool is what SpoolStore needs of the agent's spool: *spool.Spool, or a
-// wrapper of it (cmd/agent's, which queues an audit copy of each decision
-// record in the same commit).
+// Spool is what SpoolStore needs of the agent's spool (*spool.Spool).
 type Spool interface {
 	Write(ctx context.Context, kvs []spool.KV, recs []spool.Record) (spool.AppendResult, error)
 	Get(key string) ([]byte, bool, error)
@@ -32,10 +31,26 @@ type Spool interface {
 //	                                       is unix nanoseconds as %020d, so
 //	                                       keys sort by time
 //	sc/<cache key>                         a score-cache entry (td/..., up/...)
-type SpoolStore struct{ sp Spool }
+type SpoolStore struct {
+	sp Spool
+	// auditQueue, when set, gets a copy of each decision record in the
+	// record's own commit (AuditTo).
+	auditQueue     string
+	auditNotQueued func(n int)
+}
 
 // NewSpoolStore returns the Store over sp.
 func NewSpoolStore(sp Spool) *SpoolStore { return &SpoolStore{sp: sp} }
+
+// AuditTo makes every decision record committed also a record on the
+// spool queue named queue, in the same commit (fleet mode forwards that
+// queue to Kafka as the decisions' audit). A full spool still keeps the
+// decision record, as it always does, without its audit copy: notQueued
+// (may be nil) counts each copy dropped so, once. It returns s.
+func (s *SpoolStore) AuditTo(queue string, notQueued func(n int)) *SpoolStore {
+	s.auditQueue, s.auditNotQueued = queue, notQueued
+	return s
+}
 
 var _ Store = (*SpoolStore)(nil)
 
@@ -70,6 +85,20 @@ func (s *SpoolStore) Commit(ctx context.Context, c *Commit) error {
 	if c.Record.ID != "" {
 		// Last: a wrapper that copies records finds it here.
 		kvs = append(kvs, spool.KV{Key: recordPrefix + c.Record.ID, Value: c.Record.Record, TTL: c.Record.TTL})
+	}
+	if s.auditQueue != "" && c.Record.ID != "" && len(c.Record.Record) > 0 {
+		recs := append(c.Queue[:len(c.Queue):len(c.Queue)], spool.Record{Queue: s.auditQueue, ID: c.Record.ID, Payload: c.Record.Record})
+		_, err := s.sp.Write(ctx, kvs, recs)
+		if !errors.Is(err, spool.ErrFull) {
+			return err
+		}
+		// Full: the same commit without the copy. Counted only when that
+		// one is taken: a refusal goes back to the engine, which commits
+		// again without its own queued records, and the copy with them.
+		if _, err = s.sp.Write(ctx, kvs, c.Queue); err == nil && s.auditNotQueued != nil {
+			s.auditNotQueued(1)
+		}
+		return err
 	}
 	_, err := s.sp.Write(ctx, kvs, c.Queue)
 	return err

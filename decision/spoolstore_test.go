@@ -3,6 +3,7 @@ package decision
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"testing"
@@ -57,5 +58,57 @@ func TestStoredLayoutReadable(t *testing.T) {
 		if _, ok, err := r.sp.Get(k); !ok || err != nil {
 			t.Errorf("key %s not written: %v", k, err)
 		}
+	}
+}
+
+// TestAuditCopy: with AuditTo, a decision record is also a record on the
+// audit queue, in its own commit; on a full spool the decision is still
+// recorded, its copy dropped and counted once, through the engine's
+// second commit (without its queued checks) as well.
+func TestAuditCopy(t *testing.T) {
+	ctx := context.Background()
+	for _, full := range []bool{false, true} {
+		t.Run(fmt.Sprintf("full=%v", full), func(t *testing.T) {
+			var max int64
+			if full {
+				max = 1 // no queued record fits
+			}
+			sp, err := spool.Open(spool.Options{Dir: t.TempDir(), Queues: []string{"tongdun", "audit"}, MaxBytes: max})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sp.Close(ctx)
+			var dropped int
+			st := NewSpoolStore(sp).AuditTo("audit", func(n int) { dropped += n })
+			c := &Commit{
+				Record: DecisionRecord{ID: "d1", Record: []byte(`{"decision_id":"d1"}`), TTL: time.Hour},
+				Queue:  []spool.Record{{Queue: "tongdun", ID: "d1/td", Payload: []byte(`{}`)}},
+			}
+			err = st.Commit(ctx, c)
+			if full {
+				// As the engine does: refused for its checks, committed again without.
+				if !errors.Is(err, spool.ErrFull) {
+					t.Fatalf("commit on a full spool: %v, want spool.ErrFull", err)
+				}
+				c.Queue = nil
+				err = st.Commit(ctx, c)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, ok, err := st.Decision("d1"); !ok || err != nil {
+				t.Fatalf("decision not recorded: %v %v", ok, err)
+			}
+			es, err := sp.Lease(ctx, "audit", 10, 1<<20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case full && (len(es) != 0 || dropped != 1):
+				t.Errorf("full spool: %d audit copies queued, %d counted dropped; want 0 and 1", len(es), dropped)
+			case !full && (len(es) != 1 || es[0].ID != "d1" || string(es[0].Payload) != `{"decision_id":"d1"}` || dropped != 0):
+				t.Errorf("audit queue %+v, dropped %d; want the record d1 once, none dropped", es, dropped)
+			}
+		})
 	}
 }

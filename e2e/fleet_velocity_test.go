@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -251,6 +252,10 @@ func TestFleetVelocity(t *testing.T) {
 	// The topic as a client that is not ours reads it: the contract.
 	if kcatErr == nil {
 		checkVelocityTopic(t, kcat, broker.addr)
+		checkAuditTopic(t, kcat, broker.addr, map[string][]string{
+			"branch-a": {"loan-a-0", "loan-a-1", "loan-a-2"},
+			"branch-b": {"loan-b-0", "loan-b-1", "loan-b-other", "loan-b-2"},
+		})
 	}
 
 	// The broker dies: B decides at once on the local view and says so.
@@ -333,5 +338,55 @@ func checkVelocityTopic(t *testing.T, kcat, brokers string) {
 	}
 	if !found || len(byKey) != 2 {
 		t.Errorf("by subject and agent: %v; want the phone with 3 from each agent, and the other phone", byKey)
+	}
+}
+
+// checkAuditTopic reads <prefix>.decisions.v1 with kcat: each agent's
+// decisions are there once each, as the record the agent stored (its
+// decision id inside), queued in the decision's own commit.
+func checkAuditTopic(t *testing.T, kcat, brokers string, want map[string][]string) {
+	t.Helper()
+	topic := fleet.Topic("outpost", fleet.KindDecisions)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, err := exec.Command(kcat, "-C", "-b", brokers, "-t", topic, "-e", "-q", "-J").Output()
+		if err != nil {
+			t.Fatalf("kcat: %v", err)
+		}
+		got := map[string][]string{}
+		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			if line == "" {
+				continue
+			}
+			var m struct {
+				Payload string `json:"payload"`
+			}
+			if err := json.Unmarshal([]byte(line), &m); err != nil {
+				t.Fatalf("kcat line %q: %v", line, err)
+			}
+			rec, err := fleet.Decode([]byte(m.Payload))
+			if err != nil {
+				t.Fatalf("%v: %s", err, m.Payload)
+			}
+			if !bytes.Contains(rec.Payload, []byte(`"decision_id":"`+rec.ID+`"`)) {
+				t.Errorf("audit record %s does not hold decision %s", rec.Payload, rec.ID)
+			}
+			got[rec.AgentID] = append(got[rec.AgentID], rec.ID)
+		}
+		ok := true
+		for agent, ids := range want {
+			g := slices.Clone(got[agent])
+			slices.Sort(g)
+			w := slices.Clone(ids)
+			slices.Sort(w)
+			ok = ok && slices.Equal(g, w)
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s by agent: %v, want %v", topic, got, want)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -241,41 +239,14 @@ func (f *fleetAgent) kafkaStatus() func() any {
 	}
 }
 
-// store is the spool the decision engine's store (decision.SpoolStore)
-// writes through: with Kafka, each decision record written (key dec/<id>)
-// is also queued, in the same commit, on the audit queue.
-func (f *fleetAgent) store(sp *spool.Spool) decision.Spool {
+// store is the decision engine's store on sp: with Kafka, each decision
+// record is also queued, in the same commit, on the audit queue.
+func (f *fleetAgent) store(sp *spool.Spool) *decision.SpoolStore {
+	st := decision.NewSpoolStore(sp)
 	if f == nil {
-		return sp
+		return st
 	}
-	return auditStore{Spool: sp, f: f}
-}
-
-type auditStore struct {
-	*spool.Spool
-	f *fleetAgent
-}
-
-var _ decision.Spool = auditStore{}
-
-func (a auditStore) Write(ctx context.Context, kvs []spool.KV, recs []spool.Record) (spool.AppendResult, error) {
-	n := len(recs)
-	for _, kv := range kvs {
-		if id, ok := strings.CutPrefix(kv.Key, "dec/"); ok && !kv.Delete && len(kv.Value) > 0 {
-			recs = append(recs[:len(recs):len(recs)], spool.Record{Queue: auditQueue, ID: id, Payload: kv.Value})
-		}
-	}
-	res, err := a.Spool.Write(ctx, kvs, recs)
-	if errors.Is(err, spool.ErrFull) && len(recs) > n {
-		// A full spool still records decisions (small state is not held
-		// to the cap), but not their audit copies: counted, and shown.
-		a.f.auditNotQueued.Add(int64(len(recs) - n))
-		res, err = a.Spool.Write(ctx, kvs, recs[:n])
-	}
-	if len(res.Duplicate) > n {
-		res.Duplicate = res.Duplicate[:n]
-	}
-	return res, err
+	return st.AuditTo(auditQueue, func(n int) { f.auditNotQueued.Add(int64(n)) })
 }
 
 // kafkaDoc is the Kafka side as `agent status` reads it.

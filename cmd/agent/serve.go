@@ -185,7 +185,7 @@ func (a *agent) start(key []byte) error {
 	mets.Read(metricSources(cfg, sp, ws, a.pols))
 
 	dc := decision.Config{
-		Store: decision.NewSpoolStore(fl.store(sp)), Policies: a.pols, Timeout: cfg.DecisionTimeout, HashKey: hk,
+		Store: fl.store(sp), Policies: a.pols, Timeout: cfg.DecisionTimeout, HashKey: hk,
 		QueueUnionPay: key != nil, Retention: cfg.DecisionRetention, Logger: log,
 		TongDunCache:  decision.SourcePolicy{TTL: cfg.TongdunCacheTTL, MaxStale: cfg.TongdunCacheMaxStale, NegativeTTL: cfg.CacheNegativeTTL},
 		UnionPayCache: decision.SourcePolicy{TTL: cfg.UnionpayCacheTTL, MaxStale: cfg.UnionpayCacheMaxStale, NegativeTTL: cfg.CacheNegativeTTL},
