@@ -36,10 +36,21 @@ type reason struct {
 // full it drops the least recently used entry, which costs a store read
 // later, never a wrong answer. Whether an entry is fresh, stale or past use
 // is decided by its At against its source's policy, on the engine's clock.
+//
+// absent remembers keys the store was read for and did not hold: every
+// score the store gets is put here first (the engine is its only writer),
+// which takes the key out of absent, so a key in absent is not in the
+// store and a second decision for it does not read badger again (a read
+// that misses cost 14 of a decision's 400 µs on one connection with no
+// TongDun configured: BENCHMARKS.md, session 13). Bounded by absentMax.
 type memCache struct {
 	entries *lru.Cache[string, cached]
 	neg     *lru.Cache[string, time.Time] // key -> error remembered until
+	absent  *lru.Cache[string, struct{}]
 }
+
+// absentMax bounds the keys known to be absent: about 150 bytes each.
+const absentMax = 20_000
 
 func newMemCache(max int) *memCache {
 	entries, err := lru.New[string, cached](max)
@@ -47,15 +58,23 @@ func newMemCache(max int) *memCache {
 		panic(err) // max <= 0: a programming error
 	}
 	neg, _ := lru.New[string, time.Time](max)
-	return &memCache{entries: entries, neg: neg}
+	absent, _ := lru.New[string, struct{}](min(max, absentMax))
+	return &memCache{entries: entries, neg: neg, absent: absent}
 }
 
 func (m *memCache) get(k string) (cached, bool) { return m.entries.Get(k) }
 
 func (m *memCache) put(k string, c cached) {
+	m.absent.Remove(k)
 	m.entries.Add(k, c)
 	m.neg.Remove(k)
 }
+
+// isAbsent reports whether the store was found not to hold k since.
+func (m *memCache) isAbsent(k string) bool { return m.absent.Contains(k) }
+
+// notStored records that the store does not hold k.
+func (m *memCache) notStored(k string) { m.absent.Add(k, struct{}{}) }
 
 func (m *memCache) failed(k string, until time.Time) { m.neg.Add(k, until) }
 

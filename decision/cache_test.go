@@ -30,3 +30,41 @@ func TestMemCacheEvictsLeastRecentlyUsed(t *testing.T) {
 		t.Error("a stored score leaves a failure remembered")
 	}
 }
+
+// countingStore counts the score reads that reach the store.
+type countingStore struct {
+	Store
+	reads int
+}
+
+func (s *countingStore) Score(key string) ([]byte, bool, error) {
+	s.reads++
+	return s.Store.Score(key)
+}
+
+// TestAbsentScoresReadOnce: a key the store does not hold is read from
+// it once, not for every decision; a score put afterwards (a live answer,
+// a late verdict) is found, and one stored before is still read.
+func TestAbsentScoresReadOnce(t *testing.T) {
+	st := &countingStore{Store: NewMemStore(MemStoreOptions{})}
+	if err := st.Commit(t.Context(), &Commit{Scores: []ScoreEntry{{Key: "td/stored", Entry: encodeCached(cached{Score: 7}), TTL: time.Hour}}}); err != nil {
+		t.Fatal(err)
+	}
+	e := New(Config{Store: st, Policies: fixedPolicy{nil}})
+	defer e.Close()
+	for range 3 {
+		if _, ok := e.lookup("td/none"); ok {
+			t.Fatal("a score found for a key never stored")
+		}
+	}
+	if st.reads != 1 {
+		t.Errorf("%d store reads for a key the store does not hold, want 1", st.reads)
+	}
+	e.mem.put("td/none", cached{Score: 5})
+	if c, ok := e.lookup("td/none"); !ok || c.Score != 5 {
+		t.Errorf("a score put after the miss: %+v %v", c, ok)
+	}
+	if c, ok := e.lookup("td/stored"); !ok || c.Score != 7 {
+		t.Errorf("a stored score: %+v %v", c, ok)
+	}
+}

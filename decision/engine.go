@@ -704,8 +704,15 @@ func (e *Engine) lookup(k string) (cached, bool) {
 	if c, ok := e.mem.get(k); ok {
 		return c, true
 	}
+	if e.mem.isAbsent(k) {
+		return cached{}, false
+	}
 	b, ok, err := e.cfg.Store.Score(k)
-	if err != nil || !ok {
+	if err != nil {
+		return cached{}, false
+	}
+	if !ok {
+		e.mem.notStored(k)
 		return cached{}, false
 	}
 	var c cached
