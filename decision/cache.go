@@ -65,16 +65,26 @@ func newMemCache(max int) *memCache {
 func (m *memCache) get(k string) (cached, bool) { return m.entries.Get(k) }
 
 func (m *memCache) put(k string, c cached) {
-	m.absent.Remove(k)
+	// entries first: a notStored racing with this put sees the entry, or
+	// its mark is removed here after it (see notStored).
 	m.entries.Add(k, c)
+	m.absent.Remove(k)
 	m.neg.Remove(k)
 }
 
 // isAbsent reports whether the store was found not to hold k since.
 func (m *memCache) isAbsent(k string) bool { return m.absent.Contains(k) }
 
-// notStored records that the store does not hold k.
-func (m *memCache) notStored(k string) { m.absent.Add(k, struct{}{}) }
+// notStored records that the store does not hold k. A put of k may have
+// raced with the read that missed: if its entry is here, the mark is
+// taken back, so k is never both put and marked absent (which, once the
+// entry was evicted, would hide a stored score).
+func (m *memCache) notStored(k string) {
+	m.absent.Add(k, struct{}{})
+	if m.entries.Contains(k) {
+		m.absent.Remove(k)
+	}
+}
 
 func (m *memCache) failed(k string, until time.Time) { m.neg.Add(k, until) }
 

@@ -68,3 +68,26 @@ func TestAbsentScoresReadOnce(t *testing.T) {
 		t.Errorf("a stored score: %+v %v", c, ok)
 	}
 }
+
+// TestAbsentRacesWithPut: reads that miss and puts of the same keys, run
+// concurrently, never leave a key both put and marked absent.
+func TestAbsentRacesWithPut(t *testing.T) {
+	m := newMemCache(1000)
+	keys := []string{"a", "b", "c", "d"}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 20_000 {
+			m.put(keys[i%len(keys)], cached{Score: i})
+		}
+	}()
+	for i := range 20_000 {
+		m.notStored(keys[i%len(keys)])
+	}
+	<-done
+	for _, k := range keys {
+		if _, ok := m.get(k); ok && m.isAbsent(k) {
+			t.Errorf("%s is both put and marked absent", k)
+		}
+	}
+}
