@@ -14,7 +14,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -36,6 +35,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/outpost-agent/outpost/bench/internal/agentproc"
 	"github.com/outpost-agent/outpost/fleet"
 	"github.com/outpost-agent/outpost/upstream/tencent/tencentsim"
 )
@@ -204,47 +204,17 @@ func newSim() (*tencentsim.Server, []string) {
 	return sim, []string{"AGENT_TENCENT_URL=" + hs.URL, "AGENT_TENCENT_ACCOUNT_ID=11", "AGENT_TENCENT_USER_ACTION_SET_ID=22", "AGENT_TENCENT_ACCESS_TOKEN=" + simToken}
 }
 
-type proc struct {
-	cmd  *exec.Cmd
-	addr string
-	done chan error
-}
+// proc is an agent or relay process of the bench.
+type proc struct{ *agentproc.Proc }
 
 func (b *bench) spawn(dataDir string, ready string, env []string, args ...string) (*proc, error) {
-	cmd := exec.Command(b.bin, args...)
-	cmd.Env = append(os.Environ(), "AGENT_DATA_DIR="+dataDir, "AGENT_LISTEN_ADDR=127.0.0.1:0", "AGENT_LOG_FORMAT=json", "AGENT_LOG_LEVEL=warn")
-	cmd.Env = append(cmd.Env, env...)
-	// "ready" is logged at info: read it at info, the rest is dropped.
-	cmd.Env = append(cmd.Env, "AGENT_LOG_LEVEL=info")
-	stderr, err := cmd.StderrPipe()
+	// Warnings only, but "ready" is logged at info: read at info (last wins).
+	env = append(append([]string{"AGENT_LOG_LEVEL=warn"}, env...), "AGENT_LOG_LEVEL=info")
+	p, err := agentproc.Start(filepath.Base(dataDir), b.bin, dataDir, ready, 60*time.Second, env, args...)
 	if err != nil {
 		return nil, err
 	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	p := &proc{cmd: cmd, done: make(chan error, 1)}
-	readyc := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			var m struct{ Msg, Listen string }
-			if json.Unmarshal(sc.Bytes(), &m) == nil && m.Msg == ready {
-				readyc <- m.Listen
-			}
-		}
-	}()
-	go func() { p.done <- cmd.Wait() }()
-	select {
-	case p.addr = <-readyc:
-		return p, nil
-	case err := <-p.done:
-		return nil, fmt.Errorf("%s exited: %v", ready, err)
-	case <-time.After(60 * time.Second):
-		cmd.Process.Kill()
-		return nil, fmt.Errorf("not %s after 60s", ready)
-	}
+	return &proc{p}, nil
 }
 
 func (b *bench) start(dataDir string, env []string) (*proc, error) {
@@ -255,19 +225,11 @@ func (b *bench) startRelay(dataDir string, env []string) (*proc, error) {
 	return b.spawn(dataDir, "relay ready", env, "relay")
 }
 
-func (p *proc) stop() {
-	p.cmd.Process.Signal(os.Interrupt)
-	select {
-	case err := <-p.done:
-		_ = err // how it exited: its log says why
-	case <-time.After(30 * time.Second):
-		p.cmd.Process.Kill()
-		<-p.done //nolint:errcheck // killed: the exit error is the kill
-	}
-}
+// stop stops p; how it exited is in its log.
+func (p *proc) stop() { _ = p.Stop(30 * time.Second) }
 
 func (p *proc) depth(queue string) int64 {
-	resp, err := http.Get("http://" + p.addr + "/v1/status")
+	resp, err := http.Get("http://" + p.Addr + "/v1/status")
 	if err != nil {
 		return 1
 	}
@@ -322,7 +284,7 @@ func (b *bench) post(p *proc, total, batch, workers int, _ time.Duration) (int, 
 			defer wg.Done()
 			for sent.Add(int64(batch)) <= int64(total) {
 				bd, _ := body(batch)
-				if err := postOne(p.addr, bd); err != nil {
+				if err := postOne(p.Addr, bd); err != nil {
 					once.Do(func() { ferr = err })
 					return
 				}
@@ -345,7 +307,7 @@ func (b *bench) postFor(p *proc, d time.Duration, workers int) (int64, error) {
 			defer wg.Done()
 			for time.Now().Before(end) {
 				bd, _ := body(1)
-				if postOne(p.addr, bd) == nil {
+				if postOne(p.Addr, bd) == nil {
 					ok.Add(1)
 				}
 			}
@@ -389,7 +351,7 @@ func (b *bench) latency(dataDir string, env []string, d time.Duration) ([]time.D
 	// client's connection and metadata.
 	for range 10 {
 		bd, _ := body(10)
-		if err := postOne(a.addr, bd); err != nil {
+		if err := postOne(a.Addr, bd); err != nil {
 			return nil, err
 		}
 	}
@@ -409,7 +371,7 @@ func (b *bench) latency(dataDir string, env []string, d time.Duration) ([]time.D
 			defer wg.Done()
 			defer func() { <-sem }()
 			bd, ids := body(1)
-			if postOne(a.addr, bd) == nil {
+			if postOne(a.Addr, bd) == nil {
 				t := time.Now()
 				mu.Lock()
 				acked[ids[0]] = t

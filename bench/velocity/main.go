@@ -23,7 +23,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -35,7 +34,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -46,6 +44,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/outpost-agent/outpost/bench/internal/agentproc"
 	"github.com/outpost-agent/outpost/fleet"
 	"github.com/outpost-agent/outpost/upstream"
 )
@@ -275,80 +274,30 @@ func run(args []string) error {
 	return nil
 }
 
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	addr string
-	done chan error
-}
+// proc is an agent process of the bench.
+type proc struct{ *agentproc.Proc }
 
 func (b *bench) start(name string, env []string) (*proc, error) {
-	cmd := exec.Command(b.bin)
-	cmd.Env = append(os.Environ(), "AGENT_DATA_DIR="+filepath.Join(b.dir, name), "AGENT_LISTEN_ADDR=127.0.0.1:0", "AGENT_LOG_FORMAT=json",
-		"AGENT_ID="+name, "AGENT_MAX_CONCURRENT_REQUESTS=1024")
-	cmd.Env = append(append(cmd.Env, b.common...), env...)
-	stderr, err := cmd.StderrPipe()
+	env = append(append([]string{"AGENT_ID=" + name, "AGENT_MAX_CONCURRENT_REQUESTS=1024"}, b.common...), env...)
+	p, err := agentproc.Start(name, b.bin, filepath.Join(b.dir, name), "agent ready", 10*time.Minute, env)
 	if err != nil {
 		return nil, err
 	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	p := &proc{name: name, cmd: cmd, done: make(chan error, 1)}
-	readyc := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			var m struct{ Msg, Listen string }
-			if json.Unmarshal(sc.Bytes(), &m) == nil && m.Msg == "agent ready" {
-				readyc <- m.Listen
-			}
-		}
-	}()
-	go func() { p.done <- cmd.Wait() }()
-	select {
-	case p.addr = <-readyc:
-		return p, nil
-	case err := <-p.done:
-		return nil, fmt.Errorf("%s exited: %v", name, err)
-	case <-time.After(10 * time.Minute):
-		cmd.Process.Kill()
-		return nil, fmt.Errorf("%s not ready after 10 minutes", name)
-	}
+	return &proc{p}, nil
 }
 
+// stop stops p, saying so when it did not exit cleanly.
 func (p *proc) stop() {
-	_ = p.cmd.Process.Signal(os.Interrupt) // gone already: done says so
-	select {
-	case err := <-p.done:
-		p.exited(err)
-	case <-time.After(60 * time.Second):
-		_ = p.cmd.Process.Kill()
-		p.exited(<-p.done)
+	if err := p.Stop(60 * time.Second); err != nil {
+		fmt.Fprintf(os.Stderr, "%s exited: %v\n", p.Name, err)
 	}
-}
-
-func (p *proc) exited(err error) {
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "%s exited: %v\n", p.name, err)
-	}
-}
-
-func (p *proc) get(path string) ([]byte, error) {
-	resp, err := http.Get("http://" + p.addr + path)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	return io.ReadAll(resp.Body)
 }
 
 func (p *proc) velocity() fleet.VelocityStatus {
 	var st struct {
 		FleetVelocity fleet.VelocityStatus `json:"fleet_velocity"`
 	}
-	b, err := p.get("/v1/status")
+	b, err := p.Get("/v1/status")
 	if err != nil || json.Unmarshal(b, &st) != nil {
 		return fleet.VelocityStatus{State: "unreadable"} // the callers wait on, and time out
 	}
@@ -368,7 +317,7 @@ func (p *proc) waitFor(what string, ok func(fleet.VelocityStatus) bool) error {
 	deadline := time.Now().Add(10 * time.Minute)
 	for st := p.velocity(); !ok(st); st = p.velocity() {
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s: not %s after 10 minutes (state %s, merged %d)", p.name, what, st.State, st.Merged)
+			return fmt.Errorf("%s: not %s after 10 minutes (state %s, merged %d)", p.Name, what, st.State, st.Merged)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -384,7 +333,7 @@ func (p *proc) waitMerged(n int64) error {
 }
 
 func (p *proc) rss() int64 {
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.Cmd.Process.Pid))
 	for _, l := range strings.Split(string(b), "\n") {
 		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
 			kb, _ := strconv.ParseInt(f[1], 10, 64)
@@ -396,7 +345,7 @@ func (p *proc) rss() int64 {
 
 // metric reads one unlabelled sample from /metrics.
 func (p *proc) metric(name string) float64 {
-	b, _ := p.get("/metrics")
+	b, _ := p.Get("/metrics")
 	for _, l := range strings.Split(string(b), "\n") {
 		if rest, ok := strings.CutPrefix(l, name+" "); ok {
 			v, _ := strconv.ParseFloat(strings.TrimSpace(rest), 64)
@@ -410,7 +359,7 @@ func (p *proc) heapInuse() int64 { return int64(p.metric("go_memstats_heap_inuse
 
 // delayHist is the merge delay histogram's cumulative buckets.
 func (p *proc) delayHist() (map[float64]float64, error) {
-	b, err := p.get("/metrics")
+	b, err := p.Get("/metrics")
 	if err != nil {
 		return nil, err
 	}
@@ -528,7 +477,7 @@ func (b *bench) drive(targets []*proc, rate float64, d time.Duration, accounts i
 					}
 					body := fmt.Sprintf(`{"session_id":"s-%d","decision_event":"withdraw","event_time":"2026-12-04T10:00:00.000+08:00","account_id":"acct-%d",`+
 						`"terminal":{"ip":"210.20.10.33"},"event_detail":{"withdraw":{}},"amount":100}`, i, rng.IntN(accounts))
-					resp, err := client.Post("http://"+t.addr+"/v1/decisions", "application/json", strings.NewReader(body))
+					resp, err := client.Post("http://"+t.Addr+"/v1/decisions", "application/json", strings.NewReader(body))
 					if err != nil {
 						continue
 					}
