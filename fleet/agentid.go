@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/outpost-agent/outpost/vfs"
 )
 
 // AgentIDFile is where a generated agent id is kept, in the data directory.
@@ -64,21 +66,8 @@ func LoadAgentID(configured, dataDir string) (string, error) {
 	}
 	// The rename is durable once the directory is synced: an agent that
 	// crashed before would make a new id at its next start.
-	if err := syncDir(dataDir); err != nil {
+	if err := vfs.Default.SyncDir(dataDir); err != nil {
 		return "", fmt.Errorf("keep agent id: %w", err)
 	}
 	return id, nil
-}
-
-// syncDir makes the directory's entries (a rename into it) durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
+	"github.com/outpost-agent/outpost/vfs"
 )
 
 // Damage. A file of the store can be damaged (a flipped bit, a sector that
@@ -208,7 +209,7 @@ func setAsideBytes(dir, file string, data []byte, spans []DamagedSpan) error {
 			return err
 		}
 	}
-	return syncDir(dir)
+	return vfs.Default.SyncDir(dir)
 }
 
 func writeSynced(path string, b []byte) error {

@@ -10,6 +10,7 @@ import (
 
 	badger "github.com/dgraph-io/badger/v4"
 	"github.com/outpost-agent/outpost/journal"
+	"github.com/outpost-agent/outpost/vfs"
 )
 
 // The journal's records (package journal) hold the writes of one group
@@ -107,5 +108,5 @@ func syncStore(dir string) error {
 			return fmt.Errorf("sync %s: %w", e.Name(), err)
 		}
 	}
-	return syncDir(dir)
+	return vfs.Default.SyncDir(dir)
 }

@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/outpost-agent/outpost/vfs"
 )
 
 // quarantine moves a store that would not open out of the way, into a
@@ -30,7 +32,7 @@ func quarantine(o Options, cause error, now time.Time) (*QuarantineInfo, error) 
 	}
 	// Make the move durable before a new store is created in its place.
 	for _, d := range []string{qdir, filepath.Dir(filepath.Clean(o.Dir))} {
-		if err := syncDir(d); err != nil {
+		if err := vfs.Default.SyncDir(d); err != nil {
 			return nil, fmt.Errorf("quarantine: %w", err)
 		}
 	}

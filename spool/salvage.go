@@ -942,7 +942,7 @@ func salvageStore(o Options, now time.Time) (res salvageResult, err error) {
 	if err := writeSynced(filepath.Join(tmp, salvageMarker), []byte(now.UTC().Format(time.RFC3339))); err != nil {
 		return res, err
 	}
-	if err := syncDir(tmp); err != nil {
+	if err := vfs.Default.SyncDir(tmp); err != nil {
 		return res, err
 	}
 	q, err := quarantine(o, errors.New("salvaged"), now)
@@ -976,7 +976,7 @@ func finishSalvage(dir string) error {
 	if err := os.Rename(tmp, dir); err != nil {
 		return err
 	}
-	return syncDir(filepath.Dir(filepath.Clean(dir)))
+	return vfs.Default.SyncDir(filepath.Dir(filepath.Clean(dir)))
 }
 
 // keyKind names what a key holds, for counting losses.
@@ -1029,5 +1029,5 @@ func copyDir(src, dst string) error {
 			return err
 		}
 	}
-	return syncDir(dst)
+	return vfs.Default.SyncDir(dst)
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/dgraph-io/badger/v4/table"
 	"github.com/dgraph-io/ristretto/v2"
 	"github.com/dgraph-io/ristretto/v2/z"
+	"github.com/outpost-agent/outpost/vfs"
 )
 
 // removeEmptyLogs deletes zero-length memtable (.mem) and value log (.vlog)
@@ -54,7 +55,7 @@ func removeEmptyLogs(dir string) ([]string, error) {
 		removed = append(removed, e.Name())
 	}
 	if len(removed) > 0 {
-		if err := syncDir(dir); err != nil {
+		if err := vfs.Default.SyncDir(dir); err != nil {
 			return removed, err
 		}
 	}
@@ -272,17 +273,4 @@ func keyRegistryDamaged(dir string) bool {
 		rest = rest[8+n:]
 	}
 	return false
-}
-
-// syncDir makes the directory's entries durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
 }
