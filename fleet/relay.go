@@ -471,14 +471,7 @@ func (r *Relay) Ack(ctx context.Context, _ string, seqs []uint64) error {
 		r.log.Error("remembering deliveries failed (a restart may deliver them again; Tencent de-duplicates by outer_action_id)", "err", err)
 	}
 	r.mu.Lock()
-	for _, e := range es {
-		if e.state == leased {
-			e.state = final
-			r.buffered--
-			r.st.delivered++
-		}
-	}
-	r.signal()
+	r.st.delivered += r.finalLocked(es)
 	r.mu.Unlock()
 	r.askCommit()
 	return nil
@@ -538,15 +531,24 @@ func (r *Relay) deadLetter(ctx context.Context, es []*entry, reason string) erro
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.st.deadLetters += r.finalLocked(es)
+	return nil
+}
+
+// finalLocked gives the entries still leased their final verdict (their
+// offsets may now be committed), wakes whoever waits for room, and
+// returns how many it made final. r.mu is held.
+func (r *Relay) finalLocked(es []*entry) int64 {
+	var n int64
 	for _, e := range es {
 		if e.state == leased {
 			e.state = final
 			r.buffered--
-			r.st.deadLetters++
+			n++
 		}
 	}
 	r.signal()
-	return nil
+	return n
 }
 
 // commit commits, for every partition, the offset after the contiguous
