@@ -79,16 +79,22 @@ type Config struct {
 	ForwardProbeInterval time.Duration `envconfig:"FORWARD_PROBE_INTERVAL" default:"5m"`
 	ForwardBreakerOpen   time.Duration `envconfig:"FORWARD_BREAKER_OPEN" default:"10s"`
 
-	Pprof                 bool          `envconfig:"PPROF" default:"false"`
-	MinFreeDisk           ByteSize      `envconfig:"MIN_FREE_DISK" default:"128MiB"`
-	ListenUnix            string        `envconfig:"LISTEN_UNIX"`
-	ForwardConcurrency    int           `envconfig:"FORWARD_CONCURRENCY" default:"1"`
-	TongdunRatePerSec     float64       `envconfig:"TONGDUN_REQUESTS_PER_SECOND" default:"0"`
-	UnionpayRatePerSec    float64       `envconfig:"UNIONPAY_REQUESTS_PER_SECOND" default:"0"`
-	PolicyFile            string        `envconfig:"POLICY_FILE"`
-	PolicyPollInterval    time.Duration `envconfig:"POLICY_POLL_INTERVAL" default:"2s"`
-	DecisionTimeout       time.Duration `envconfig:"DECISION_TIMEOUT" default:"300ms"`
-	DecisionRetention     time.Duration `envconfig:"DECISION_RETENTION" default:"2160h"`
+	Pprof              bool          `envconfig:"PPROF" default:"false"`
+	MinFreeDisk        ByteSize      `envconfig:"MIN_FREE_DISK" default:"128MiB"`
+	ListenUnix         string        `envconfig:"LISTEN_UNIX"`
+	ForwardConcurrency int           `envconfig:"FORWARD_CONCURRENCY" default:"1"`
+	TongdunRatePerSec  float64       `envconfig:"TONGDUN_REQUESTS_PER_SECOND" default:"0"`
+	UnionpayRatePerSec float64       `envconfig:"UNIONPAY_REQUESTS_PER_SECOND" default:"0"`
+	PolicyFile         string        `envconfig:"POLICY_FILE"`
+	PolicyPollInterval time.Duration `envconfig:"POLICY_POLL_INTERVAL" default:"2s"`
+	DecisionTimeout    time.Duration `envconfig:"DECISION_TIMEOUT" default:"300ms"`
+	DecisionRetention  time.Duration `envconfig:"DECISION_RETENTION" default:"2160h"`
+	// DecisionSyncWithin 0: a decision is answered once its record is
+	// synced to disk. Positive: a decision that queues nothing is answered
+	// once its record is written and applied, and synced within this long
+	// (spool.Options.PutSyncWithin): a power cut can lose the decisions of
+	// the last DecisionSyncWithin, a crash of the agent none.
+	DecisionSyncWithin    time.Duration `envconfig:"DECISION_SYNC_WITHIN" default:"0s"`
 	TongdunCacheTTL       time.Duration `envconfig:"TONGDUN_CACHE_TTL" default:"10m"`
 	TongdunCacheMaxStale  time.Duration `envconfig:"TONGDUN_CACHE_MAX_STALE" default:"1h"`
 	UnionpayCacheTTL      time.Duration `envconfig:"UNIONPAY_CACHE_TTL" default:"24h"`
@@ -317,6 +323,9 @@ func (c Config) Validate() error {
 	}
 	if c.DecisionRetention < time.Hour {
 		bad("DECISION_RETENTION", "must be at least 1h")
+	}
+	if c.DecisionSyncWithin < 0 || c.DecisionSyncWithin > time.Second {
+		bad("DECISION_SYNC_WITHIN", "must be 0 (every decision synced before its answer) or up to 1s")
 	}
 	if c.PolicyPollInterval < 100*time.Millisecond {
 		bad("POLICY_POLL_INTERVAL", "must be at least 100ms")

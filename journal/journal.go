@@ -24,6 +24,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/outpost-agent/outpost/vfs"
 )
@@ -42,6 +43,15 @@ import (
 // replay knows nothing of, and replaying the records before it would roll
 // back the queue's counters under that commit's entries (a test of the real
 // binary killed mid-load caught exactly that).
+//
+// A spool may answer some commits before their sync (AppendUnsynced:
+// spool.Options.PutSyncWithin, for decision records): their records are
+// written through the page cache and applied to badger at once, and a
+// later Sync or Append makes them durable with everything before them.
+// A power cut can then leave badger holding writes of records the journal
+// lost; the spool allows that only for commits of plain keys (never queue
+// entries or their counters), whose presence without the journal is true
+// to what was answered. A checkpoint covers only synced records (Covered).
 //
 // A checkpoint makes badger's own files durable (fsync of every file badger
 // writes through an mmap: value logs, memtable logs, MANIFEST) and records
@@ -110,8 +120,15 @@ type Journal struct {
 	dbuf   []byte // reused aligned buffer for direct writes
 	spare  spareState
 
+	// unsynced: records appended by AppendUnsynced that no sync covers yet
+	// (atomic: tests drive a group commit beside the spool's committer).
+	unsynced atomic.Bool
+	// buffered: never direct I/O (Options.Buffered).
+	buffered bool
+
 	mu      sync.Mutex
 	applied uint64   // last sequence number applied to badger
+	synced  uint64   // last sequence number known durable
 	sealed  []string // segments no longer written, oldest first
 	current string
 	ckpt    uint64 // covered by the last checkpoint
@@ -132,6 +149,11 @@ type Options struct {
 	// OnSeal, when set, hears that a segment was sealed: a checkpoint can
 	// free it.
 	OnSeal func()
+	// Buffered writes every segment through the page cache, spares too
+	// (no direct I/O): a record appended by AppendUnsynced is then a copy
+	// into memory, not a device write. For spools that answer some commits
+	// before their sync.
+	Buffered bool
 
 	// segmentSize: SegmentSize when 0 (tests make it small).
 	segmentSize int64
@@ -147,8 +169,8 @@ func New(o Options, last uint64) (*Journal, error) {
 	if o.segmentSize == 0 {
 		o.segmentSize = SegmentSize
 	}
-	j := &Journal{fs: o.FS, dir: o.Dir, key: bytes.Clone(o.Key), lastSeq: last, applied: last, ckpt: last, onSeal: o.OnSeal,
-		segmentSize: o.segmentSize}
+	j := &Journal{fs: o.FS, dir: o.Dir, key: bytes.Clone(o.Key), lastSeq: last, applied: last, synced: last, ckpt: last, onSeal: o.OnSeal,
+		segmentSize: o.segmentSize, buffered: o.Buffered}
 	if err := j.adoptSpare(); err != nil {
 		return nil, err
 	}
@@ -172,11 +194,69 @@ func (j *Journal) NewRecord() []byte {
 	return j.rec[:RecordHead]
 }
 
-// appendRecord makes rec (from newRecord, body appended) durable as the
-// next record and returns its sequence number when it is on disk. A failed
-// write or sync fails the journal for good: whether the record reached the
-// disk is unknown, and a later success must not be taken as covering it.
+// Append makes rec (from NewRecord, body appended) durable as the
+// next record and returns its sequence number when it is on disk, with
+// every record appended before it. A failed write or sync fails the
+// journal for good: whether the record reached the disk is unknown, and a
+// later success must not be taken as covering it.
 func (j *Journal) Append(rec []byte) (uint64, error) {
+	seq, err := j.write(rec)
+	if err != nil {
+		return 0, err
+	}
+	if err := j.Sync(); err != nil {
+		return 0, err
+	}
+	return seq, nil
+}
+
+// AppendUnsynced writes rec as the next record without waiting for the
+// disk: it is in the file (a kill of the process cannot lose it) but a
+// power cut can, until the next Sync or Append. Records are durable in
+// order: a sync covers every record written before it.
+func (j *Journal) AppendUnsynced(rec []byte) (uint64, error) {
+	seq, err := j.write(rec)
+	if err != nil {
+		return 0, err
+	}
+	j.unsynced.Store(true)
+	j.maybePrepareSpare()
+	return seq, nil
+}
+
+// Positions reports the last record applied to the store and the last
+// one known durable (for tests and monitoring; safe from any goroutine).
+func (j *Journal) Positions() (applied, synced uint64) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.applied, j.synced
+}
+
+// Unsynced reports whether records were appended that no sync covers.
+func (j *Journal) Unsynced() bool { return j.unsynced.Load() }
+
+// Sync makes every record appended so far durable (fdatasync of the
+// current segment: a segment is synced before the next one starts).
+func (j *Journal) Sync() error {
+	if j.failed != nil {
+		return j.failed
+	}
+	if j.f != nil {
+		if err := j.f.Datasync(); err != nil {
+			j.failed = fmt.Errorf("journal: sync: %w", err)
+			return j.failed
+		}
+	}
+	j.unsynced.Store(false)
+	j.mu.Lock()
+	j.synced = j.lastSeq
+	j.mu.Unlock()
+	j.maybePrepareSpare()
+	return nil
+}
+
+// write writes rec as the next record, in a new segment if it does not fit.
+func (j *Journal) write(rec []byte) (uint64, error) {
 	if j.failed != nil {
 		return 0, j.failed
 	}
@@ -210,13 +290,8 @@ func (j *Journal) Append(rec []byte) (uint64, error) {
 		j.failed = fmt.Errorf("journal: write: %w", err)
 		return 0, j.failed
 	}
-	if err := j.f.Datasync(); err != nil {
-		j.failed = fmt.Errorf("journal: sync: %w", err)
-		return 0, j.failed
-	}
 	j.off += int64(len(out))
 	j.lastSeq = seq
-	j.maybePrepareSpare()
 	return seq, nil
 }
 
@@ -251,6 +326,13 @@ func segmentAEAD(key, salt []byte) (cipher.AEAD, error) {
 // and starts a new one whose first record will be first. The new file and
 // its directory entry are synced before any record goes in.
 func (j *Journal) startSegment(first uint64) error {
+	if j.unsynced.Load() {
+		// A sync covers one file: the records still unsynced in this one
+		// are made durable before any goes into the next.
+		if err := j.Sync(); err != nil {
+			return err
+		}
+	}
 	name := SegmentName(first)
 	path := filepath.Join(j.dir, name)
 	hdr := make([]byte, HeaderSize)
@@ -269,15 +351,20 @@ func (j *Journal) startSegment(first uint64) error {
 	}
 	binary.BigEndian.PutUint64(hdr[8:16], first)
 	binary.BigEndian.PutUint32(hdr[32:36], crc32.Checksum(hdr[:32], castagnoli))
-	f, direct := j.openSpareSegment(path)
+	f, spare := j.openSpareSegment(path)
+	direct := spare && !j.buffered
 	var err error
-	if direct {
+	switch {
+	case direct:
 		// The spare's blocks are written already: the header's block is
 		// rewritten, and durable once synced.
 		block := alignedBytes(directAlign)
 		copy(block, hdr)
 		_, err = f.WriteAt(block, 0)
-	} else {
+	case spare:
+		// Written already, through the page cache from now on.
+		_, err = f.WriteAt(hdr, 0)
+	default:
 		if f, err = j.fs.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o600); err != nil {
 			return err
 		}
@@ -315,12 +402,14 @@ func (j *Journal) startSegment(first uint64) error {
 	return nil
 }
 
-// covered reports the last sequence number that a checkpoint starting now
-// covers: the last record applied to badger.
+// Covered reports the last sequence number that a checkpoint starting now
+// covers: the last record applied to badger and durable in the journal (a
+// checkpoint must not claim a record a power cut can still take from the
+// journal: replay would find the journal ending before it).
 func (j *Journal) Covered() uint64 {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	return j.applied
+	return min(j.applied, j.synced)
 }
 
 // checkpointed reports the last sequence number the last checkpoint covers.
@@ -367,9 +456,16 @@ func (j *Journal) MarkCheckpoint(seq, version uint64) error {
 // close) the segments are deleted.
 func (j *Journal) Close(checkpointed bool) error {
 	j.stopSpare()
+	var err error
+	if j.unsynced.Load() && !checkpointed {
+		err = j.Sync()
+	}
 	if j.f != nil {
 		j.f.Close()
 		j.f = nil
+	}
+	if err != nil {
+		return err
 	}
 	if !checkpointed {
 		return nil

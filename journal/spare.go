@@ -181,7 +181,11 @@ func (j *Journal) openSpareSegment(path string) (f vfs.File, ok bool) {
 		j.fs.Remove(spare)
 		return nil, false
 	}
-	f, err := j.fs.OpenDirect(path, os.O_RDWR, 0o600)
+	open := j.fs.OpenDirect
+	if j.buffered {
+		open = j.fs.OpenFile
+	}
+	f, err := open(path, os.O_RDWR, 0o600)
 	if err != nil {
 		j.fs.Remove(path)
 		return nil, false

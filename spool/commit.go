@@ -48,10 +48,12 @@ type op struct {
 	msg     string   // failure message or dead-letter reason
 	ids     []string // replay: these ids (nil with all)
 	all     bool
-	limit   int           // replay: most dead letters to move in this commit
-	release bool          // fail: attempts are counted; the lease is released
-	report  *DamageReport // damaged, rescue: what was found and what it cost
-	rescue  []rescued     // rescue: values to write again (gc_rescue.go)
+	limit   int  // replay: most dead letters to move in this commit
+	release bool // fail: attempts are counted; the lease is released
+	// unsynced: answered before the journal's sync (Options.PutSyncWithin)
+	unsynced bool
+	report   *DamageReport // damaged, rescue: what was found and what it cost
+	rescue   []rescued     // rescue: values to write again (gc_rescue.go)
 
 	// results
 	res  AppendResult
@@ -115,17 +117,29 @@ func (s *Spool) commitLoop() {
 		carry *op
 		wave  waveTracker
 		timer = time.NewTimer(time.Hour)
+		// syncDue fires when the oldest commit answered before its sync
+		// must be synced (Options.PutSyncWithin); nil when none waits.
+		syncDue <-chan time.Time
+		syncBy  time.Time
+		syncT   = time.NewTimer(time.Hour)
 	)
 	timer.Stop()
+	syncT.Stop()
 	for {
 		first := carry
 		carry = nil
-		if first == nil {
-			o, ok := <-s.ops
-			if !ok {
-				return
+		for first == nil {
+			select {
+			case o, ok := <-s.ops:
+				if !ok {
+					s.syncJournal() // a clean stop leaves nothing unsynced
+					return
+				}
+				first = o
+			case <-syncDue:
+				syncDue = nil
+				s.syncJournal()
 			}
-			first = o
 		}
 		s.beginDedupFilter()
 		g := s.newGroup()
@@ -176,6 +190,35 @@ func (s *Spool) commitLoop() {
 		}
 		wave.observe(len(g.ops))
 		s.commitGroup(g)
+		switch unsynced := s.jnl.Unsynced(); {
+		case unsynced && syncDue == nil:
+			syncBy = time.Now().Add(s.opts.PutSyncWithin)
+			syncT.Reset(s.opts.PutSyncWithin)
+			syncDue = syncT.C
+		case unsynced && !time.Now().Before(syncBy):
+			// Due while the committer is never idle: now, between groups.
+			syncT.Stop()
+			syncDue = nil
+			s.syncJournal()
+		case !unsynced && syncDue != nil:
+			// A synced commit covered the ones before it.
+			syncT.Stop()
+			syncDue = nil
+		}
+	}
+}
+
+// syncJournal syncs the commits answered before their sync. A failure
+// fails the journal: every later commit fails, and the agent says so.
+func (s *Spool) syncJournal() {
+	if !s.jnl.Unsynced() || s.jnl.Failed() != nil {
+		return // a failed journal was reported when it failed
+	}
+	if err := s.jnl.Sync(); err != nil {
+		s.log.Error("spool: journal sync failed; the commits answered before it may not survive a power cut, and nothing more is written", "err", err)
+		s.mu.Lock()
+		s.lastErr = fmt.Errorf("commit: %w", err)
+		s.mu.Unlock()
 	}
 }
 
@@ -321,6 +364,17 @@ func estimate(o *op) (count, size int64) {
 		}
 	}
 	return count + 4, size + 256
+}
+
+// unsynced: every op of the group may be answered before the journal's
+// sync.
+func (g *group) unsynced() bool {
+	for _, o := range g.ops {
+		if !o.unsynced {
+			return false
+		}
+	}
+	return true
 }
 
 // diskFull is the refusal of new data on a nearly full disk.
@@ -813,7 +867,11 @@ func (s *Spool) commitGroup(g *group) {
 		// (package journal).
 		var seq uint64
 		if len(g.jb) > journal.RecordHead {
-			seq, err = s.jnl.Append(g.jb)
+			if g.unsynced() {
+				seq, err = s.jnl.AppendUnsynced(g.jb)
+			} else {
+				seq, err = s.jnl.Append(g.jb)
+			}
 		}
 		if err == nil {
 			err = g.txn.Commit()

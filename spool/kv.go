@@ -36,7 +36,7 @@ func (s *Spool) Write(ctx context.Context, kvs []KV, recs []Record) (AppendResul
 			return AppendResult{}, fmt.Errorf("write: %w %q", ErrUnknownQueue, r.Queue)
 		}
 	}
-	o := &op{kind: opPut, kvs: kvs, recs: recs}
+	o := &op{kind: opPut, kvs: kvs, recs: recs, unsynced: len(recs) == 0 && s.opts.PutSyncWithin > 0}
 	if err := s.submit(ctx, o); err != nil {
 		return AppendResult{}, fmt.Errorf("write: %w", err)
 	}

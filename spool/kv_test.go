@@ -102,3 +102,92 @@ func TestReadsSeeWhatWasAnswered(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// PutSyncWithin: a Write of keys only returns before the journal's sync
+// (the process holds it: readers see it, a clean close keeps it), a synced
+// commit covers it, an idle committer syncs it within the bound, and a
+// busy one syncs between groups. Writes with records are never answered
+// before their sync.
+func TestPutSyncWithin(t *testing.T) {
+	ctx := context.Background()
+	positions := func(s *Spool) (applied, synced uint64) { return s.jnl.Positions() }
+
+	dir := t.TempDir()
+	s := openT(t, dir, func(o *Options) { o.PutSyncWithin = time.Hour })
+	if _, err := s.Write(ctx, []KV{{Key: "dec/1", Value: []byte("one")}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if a, sy := positions(s); a <= sy {
+		t.Fatalf("a key-only write was synced before it returned (applied %d, synced %d): the setting does nothing", a, sy)
+	}
+	if v, ok, _ := s.Get("dec/1"); !ok || string(v) != "one" {
+		t.Fatalf("read after the answer: %q %v", v, ok)
+	}
+	if _, err := s.Write(ctx, []KV{{Key: "dec/2", Value: []byte("two")}}, recs("tongdun", "2:td")); err != nil {
+		t.Fatal(err)
+	}
+	if a, sy := positions(s); a != sy {
+		t.Fatalf("a write with a record returned unsynced (applied %d, synced %d)", a, sy)
+	}
+	if _, err := s.Append(ctx, recs("tencent", "3")); err != nil {
+		t.Fatal(err)
+	}
+	if a, sy := positions(s); a != sy {
+		t.Fatalf("an append returned unsynced (applied %d, synced %d)", a, sy)
+	}
+	if _, err := s.Write(ctx, []KV{{Key: "dec/3", Value: []byte("three")}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	closeT(t, s)
+	s = openT(t, dir, func(o *Options) { o.PutSyncWithin = 5 * time.Millisecond })
+	for _, k := range []string{"dec/1", "dec/2", "dec/3"} {
+		if _, ok, _ := s.Get(k); !ok {
+			t.Fatalf("%s lost across a clean close", k)
+		}
+	}
+
+	// Idle: the timer syncs.
+	if _, err := s.Write(ctx, []KV{{Key: "dec/4", Value: []byte("four")}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for a, sy := positions(s); a != sy; a, sy = positions(s) {
+		if time.Now().After(deadline) {
+			t.Fatalf("an idle committer left the journal unsynced for 10 s (applied %d, synced %d)", a, sy)
+		}
+		time.Sleep(time.Millisecond)
+	}
+
+	// Busy: writers that never leave the committer idle still see syncs.
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := s.Write(ctx, []KV{{Key: fmt.Sprintf("dec/w%d-%d", w, i), Value: []byte("x")}}, nil); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	seen := map[uint64]bool{}
+	for len(seen) < 4 && !time.Now().After(deadline.Add(10*time.Second)) {
+		_, sy := positions(s)
+		seen[sy] = true
+		time.Sleep(time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	if len(seen) < 4 {
+		t.Fatalf("under constant writes the synced position took only %d values: the committer does not sync while busy", len(seen))
+	}
+	closeT(t, s)
+}

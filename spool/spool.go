@@ -118,6 +118,18 @@ type Options struct {
 	TrimAboveBytes int64
 	Logger         *slog.Logger
 	Clock          func() time.Time
+	// PutSyncWithin, when positive, lets a Write that queues no record
+	// (keys only: decision records, velocity events, cached scores) return
+	// once its commit is written to the journal and applied, before the
+	// journal's sync; the committer syncs within this long of the first
+	// unsynced commit, or sooner when a commit that must be synced comes
+	// (appends, acks, every Write with records). A kill of the process
+	// loses nothing; a power cut can lose the key-only writes of the last
+	// PutSyncWithin (plus one sync), and nothing else: a synced commit
+	// covers every commit before it. 0: every commit is synced before it
+	// returns (the default). The journal then writes through the page
+	// cache, without direct I/O.
+	PutSyncWithin time.Duration
 	// MinFreeBytes: below this much free space on the store's filesystem
 	// new data is refused with ErrFull (drain-only: acks, failures and dead
 	// letters, which free space, still go through); Open opens a store

@@ -90,6 +90,10 @@
 //	                               file's directory cannot be watched is it re-read this often
 //	AGENT_DECISION_TIMEOUT         [300ms] budget for live upstream calls
 //	AGENT_DECISION_RETENTION       [2160h] how long decision records are kept
+//	AGENT_DECISION_SYNC_WITHIN     [0s] 0: each decision's record is synced before its answer;
+//	                               d (up to 1s): a decision that queues nothing is answered once
+//	                               its record is written, synced within d (a power cut can lose
+//	                               the decisions of the last d, a crash of the agent none)
 //	AGENT_TONGDUN_CACHE_TTL        [10m] fresh TongDun scores
 //	AGENT_TONGDUN_CACHE_MAX_STALE  [1h] served stale (refreshed in the background) until
 //	AGENT_UNIONPAY_CACHE_TTL       [24h] fresh UnionPay model scores

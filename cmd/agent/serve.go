@@ -366,6 +366,7 @@ func openStore(cfg config.Config, key []byte, allQueues []string, wake wakes, me
 		EncryptionKey: key,
 		DedupeWindow:  cfg.DedupeWindow,
 		GCInterval:    cfg.StoreGCInterval,
+		PutSyncWithin: cfg.DecisionSyncWithin,
 		Logger:        log.With("component", "spool"),
 	})
 	if errors.Is(err, spool.ErrDiskLow) {
