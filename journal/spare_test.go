@@ -13,14 +13,19 @@ import (
 )
 
 // A spare segment is prepared once the current one is a quarter full, the
-// next segment is the spare written with direct I/O, and every record
-// appended either way reads back in order, whatever its size against the
-// direct writes' 4 KiB blocks. With and without encryption.
+// next segment is the spare written in whole blocks (with direct I/O, or
+// Buffered through the page cache, half the records unsynced), and every
+// record appended either way reads back in order, whatever its size
+// against the 4 KiB blocks. With and without encryption.
 func TestSpareSegment(t *testing.T) {
-	for _, key := range [][]byte{nil, bytes.Repeat([]byte{7}, 32)} {
-		t.Run(fmt.Sprintf("encrypted=%v", key != nil), func(t *testing.T) {
+	for _, tc := range []struct {
+		key      []byte
+		buffered bool
+	}{{nil, false}, {bytes.Repeat([]byte{7}, 32), false}, {nil, true}, {bytes.Repeat([]byte{7}, 32), true}} {
+		key := tc.key
+		t.Run(fmt.Sprintf("encrypted=%v,buffered=%v", key != nil, tc.buffered), func(t *testing.T) {
 			dir := t.TempDir()
-			j, err := New(Options{Dir: dir, Key: key}, 0)
+			j, err := New(Options{Dir: dir, Key: key, Buffered: tc.buffered}, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -29,7 +34,11 @@ func TestSpareSegment(t *testing.T) {
 				t.Helper()
 				v := bytes.Repeat([]byte{byte('a' + len(want)%26)}, n)
 				copy(v, fmt.Sprint(len(want)))
-				if _, err := j.Append(append(j.NewRecord(), v...)); err != nil {
+				appendRec := j.Append
+				if tc.buffered && len(want)%2 == 1 {
+					appendRec = j.AppendUnsynced
+				}
+				if _, err := appendRec(append(j.NewRecord(), v...)); err != nil {
 					t.Fatal(err)
 				}
 				want = append(want, string(v))
@@ -52,7 +61,7 @@ func TestSpareSegment(t *testing.T) {
 				t.Fatal(err)
 			}
 			if !j.direct {
-				t.Fatal("the new segment is not the spare written directly")
+				t.Fatal("the new segment is not the spare written in whole blocks")
 			}
 			if _, err := os.Stat(filepath.Join(dir, SpareName)); !errors.Is(err, os.ErrNotExist) {
 				t.Fatalf("the spare is still there after its use: %v", err)
