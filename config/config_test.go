@@ -164,6 +164,8 @@ func TestBadValuesNameTheVariable(t *testing.T) {
 		{"batch over tencent's limit", "AGENT_FORWARD_BATCH_SIZE", "51", "AGENT_FORWARD_BATCH_SIZE"},
 		{"tongdun api version", "AGENT_TONGDUN_API_VERSION", "3", "AGENT_TONGDUN_API_VERSION: \"3\" is not v2 or v3"},
 		{"tongdun api version case", "AGENT_TONGDUN_API_VERSION", "V3", "AGENT_TONGDUN_API_VERSION"},
+		{"decision sync over a second", "AGENT_DECISION_SYNC_WITHIN", "2s", "AGENT_DECISION_SYNC_WITHIN: must be 0"},
+		{"decision sync negative", "AGENT_DECISION_SYNC_WITHIN", "-1ms", "AGENT_DECISION_SYNC_WITHIN"},
 		{"free disk minimum below what a drain needs", "AGENT_MIN_FREE_DISK", "16MiB", "AGENT_MIN_FREE_DISK: must be 0 (no minimum) or at least 32MiB"},
 	}
 	for _, tt := range tests {

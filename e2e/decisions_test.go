@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -202,4 +203,41 @@ rules:
 		t.Fatalf("new policy not applied: %+v", d)
 	}
 	a.Stop()
+}
+
+// AGENT_DECISION_SYNC_WITHIN, on the real binary: a decision that queues
+// nothing is answered, readable at once, kept across a restart, and the
+// setting is said once in the log and in /v1/status (a reduced durability
+// an operator must be able to see).
+func TestDecisionSyncWithinIsSaid(t *testing.T) {
+	dir := t.TempDir()
+	a := startAgent(t, dir, "AGENT_DECISION_SYNC_WITHIN=25ms")
+	d, raw := postDecision(t, a, decisionBody("sync-within-1", "acct-sw", 120, false))
+	if d.Signals["tongdun"].Queued {
+		t.Fatalf("the decision queued a check with no upstream configured: %s", raw)
+	}
+	if got, raw := getDecision(t, a, "sync-within-1"); got.Result != d.Result {
+		t.Fatalf("read right after the answer: %s, answered %q", raw, d.Result)
+	}
+	var st struct {
+		Notes []string `json:"notes"`
+	}
+	if _, body, err := a.GetJSON("/v1/status", &st); err != nil || !slices.ContainsFunc(st.Notes, func(n string) bool {
+		return strings.Contains(n, "AGENT_DECISION_SYNC_WITHIN=25ms") && strings.Contains(n, "power cut")
+	}) {
+		t.Errorf("/v1/status does not say the decisions are answered before their sync: %s %v", body, err)
+	}
+	if n := strings.Count(a.Logs.String(), "AGENT_DECISION_SYNC_WITHIN=25ms"); n != 1 {
+		t.Errorf("the log says the setting %d times, want once:\n%s", n, a.Logs)
+	}
+	if err := a.Stop(); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	a = startAgent(t, dir)
+	if got, raw := getDecision(t, a, "sync-within-1"); got.Result != d.Result {
+		t.Fatalf("after a restart: %s, answered %q", raw, d.Result)
+	}
+	if err := a.Stop(); err != nil {
+		t.Errorf("stop: %v", err)
+	}
 }

@@ -200,6 +200,12 @@ func (a *agent) start(key []byte) error {
 	eng := decision.New(dc)
 	a.parts.add("the decision engine", nil, stopFunc(eng.Close))
 	notes := upstreamNotes(cfg, cs, key, ws, log)
+	if cfg.DecisionSyncWithin > 0 {
+		n := fmt.Sprintf("decisions that queue nothing are answered before their record is synced (AGENT_DECISION_SYNC_WITHIN=%s): a power cut can lose those answered in the last %s; a crash of the agent loses none",
+			cfg.DecisionSyncWithin, cfg.DecisionSyncWithin)
+		notes = append(notes, n)
+		log.Warn(n)
+	}
 
 	hist := localapi.NewHistory(nil)
 	startForwarders(ws, eng, hist)
