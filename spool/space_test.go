@@ -255,3 +255,46 @@ func TestRealDiskBelowMinimum(t *testing.T) {
 		t.Errorf("append: %v, want ErrFull", err)
 	}
 }
+
+// The file system's free space is read before every commit only near the
+// minimum: far above it a reading is reused for a few milliseconds (a
+// statfs per commit was 5% of the agent's CPU). A test's own FreeBytes is
+// asked every time.
+func TestFreeSpaceReadingReused(t *testing.T) {
+	const min = 128 << 20
+	for _, tc := range []struct {
+		name   string
+		statfs bool
+		free   int64
+		reuse  bool
+	}{
+		{"far above the minimum", true, min + 1<<30, true},
+		{"near the minimum", true, min + 100<<20, false},
+		{"below the minimum", true, min - 1, false},
+		{"a test's figure", false, min + 1<<30, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			calls := 0
+			d := &diskWatch{dir: t.TempDir(), min: min, statfs: tc.statfs, log: slog.New(slog.DiscardHandler),
+				free: func(string) int64 { calls++; return tc.free }}
+			for range 100 {
+				if low, free := d.check(); low != (tc.free < min) || free != tc.free {
+					t.Fatalf("check() = %v, %d; free is %d", low, free, tc.free)
+				}
+			}
+			// 100 checks take well under 10 ms; a slow machine may take
+			// two readings, never one per check.
+			if reused := calls < 10; reused != tc.reuse {
+				t.Fatalf("%d readings for 100 checks: reused %v, want %v", calls, reused, tc.reuse)
+			}
+			if tc.reuse {
+				d.lastAt = d.lastAt.Add(-freeReuseFor)
+				before := calls
+				d.check()
+				if calls != before+1 {
+					t.Fatal("a reading older than freeReuseFor was reused")
+				}
+			}
+		})
+	}
+}

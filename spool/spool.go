@@ -298,6 +298,7 @@ func Open(opts Options) (*Spool, error) {
 	if opts.GCInterval <= 0 {
 		opts.GCInterval = DefaultGCInterval
 	}
+	realStatfs := opts.FreeBytes == nil
 	if opts.FreeBytes == nil {
 		opts.FreeBytes = freeBytes
 	}
@@ -316,7 +317,7 @@ func Open(opts Options) (*Spool, error) {
 	opts.rewrites = &rewriteWatch{}
 	s := &Spool{opts: opts, log: opts.Logger, now: opts.Clock, queues: map[string]*queueState{}}
 
-	s.disk = &diskWatch{dir: opts.Dir, min: opts.MinFreeBytes, free: opts.FreeBytes, log: s.log}
+	s.disk = &diskWatch{dir: opts.Dir, min: opts.MinFreeBytes, free: opts.FreeBytes, log: s.log, statfs: realStatfs}
 
 	// Opening and draining a store writes (memtable files through mmaps):
 	// on a full disk badger dies of SIGBUS. Below what they need, refuse
