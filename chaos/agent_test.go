@@ -67,6 +67,7 @@ func postJSON(ctx context.Context, c *http.Client, url string, body []byte) (int
 type statusDoc struct {
 	Queues map[string]struct {
 		Depth       int64 `json:"depth"`
+		InFlight    int   `json:"in_flight"`
 		DeadLetters int64 `json:"dead_letters"`
 	} `json:"queues"`
 	Upstreams map[string]struct {

@@ -104,7 +104,10 @@ func TestSenderRequestTimeouts(t *testing.T) {
 		}
 		return nil, nil, false
 	})
-	_, s := newTestProducer(t, c.ListenAddrs(), kgo.RetryBackoffFn(func(int) time.Duration { return 10 * time.Millisecond }))
+	// A cut connection makes the client refresh its metadata, which it
+	// does at most every MetadataMinAge (5 s by default): 50 ms here, the
+	// same retries without the two 5 s pauses.
+	_, s := newTestProducer(t, c.ListenAddrs(), kgo.RetryBackoffFn(func(int) time.Duration { return 10 * time.Millisecond }), kgo.MetadataMinAge(50*time.Millisecond))
 	items := actionItems(1, 300, 11)
 	allDelivered(t, s.Send(context.Background(), items))
 	checkTopic(t, c.ListenAddrs(), items, false)

@@ -294,7 +294,21 @@ func TestRelayDeduplicatesAcrossRestarts(t *testing.T) {
 	h := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.OffsetCommit}, Err: kerr.CoordinatorNotAvailable, Count: -1})
 	dd := newMemDedupe()
 	tc := newTencentFake()
-	rr := startRelay(t, c.ListenAddrs(), dd, tc)
+	// Commits fail for as long as they are retried: franz-go retries them
+	// 30 s by default, bounded here by stop's 20 s and the revoke's 5 s.
+	// Retried for 500 ms, they fail the same way, 24 s sooner.
+	// The other keys keep franz-go's defaults (the relay's 10 s session
+	// time-out for the group's requests, 30 s for the rest).
+	commitRetry := kgo.RetryTimeoutFn(func(key int16) time.Duration {
+		switch kmsg.Key(key) {
+		case kmsg.OffsetCommit:
+			return 500 * time.Millisecond
+		case kmsg.JoinGroup, kmsg.SyncGroup, kmsg.Heartbeat, kmsg.ConsumerGroupHeartbeat:
+			return 10 * time.Second
+		}
+		return 30 * time.Second
+	})
+	rr := startRelay(t, c.ListenAddrs(), dd, tc, commitRetry)
 	waitFor(t, "200 delivered", 30*time.Second, func() bool { d, _ := tc.count(); return d == 200 })
 	rr.stop(t)
 	if got := committed(t, c.ListenAddrs()); len(got) > 0 {
