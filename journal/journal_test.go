@@ -257,6 +257,25 @@ func readBack(t *testing.T, m *vfs.MemFS) (ckpt uint64, got map[uint64]string) {
 	return ckpt, got
 }
 
+// cutAtCall runs run on a file system whose power goes at its call n,
+// then cuts it (every odd n keeping a torn prefix of the unsynced writes,
+// seeded by n and seed) and reads the journal back.
+func cutAtCall(t *testing.T, n int, seed uint64, run func(m *vfs.MemFS)) (torn bool, ckpt uint64, got map[uint64]string) {
+	t.Helper()
+	m := vfs.NewMem()
+	m.Inject(vfs.Fault{Op: vfs.OpAny, After: n, Err: vfs.ErrCrashed})
+	run(m)
+	m.ClearFaults()
+	torn = n%2 == 1
+	if torn {
+		m.CrashTorn(rand.New(rand.NewPCG(uint64(n), seed)))
+	} else {
+		m.Crash()
+	}
+	ckpt, got = readBack(t, m)
+	return torn, ckpt, got
+}
+
 // A power cut at every call the journal makes to the file system, one
 // case each (the first calls, then every call of a whole run): every
 // record an Append acknowledged is read back after the cut, nothing is
@@ -264,17 +283,8 @@ func readBack(t *testing.T, m *vfs.MemFS) (ckpt uint64, got map[uint64]string) {
 func TestPowerCutAtEveryCall(t *testing.T) {
 	const records = 60
 	for n := 0; ; n++ {
-		m := vfs.NewMem()
-		m.Inject(vfs.Fault{Op: vfs.OpAny, After: n, Err: vfs.ErrCrashed})
-		acked := crashRun(t, m, records)
-		m.ClearFaults()
-		torn := n%2 == 1
-		if torn {
-			m.CrashTorn(rand.New(rand.NewPCG(uint64(n), 7)))
-		} else {
-			m.Crash()
-		}
-		ckpt, got := readBack(t, m)
+		var acked map[uint64]string
+		torn, ckpt, got := cutAtCall(t, n, 7, func(m *vfs.MemFS) { acked = crashRun(t, m, records) })
 		for seq, body := range acked {
 			if seq > ckpt && got[seq] != body {
 				t.Fatalf("cut at call %d (torn %v): acknowledged record %d lost or changed", n, torn, seq)
@@ -453,17 +463,8 @@ func crashRunUnsynced(t *testing.T, m *vfs.MemFS, n int) (durable map[uint64]str
 func TestPowerCutWithUnsyncedAppends(t *testing.T) {
 	const records = 60
 	for n := 0; ; n++ {
-		m := vfs.NewMem()
-		m.Inject(vfs.Fault{Op: vfs.OpAny, After: n, Err: vfs.ErrCrashed})
-		durable, written := crashRunUnsynced(t, m, records)
-		m.ClearFaults()
-		torn := n%2 == 1
-		if torn {
-			m.CrashTorn(rand.New(rand.NewPCG(uint64(n), 11)))
-		} else {
-			m.Crash()
-		}
-		ckpt, got := readBack(t, m)
+		var durable, written map[uint64]string
+		torn, ckpt, got := cutAtCall(t, n, 11, func(m *vfs.MemFS) { durable, written = crashRunUnsynced(t, m, records) })
 		for seq, body := range durable {
 			if seq > ckpt && got[seq] != body {
 				t.Fatalf("cut at call %d (torn %v): synced record %d lost or changed", n, torn, seq)
