@@ -1,5 +1,29 @@
 // Package e2e holds end-to-end tests that build and run the real agent
 // binary, talk to it over HTTP, kill it, and inspect the store it left.
+//
+// Tests that mostly wait on the agents they run, and share nothing with
+// another test (no fixed port, no environment, umask or other process-wide
+// setting, no directory, mount or tool of the machine) and assert no time
+// a busy CPU could overrun, call t.Parallel: go test runs them together,
+// GOMAXPROCS at a time, once the serial ones are done. (The floors of
+// TestKill9MidLoadLosesNothing and TestFleetConservation, 1,000 and 500
+// acknowledged actions, are met some 30 and 100 times over.) The others
+// stay serial, each for a reason:
+//   - TestREADMEExamples: the README's fleet block listens on fixed ports,
+//     and its sleeps are the times the README promises;
+//   - TestFleetVelocity: a decision without Kafka within a second;
+//   - TestSIGTERMForwardsTheQueue, TestSIGTERMWithUpstreamDown: a stop
+//     within AGENT_SHUTDOWN_TIMEOUT;
+//   - TestSystemdNotifyOrder: watchdog pings counted over two seconds;
+//   - TestCLIReadsTheEnvFile: a drain that must fail within 10 s;
+//   - the decision tests (decisions_test.go but TestDecisionSyncWithinIsSaid,
+//     pii_test.go, tongdun_v3_test.go, unionpay_shape_test.go): a live
+//     answer within AGENT_DECISION_TIMEOUT=150ms, which a busy CPU turns
+//     into a degraded one;
+//   - TestStatusPageInChromium: Chromium;
+//   - TestDataDirFilesPrivate: sets the process's umask;
+//   - TestFullDiskStartSaysWhatToDo, TestMinFreeDiskZeroIsNoMinimum: mount
+//     a tmpfs.
 package e2e
 
 import (

@@ -210,6 +210,7 @@ rules:
 // setting is said once in the log and in /v1/status (a reduced durability
 // an operator must be able to see).
 func TestDecisionSyncWithinIsSaid(t *testing.T) {
+	t.Parallel() // see agent_test.go
 	dir := t.TempDir()
 	a := startAgent(t, dir, "AGENT_DECISION_SYNC_WITHIN=25ms")
 	d, raw := postDecision(t, a, decisionBody("sync-within-1", "acct-sw", 120, false))

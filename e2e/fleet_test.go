@@ -160,6 +160,7 @@ func TestFleetConservation(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end: runs a broker, three agents and two relays")
 	}
+	t.Parallel() // see agent_test.go
 	// kcat is looked for first: in CI its absence fails at once.
 	kcat, kcatErr := exec.LookPath("kcat")
 	if kcatErr != nil && agenttest.InCI() {

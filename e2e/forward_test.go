@@ -139,6 +139,7 @@ func TestOutageThenRecoveryDeliversEverything(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end")
 	}
+	t.Parallel() // see agent_test.go
 	sim, env := tencentSim(t)
 	a := startAgent(t, t.TempDir(), env...)
 	acked := sendActions(t, a, "before", 500, 25)
@@ -203,6 +204,7 @@ func TestKill9DuringForwardingLosesNothing(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end")
 	}
+	t.Parallel() // see agent_test.go
 	sim, env := tencentSim(t)
 	sim.SetFaults(tencentsim.Faults{Latency: 30 * time.Millisecond})
 	data := t.TempDir()
@@ -241,6 +243,7 @@ func TestBadActionDeadLetteredListedMaskedAndReplayed(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end")
 	}
+	t.Parallel() // see agent_test.go
 	sim, env := tencentSim(t)
 	sim.SetFaults(tencentsim.Faults{BadActionIDs: []string{action.OuterActionID("bad-000017")}})
 	a := startAgent(t, t.TempDir(), env...)
@@ -283,6 +286,7 @@ func TestWebDataSourceURL(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end")
 	}
+	t.Parallel() // see agent_test.go
 	sim, env := tencentSim(t, func(o *tencentsim.Options) { o.DataSourceType = "WEB" })
 	a := startAgent(t, t.TempDir(), append(env, "AGENT_TENCENT_DATA_SOURCE_TYPE=WEB")...)
 	now := time.Now()

@@ -25,6 +25,7 @@ func TestKill9MidLoadLosesNothing(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end: builds and kills the real binary")
 	}
+	t.Parallel() // see agent_test.go
 	data := t.TempDir()
 	var (
 		mu       sync.Mutex

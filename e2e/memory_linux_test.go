@@ -54,6 +54,7 @@ func exeResidency(t *testing.T, pid int, exe string) (size, rss int) {
 // the running agent lets what it does not use leave its resident set,
 // and goes on serving (what it uses faults back in).
 func TestAgentReleasesStartupPages(t *testing.T) {
+	t.Parallel() // see agent_test.go
 	a := startAgent(t, t.TempDir())
 	pid := a.Cmd.Process.Pid
 	var size, rss int

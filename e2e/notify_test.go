@@ -49,10 +49,11 @@ func TestSystemdNotifyOrder(t *testing.T) {
 	}
 	// Every 100 ms while the store answers its synced probe; a window of
 	// 2 s for 3 pings leaves room for the shared disk's own stalls (up to
-	// a few hundred ms here), which a 1 s window once did not.
+	// a few hundred ms here), which a 1 s window once did not. The third
+	// ping ends the wait: the rest of the window would prove no more.
 	pings := 0
 	deadline := time.Now().Add(2 * time.Second)
-	for time.Now().Before(deadline) {
+	for pings < 3 && time.Now().Before(deadline) {
 		if strings.Contains(next(300*time.Millisecond), "WATCHDOG=1") {
 			pings++
 		}
@@ -63,8 +64,22 @@ func TestSystemdNotifyOrder(t *testing.T) {
 	if err := a.Stop(); err != nil {
 		t.Fatal(err)
 	}
+	// The agent has exited: all it sent is in the socket, ahead of a
+	// datagram of the test's own, which ends the reading.
+	const end = "TEST_END=1"
+	w, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write([]byte(end)); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
 	stopping := false
-	for m := next(2 * time.Second); m != ""; m = next(500 * time.Millisecond) {
+	for m := next(5 * time.Second); m != end; m = next(5 * time.Second) {
+		if m == "" {
+			t.Fatalf("the socket's messages did not end with the test's own: %q", got)
+		}
 		if strings.Contains(m, "STOPPING=1") {
 			stopping = true
 		}

@@ -17,6 +17,7 @@ import (
 // as it describes. localapi's TestOpenAPI covers every route and error
 // code on the API's own server.
 func TestOpenAPIRealBinary(t *testing.T) {
+	t.Parallel() // see agent_test.go
 	const admin = "admin-token-0123456789"
 	a := startAgent(t, t.TempDir(), "AGENT_PPROF=true", "AGENT_ADMIN_TOKEN="+admin)
 	hc := &http.Client{Timeout: 10 * time.Second}

@@ -36,6 +36,7 @@ func TestAdminCLI(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end")
 	}
+	t.Parallel() // see agent_test.go
 	sim, env := tencentSim(t)
 	sim.SetFaults(tencentsim.Faults{BadActionIDs: []string{action.OuterActionID("cli-000003")}})
 	a := startAgent(t, t.TempDir(), env...)
@@ -226,6 +227,7 @@ func TestAdminTokenCLI(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end")
 	}
+	t.Parallel() // see agent_test.go
 	const app, admin = "app-token-e2e-0123456789", "admin-token-e2e-0123456789"
 	a := startAgent(t, t.TempDir(), "AGENT_AUTH_TOKEN="+app, "AGENT_ADMIN_TOKEN="+admin)
 	cli := func(env string, args ...string) (string, error) {

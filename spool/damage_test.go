@@ -2,11 +2,14 @@ package spool
 
 import (
 	"context"
+	"flag"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -15,13 +18,86 @@ import (
 )
 
 // The sweeps below damage a store the way a disk does (three bytes
-// inverted), at one offset every 4 KiB of every file, one case each, and
+// inverted), at offsets 4 KiB apart in every file, one case each, and
 // check after each restart that every entry the damage did not touch comes
 // out intact, that what it touched is gone, and that the loss is reported
 // with its count.
+//
+// With -soak (or OUTPOST_SOAK=1) a sweep takes every 4 KiB of every file:
+//
+//	OUTPOST_SOAK=1 go test -run 'DamageSweep' ./spool/
+//
+// The default run takes half of those offsets: always the first and the
+// last 4 KiB of every file (so every file, of every kind, crashed and
+// cleanly closed) and, in the journal, every offset whose damage hits the
+// ack record or two records at once; the rest drawn at random. The seed
+// is logged; OUTPOST_SWEEP_SEED=N draws the same offsets again.
 
 // sweepStep is the distance between two damaged offsets.
 const sweepStep = 4096
+
+var soakFlag = flag.Bool("soak", false, "damage every 4 KiB of every file in the damage sweeps, not a sample")
+
+// soak reports whether the sweeps take every offset (-soak or
+// OUTPOST_SOAK=1, as in chaos).
+func soak() bool { return *soakFlag || os.Getenv("OUTPOST_SOAK") == "1" }
+
+// sweepCase is one damaged offset of one file.
+type sweepCase struct {
+	file string // base name
+	off  int64
+	must bool // taken in every run
+}
+
+// sampleSweep returns the cases a run takes, in their order: all of them
+// with -soak; otherwise those marked must (mustWhat says which they are)
+// and, drawn at random, enough of the others to take half the cases
+// (rounded up).
+func sampleSweep(t *testing.T, cases []sweepCase, mustWhat string) []sweepCase {
+	t.Helper()
+	if soak() {
+		t.Logf("soak: all %d offsets, one every 4 KiB", len(cases))
+		return cases
+	}
+	seed := rand.Uint64()
+	if v := os.Getenv("OUTPOST_SWEEP_SEED"); v != "" {
+		s, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			t.Fatalf("OUTPOST_SWEEP_SEED=%q: %v", v, err)
+		}
+		seed = s
+	}
+	rng := rand.New(rand.NewPCG(seed, 0))
+	take := make([]bool, len(cases))
+	n := 0
+	var rest []int
+	for i, c := range cases {
+		if c.must {
+			take[i] = true
+			n++
+		} else {
+			rest = append(rest, i)
+		}
+	}
+	must := n
+	rng.Shuffle(len(rest), func(i, j int) { rest[i], rest[j] = rest[j], rest[i] })
+	for _, i := range rest {
+		if n >= (len(cases)+1)/2 {
+			break
+		}
+		take[i] = true
+		n++
+	}
+	var out []sweepCase
+	for i, c := range cases {
+		if take[i] {
+			out = append(out, c)
+		}
+	}
+	t.Logf("%d of %d offsets: %d always (%s), %d drawn with seed %d "+
+		"(OUTPOST_SWEEP_SEED=%d draws them again; OUTPOST_SOAK=1 takes every offset)", n, len(cases), must, mustWhat, n-must, seed, seed)
+	return out
+}
 
 // flip3 inverts three bytes of path at off.
 func flip3(t *testing.T, path string, off int64) {
@@ -169,9 +245,26 @@ func TestJournalDamageSweep(t *testing.T) {
 	}
 	last := history[len(history)-1]
 
-	cases := 0
+	// The records damage at off hits.
+	hits := func(off int64) (n int, ack bool) {
+		for _, h := range history {
+			if off < h.end && off+3 > h.off {
+				n++
+				ack = ack || len(h.acked) > 0
+			}
+		}
+		return n, ack
+	}
+	var all []sweepCase
 	for off := int64(sweepStep); off < last.off; off += sweepStep {
-		cases++
+		n, ack := hits(off)
+		all = append(all, sweepCase{file: names[0], off: off, must: off == sweepStep || off+sweepStep >= last.off || n > 1 || ack})
+	}
+	if len(all) < 8 {
+		t.Fatalf("only %d cases: the journal under test is too small", len(all))
+	}
+	for _, c := range sampleSweep(t, all, "the first and last 4 KiB, and where the damage hits the ack or two records") {
+		off := c.off
 		t.Run(fmt.Sprintf("offset_%d", off), func(t *testing.T) {
 			// What the damage hits, and what must therefore be missing.
 			present := map[string]bool{}
@@ -240,9 +333,6 @@ func TestJournalDamageSweep(t *testing.T) {
 				t.Fatalf("set aside: %v in %s", set, rep.SetAside)
 			}
 		})
-	}
-	if cases < 8 {
-		t.Fatalf("only %d cases: the journal under test is too small", cases)
 	}
 }
 
@@ -333,66 +423,67 @@ func storeDamageSweep(t *testing.T, clean bool) {
 	}
 
 	files, _ := filepath.Glob(filepath.Join(store, "*"))
-	cases := 0
+	var all []sweepCase
 	for _, f := range files {
 		base := filepath.Base(f)
 		fi, err := os.Stat(f)
-		if err != nil || fi.IsDir() {
+		if err != nil || fi.IsDir() || base == "DISCARD" { // DISCARD: value-log GC's statistics, no data
 			continue
 		}
 		used := int64(len(usedBytes(t, f)))
 		// Every 4 KiB; a file smaller than that in its middle.
-		for off := min(int64(sweepStep), used/2); off < used; off += sweepStep {
-			if base == "DISCARD" {
-				continue // value-log GC's statistics: no data
-			}
-			cases++
-			t.Run(fmt.Sprintf("%s_%d", base, off), func(t *testing.T) {
-				var lost []string
-				if strings.HasSuffix(base, ".vlog") {
-					for _, v := range values {
-						if off < v.end && off+3 > v.off {
-							lost = append(lost, v.ids...)
-						}
-					}
-				}
-				run := t.TempDir()
-				copyFiles(t, store, run, func(string) bool { return true })
-				copyFiles(t, filepath.Join(store, journalDirName), filepath.Join(run, journalDirName), func(string) bool { return true })
-				flip3(t, filepath.Join(run, base), off)
-				qdir := filepath.Join(t.TempDir(), "quarantine")
-				r := openT(t, run, func(o *Options) { o.QuarantineDir = qdir; o.TrimInterval = -1 })
-				defer closeT(t, r)
-				if q := r.Quarantine(); q != nil {
-					t.Fatalf("quarantined whole: %s", q.Reason)
-				}
-				got := drainIDs(t, r, want)
-				var missing []string
-				for id := range want {
-					if !got[id] && !slices.Contains(lost, id) {
-						missing = append(missing, id)
-					}
-				}
-				sort.Strings(missing)
-				if len(missing) > 0 {
-					t.Fatalf("damage at %s:%d lost entries it does not touch: %v (reports %+v)", base, off, missing, r.Damage())
-				}
-				var reported int64
-				for _, rep := range r.Damage() {
-					reported += rep.Lost()
-				}
-				gone := int64(len(want) - len(got))
-				if reported < gone {
-					t.Fatalf("damage at %s:%d: %d entries gone, %d reported: %+v", base, off, gone, reported, r.Damage())
-				}
-				if gone > 0 {
-					t.Logf("%s:%d: %d entries lost with the value they were in, %d reported", base, off, gone, reported)
-				}
-			})
+		first := min(int64(sweepStep), used/2)
+		for off := first; off < used; off += sweepStep {
+			all = append(all, sweepCase{file: base, off: off, must: off == first || off+sweepStep >= used})
 		}
 	}
-	if cases < 10 {
-		t.Fatalf("only %d cases", cases)
+	if len(all) < 10 {
+		t.Fatalf("only %d cases", len(all))
+	}
+	for _, c := range sampleSweep(t, all, "the first and last 4 KiB of each file") {
+		base, off := c.file, c.off
+		t.Run(fmt.Sprintf("%s_%d", base, off), func(t *testing.T) {
+			var lost []string
+			if strings.HasSuffix(base, ".vlog") {
+				for _, v := range values {
+					if off < v.end && off+3 > v.off {
+						lost = append(lost, v.ids...)
+					}
+				}
+			}
+			run := t.TempDir()
+			copyFiles(t, store, run, func(string) bool { return true })
+			copyFiles(t, filepath.Join(store, journalDirName), filepath.Join(run, journalDirName), func(string) bool { return true })
+			flip3(t, filepath.Join(run, base), off)
+			qdir := filepath.Join(t.TempDir(), "quarantine")
+			r := openT(t, run, func(o *Options) { o.QuarantineDir = qdir; o.TrimInterval = -1 })
+			defer closeT(t, r)
+			if q := r.Quarantine(); q != nil {
+				t.Fatalf("quarantined whole: %s", q.Reason)
+			}
+			got := drainIDs(t, r, want)
+			var missing []string
+			for id := range want {
+				if !got[id] && !slices.Contains(lost, id) {
+					missing = append(missing, id)
+				}
+			}
+			sort.Strings(missing)
+			if len(missing) > 0 {
+				t.Fatalf("damage at %s:%d lost entries it does not touch: %v (reports %+v)", base, off, missing, r.Damage())
+			}
+			var reported int64
+			for _, rep := range r.Damage() {
+				reported += rep.Lost()
+			}
+			gone := int64(len(want) - len(got))
+			if reported < gone {
+				t.Fatalf("damage at %s:%d: %d entries gone, %d reported: %+v", base, off, gone, reported, r.Damage())
+			}
+			if gone > 0 {
+				t.Logf("%s:%d: %d entries lost with the value they were in, %d reported", base, off, gone, reported)
+			}
+		})
 	}
 }
 
