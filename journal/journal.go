@@ -457,11 +457,11 @@ func (j *Journal) MarkCheckpoint(seq, version uint64) error {
 // close closes the current segment. With everything checkpointed (a clean
 // close) the segments are deleted.
 func (j *Journal) Close(checkpointed bool) error {
-	j.stopSpare()
 	var err error
 	if j.unsynced.Load() && !checkpointed {
-		err = j.Sync()
+		err = j.Sync() // before stopSpare: a sync may start a spare's preparation
 	}
+	j.stopSpare()
 	if j.f != nil {
 		j.f.Close()
 		j.f = nil

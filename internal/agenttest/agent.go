@@ -174,13 +174,39 @@ func (a *Agent) Wait(d time.Duration) error {
 	}
 }
 
-// Tail is the last n lines of the agent's log.
+// Tail is the last n lines of the agent's log, after the race detector's
+// reports if it printed any (a race-built agent exits 66 after them, and
+// the tail alone would not say where the race was).
 func (a *Agent) Tail(n int) string {
-	lines := strings.Split(strings.TrimRight(a.Logs.String(), "\n"), "\n")
+	log := a.Logs.String()
+	lines := strings.Split(strings.TrimRight(log, "\n"), "\n")
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]
 	}
-	return strings.Join(lines, "\n")
+	return raceReports(log) + strings.Join(lines, "\n")
+}
+
+// raceReports is every "WARNING: DATA RACE" report in log, each to the
+// line of "=" that ends it, or "".
+func raceReports(log string) string {
+	var b strings.Builder
+	for {
+		i := strings.Index(log, "WARNING: DATA RACE")
+		if i < 0 {
+			return b.String()
+		}
+		log = log[i:]
+		end := strings.Index(log, "\n==================")
+		if end < 0 {
+			end = len(log)
+		}
+		b.WriteString(log[:end])
+		b.WriteString("\n==================\n")
+		log = log[end:]
+		if len(log) > 0 {
+			log = log[1:]
+		}
+	}
 }
 
 // Crash is the start of what the runtime printed when the process died
