@@ -331,6 +331,12 @@ func TestFaults(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer j.Close(false)
+			if !tc.permanent {
+				// Every segment preallocated: a spare ready in time (a
+				// goroutine's race with the appends) would start a
+				// segment without the call the fault waits for.
+				j.spare.off = true
+			}
 			m.Inject(tc.fault)
 			var failedAt int
 			acked := map[uint64]string{}
