@@ -201,3 +201,55 @@ func TestPutSyncWithin(t *testing.T) {
 	}
 	closeT(t, s)
 }
+
+// A checkpoint beside running commits: it reads badger's version while
+// badger's writer applies commits (under -race this failed with
+// db.MaxVersion(), whose read of the memtable's counter races with the
+// writer), and the version it records covers every commit answered
+// before it began.
+func TestCheckpointBesideCommits(t *testing.T) {
+	ctx := context.Background()
+	s := openT(t, t.TempDir())
+	defer closeT(t, s)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				id := fmt.Sprintf("ck-%d-%d", w, i)
+				if _, err := s.Write(ctx, []KV{{Key: id, Value: []byte("v")}}, recs("tencent", id)); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	// The version a checkpoint records is read beside commits that are
+	// not yet applied (a checkpoint's own window is a few microseconds
+	// long, so here it is read many times over).
+	var last uint64
+	for i := range 20000 {
+		v := s.appliedVersion()
+		if v < last {
+			t.Fatalf("applied version went back: %d then %d", last, v)
+		}
+		last = v
+		if i%1000 == 0 {
+			if err := s.checkpoint(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if v, m := s.appliedVersion(), s.db.MaxVersion(); v != m {
+		t.Fatalf("with no commit running, the applied version %d is not badger's max version %d", v, m)
+	}
+}
