@@ -169,33 +169,16 @@ func TestPutSyncWithin(t *testing.T) {
 	}
 
 	// Busy: writers that never leave the committer idle still see syncs.
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for w := range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if _, err := s.Write(ctx, []KV{{Key: fmt.Sprintf("dec/w%d-%d", w, i), Value: []byte("x")}}, nil); err != nil {
-					t.Error(err)
-					return
-				}
-			}
-		}()
-	}
+	stop := writeUntilStopped(t, s, func(w, i int) ([]KV, []Record) {
+		return []KV{{Key: fmt.Sprintf("dec/w%d-%d", w, i), Value: []byte("x")}}, nil
+	})
 	seen := map[uint64]bool{}
 	for len(seen) < 4 && !time.Now().After(deadline.Add(10*time.Second)) {
 		_, sy := positions(s)
 		seen[sy] = true
 		time.Sleep(time.Millisecond)
 	}
-	close(stop)
-	wg.Wait()
+	stop()
 	if len(seen) < 4 {
 		t.Fatalf("under constant writes the synced position took only %d values: the committer does not sync while busy", len(seen))
 	}
@@ -208,29 +191,12 @@ func TestPutSyncWithin(t *testing.T) {
 // writer), and the version it records covers every commit answered
 // before it began.
 func TestCheckpointBesideCommits(t *testing.T) {
-	ctx := context.Background()
 	s := openT(t, t.TempDir())
 	defer closeT(t, s)
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for w := range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				id := fmt.Sprintf("ck-%d-%d", w, i)
-				if _, err := s.Write(ctx, []KV{{Key: id, Value: []byte("v")}}, recs("tencent", id)); err != nil {
-					t.Error(err)
-					return
-				}
-			}
-		}()
-	}
+	stop := writeUntilStopped(t, s, func(w, i int) ([]KV, []Record) {
+		id := fmt.Sprintf("ck-%d-%d", w, i)
+		return []KV{{Key: id, Value: []byte("v")}}, recs("tencent", id)
+	})
 	// The version a checkpoint records is read beside commits that are
 	// not yet applied (a checkpoint's own window is a few microseconds
 	// long, so here it is read many times over).
@@ -247,9 +213,35 @@ func TestCheckpointBesideCommits(t *testing.T) {
 			}
 		}
 	}
-	close(stop)
-	wg.Wait()
+	stop()
 	if v, m := s.appliedVersion(), s.db.MaxVersion(); v != m {
 		t.Fatalf("with no commit running, the applied version %d is not badger's max version %d", v, m)
 	}
+}
+
+// writeUntilStopped runs four writers, each writing what next(writer, n)
+// gives until the returned stop is called (which waits for them).
+func writeUntilStopped(t *testing.T, s *Spool, next func(w, i int) ([]KV, []Record)) (stop func()) {
+	t.Helper()
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				kvs, rs := next(w, i)
+				if _, err := s.Write(context.Background(), kvs, rs); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	return func() { close(done); wg.Wait() }
 }
