@@ -63,6 +63,19 @@ type velocityStatus struct {
 	FleetVelocity *fleet.VelocityStatus `json:"fleet_velocity"`
 }
 
+// statusText is p's /v1/status as it answers, or why it does not: for a
+// failure's report, so it never fails the test itself.
+func statusText(p *proc) string {
+	c := &http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get("http://" + p.addr + "/v1/status")
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
 func procGet(t *testing.T, p *proc, path string, v any) string {
 	t.Helper()
 	resp, err := http.Get("http://" + p.addr + path)
@@ -172,7 +185,7 @@ func TestFleetVelocity(t *testing.T) {
 	defer func() {
 		if t.Failed() {
 			for _, p := range []*proc{a, b} {
-				t.Logf("--- %s\n%s", p.name, tail(p.logs.String(), 4000))
+				t.Logf("--- %s\n%s\nstatus: %s", p.name, tail(p.logs.String(), 4000), statusText(p))
 			}
 		}
 	}()
@@ -187,20 +200,13 @@ func TestFleetVelocity(t *testing.T) {
 	}
 	// B sees them within a second or two (60-75 ms here). The wait allows
 	// 30 s: once, beside the chaos suite on two cores, 10 s were not
-	// enough and nothing in either log said why; the status of both is
-	// printed if it happens again.
+	// enough and nothing in either log said why; a failure now prints both
+	// agents' status too (above).
 	start := time.Now()
-	for deadline := start.Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	waitFor(t, "B's fleet view to hold A's three", 30*time.Second, func() bool {
 		st := fleetView(t, b)
-		if st.Merged == 3 && st.State == fleet.ViewLive {
-			break
-		}
-		if time.Now().After(deadline) {
-			var doc map[string]any
-			t.Fatalf("B's fleet view does not hold A's three after 30 s: B's view %+v\nA's status: %s\nB's status: %s",
-				st, procGet(t, a, "/v1/status", &doc), procGet(t, b, "/v1/status", &doc))
-		}
-	}
+		return st.Merged == 3 && st.State == fleet.ViewLive
+	})
 	t.Logf("A's three increments merged at B %s after A's third answer", time.Since(start).Round(time.Millisecond))
 
 	// B: the fourth across the fleet is accepted, the fifth declined.

@@ -359,14 +359,13 @@ func (j *Journal) startSegment(first uint64) error {
 	// here).
 	f, direct := j.openSpareSegment(path)
 	var err error
-	switch {
-	case direct:
+	if direct {
 		// The spare's blocks are written already: the header's block is
 		// rewritten, and durable once synced.
 		block := alignedBytes(directAlign)
 		copy(block, hdr)
 		_, err = f.WriteAt(block, 0)
-	default:
+	} else {
 		if f, err = j.fs.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o600); err != nil {
 			return err
 		}

@@ -299,7 +299,7 @@ func Open(opts Options) (*Spool, error) {
 		opts.GCInterval = DefaultGCInterval
 	}
 	realStatfs := opts.FreeBytes == nil
-	if opts.FreeBytes == nil {
+	if realStatfs {
 		opts.FreeBytes = freeBytes
 	}
 	if opts.MemTableSize <= 0 {
