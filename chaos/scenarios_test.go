@@ -214,15 +214,15 @@ func TestDataDirFilesystemFull(t *testing.T) {
 		}
 	})
 	// Fillers stand for other tenants of the disk; removing them later is
-	// space freeing up. The agent gets about 48 MiB above its minimum (the
+	// space freeing up. The agent gets about 36 MiB above its minimum (the
 	// default AGENT_MIN_FREE_DISK, 128 MiB) to fill.
-	fillTo(t, mnt, "filler", 176<<20)
+	fillTo(t, mnt, "filler", 164<<20)
 	data := filepath.Join(mnt, "data")
 	tc := newTencent(t)
 	tc.sim.SetFaults(tencentsim.Faults{Outage: true})
 	// The spool cap is far away: the disk fills first. GC every second
 	// gives back the value log of what was delivered. Tencent's client-side
-	// request limit (4,000 a minute: 15 s for this backlog) is lifted; it
+	// request limit (4,000 a minute) is lifted; it
 	// would only pace the drain.
 	env := append([]string{"AGENT_SPOOL_MAX_BYTES=8GiB", "AGENT_STORE_GC_INTERVAL=1s", "AGENT_TENCENT_REQUESTS_PER_MINUTE=1000000"}, tc.env...)
 	l := newLedger("diskfull")
