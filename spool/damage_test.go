@@ -155,6 +155,7 @@ type journalRec struct {
 // The records the damage hits are lost and counted; every other record is
 // replayed, those after the damage included.
 func TestJournalDamageSweep(t *testing.T) {
+	t.Parallel() // CPU-bound and on its own files: beside the other long ones
 	ctx := context.Background()
 	dir := t.TempDir()
 	s := openT(t, dir, func(o *Options) { o.TrimInterval = -1 })
@@ -354,6 +355,7 @@ func offsOf(h []journalRec, off int64) int64 {
 // (the values are found again in the value log); damage to a value costs
 // the chunk it is in, and only that, counted.
 func TestStoreDamageSweep(t *testing.T) {
+	t.Parallel() // CPU-bound and on its own files: beside the other long ones
 	for _, clean := range []bool{false, true} {
 		name := "crashed"
 		if clean {

@@ -106,6 +106,7 @@ func TestGCKeepsRewrittenLogUntilReleased(t *testing.T) {
 	if testing.Short() {
 		t.Skip("writes 70 MiB")
 	}
+	t.Parallel() // CPU-bound and on its own files: beside the other long ones
 	ctx := context.Background()
 	dir := t.TempDir()
 	// All but a few (every 500th, from the 7th).
@@ -155,6 +156,7 @@ func TestGCKeepsValuesAfterDamage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("writes 70 MiB")
 	}
+	t.Parallel() // CPU-bound and on its own files: beside the other long ones
 	dir := t.TempDir()
 	// The first 6,000 in order: whole chunks deleted, at the start of the
 	// first value log, the 12,000 after them live.
