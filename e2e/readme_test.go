@@ -37,6 +37,10 @@ var readmeSkipped = map[string]string{
 // for the simulators) become free ones. Blocks not run are listed in
 // readmeSkipped with the reason.
 func TestREADMEExamples(t *testing.T) {
+	// Parallel (see agent_test.go): the fixed ports of the README's fleet
+	// block (8471, 8472, 8479, 9092) are no other test's, and its steps
+	// wait for states, not for times.
+	t.Parallel()
 	readme, err := os.ReadFile("../README.md")
 	if err != nil {
 		t.Fatal(err)
