@@ -33,7 +33,7 @@ type Config struct {
 	LogLevel          string        `envconfig:"LOG_LEVEL" default:"info"`
 	LogFormat         string        `envconfig:"LOG_FORMAT" default:"auto"`
 	ShutdownTimeout   time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"20s"`
-	MemoryLimit       ByteSize      `envconfig:"MEMORY_LIMIT" default:"88MiB"`
+	MemoryLimit       ByteSize      `envconfig:"MEMORY_LIMIT" default:"44MiB"`
 	MaxBodyBytes      ByteSize      `envconfig:"MAX_BODY_BYTES" default:"1MiB"`
 	MaxConcurrent     int           `envconfig:"MAX_CONCURRENT_REQUESTS" default:"256"`
 	MaxConnections    int           `envconfig:"MAX_CONNECTIONS" default:"512"`

@@ -213,7 +213,7 @@ func (s *Spool) Replay(ctx context.Context, queue string, ids []string, all bool
 
 // replayBatch is how many dead letters one replay commit may move:
 // maxReplay, or fewer when badger's transactions are smaller (their limits
-// follow MemTableSize; with the 8 MiB default 1000 fit, below about 2 MiB
+// follow MemTableSize; with 8 MiB 1000 fit, below about 2 MiB
 // they would not, and every Replay failed with ErrTooLarge).
 func (s *Spool) replayBatch() int {
 	maxCount := s.db.MaxBatchCount() * 8 / 10 // as the committer counts

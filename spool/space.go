@@ -32,8 +32,8 @@ import (
 //   - The drain reserve: a drain's acks and dead letters go to the journal,
 //     whose next segment is allocated whole (journal.SegmentSize), and to
 //     badger's memtable log, which fills up to MemTableSize and is then
-//     flushed into a table of about that size. With the defaults, 16 + 2*8
-//     = 32 MiB. Measured on a tmpfs: opening and draining 1M actions (700
+//     flushed into a table of about that size. With the defaults, 16 + 2*4
+//     = 24 MiB. Measured on a tmpfs: opening and draining 1M actions (700
 //     MB of store) grew the disk's use by at most 15.7 MiB after a clean
 //     stop and 8.7 MiB after a kill (value-log GC then gave back 15-28 MiB).
 //   - The replay, after an unclean stop: badger flushes the memtable logs

@@ -206,7 +206,7 @@ func TestNoFreeSpaceMinimum(t *testing.T) {
 		t.Errorf("intake with no minimum: %+v", in)
 	}
 	_, err := Open(Options{Dir: filepath.Join(t.TempDir(), "spool"), Queues: queues, MinFreeBytes: 16 << 20})
-	if err == nil || !strings.Contains(err.Error(), "below the 32.0 MiB the store needs") {
+	if want := "below the " + mib(drainReserve(DefaultMemTableSize)) + " the store needs"; err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("a minimum below the drain reserve: %v", err)
 	}
 }

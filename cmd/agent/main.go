@@ -27,7 +27,7 @@
 //	AGENT_SHUTDOWN_TIMEOUT         [20s] how long SIGTERM spends finishing requests and
 //	                               forwarding the queues; the store's close takes up
 //	                               to 10s more (stop timeouts must exceed the sum)
-//	AGENT_MEMORY_LIMIT             [88MiB] Go soft memory limit (GOMEMLIMIT); 0 = none;
+//	AGENT_MEMORY_LIMIT             [44MiB] Go soft memory limit (GOMEMLIMIT); 0 = none;
 //	                               under it GC runs at GOGC=400 unless GOGC is set
 //	AGENT_MAX_BODY_BYTES           [1MiB] larger request bodies get 413
 //	AGENT_MAX_CONCURRENT_REQUESTS  [256] beyond it requests get 503 at once
