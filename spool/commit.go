@@ -928,15 +928,18 @@ func (s *Spool) commitGroup(g *group) {
 	if err == nil {
 		s.advanceHeads(g)
 	}
+	// Heard before the writers are answered: once Append returns, the
+	// queues it gave entries have been announced (a test can count on it,
+	// and a delivery worker is woken no later than the app is answered).
+	if err == nil && s.opts.OnAppend != nil {
+		s.notifyAppends(g)
+	}
 	for _, o := range g.ops {
 		if err != nil {
 			o.err = err
 			o.res = AppendResult{}
 		}
 		close(o.done)
-	}
-	if err == nil && s.opts.OnAppend != nil {
-		s.notifyAppends(g)
 	}
 }
 

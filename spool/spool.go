@@ -150,8 +150,9 @@ type Options struct {
 	// cannot be told. Default: statfs; tests give a full disk with it.
 	FreeBytes func(dir string) int64
 	// OnAppend, when set, hears after a commit which queues it gave new
-	// entries to (a delivery worker waiting on an empty queue wakes). It is
-	// called on the committer's goroutine: it must not block.
+	// entries to (a delivery worker waiting on an empty queue wakes), before
+	// the commit's writers are answered. It is called on the committer's
+	// goroutine: it must not block.
 	OnAppend func(queue string)
 	// OnCommit, when set, hears of each commit: how long the synced
 	// commit took, how many writes shared it, and its error.
