@@ -227,9 +227,9 @@ func (c Config) Validate() error {
 		bad("MAX_CONCURRENT_REQUESTS", "must be at least 1")
 	}
 	// The store needs 24 MiB to open and deliver on a full disk (the drain
-	// reserve in spool/space.go, with 4 MiB memtables; 8 MiB above it for
-	// a store opened with larger ones): a smaller minimum would let intake
-	// fill the disk past what a restart can open.
+	// reserve in spool/space.go; the floor leaves 8 MiB to spare): a
+	// smaller minimum would let intake fill the disk past what a restart
+	// can open.
 	if c.MinFreeDisk != 0 && c.MinFreeDisk < MinFreeDiskFloor {
 		bad("MIN_FREE_DISK", "must be 0 (no minimum) or at least 32MiB (what the store needs to open and deliver on a full disk), got %d", c.MinFreeDisk)
 	}

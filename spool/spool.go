@@ -61,9 +61,9 @@ import (
 // DefaultMemTableSize is the size of each of badger's two memtables. Each
 // is a Go-heap arena, and the table a flush builds from it is held whole in
 // Go memory too: 4 MiB instead of 8 took a 1,000,000-action fill's peak RSS
-// from about 100 to about 60 MiB (with AGENT_MEMORY_LIMIT 44 MiB; at 8 MiB
-// the same limit left the fill half as fast), single actions at the same
-// rate (BENCHMARKS.md, session 15).
+// from about 100 to about 60 MiB, with AGENT_MEMORY_LIMIT 44 MiB instead of
+// 88 (under that limit 8 MiB memtables filled at 111-119k actions/s against
+// 160-167k), single actions at the same rate (BENCHMARKS.md, session 15).
 const DefaultMemTableSize = 4 << 20
 
 // Errors returned by the spool. Compare with errors.Is.
