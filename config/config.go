@@ -154,6 +154,11 @@ const StoreCloseTimeout = 10 * time.Second
 // packaging/ hold them to it).
 func (c Config) StopBudget() time.Duration { return c.ShutdownTimeout + StoreCloseTimeout }
 
+// DefaultMemoryLimit is AGENT_MEMORY_LIMIT's default (the struct tag says
+// the same; TestDefaults holds them together): what the agent needs
+// without a fleet view, which comes on top.
+const DefaultMemoryLimit = 44 << 20
+
 // MinFreeDiskFloor is the smallest AGENT_MIN_FREE_DISK but 0 (none).
 const MinFreeDiskFloor = 32 << 20
 

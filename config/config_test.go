@@ -32,7 +32,7 @@ func TestDefaults(t *testing.T) {
 	}
 	want := Config{
 		ListenAddr: "127.0.0.1:8470", DataDir: "./data", SpoolMaxBytes: 1 << 30, LogLevel: "info", LogFormat: "auto",
-		ShutdownTimeout: 20 * time.Second, MemoryLimit: 44 << 20, MaxBodyBytes: 1 << 20, MaxConcurrent: 256,
+		ShutdownTimeout: 20 * time.Second, MemoryLimit: DefaultMemoryLimit, MaxBodyBytes: 1 << 20, MaxConcurrent: 256,
 		MaxConnections: 512, BodyBytesInFlight: 16 << 20, HeaderTimeout: 10 * time.Second, BodyTimeout: 10 * time.Second,
 		DedupeWindow: 168 * time.Hour, StoreGCInterval: time.Minute,
 		TencentURL: "https://api.e.qq.com", TencentRequestsPerMin: 4000,

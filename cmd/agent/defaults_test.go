@@ -87,3 +87,29 @@ func TestDefaultsHaveOneValue(t *testing.T) {
 		}
 	}
 }
+
+// TestFleetMemoryNeed: the limit the start-up warning asks of a fleet
+// view is the default limit plus 100 bytes a count, so that with the
+// default view (1,000,000 counts) the default limit is warned about and a
+// limit raised as the README says is not.
+func TestFleetMemoryNeed(t *testing.T) {
+	for _, tc := range []struct {
+		entries int
+		want    config.ByteSize
+	}{
+		{0, config.DefaultMemoryLimit},
+		{1_000_000, config.DefaultMemoryLimit + 100_000_000},
+	} {
+		if got := fleetMemoryNeed(tc.entries); got != tc.want {
+			t.Errorf("fleetMemoryNeed(%d) = %d, want %d", tc.entries, got, tc.want)
+		}
+	}
+	// The defaults: AGENT_MEMORY_LIMIT and AGENT_FLEET_VELOCITY_MAX_ENTRIES.
+	const limit, entries = config.DefaultMemoryLimit, 1_000_000
+	if limit >= fleetMemoryNeed(entries) {
+		t.Errorf("the default limit is not below what the default fleet view needs: no warning")
+	}
+	if raised := config.ByteSize(limit + entries*100); raised < fleetMemoryNeed(entries) {
+		t.Errorf("a limit raised by entries x 100 bytes (%d) is still warned about", raised)
+	}
+}

@@ -108,12 +108,17 @@ func (f *fleetAgent) openVelocity(sp *spool.Spool, log *slog.Logger) error {
 	st := f.vel.Status()
 	log.Info("fleet velocity: the fleet's counters are shared", "topic", st.Topic, "loaded_entries", st.LoadedEntries,
 		"partitions_stored", len(st.Partitions), "max_entries", st.MaxEntries)
-	need := config.ByteSize(88<<20 + int64(f.cfg.FleetVelocityMaxEntries)*fleet.BytesPerEntry)
-	if f.cfg.MemoryLimit != 0 && f.cfg.MemoryLimit < need {
+	if need := fleetMemoryNeed(f.cfg.FleetVelocityMaxEntries); f.cfg.MemoryLimit != 0 && f.cfg.MemoryLimit < need {
 		log.Warn("AGENT_MEMORY_LIMIT leaves little room for the fleet's counts: raise it by AGENT_FLEET_VELOCITY_MAX_ENTRIES x 100 bytes",
 			"memory_limit", mibs(int64(f.cfg.MemoryLimit)), "suggested", mibs(int64(need)))
 	}
 	return nil
+}
+
+// fleetMemoryNeed is the Go memory limit an agent with a fleet view of at
+// most entries counts needs: the default limit and the counts on top.
+func fleetMemoryNeed(entries int) config.ByteSize {
+	return config.ByteSize(config.DefaultMemoryLimit + int64(entries)*fleet.BytesPerEntry)
 }
 
 // velocityOn says whether the fleet's velocity view is open.
