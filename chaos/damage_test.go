@@ -1,11 +1,9 @@
 package chaos
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"maps"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -60,12 +58,7 @@ func TestDamageLosesOnlyWhatItTouches(t *testing.T) {
 		tc.sim.SetFaults(tencentsim.Faults{Outage: true})
 		f := filled{dir: t.TempDir(), base: newLedger("dmg-" + stop)}
 		a := startAgent(t, f.dir, tc.env...)
-		client := &http.Client{Timeout: 10 * time.Second}
-		for range 30 {
-			if o := f.base.post(context.Background(), client, a, 100, false); o.code != http.StatusAccepted {
-				t.Fatalf("post: %d %s %v", o.code, o.body, o.err)
-			}
-		}
+		f.base.postAcked(t, a, 3000)
 		switch stop {
 		case "kill-early":
 			a.Kill9()
@@ -164,11 +157,8 @@ func damageCase(t *testing.T, base *ledger, pristine, victim string, off int64) 
 
 	l := cloneLedger(base, base.name)
 	tc := newTencent(t)
-	// Tencent's client-side request limit (4,000 a minute) only paces the
-	// drain here: lifted, the backlog goes out as fast as the agent sends.
-	env := append(tc.env, "AGENT_TENCENT_REQUESTS_PER_MINUTE=1000000")
 	start := time.Now()
-	a, err := tryStartAgent(t, data, 30*time.Second, env...)
+	a, err := tryStartAgent(t, data, 30*time.Second, tc.envUnpaced()...)
 	if err != nil {
 		t.Fatalf("FINDING: the agent does not start after 3 bytes of %s were inverted at %d: %v", victim, off, err)
 	}

@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -113,6 +114,18 @@ type outcome struct {
 }
 
 // post sends one batch of n fresh actions and books the answer.
+// postAcked posts n actions to a in requests of 100 and fails the test
+// unless every request is acknowledged: a fill, not a load.
+func (l *ledger) postAcked(t *testing.T, a *agent, n int) {
+	t.Helper()
+	client := &http.Client{Timeout: 10 * time.Second}
+	for i := 0; i < n; i += 100 {
+		if o := l.post(context.Background(), client, a, 100, false); o.code != http.StatusAccepted {
+			t.Fatalf("post: %d %s %v", o.code, o.body, o.err)
+		}
+	}
+}
+
 func (l *ledger) post(ctx context.Context, c *http.Client, a *agent, n int, invalid bool) outcome {
 	ids, exp := l.newIDs(n, time.Now())
 	l.requests.Add(1)
@@ -212,6 +225,13 @@ func newTencent(t *testing.T) *tencent {
 		"AGENT_FORWARD_PROBE_INTERVAL=300ms",
 	}
 	return tc
+}
+
+// envUnpaced is the agent's environment for tc with Tencent's client-side
+// request limit (4,000 a minute) lifted, and extra: where the limit would
+// only pace a drain, the backlog goes out as fast as the agent sends.
+func (tc *tencent) envUnpaced(extra ...string) []string {
+	return slices.Concat(extra, tc.env, []string{"AGENT_TENCENT_REQUESTS_PER_MINUTE=1000000"})
 }
 
 func (tc *tencent) ServeHTTP(w http.ResponseWriter, r *http.Request) {

@@ -190,11 +190,7 @@ func TestPowerCutDuringFirstCommitAfterStart(t *testing.T) {
 	client := &http.Client{Timeout: 10 * time.Second}
 
 	a := startAgent(t, data, tc.env...)
-	for i := 0; i < 10; i++ {
-		if o := l.post(context.Background(), client, a, 100, false); o.code != http.StatusAccepted {
-			t.Fatalf("post: %d %s %v", o.code, o.body, o.err)
-		}
-	}
+	l.postAcked(t, a, 1000)
 	fsys.CutThen(a.Kill9)
 	if err := fsys.Unmount(); err != nil {
 		t.Fatal(err)

@@ -221,10 +221,8 @@ func TestDataDirFilesystemFull(t *testing.T) {
 	tc := newTencent(t)
 	tc.sim.SetFaults(tencentsim.Faults{Outage: true})
 	// The spool cap is far away: the disk fills first. GC every second
-	// gives back the value log of what was delivered. Tencent's client-side
-	// request limit (4,000 a minute) is lifted; it
-	// would only pace the drain.
-	env := append([]string{"AGENT_SPOOL_MAX_BYTES=8GiB", "AGENT_STORE_GC_INTERVAL=1s", "AGENT_TENCENT_REQUESTS_PER_MINUTE=1000000"}, tc.env...)
+	// gives back the value log of what was delivered.
+	env := tc.envUnpaced("AGENT_SPOOL_MAX_BYTES=8GiB", "AGENT_STORE_GC_INTERVAL=1s")
 	l := newLedger("diskfull")
 	a := startAgent(t, data, env...)
 
@@ -432,12 +430,7 @@ func TestDamagedStoreStarts(t *testing.T) {
 		tc := newTencent(t)
 		tc.sim.SetFaults(tencentsim.Faults{Outage: true})
 		a := startAgent(t, pristine, tc.env...)
-		client := &http.Client{Timeout: 10 * time.Second}
-		for i := 0; i < n; i += 100 {
-			if o := base.post(context.Background(), client, a, 100, false); o.code != http.StatusAccepted {
-				t.Fatalf("post: %d %s %v", o.code, o.body, o.err)
-			}
-		}
+		base.postAcked(t, a, n)
 		if err := a.Sigterm(); err != nil {
 			t.Fatalf("stop: %v", err)
 		}
@@ -457,9 +450,7 @@ func TestDamagedStoreStarts(t *testing.T) {
 			t.Logf("damaged %s: %s", filepath.Base(victim), what)
 
 			tc := newTencent(t)
-			// Tencent's client-side request limit only paces the drain:
-			// lifted, the backlog goes out as fast as the agent sends.
-			env := append(tc.env, "AGENT_TENCENT_REQUESTS_PER_MINUTE=1000000")
+			env := tc.envUnpaced()
 			start := time.Now()
 			a, err := tryStartAgent(t, data, 30*time.Second, env...)
 			if err != nil {
