@@ -236,7 +236,7 @@ func (c Config) Validate() error {
 	// smaller minimum would let intake fill the disk past what a restart
 	// can open.
 	if c.MinFreeDisk != 0 && c.MinFreeDisk < MinFreeDiskFloor {
-		bad("MIN_FREE_DISK", "must be 0 (no minimum) or at least 32MiB (what the store needs to open and deliver on a full disk), got %d", c.MinFreeDisk)
+		bad("MIN_FREE_DISK", "must be 0 (no minimum) or at least 32MiB (the store needs 24MiB to open and deliver on a full disk), got %d", c.MinFreeDisk)
 	}
 	if c.MaxConnections < 1 || c.MaxConnections > 1<<16 {
 		bad("MAX_CONNECTIONS", "must be 1-65536")

@@ -4,11 +4,11 @@
 // Tests that mostly wait on the agents they run, and share nothing with
 // another test (no fixed port another test uses, no environment, umask or
 // other process-wide setting, no directory, mount or tool of the machine)
-// and assert no time a busy CPU could overrun, call t.Parallel: go test runs them together,
-// GOMAXPROCS at a time, once the serial ones are done. (The floors of
-// TestKill9MidLoadLosesNothing and TestFleetConservation, 1,000 and 500
-// acknowledged actions, are met some 30 and 100 times over.) The others
-// stay serial, each for a reason:
+// and assert no time a busy CPU could overrun, call t.Parallel: go test
+// runs them together, GOMAXPROCS at a time, once the serial ones are done.
+// (The floors of TestKill9MidLoadLosesNothing and TestFleetConservation,
+// 1,000 and 500 acknowledged actions, are met some 30 and 100 times
+// over.) The others stay serial, each for a reason:
 //   - TestFleetVelocity: a decision without Kafka within a second;
 //   - TestSIGTERMForwardsTheQueue, TestSIGTERMWithUpstreamDown: a stop
 //     within AGENT_SHUTDOWN_TIMEOUT;

@@ -114,8 +114,8 @@ type Journal struct {
 	rec     []byte // reused record buffer (newRecord)
 	buf     []byte // reused buffer for sealed records
 	// direct: f is a spare segment, written in whole blocks (with direct
-	// I/O unless Options.Buffered), and tail holds
-	// its bytes from the start of off's block to off (spare.go).
+	// I/O unless Options.Buffered), and tail holds its bytes from the
+	// start of off's block to off (spare.go).
 	direct bool
 	tail   []byte
 	dbuf   []byte // reused aligned buffer for direct writes

@@ -29,7 +29,8 @@ var raceBuild, plainBuild build
 // stop cleanly has stopped its goroutines first, and races are reported
 // as they happen, not at exit: the processes the tests start (they
 // inherit this environment) skip that second unless GORACE says otherwise.
-// It was 0.9 s of every race-built agent a test stopped with SIGTERM. The test binary itself read GORACE when it started: unchanged.
+// It was 0.9 s of every race-built agent a test stopped with SIGTERM.
+// The test binary itself read GORACE when it started: unchanged.
 func init() {
 	if _, ok := os.LookupEnv("GORACE"); !ok {
 		os.Setenv("GORACE", "atexit_sleep_ms=0")
