@@ -102,14 +102,22 @@ func sampleSweep(t *testing.T, cases []sweepCase, mustWhat string) []sweepCase {
 // flip3 inverts three bytes of path at off.
 func flip3(t *testing.T, path string, off int64) {
 	t.Helper()
-	b, err := os.ReadFile(path)
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := off; i < off+3 && i < int64(len(b)); i++ {
+	defer f.Close()
+	b := make([]byte, 3)
+	n, err := f.ReadAt(b, off)
+	if n == 0 {
+		t.Fatalf("flip3 %s at %d: %v", path, off, err)
+	}
+	for i := range b[:n] {
 		b[i] ^= 0xff
 	}
-	writeFile(t, path, b)
+	if _, err := f.WriteAt(b[:n], off); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // drainIDs leases and acks everything in queue tencent and returns the ids

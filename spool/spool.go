@@ -41,6 +41,7 @@
 package spool
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -65,6 +66,15 @@ import (
 // 88 (under that limit 8 MiB memtables filled at 111-119k actions/s against
 // 160-167k), single actions at the same rate (BENCHMARKS.md, session 15).
 const DefaultMemTableSize = 4 << 20
+
+// levelZeroTables is how many tables badger's level 0 holds before they
+// are compacted into the level below: 5, not badger's 2. Duplicate-check
+// keys are random, so every such compaction rewrites all of that level;
+// merging 5 tables into it at once instead of 2 took 10-29% off the CPU
+// of a 1M-action fill and made requests of 100 14-19% faster
+// (BENCHMARKS.md, session 8). The bigger compactions map more of their
+// tables at once: trimLoop checks often enough for that.
+const levelZeroTables = 5
 
 // Errors returned by the spool. Compare with errors.Is.
 var (
@@ -163,6 +173,12 @@ type Options struct {
 	dedupFilterKeys int
 	// rewrites hears which value log badger's GC rewrites (gc_rescue.go).
 	rewrites *rewriteWatch
+	// journalSegmentSize is the journal's segment size; 0 is
+	// journal.SegmentSize. valueLogFileSize is badger's value-log file
+	// size; 0 is 32 MiB (openDB). Tests set them small to cross files
+	// often and to map less at each start.
+	journalSegmentSize int64
+	valueLogFileSize   int64
 }
 
 // Record is one item to append.
@@ -500,14 +516,9 @@ func badgerOptions(o Options) badger.Options {
 		// Memory: a sidecar budget, not a database server's.
 		WithMemTableSize(o.MemTableSize).
 		WithNumMemtables(2).
-		// Level 0 is compacted into the level below once it holds 5
-		// tables, not 2: duplicate-check keys are random, so every such
-		// compaction rewrites all of that level, and merging 5 tables
-		// into it at once instead of 2 took 10-29% off the CPU of a
-		// 1M-action fill and made requests of 100 14-19% faster
-		// (BENCHMARKS.md, session 8). The bigger compactions map more of
-		// their tables at once: trimLoop checks often enough for that.
-		WithNumLevelZeroTables(5).
+		// Level 0 is compacted into the level below once it holds
+		// levelZeroTables tables.
+		WithNumLevelZeroTables(levelZeroTables).
 		WithNumLevelZeroTablesStall(8).
 		// Compactions hold a table builder (about twice the table size)
 		// per parallel sub-compaction in Go memory: 1 MiB tables instead
@@ -528,7 +539,7 @@ func badgerOptions(o Options) badger.Options {
 		// from it at 128-132 MiB (VmHWM). With 32 MiB files both stayed
 		// at 73 and 91 MiB, at the same intake rate (BENCHMARKS.md,
 		// session 9).
-		WithValueLogFileSize(32 << 20).
+		WithValueLogFileSize(cmp.Or(o.valueLogFileSize, 32<<20)).
 		WithBlockSize(4 << 10).
 		// A value-log entry whose checksum fails reads as missing (badger
 		// logs the error and returns no value), which the record decoder
