@@ -156,8 +156,10 @@ type Options struct {
 	// before their sync.
 	Buffered bool
 
-	// segmentSize: SegmentSize when 0 (tests make it small).
-	segmentSize int64
+	// SegmentSize is the size of each segment, a multiple of 4 KiB:
+	// SegmentSize (16 MiB) when 0. Smaller ones are for tests, which then
+	// cross segments within a few records, and read less at each start.
+	SegmentSize int64
 }
 
 // New returns a journal that appends after record last (the last one read
@@ -167,11 +169,14 @@ func New(o Options, last uint64) (*Journal, error) {
 	if o.FS == nil {
 		o.FS = vfs.Default
 	}
-	if o.segmentSize == 0 {
-		o.segmentSize = SegmentSize
+	if o.SegmentSize == 0 {
+		o.SegmentSize = SegmentSize
+	}
+	if o.SegmentSize < 4<<10 || o.SegmentSize%(4<<10) != 0 {
+		return nil, fmt.Errorf("journal: segment size %d is not a multiple of 4 KiB", o.SegmentSize)
 	}
 	j := &Journal{fs: o.FS, dir: o.Dir, key: bytes.Clone(o.Key), lastSeq: last, applied: last, synced: last, ckpt: last, onSeal: o.OnSeal,
-		segmentSize: o.segmentSize, buffered: o.Buffered}
+		segmentSize: o.SegmentSize, buffered: o.Buffered}
 	if err := j.adoptSpare(); err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package journal
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -198,7 +199,7 @@ func crashRun(t *testing.T, m *vfs.MemFS, n int) (acked map[uint64]string) {
 		t.Fatal(err)
 	}
 	acked = map[uint64]string{}
-	j, err := New(Options{FS: m, Dir: "/j", segmentSize: 16 << 10}, 0)
+	j, err := New(Options{FS: m, Dir: "/j", SegmentSize: 16 << 10}, 0)
 	if err != nil {
 		return acked // the crash point came first
 	}
@@ -326,7 +327,7 @@ func TestFaults(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			m := vfs.NewMem()
 			m.MkdirAll("/j", 0o700)
-			j, err := New(Options{FS: m, Dir: "/j", segmentSize: 8 << 10}, 0)
+			j, err := New(Options{FS: m, Dir: "/j", SegmentSize: 8 << 10}, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -416,7 +417,7 @@ func crashRunUnsynced(t *testing.T, m *vfs.MemFS, n int) (durable map[uint64]str
 		t.Fatal(err)
 	}
 	durable, written = map[uint64]string{}, map[uint64]string{}
-	j, err := New(Options{FS: m, Dir: "/j", segmentSize: 16 << 10, Buffered: true}, 0)
+	j, err := New(Options{FS: m, Dir: "/j", SegmentSize: 16 << 10, Buffered: true}, 0)
 	if err != nil {
 		return durable, written
 	}
@@ -500,7 +501,7 @@ func TestUnsyncedRecordsSyncedAtRotation(t *testing.T) {
 	if err := m.MkdirAll("/j", 0o700); err != nil {
 		t.Fatal(err)
 	}
-	j, err := New(Options{FS: m, Dir: "/j", segmentSize: 4 << 10, Buffered: true}, 0)
+	j, err := New(Options{FS: m, Dir: "/j", SegmentSize: 4 << 10, Buffered: true}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -521,6 +522,25 @@ func TestUnsyncedRecordsSyncedAtRotation(t *testing.T) {
 	for seq := uint64(1); seq <= uint64(len(got)); seq++ {
 		if got[seq] == "" {
 			t.Fatalf("record %d of a sealed segment lost", seq)
+		}
+	}
+}
+
+func TestSegmentSizeMustBeWholePages(t *testing.T) {
+	for _, tc := range []struct {
+		size int64
+		ok   bool
+	}{{0, true}, {4 << 10, true}, {64 << 10, true}, {1000, false}, {6 << 10, false}, {-4096, false}} {
+		j, err := New(Options{FS: vfs.NewMem(), Dir: "/j", SegmentSize: tc.size}, 0)
+		if (err == nil) != tc.ok {
+			t.Errorf("SegmentSize %d: err %v, want ok=%v", tc.size, err, tc.ok)
+		}
+		if err == nil {
+			want := cmp.Or(tc.size, SegmentSize)
+			if j.segmentSize != want {
+				t.Errorf("SegmentSize %d: segments of %d, want %d", tc.size, j.segmentSize, want)
+			}
+			_ = j.Close(false)
 		}
 	}
 }

@@ -173,6 +173,13 @@ func runModel(t *rapid.T, base string, cfg modelCfg) {
 	// A duplicate filter of a few keys is rebuilt every few appends, while
 	// appends go on: every rebuild must leave no stored id out.
 	r.opts.dedupFilterKeys = rapid.SampledFrom([]int{0, 2, 16}).Draw(t, "dedupFilterKeys")
+	// Journal segments of a few records' worth, so runs seal segments,
+	// checkpoint them away and adopt spares; 16 MiB ones are never
+	// filled by a run, and each start read them whole.
+	r.opts.journalSegmentSize = rapid.SampledFrom([]int64{8 << 10, 64 << 10}).Draw(t, "journalSegmentSize")
+	// Value logs of 1 MiB (badger's least): each start maps and writes
+	// the newest one's header, 32 times less to map than 32 MiB.
+	r.opts.valueLogFileSize = 1 << 20
 	r.open(t)
 	t.Cleanup(func() {
 		if r.s != nil {
