@@ -6,6 +6,15 @@
 // delivered promptly. memory_test.go holds the memory budgets against
 // hostile local clients (big, slow and token-less bodies).
 //
+// Scenarios that share nothing with another (each runs its own agents,
+// simulators, directories and mounts) and assert no time a busy CPU could
+// overrun call t.Parallel: go test runs them together, GOMAXPROCS at a
+// time, once the serial ones are done. Serial, each for a reason: the two
+// memory budgets (a peak RSS, an ordinary client answered beside a flood),
+// TestSIGTERMUnderLoad (a clean exit within AGENT_SHUTDOWN_TIMEOUT) and
+// TestDecisionsSyncedWithinSurvivePowerCuts (a lost decision's age at the
+// cut against the sync bound).
+//
 // The default run is short; -soak (or OUTPOST_SOAK=1) runs the long one:
 //
 //	go test ./chaos/ -v -soak
@@ -32,8 +41,14 @@ var soakFlag = flag.Bool("soak", false, "run the long version of each chaos scen
 // soak reports whether the long version runs (-soak or OUTPOST_SOAK=1).
 func soak() bool { return *soakFlag || os.Getenv("OUTPOST_SOAK") == "1" }
 
-// agentBinary is the real binary, built once per test run.
-func agentBinary(t testing.TB) string { return agenttest.Binary(t) }
+// agentBinary is the real binary, built once per test run, as it ships:
+// without the race detector even when the tests have it. These scenarios
+// prove what kill -9, power cuts, full disks and damage do to the binary a
+// bank runs; a race-built one is several times slower, so the same minutes
+// would put a fraction of the load through it and its kills would land at
+// other instants. e2e starts race-built agents (agenttest.Binary) for the
+// races.
+func agentBinary(t testing.TB) string { return agenttest.PlainBinary(t) }
 
 // agent is one running agent process (internal/agenttest, shared with e2e).
 type agent = agenttest.Agent

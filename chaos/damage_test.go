@@ -31,6 +31,7 @@ import (
 // OUTPOST_SOAK=1.
 func TestDamageLosesOnlyWhatItTouches(t *testing.T) {
 	skipShort(t)
+	t.Parallel() // see agent_test.go
 	type target struct {
 		name string
 		stop string // "kill-early", "kill-after-checkpoint", "sigterm"

@@ -113,6 +113,7 @@ func (l *decisionLedger) load(ctx context.Context, a *agent, workers int) {
 // a fresh decision is answered live once TongDun is back.
 func TestDecisionChecksSurviveKill9(t *testing.T) {
 	skipShort(t)
+	t.Parallel() // see agent_test.go
 	kills := 4
 	if soak() {
 		kills = 30
@@ -174,6 +175,11 @@ const syncWithinMargin = 200 * time.Millisecond
 
 func decisionPowerCuts(t *testing.T, syncWithin time.Duration) {
 	skipShort(t)
+	if syncWithin == 0 {
+		// With a bound, lost decisions are judged by their age at the
+		// cut (syncWithinMargin), which a busy CPU could stretch: serial.
+		t.Parallel() // see agent_test.go
+	}
 	cycles := 3
 	if syncWithin > 0 {
 		cycles = 4

@@ -38,6 +38,7 @@ import (
 // acknowledged action not yet delivered.
 func TestPowerCutUnderLoad(t *testing.T) {
 	skipShort(t)
+	t.Parallel() // see agent_test.go
 	cycles := 3
 	if soak() {
 		cycles = 30
@@ -180,6 +181,7 @@ func storeFile(name string) bool {
 // ready, and the next start must replay again.
 func TestPowerCutDuringFirstCommitAfterStart(t *testing.T) {
 	skipShort(t)
+	t.Parallel() // see agent_test.go
 	backing := t.TempDir()
 	mnt := t.TempDir()
 	fsys := mountPowerFS(t, backing, mnt, true)

@@ -38,6 +38,7 @@ func runLoad(load func(context.Context, *agent, int), a *agent, workers int) (st
 // 1. kill -9 at random instants under steady load, many times in a row.
 func TestKill9AtRandomInstants(t *testing.T) {
 	skipShort(t)
+	t.Parallel() // see agent_test.go
 	kills := 5
 	if soak() {
 		kills = 50
@@ -71,6 +72,7 @@ func TestKill9AtRandomInstants(t *testing.T) {
 // agent is killed and restarted.
 func TestUpstreamFlappingWithKills(t *testing.T) {
 	skipShort(t)
+	t.Parallel() // see agent_test.go
 	kills := 4
 	if soak() {
 		kills = 40
@@ -204,6 +206,7 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 // status saying why), and take new work by itself once space is freed.
 func TestDataDirFilesystemFull(t *testing.T) {
 	skipShort(t)
+	t.Parallel() // see agent_test.go
 	mnt := t.TempDir()
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=320m", "tmpfs", mnt).CombinedOutput(); err != nil {
 		agenttest.Unavailable(t, "cannot mount a 320 MiB tmpfs for the data directory (needs root or CAP_SYS_ADMIN): %v: %s", err, strings.TrimSpace(string(out)))
@@ -406,6 +409,7 @@ func checkRefusing(t *testing.T, a *agent, when string) {
 // quarantine when there was one.
 func TestDamagedStoreStarts(t *testing.T) {
 	skipShort(t)
+	t.Parallel() // see agent_test.go
 	cases := []struct {
 		name   string
 		glob   string

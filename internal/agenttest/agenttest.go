@@ -47,9 +47,10 @@ func Binary(t testing.TB) string {
 	return plainBuild.get(t)
 }
 
-// PlainBinary is Binary without the race detector even under -race: for
-// tests that measure the agent's memory, which the detector's shadow
-// memory would multiply (5 to 10 times, as the Go documentation says).
+// PlainBinary is Binary without the race detector even under -race: the
+// binary as it ships, for the chaos suite, and for tests that measure the
+// agent's memory, which the detector's shadow memory would multiply (5 to
+// 10 times, as the Go documentation says).
 func PlainBinary(t testing.TB) string {
 	t.Helper()
 	return plainBuild.get(t)
