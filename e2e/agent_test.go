@@ -7,7 +7,7 @@
 // and assert no time a busy CPU could overrun, call t.Parallel: go test
 // runs them together, GOMAXPROCS at a time, once the serial ones are done.
 // (The floors of TestKill9MidLoadLosesNothing and TestFleetConservation,
-// 1,000 and 500 acknowledged actions, are met some 30 and 100 times
+// 1,000 and 500 acknowledged actions, are met some 30 and 40 times
 // over.) The others stay serial, each for a reason:
 //   - TestFleetVelocity: a decision without Kafka within a second;
 //   - TestSIGTERMForwardsTheQueue, TestSIGTERMWithUpstreamDown: a stop

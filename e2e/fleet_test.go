@@ -223,7 +223,12 @@ func TestFleetConservation(t *testing.T) {
 		live sync.RWMutex
 	)
 	client := &http.Client{Timeout: 5 * time.Second}
-	ctx, stop := context.WithTimeout(context.Background(), 25*time.Second)
+	// 12 s: about six kills, some 20,000 actions; OUTPOST_SOAK=1: a minute.
+	load := 12 * time.Second
+	if os.Getenv("OUTPOST_SOAK") == "1" {
+		load = time.Minute
+	}
+	ctx, stop := context.WithTimeout(context.Background(), load)
 	defer stop()
 	var wg sync.WaitGroup
 	for w := range 12 {
