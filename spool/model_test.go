@@ -130,8 +130,10 @@ type modelRun struct {
 }
 
 // The three variants run in parallel: each spends most of its time waiting
-// for fsync, so they overlap well even on two cores.
+// for fsync, so they overlap well even on two cores. The model itself runs
+// beside the package's other long tests, not before them.
 func TestModel(t *testing.T) {
+	t.Parallel()
 	t.Run("close-reopen", func(t *testing.T) {
 		t.Parallel()
 		rapid.Check(t, func(rt *rapid.T) { runModel(rt, t.TempDir(), modelCfg{}) })
