@@ -61,6 +61,7 @@ func run(args []string) error {
 	backlog := fs.Int("backlog", 100_000, "actions in the drained backlog")
 	ingestFor := fs.Duration("ingest", 10*time.Second, "length of each ingest run")
 	latencyFor := fs.Duration("latency", 20*time.Second, "length of the 1,000 actions/s run")
+	partitions := fs.Int("partitions", 6, "partitions of the actions and decisions topics")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -78,7 +79,7 @@ func run(args []string) error {
 	}
 	defer c.Close()
 	for _, k := range []string{fleet.KindActions, fleet.KindDecisions} {
-		if err := c.CreateTopic(fleet.Topic("outpost", k), 6, map[string]string{"message.timestamp.type": "LogAppendTime"}); err != nil {
+		if err := c.CreateTopic(fleet.Topic("outpost", k), int32(*partitions), map[string]string{"message.timestamp.type": "LogAppendTime"}); err != nil {
 			return err
 		}
 	}
@@ -153,10 +154,11 @@ func run(args []string) error {
 		time.Sleep(50 * time.Millisecond)
 	}
 	el := time.Since(t0)
+	hwm := vmHWM(r.Cmd.Process.Pid)
 	r.stop()
 	st := sim3.Stats()
-	fmt.Fprintf(&out, "\n| a relay, %d records on the broker to the Tencent simulator (limit lifted) | time | actions/s | requests | requests per action |\n|---|---|---|---|---|\n", *backlog)
-	fmt.Fprintf(&out, "| one relay | %.1f s | **%.0f** | %d | %.3f |\n", el.Seconds(), float64(*backlog)/el.Seconds(), st.Requests, float64(st.Requests)/float64(*backlog))
+	fmt.Fprintf(&out, "\n| a relay, %d records in %d partitions on the broker to the Tencent simulator (limit lifted) | time | actions/s | requests | requests per action | peak RSS (VmHWM) |\n|---|---|---|---|---|---|\n", *backlog, *partitions)
+	fmt.Fprintf(&out, "| one relay | %.1f s | **%.0f** | %d | %.3f | %.1f MiB |\n", el.Seconds(), float64(*backlog)/el.Seconds(), st.Requests, float64(st.Requests)/float64(*backlog), float64(hwm)/(1<<20))
 
 	// 3. Ingest with Kafka forwarding on and off (single actions, 32
 	// clients, the forwarder draining meanwhile).
@@ -410,4 +412,20 @@ func (b *bench) latency(dataDir string, env []string, d time.Duration) ([]time.D
 	slices.Sort(out)
 	fmt.Fprintf(b.log, "latency: %d acknowledged, %d matched\n", len(acked), len(out))
 	return out, nil
+}
+
+// vmHWM is the process's peak resident set size in bytes (0 if unknown).
+func vmHWM(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			var kb int64
+			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), &kb)
+			return kb << 10
+		}
+	}
+	return 0
 }
