@@ -27,6 +27,30 @@ type Conn struct {
 	Logger   *slog.Logger
 }
 
+// fetchMaxBytes bounds what a fleet consumer (a relay, an agent's fleet
+// velocity view) fetches from one broker at once: 1 MiB, and 1 MiB of one
+// partition; the most a relay delivers in a third of a second. franz-go's
+// default is 50 MiB a fetch: a relay draining a backlog of 100,000 actions
+// in 24 partitions (one broker) peaked at 227 MiB of RSS, with 4 MiB
+// fetches at 105 MiB and with 1 MiB at 68 MiB, at the same 27-30k
+// actions/s, against its 256 MiB container limit (BENCHMARKS.md, session
+// 16). A consumer still has a fetch in flight or buffered per broker, so
+// its fetched bytes are at most 1 MiB times the brokers it reads from:
+// bounding the fetches to fewer would leave a broker with new records
+// waiting while another holds a fetch open for FetchMaxWait (franz-go's
+// MaxConcurrentFetches). A broker still returns a record batch larger than
+// this whole (Kafka's rule, so that a consumer always progresses); ours
+// are at most 1 MiB.
+const fetchMaxBytes = 1 << 20
+
+// fetchOptions bound a consumer's fetches (fetchMaxBytes).
+func fetchOptions() []kgo.Opt {
+	return []kgo.Opt{
+		kgo.FetchMaxBytes(fetchMaxBytes),
+		kgo.FetchMaxPartitionBytes(1 << 20),
+	}
+}
+
 // options are the client options every fleet client shares.
 func (c Conn) options() ([]kgo.Opt, error) {
 	opts := []kgo.Opt{kgo.SeedBrokers(c.Brokers...)}

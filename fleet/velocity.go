@@ -263,6 +263,7 @@ func OpenVelocity(cfg VelocityConfig) (*Velocity, error) {
 	if err != nil {
 		return nil, err
 	}
+	opts = append(opts, fetchOptions()...)
 	opts = append(opts,
 		// Read as the broker has it: a slow probe must not hold a fetch.
 		kgo.FetchMaxWait(500*time.Millisecond),
