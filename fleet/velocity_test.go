@@ -83,23 +83,37 @@ func openView(t *testing.T, c *kfake.Cluster, id string, st VelocityStore, clk *
 // sent with the next spool sequence numbers.
 func (a *fleetAgent) count(t *testing.T, phone string, at time.Time, n int) []upstream.Item {
 	t.Helper()
+	items := a.increments(phone, at, n)
+	a.deliver(t, items)
+	return items
+}
+
+// increments are n increments of loan_apps_1h for phone, not sent yet.
+func (a *fleetAgent) increments(phone string, at time.Time, n int) []upstream.Item {
 	var items []upstream.Item
 	for range n {
 		a.seq++
 		r := a.view.Increment("loan_apps_1h", "phone", time.Hour, a.view.Subject("phone", phone), at, fmt.Sprintf("d-%s-%d", a.id, a.seq))
 		items = append(items, upstream.Item{ID: r.ID, Payload: r.Payload, Seq: a.seq, EnqueuedAt: at})
 	}
-	a.deliver(t, items)
 	return items
 }
 
 func (a *fleetAgent) deliver(t *testing.T, items []upstream.Item) {
 	t.Helper()
+	if err := a.tryDeliver(items); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// tryDeliver sends items to the broker; an item not delivered is an error.
+func (a *fleetAgent) tryDeliver(items []upstream.Item) error {
 	for i, r := range a.send.Send(context.Background(), items) {
 		if r.Verdict.Outcome != upstream.Delivered {
-			t.Fatalf("item %d: %+v", i, r.Verdict)
+			return fmt.Errorf("item %d: %+v", i, r.Verdict)
 		}
 	}
+	return nil
 }
 
 func (a *fleetAgent) others(phone string, now time.Time) int64 {
