@@ -1,11 +1,9 @@
 package fleet
 
 import (
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
@@ -17,11 +15,7 @@ import (
 // velocity tests failed so, 2 or 3 runs in 45, beside a busy e2e test);
 // the view must merge them.
 func TestVelocityStartRace(t *testing.T) {
-	c := newCluster(t, kfake.SeedTopics(1, velocityTopic))
-	clk := newClock()
-	dir := t.TempDir()
-	a := newFleetAgent(t, c, "agent-a", filepath.Join(dir, "a"), clk)
-	b := newFleetAgent(t, c, "agent-b", filepath.Join(dir, "b"), clk)
+	c, clk, a, b := twoAgents(t, 1)
 
 	var byTime, injected atomic.Bool
 	delivered := make(chan error, 1)

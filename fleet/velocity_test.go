@@ -88,6 +88,18 @@ func (a *fleetAgent) count(t *testing.T, phone string, at time.Time, n int) []up
 	return items
 }
 
+// twoAgents: a cluster whose velocity topic has the given partitions, a
+// clock, and agents A and B on it (mod applies to B's view).
+func twoAgents(t *testing.T, partitions int32, mod ...func(*VelocityConfig)) (*kfake.Cluster, *clock, *fleetAgent, *fleetAgent) {
+	t.Helper()
+	c := newCluster(t, kfake.SeedTopics(partitions, velocityTopic))
+	clk := newClock()
+	dir := t.TempDir()
+	a := newFleetAgent(t, c, "agent-a", filepath.Join(dir, "a"), clk)
+	b := newFleetAgent(t, c, "agent-b", filepath.Join(dir, "b"), clk, mod...)
+	return c, clk, a, b
+}
+
 // increments are n increments of loan_apps_1h for phone, not sent yet.
 func (a *fleetAgent) increments(phone string, at time.Time, n int) []upstream.Item {
 	var items []upstream.Item
@@ -151,11 +163,7 @@ func inStep(st VelocityStatus) bool {
 const phoneA = "86:13800138000"
 
 func TestVelocityMergesTheOthersNotItsOwn(t *testing.T) {
-	c := newCluster(t, kfake.SeedTopics(3, velocityTopic))
-	clk := newClock()
-	dir := t.TempDir()
-	a := newFleetAgent(t, c, "agent-a", filepath.Join(dir, "a"), clk)
-	b := newFleetAgent(t, c, "agent-b", filepath.Join(dir, "b"), clk)
+	_, clk, a, b := twoAgents(t, 3)
 	b.view.Start()
 	a.count(t, phoneA, clk.now(), 3)
 	b.count(t, phoneA, clk.now(), 2)
@@ -235,11 +243,7 @@ func TestVelocityResumesFromStoredOffsets(t *testing.T) {
 }
 
 func TestVelocityDuplicatesCountOnce(t *testing.T) {
-	c := newCluster(t, kfake.SeedTopics(2, velocityTopic))
-	clk := newClock()
-	dir := t.TempDir()
-	a := newFleetAgent(t, c, "agent-a", filepath.Join(dir, "a"), clk)
-	b := newFleetAgent(t, c, "agent-b", filepath.Join(dir, "b"), clk)
+	c, clk, a, b := twoAgents(t, 2)
 	b.view.Start()
 	items := a.count(t, phoneA, clk.now(), 3)
 	// A is killed after the broker acknowledged the first two records but
@@ -261,7 +265,7 @@ func TestVelocityDuplicatesCountOnce(t *testing.T) {
 	a.sp.Close(context.Background())
 	a.view.Close(context.Background())
 	clk.advance(time.Second) // the new store's epoch
-	a2 := newFleetAgent(t, c, "agent-a", filepath.Join(dir, "a-rebuilt"), clk)
+	a2 := newFleetAgent(t, c, "agent-a", filepath.Join(t.TempDir(), "a-rebuilt"), clk)
 	a2.count(t, phoneA, clk.now(), 2)
 	st = waitView(t, b.view, "B read the rebuilt A", func(st VelocityStatus) bool { return st.Read == 8 })
 	if got := b.others(phoneA, clk.now()); got != 5 || st.Duplicates != 3 {
@@ -270,11 +274,7 @@ func TestVelocityDuplicatesCountOnce(t *testing.T) {
 }
 
 func TestVelocityLateDataAndExpiry(t *testing.T) {
-	c := newCluster(t, kfake.SeedTopics(1, velocityTopic))
-	clk := newClock()
-	dir := t.TempDir()
-	a := newFleetAgent(t, c, "agent-a", filepath.Join(dir, "a"), clk)
-	b := newFleetAgent(t, c, "agent-b", filepath.Join(dir, "b"), clk)
+	_, clk, a, b := twoAgents(t, 1)
 	b.view.Start()
 	now := clk.now()
 	// A branch offline since yesterday sends its events now: the ones
@@ -298,11 +298,7 @@ func TestVelocityLateDataAndExpiry(t *testing.T) {
 }
 
 func TestVelocityMemoryIsCapped(t *testing.T) {
-	c := newCluster(t, kfake.SeedTopics(1, velocityTopic))
-	clk := newClock()
-	dir := t.TempDir()
-	a := newFleetAgent(t, c, "agent-a", filepath.Join(dir, "a"), clk)
-	b := newFleetAgent(t, c, "agent-b", filepath.Join(dir, "b"), clk, func(c *VelocityConfig) { c.MaxEntries = 2 })
+	_, clk, a, b := twoAgents(t, 1, func(c *VelocityConfig) { c.MaxEntries = 2 })
 	b.view.Start()
 	for i := range 3 {
 		a.count(t, fmt.Sprintf("86:1380013800%d", i), clk.now(), 1)

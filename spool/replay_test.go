@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
+	"github.com/outpost-agent/outpost/internal/agenttest"
 	"github.com/outpost-agent/outpost/journal"
 	"github.com/outpost-agent/outpost/vfs"
 )
@@ -39,31 +39,12 @@ func copyFiles(t *testing.T, dir, dst string, keep func(string) bool) {
 		if !e.Type().IsRegular() || !keep(e.Name()) {
 			continue
 		}
-		if err := copyFile(filepath.Join(dir, e.Name()), filepath.Join(dst, e.Name())); err != nil {
+		// In the kernel: reading each file into memory was most of the
+		// damage sweeps' time under -race.
+		if err := agenttest.CopyFile(filepath.Join(dir, e.Name()), filepath.Join(dst, e.Name())); err != nil {
 			t.Fatal(err)
 		}
 	}
-}
-
-// copyFile copies in the kernel (io.Copy between two files is
-// copy_file_range on Linux): the damage sweeps copy a store of 32 MiB
-// value logs and journal segments for every case, and reading each into
-// the test's memory was most of their time under -race.
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }
 
 func leaseAll(t *testing.T, s *Spool, queue string) []Entry {
