@@ -58,6 +58,7 @@ var (
 	descRelayDups      = prometheus.NewDesc("outpost_relay_duplicates_skipped_total", "Records skipped because their event id was delivered before.", nil, nil)
 	descRelayDead      = prometheus.NewDesc("outpost_relay_dead_letters_total", "Records the relay produced to the dead-letter topic (refused by Tencent, or malformed).", nil, nil)
 	descRelayCommitErr = prometheus.NewDesc("outpost_relay_commit_errors_total", "Offset commits that failed (the next commit carries the offsets again).", nil, nil)
+	descRelayExpired   = prometheus.NewDesc("outpost_relay_expired_undelivered_total", "Records of the actions topic gone from the broker (retention, deletion) before a relay delivered them: lost. Alert on any.", nil, nil)
 	descRelayParts     = prometheus.NewDesc("outpost_relay_assigned_partitions", "Partitions of the actions topic assigned to this relay.", nil, nil)
 )
 
@@ -70,7 +71,7 @@ func RelayCollector(status func() RelayStatus) prometheus.Collector { return rel
 type relayCollector struct{ status func() RelayStatus }
 
 func (c relayCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descRelayLag, descRelayCommitted, descRelayBuffered, descRelayDelivered, descRelayDups, descRelayDead, descRelayCommitErr, descRelayParts} {
+	for _, d := range []*prometheus.Desc{descRelayLag, descRelayCommitted, descRelayBuffered, descRelayDelivered, descRelayDups, descRelayDead, descRelayCommitErr, descRelayExpired, descRelayParts} {
 		ch <- d
 	}
 }
@@ -89,6 +90,7 @@ func (c relayCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descRelayDups, prometheus.CounterValue, float64(st.Duplicates))
 	ch <- prometheus.MustNewConstMetric(descRelayDead, prometheus.CounterValue, float64(st.DeadLetters))
 	ch <- prometheus.MustNewConstMetric(descRelayCommitErr, prometheus.CounterValue, float64(st.CommitErrors))
+	ch <- prometheus.MustNewConstMetric(descRelayExpired, prometheus.CounterValue, float64(st.Expired))
 	ch <- prometheus.MustNewConstMetric(descRelayParts, prometheus.GaugeValue, float64(len(st.Partitions)))
 }
 

@@ -86,6 +86,11 @@ type partState struct {
 	// what the next commit commits.
 	ready kgo.EpochOffset
 	hw    int64 // high watermark, from the last fetch
+	// next is the offset the next fetched record must have (-1: not
+	// known): the group's committed offset at assignment, then the last
+	// record's plus one. A record past it means records the broker no
+	// longer holds (expired or deleted) that no relay delivered.
+	next int64
 }
 
 type entryState int
@@ -110,6 +115,7 @@ type relayCounters struct {
 	lastCommitErr                                                        string
 	lastFetchErr                                                         string
 	rebalances                                                           int64
+	expired                                                              int64
 }
 
 var _ forwarder.Queue = (*Relay)(nil)
@@ -146,6 +152,7 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 		// revoke never races one.
 		kgo.BlockRebalanceOnPoll(),
 		kgo.OnPartitionsAssigned(r.assigned),
+		kgo.AdjustFetchOffsetsFn(r.adjust),
 		kgo.OnPartitionsRevoked(r.revoked),
 		kgo.OnPartitionsLost(r.lost),
 		// A relay that dies hands its partitions over within 10 s
@@ -254,6 +261,15 @@ func (r *Relay) poll(ctx context.Context) {
 			}
 			ps.hw = p.HighWatermark
 			for _, rec := range p.Records {
+				if ps.next >= 0 && rec.Offset > ps.next {
+					// franz-go resets a fetch offset the broker no
+					// longer holds to the log start, without a word.
+					gap := rec.Offset - ps.next
+					r.st.expired += gap
+					r.log.Error("actions gone from Kafka before a relay delivered them: the topic's retention is shorter than the relays' outage, or they were deleted",
+						"topic", p.Topic, "partition", p.Partition, "first_offset", ps.next, "last_offset", rec.Offset-1, "records", gap)
+				}
+				ps.next = rec.Offset + 1
 				e := &entry{seq: r.nextSeq, rec: rec}
 				r.nextSeq++
 				ev, err := Decode(rec.Value)
@@ -301,11 +317,35 @@ func (r *Relay) assigned(_ context.Context, _ *kgo.Client, m map[string][]int32)
 	defer r.mu.Unlock()
 	r.st.rebalances++
 	for _, p := range m[r.cfg.Topic] {
-		if r.parts[p] == nil {
-			r.parts[p] = &partState{committed: -1, hw: -1, ready: kgo.EpochOffset{Epoch: -1, Offset: -1}}
-		}
+		r.part(p)
 	}
 	r.log.Info("partitions assigned", "partitions", fmt.Sprint(m[r.cfg.Topic]))
+}
+
+// part is partition p's state, new if the relay has none. Called with mu
+// held.
+func (r *Relay) part(p int32) *partState {
+	ps := r.parts[p]
+	if ps == nil {
+		ps = &partState{committed: -1, hw: -1, ready: kgo.EpochOffset{Epoch: -1, Offset: -1}, next: -1}
+		r.parts[p] = ps
+	}
+	return ps
+}
+
+// adjust hears the offsets the group resumes from, before the first
+// fetch: each partition's committed offset is where its records must
+// continue (a partition never committed starts at the log start, and
+// what expired before this group read it is not known here).
+func (r *Relay) adjust(_ context.Context, m map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for p, o := range m[r.cfg.Topic] {
+		if eo := o.EpochOffset(); eo.Offset >= 0 {
+			r.part(p).next = eo.Offset
+		}
+	}
+	return m, nil
 }
 
 // revoked: records in flight to Tencent get up to SettleWait for their
@@ -658,6 +698,9 @@ type RelayStatus struct {
 	LastCommitErr string `json:"last_commit_error,omitempty"`
 	LastFetchErr  string `json:"last_fetch_error,omitempty"`
 	Rebalances    int64  `json:"rebalances_total"`
+	// Expired records were gone from the broker (retention, deletion)
+	// when the relay came to fetch them: never delivered.
+	Expired int64 `json:"expired_undelivered_total"`
 }
 
 // PartitionStatus is one assigned partition: its committed offset, the
@@ -677,7 +720,7 @@ func (r *Relay) Status() RelayStatus {
 	st := RelayStatus{RelayID: r.cfg.RelayID, Group: r.cfg.Group, Topic: r.cfg.Topic, Buffered: r.buffered,
 		Delivered: r.st.delivered, Duplicates: r.st.duplicates, DeadLetters: r.st.deadLetters, Malformed: r.st.malformed,
 		Commits: r.st.commits, CommitErrors: r.st.commitErrors, LastCommitErr: r.st.lastCommitErr,
-		LastFetchErr: r.st.lastFetchErr, Rebalances: r.st.rebalances, Partitions: []PartitionStatus{}}
+		LastFetchErr: r.st.lastFetchErr, Rebalances: r.st.rebalances, Expired: r.st.expired, Partitions: []PartitionStatus{}}
 	for p, ps := range r.parts {
 		lag := int64(-1) // unknown until the first fetch
 		if ps.hw >= 0 {
