@@ -103,6 +103,7 @@ var (
 	descVelMerged    = prometheus.NewDesc("outpost_fleet_velocity_merged_total", "The other agents' increments merged into the fleet view.", nil, nil)
 	descVelDups      = prometheus.NewDesc("outpost_fleet_velocity_duplicates_total", "Increments skipped as already merged.", nil, nil)
 	descVelOverCap   = prometheus.NewDesc("outpost_fleet_velocity_over_capacity_total", "Counts not kept for AGENT_FLEET_VELOCITY_MAX_ENTRIES.", nil, nil)
+	descVelExpired   = prometheus.NewDesc("outpost_fleet_velocity_expired_unread_total", "Records of the velocity topic gone from the broker (retention, deletion) before this agent read them: increments never counted.", nil, nil)
 	descVelNotQueued = prometheus.NewDesc("outpost_fleet_velocity_not_queued_total", "This agent's increments not queued for a full spool.", nil, nil)
 )
 
@@ -121,7 +122,7 @@ type velocityCollector struct {
 }
 
 func (c velocityCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descVelAge, descVelLive, descVelLag, descVelEntries, descVelMerged, descVelDups, descVelOverCap, descVelNotQueued} {
+	for _, d := range []*prometheus.Desc{descVelAge, descVelLive, descVelLag, descVelEntries, descVelMerged, descVelDups, descVelOverCap, descVelNotQueued, descVelExpired} {
 		ch <- d
 	}
 	if c.delay != nil {
@@ -151,4 +152,5 @@ func (c velocityCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descVelDups, prometheus.CounterValue, float64(st.Duplicates))
 	ch <- prometheus.MustNewConstMetric(descVelOverCap, prometheus.CounterValue, float64(st.OverCapacity))
 	ch <- prometheus.MustNewConstMetric(descVelNotQueued, prometheus.CounterValue, float64(st.NotQueued))
+	ch <- prometheus.MustNewConstMetric(descVelExpired, prometheus.CounterValue, float64(st.Expired))
 }

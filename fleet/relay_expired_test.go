@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -57,5 +58,47 @@ func TestRelayReportsRecordsGoneBeforeDelivery(t *testing.T) {
 	waitFor(t, "the five new delivered", 20*time.Second, func() bool { d, _ := tc2.count(); return d == 5 })
 	if got := rr2.relay.Status().Expired; got != 0 {
 		t.Errorf("a relay resuming where the records continue counts %d expired", got)
+	}
+}
+
+// TestVelocityReportsIncrementsGoneBeforeRead: B read A's first three
+// increments and stopped; A added five more, and the broker dropped the
+// records before offset 6 before B came back. B resumes from its stored
+// offset 3, reads the two left and counts the three it never saw.
+func TestVelocityReportsIncrementsGoneBeforeRead(t *testing.T) {
+	c := newCluster(t, kfake.SeedTopics(1, velocityTopic))
+	clk := newClock()
+	dir := t.TempDir()
+	a := newFleetAgent(t, c, "agent-a", filepath.Join(dir, "a"), clk)
+	spB := openSpool(t, filepath.Join(dir, "b"))
+	vb := openView(t, c, "agent-b", spB, clk)
+	vb.Start()
+	a.count(t, phoneA, clk.now(), 3)
+	waitView(t, vb, "B merged A's three", func(st VelocityStatus) bool { return st.Merged == 3 && inStep(st) })
+	vb.Close(context.Background())
+	spB.Close(context.Background())
+
+	a.count(t, phoneA, clk.now(), 5)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var before kadm.Offsets
+	before.Add(kadm.Offset{Topic: velocityTopic, Partition: 0, At: 6, LeaderEpoch: -1})
+	if _, err := kadm.NewClient(cl).DeleteRecords(context.Background(), before); err != nil {
+		t.Fatal(err)
+	}
+
+	spB = openSpool(t, filepath.Join(dir, "b"))
+	t.Cleanup(func() { spB.Close(context.Background()) })
+	vb = openView(t, c, "agent-b", spB, clk)
+	vb.Start()
+	st := waitView(t, vb, "B read the two left", func(st VelocityStatus) bool { return st.Read == 2 && inStep(st) })
+	if st.Expired != 3 {
+		t.Errorf("expired %d, want 3 (offsets 3 to 5)", st.Expired)
+	}
+	if got := vb.Others("loan_apps_1h", time.Hour, vb.Subject("phone", phoneA), clk.now()); got != 5 {
+		t.Errorf("B counts %d of A's increments, want 5 (3 stored, 2 read)", got)
 	}
 }

@@ -198,6 +198,9 @@ type probe struct {
 
 type velocityCounters struct {
 	read, merged, own, duplicates, outside, malformed, overCapacity, writeErrors int64
+	// expired: records gone from the broker (retention, deletion) between
+	// the offset the view had reached and the next one still there.
+	expired int64
 }
 
 // Store keys, under the spool's small state.
@@ -518,16 +521,19 @@ type VelocityStatus struct {
 	// (skipped); duplicates (skipped); older than their window (dropped);
 	// malformed; not kept for the cap; this agent's increments that could
 	// not be queued (a full spool); merges the store refused (retried).
-	Read          int64  `json:"records_read_total"`
-	Merged        int64  `json:"merged_total"`
-	Own           int64  `json:"own_total"`
-	Duplicates    int64  `json:"duplicates_total"`
-	OutsideWindow int64  `json:"outside_window_total"`
-	Malformed     int64  `json:"malformed_total"`
-	OverCapacity  int64  `json:"over_capacity_total"`
-	NotQueued     int64  `json:"not_queued_total"`
-	WriteErrors   int64  `json:"write_errors_total"`
-	LastError     string `json:"last_error,omitempty"`
+	Read          int64 `json:"records_read_total"`
+	Merged        int64 `json:"merged_total"`
+	Own           int64 `json:"own_total"`
+	Duplicates    int64 `json:"duplicates_total"`
+	OutsideWindow int64 `json:"outside_window_total"`
+	Malformed     int64 `json:"malformed_total"`
+	OverCapacity  int64 `json:"over_capacity_total"`
+	NotQueued     int64 `json:"not_queued_total"`
+	WriteErrors   int64 `json:"write_errors_total"`
+	// Expired records were gone from the broker (retention, deletion)
+	// when the view came to read them: increments never counted.
+	Expired   int64  `json:"expired_unread_total"`
+	LastError string `json:"last_error,omitempty"`
 }
 
 // VelocityPartition is one partition's reading.
@@ -547,7 +553,7 @@ func (v *Velocity) Status() VelocityStatus {
 		Entries: v.entries, MaxEntries: v.cfg.MaxEntries, ApproxBytes: int64(v.entries) * BytesPerEntry, LoadedEntries: v.loaded,
 		Read: v.st.read, Merged: v.st.merged, Own: v.st.own, Duplicates: v.st.duplicates, OutsideWindow: v.st.outside,
 		Malformed: v.st.malformed, OverCapacity: v.st.overCapacity, NotQueued: v.notQueued.Load(), WriteErrors: v.st.writeErrors,
-		LastError: v.lastErr}
+		Expired: v.st.expired, LastError: v.lastErr}
 	if state != ViewNone {
 		secs := age.Seconds()
 		st.AgeSeconds = &secs
@@ -641,7 +647,22 @@ func (v *Velocity) merge(ctx context.Context, recs []*kgo.Record) error {
 	next := map[int32]int64{}
 	var c velocityCounters
 	v.mu.RLock()
+	type gap struct {
+		p        int32
+		from, to int64
+	}
+	var gaps []gap
 	for _, r := range recs {
+		want, ok := next[r.Partition]
+		if !ok {
+			want, ok = v.offsets[r.Partition]
+		}
+		if ok && r.Offset > want {
+			// franz-go resets an offset the broker no longer holds to
+			// the log start, without a word.
+			c.expired += r.Offset - want
+			gaps = append(gaps, gap{r.Partition, want, r.Offset - 1})
+		}
 		next[r.Partition] = r.Offset + 1
 		c.read++
 		if headerIs(r, HeaderAgentID, v.cfg.AgentID) {
@@ -770,6 +791,11 @@ func (v *Velocity) merge(ctx context.Context, recs []*kgo.Record) error {
 	v.st.outside += c.outside
 	v.st.malformed += c.malformed
 	v.st.overCapacity += c.overCapacity
+	v.st.expired += c.expired
+	for _, g := range gaps {
+		v.log.Error("fleet velocity: increments gone from Kafka before this agent read them; the fleet's counts may be short: the velocity topic's retention is shorter than this agent was away, or records were deleted",
+			"topic", v.cfg.Topic, "partition", g.p, "first_offset", g.from, "last_offset", g.to, "records", g.to-g.from+1)
+	}
 	v.catchUp()
 	v.expire(now)
 	return nil
