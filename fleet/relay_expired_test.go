@@ -2,7 +2,6 @@ package fleet
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -66,20 +65,10 @@ func TestRelayReportsRecordsGoneBeforeDelivery(t *testing.T) {
 // records before offset 6 before B came back. B resumes from its stored
 // offset 3, reads the two left and counts the three it never saw.
 func TestVelocityReportsIncrementsGoneBeforeRead(t *testing.T) {
-	c := newCluster(t, kfake.SeedTopics(1, velocityTopic))
-	clk := newClock()
-	dir := t.TempDir()
-	a := newFleetAgent(t, c, "agent-a", filepath.Join(dir, "a"), clk)
-	spB := openSpool(t, filepath.Join(dir, "b"))
-	vb := openView(t, c, "agent-b", spB, clk)
-	vb.Start()
-	a.count(t, phoneA, clk.now(), 3)
-	waitView(t, vb, "B merged A's three", func(st VelocityStatus) bool { return st.Merged == 3 && inStep(st) })
-	vb.Close(context.Background())
-	spB.Close(context.Background())
-
-	a.count(t, phoneA, clk.now(), 5)
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
+	r, _ := newViewThatStops(t, 1)
+	r.stop()
+	r.a.count(t, phoneA, r.clk.now(), 5)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(r.c.ListenAddrs()...))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,15 +79,13 @@ func TestVelocityReportsIncrementsGoneBeforeRead(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	spB = openSpool(t, filepath.Join(dir, "b"))
-	t.Cleanup(func() { spB.Close(context.Background()) })
-	vb = openView(t, c, "agent-b", spB, clk)
-	vb.Start()
-	st := waitView(t, vb, "B read the two left", func(st VelocityStatus) bool { return st.Read == 2 && inStep(st) })
+	r.reopen(t)
+	r.view.Start()
+	st := waitView(t, r.view, "B read the two left", func(st VelocityStatus) bool { return st.Read == 2 && inStep(st) })
 	if st.Expired != 3 {
 		t.Errorf("expired %d, want 3 (offsets 3 to 5)", st.Expired)
 	}
-	if got := vb.Others("loan_apps_1h", time.Hour, vb.Subject("phone", phoneA), clk.now()); got != 5 {
+	if got := r.view.Others("loan_apps_1h", time.Hour, r.view.Subject("phone", phoneA), r.clk.now()); got != 5 {
 		t.Errorf("B counts %d of A's increments, want 5 (3 stored, 2 read)", got)
 	}
 }

@@ -200,24 +200,49 @@ func TestVelocityMergesTheOthersNotItsOwn(t *testing.T) {
 	}
 }
 
-func TestVelocityResumesFromStoredOffsets(t *testing.T) {
-	c := newCluster(t, kfake.SeedTopics(3, velocityTopic))
-	clk := newClock()
-	dir := t.TempDir()
-	a := newFleetAgent(t, c, "agent-a", filepath.Join(dir, "a"), clk)
-	spB := openSpool(t, filepath.Join(dir, "b"))
-	vb := openView(t, c, "agent-b", spB, clk)
-	vb.Start()
-	a.count(t, phoneA, clk.now(), 3)
-	before := waitView(t, vb, "B merged A's three", func(st VelocityStatus) bool { return st.Merged == 3 && inStep(st) })
+// viewThatStops is agent A and agent B's view on a spool of its own, which
+// a test stops (the spool too, as at a kill: what was merged is on disk
+// with the offsets it covers) and reopens on the same store.
+type viewThatStops struct {
+	c    *kfake.Cluster
+	clk  *clock
+	a    *fleetAgent
+	dirB string
+	sp   *spool.Spool
+	view *Velocity
+}
 
-	// B stops (its spool too, as at a kill: what was merged is on disk
-	// with the offsets it covers) and starts again on the same store.
-	vb.Close(context.Background())
-	spB.Close(context.Background())
-	spB = openSpool(t, filepath.Join(dir, "b"))
-	t.Cleanup(func() { spB.Close(context.Background()) })
-	vb = openView(t, c, "agent-b", spB, clk)
+// newViewThatStops starts B's view and has it merge three of A's
+// increments; the status is B's then.
+func newViewThatStops(t *testing.T, partitions int32) (*viewThatStops, VelocityStatus) {
+	t.Helper()
+	dir := t.TempDir()
+	r := &viewThatStops{c: newCluster(t, kfake.SeedTopics(partitions, velocityTopic)), clk: newClock(), dirB: filepath.Join(dir, "b")}
+	r.a = newFleetAgent(t, r.c, "agent-a", filepath.Join(dir, "a"), r.clk)
+	r.reopen(t)
+	r.view.Start()
+	r.a.count(t, phoneA, r.clk.now(), 3)
+	return r, waitView(t, r.view, "B merged A's three", func(st VelocityStatus) bool { return st.Merged == 3 && inStep(st) })
+}
+
+func (r *viewThatStops) stop() {
+	r.view.Close(context.Background())
+	r.sp.Close(context.Background())
+}
+
+// reopen opens B's spool and view again (not started).
+func (r *viewThatStops) reopen(t *testing.T) {
+	t.Helper()
+	sp := openSpool(t, r.dirB)
+	t.Cleanup(func() { sp.Close(context.Background()) })
+	r.sp, r.view = sp, openView(t, r.c, "agent-b", sp, r.clk)
+}
+
+func TestVelocityResumesFromStoredOffsets(t *testing.T) {
+	r, before := newViewThatStops(t, 3)
+	r.stop()
+	r.reopen(t)
+	a, clk, vb := r.a, r.clk, r.view
 	if got := vb.Others("loan_apps_1h", time.Hour, vb.Subject("phone", phoneA), clk.now()); got != 3 {
 		t.Fatalf("reopened, before reading anything: %d, want the stored 3", got)
 	}
