@@ -287,6 +287,7 @@ type velocityDoc struct {
 	Duplicates   int64 `json:"duplicates_total"`
 	OverCapacity int64 `json:"over_capacity_total"`
 	NotQueued    int64 `json:"not_queued_total"`
+	Expired      int64 `json:"expired_unread_total"`
 }
 
 func printVelocity(out io.Writer, v *velocityDoc) {
@@ -311,6 +312,9 @@ func printVelocity(out io.Writer, v *velocityDoc) {
 		v.Topic, lag, len(v.Partitions), v.Entries, v.MaxEntries, humanBytes(v.ApproxBytes), v.Merged, v.Duplicates)
 	if v.OverCapacity > 0 || v.NotQueued > 0 {
 		fmt.Fprintf(out, "  not kept for AGENT_FLEET_VELOCITY_MAX_ENTRIES: %d; own increments not queued (spool full): %d\n", v.OverCapacity, v.NotQueued)
+	}
+	if v.Expired > 0 {
+		fmt.Fprintf(out, "  NOT COUNTED: %d increments left Kafka before this agent read them (the topic's retention, or a deletion): fleet counts are short\n", v.Expired)
 	}
 }
 
