@@ -100,22 +100,25 @@ func sampleSweep(t *testing.T, cases []sweepCase, mustWhat string) []sweepCase {
 }
 
 // flip3 inverts three bytes of path at off.
-func flip3(t *testing.T, path string, off int64) {
+func flip3(t *testing.T, path string, off int64) { invertBytes(t, path, off, 3) }
+
+// invertBytes inverts n bytes of path at off (fewer at its end), in place.
+func invertBytes(t *testing.T, path string, off int64, n int) {
 	t.Helper()
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	b := make([]byte, 3)
-	n, err := f.ReadAt(b, off)
-	if n == 0 {
-		t.Fatalf("flip3 %s at %d: %v", path, off, err)
+	b := make([]byte, n)
+	got, err := f.ReadAt(b, off)
+	if got == 0 {
+		t.Fatalf("invert %s at %d: %v", path, off, err)
 	}
-	for i := range b[:n] {
+	for i := range b[:got] {
 		b[i] ^= 0xff
 	}
-	if _, err := f.WriteAt(b[:n], off); err != nil {
+	if _, err := f.WriteAt(b[:got], off); err != nil {
 		t.Fatal(err)
 	}
 }

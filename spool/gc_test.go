@@ -216,7 +216,7 @@ func TestGCKeepsValuesAfterDamage(t *testing.T) {
 		if i < 0 {
 			i = 0
 		}
-		flip3(t, path, es[i].off+es[i].size/2)
+		invertBytes(t, path, es[i].off+es[i].size/2, 1)
 		damaged++
 		if es[i].live {
 			lost += es[i].entries
