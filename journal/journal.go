@@ -173,7 +173,7 @@ func New(o Options, last uint64) (*Journal, error) {
 		o.SegmentSize = SegmentSize
 	}
 	if o.SegmentSize < 4<<10 || o.SegmentSize%(4<<10) != 0 {
-		return nil, fmt.Errorf("journal: segment size %d is not a multiple of 4 KiB", o.SegmentSize)
+		return nil, fmt.Errorf("journal: segment size %d is not a positive multiple of 4 KiB", o.SegmentSize)
 	}
 	j := &Journal{fs: o.FS, dir: o.Dir, key: bytes.Clone(o.Key), lastSeq: last, applied: last, synced: last, ckpt: last, onSeal: o.OnSeal,
 		segmentSize: o.SegmentSize, buffered: o.Buffered}
