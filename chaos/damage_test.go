@@ -5,8 +5,10 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -44,48 +46,41 @@ func TestDamageLosesOnlyWhatItTouches(t *testing.T) {
 		{"table", "sigterm", "spool/*.sst"},
 	}
 	// One filled store per way of stopping, shared by the targets stopped
-	// that way (memtable-log and value-log) and copied for every case.
-	type filled struct {
-		dir  string
-		base *ledger
-	}
-	stores := map[string]filled{}
+	// that way (memtable-log and value-log) and copied for every case. The
+	// three are filled at once, and the cases run in parallel: each has its
+	// own copy, agent and simulator.
+	var (
+		mu     sync.Mutex
+		stores = map[string]filledStore{}
+		stops  []string
+	)
 	for _, tg := range targets {
-		stop := tg.stop
-		if _, ok := stores[stop]; ok {
-			continue
+		if !slices.Contains(stops, tg.stop) {
+			stops = append(stops, tg.stop)
 		}
-		tc := newTencent(t)
-		tc.sim.SetFaults(tencentsim.Faults{Outage: true})
-		f := filled{dir: t.TempDir(), base: newLedger("dmg-" + stop)}
-		a := startAgent(t, f.dir, tc.env...)
-		f.base.postAcked(t, a, 3000)
-		switch stop {
-		case "kill-early":
-			a.Kill9()
-		case "kill-after-checkpoint":
-			// A checkpoint (one every 5 s) after the last post, covering
-			// everything: the journal is free, badger's logs hold it all.
-			c0 := metricValue(t, a, "outpost_spool_checkpoints_total")
-			if c0 < 0 {
-				t.Fatalf("no outpost_spool_checkpoints_total on /metrics")
-			}
-			if !waitUntil(30*time.Second, func() bool {
-				return metricValue(t, a, "outpost_spool_checkpoints_total") > c0 &&
-					metricValue(t, a, "outpost_spool_journal_pending_records") == 0
-			}) {
-				t.Fatalf("no checkpoint covering the posts within 30 s\n%s", a.Tail(20))
-			}
-			a.Kill9()
-		case "sigterm":
-			if err := a.Sigterm(); err != nil {
-				t.Fatalf("stop: %v", err)
-			}
+	}
+	dirs := map[string]string{}
+	for _, stop := range stops {
+		dirs[stop] = t.TempDir() // the test's, not the fill's: the cases copy it
+	}
+	t.Run("fill", func(t *testing.T) {
+		for _, stop := range stops {
+			dir := dirs[stop]
+			t.Run(stop, func(t *testing.T) {
+				t.Parallel()
+				f := fillStore(t, dir, stop)
+				mu.Lock()
+				stores[stop] = f
+				mu.Unlock()
+			})
 		}
-		stores[stop] = f
+	})
+	if t.Failed() {
+		return
 	}
 	for _, tg := range targets {
 		t.Run(tg.name, func(t *testing.T) {
+			t.Parallel()
 			f := stores[tg.stop]
 			pristine, base := f.dir, f.base
 			files, _ := filepath.Glob(filepath.Join(pristine, tg.glob))
@@ -101,11 +96,54 @@ func TestDamageLosesOnlyWhatItTouches(t *testing.T) {
 			used := usedLen(t, files[len(files)-1])
 			for _, off := range damageOffsets(used) {
 				t.Run(fmt.Sprint(off), func(t *testing.T) {
+					t.Parallel()
 					damageCase(t, base, pristine, victim, off)
 				})
 			}
 		})
 	}
+}
+
+// fillStore has the real binary acknowledge 3,000 actions into dir with
+// Tencent unreachable, then stops it the way stop says.
+func fillStore(t *testing.T, dir, stop string) filledStore {
+	tc := newTencent(t)
+	tc.sim.SetFaults(tencentsim.Faults{Outage: true})
+	f := filledStore{dir: dir, base: newLedger("dmg-" + stop)}
+	a := startAgent(t, f.dir, tc.env...)
+	f.base.postAcked(t, a, 3000)
+	switch stop {
+	case "kill-early":
+		a.Kill9()
+	case "kill-after-checkpoint":
+		// A checkpoint (one every 5 s) after the last post, covering
+		// everything: the journal is free, badger's logs hold it all.
+		c0 := metricValue(t, a, "outpost_spool_checkpoints_total")
+		if c0 < 0 {
+			t.Fatalf("no outpost_spool_checkpoints_total on /metrics")
+		}
+		if !waitUntil(30*time.Second, func() bool {
+			return metricValue(t, a, "outpost_spool_checkpoints_total") > c0 &&
+				metricValue(t, a, "outpost_spool_journal_pending_records") == 0
+		}) {
+			t.Fatalf("no checkpoint covering the posts within 30 s\n%s", a.Tail(20))
+		}
+		a.Kill9()
+	case "sigterm":
+		if err := a.Sigterm(); err != nil {
+			t.Fatalf("stop: %v", err)
+		}
+	default:
+		t.Fatalf("unknown way to stop: %q", stop)
+	}
+	return f
+}
+
+// filledStore is a data directory an agent filled and stopped, and the
+// ledger of what it acknowledged.
+type filledStore struct {
+	dir  string
+	base *ledger
 }
 
 // metricValue is the value of an unlabelled metric on the agent's
