@@ -202,7 +202,7 @@ func damageCase(t *testing.T, base *ledger, pristine, victim string, off int64) 
 		t.Fatalf("FINDING: the agent does not start after 3 bytes of %s were inverted at %d: %v", victim, off, err)
 	}
 	l.restarts++
-	s := check(t, l, tc, a, start, 10*time.Second, fmt.Sprintf(" damage=3@%d file=%s", off, victim), true)
+	s := check(t, l, tc, a, start, 60*time.Second, fmt.Sprintf(" damage=3@%d file=%s", off, victim), true)
 	st, err := agentStatus(a)
 	if err != nil {
 		t.Fatal(err)

@@ -348,10 +348,16 @@ func check(t *testing.T, l *ledger, tc *tencent, a *agent, faultsOver time.Time,
 		}
 	}
 	var lostIDs []string
-	if !waitUntil(drain, func() bool { done := settled(); lostIDs = missing(); return len(lostIDs) == 0 || done }) && !allowLoss {
-		st, _, _ := a.GetJSON("/v1/status", nil)
-		problems = append(problems, fmt.Sprintf("%d of %d acknowledged actions not delivered after %s (first: %v); status %d",
-			len(lostIDs), len(acked), drain, head(lostIDs, 5), st))
+	if allowLoss {
+		// Lost is what is missing once the queues are empty; a drain still
+		// under way when drain runs out (a busy machine) has lost nothing
+		// yet, so the wait is for the queues, within a wide bound.
+		drain = max(drain, 60*time.Second)
+	}
+	if !waitUntil(drain, func() bool { done := settled(); lostIDs = missing(); return len(lostIDs) == 0 || done }) {
+		code, body, _ := a.GetJSON("/v1/status", nil)
+		problems = append(problems, fmt.Sprintf("%d of %d acknowledged actions not delivered after %s, the queues not empty (first: %v); status %d %s",
+			len(lostIDs), len(acked), drain, head(lostIDs, 5), code, body))
 	}
 
 	// A fresh action, now that the faults are over: the agent is alive.

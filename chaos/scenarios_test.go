@@ -534,7 +534,7 @@ func TestDamagedStoreStarts(t *testing.T) {
 // not.
 func conserveAllowLoss(t *testing.T, l *ledger, tc *tencent, a *agent, since time.Time, extra string) summary {
 	t.Helper()
-	return check(t, l, tc, a, since, 3*time.Second, extra, true)
+	return check(t, l, tc, a, since, 60*time.Second, extra, true)
 }
 
 func newest(files []string) string {
