@@ -41,6 +41,14 @@ func newDecisionLedger(t testing.TB) *decisionLedger {
 		live: map[string]bool{}, refused: map[string]bool{}, unknown: map[string]bool{}}
 }
 
+// queuedCount is how many decisions were answered with their TongDun
+// check queued.
+func (l *decisionLedger) queuedCount() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.queued)
+}
+
 // decisionJSON is a withdrawal check; invalid names a decision_event that
 // TongDun does not have, which the agent must refuse.
 func decisionJSON(id, account string, invalid bool) []byte {
@@ -127,16 +135,24 @@ func TestDecisionChecksSurviveKill9(t *testing.T) {
 	l := newDecisionLedger(t)
 	data := t.TempDir()
 	restarts := 0
+	wantQueued := 0
 	for i := 0; i < kills; i++ {
 		// TongDun is down in most cycles (the checks queue), up in some
 		// (answered live, and the queue drains while the agent is killed).
-		td.SetFaults(tdsim.Faults{Outage: i%3 != 2})
+		down := i%3 != 2
+		td.SetFaults(tdsim.Faults{Outage: down})
 		a := startAgent(t, data, env...)
 		if i > 0 {
 			restarts++
 		}
 		stop := runLoad(l.load, a, 4)
 		time.Sleep(time.Duration(500+rand.IntN(1000)) * time.Millisecond)
+		if down {
+			// A busy machine may answer few decisions in the pause: the
+			// cycle goes on until it has queued its share of checks.
+			wantQueued += 35
+			waitUntil(20*time.Second, func() bool { return l.queuedCount() >= wantQueued })
+		}
 		a.Kill9()
 		stop()
 	}
