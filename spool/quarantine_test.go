@@ -153,6 +153,7 @@ func fileSize(t *testing.T, path string) int64 {
 var quarantineClock = time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
 
 func TestDamagedStores(t *testing.T) {
+	t.Parallel() // on its own files (no test hook): beside the long ones
 	const n = 40
 	type tc struct {
 		name string

@@ -22,6 +22,7 @@ import (
 // badger as the last checkpoint left it, the journal as synced, and the
 // replay brings back every entry, in order, with its payload.
 func TestJournalSpareSurvivesBadgerLost(t *testing.T) {
+	t.Parallel() // on its own files, waiting for the spare: beside the long ones
 	ctx := context.Background()
 	dir := t.TempDir()
 	jdir := filepath.Join(dir, journalDirName)

@@ -289,6 +289,7 @@ func TestSecondOpenIsRefusedNotQuarantined(t *testing.T) {
 }
 
 func TestDedupeWindowExpires(t *testing.T) {
+	t.Parallel() // two seconds asleep: beside the long ones
 	ctx := context.Background()
 	s := openT(t, filepath.Join(t.TempDir(), "spool"), func(o *Options) { o.DedupeWindow = time.Second })
 	defer closeT(t, s)
