@@ -47,8 +47,8 @@ func TestDamageLosesOnlyWhatItTouches(t *testing.T) {
 	}
 	// One filled store per way of stopping, shared by the targets stopped
 	// that way (memtable-log and value-log) and copied for every case. The
-	// three are filled at once, and the cases run in parallel: each has its
-	// own copy, agent and simulator.
+	// three are filled at once, and the targets run in parallel: each case
+	// has its own copy, agent and simulator.
 	var (
 		mu     sync.Mutex
 		stores = map[string]filledStore{}
@@ -94,9 +94,12 @@ func TestDamageLosesOnlyWhatItTouches(t *testing.T) {
 				t.Fatal(err)
 			}
 			used := usedLen(t, files[len(files)-1])
+			// The cases of a target run in turn, the targets in parallel: a
+			// parallel subtest's T (and the agent and simulator its cleanups
+			// hold) lives until its parent ends, which under -soak (hundreds
+			// of cases a target) kept gigabytes.
 			for _, off := range damageOffsets(used) {
 				t.Run(fmt.Sprint(off), func(t *testing.T) {
-					t.Parallel()
 					damageCase(t, base, pristine, victim, off)
 				})
 			}
