@@ -454,8 +454,20 @@ func (g *group) total() int64 {
 	return t
 }
 
-func (g *group) applyAppend(o *op) error {
+// refuseForDisk reports whether new data is refused for a low disk. A
+// refused op is answered at once while the group goes on gathering, so the
+// reading taken when the group began is taken again before each refusal:
+// a write sent after an earlier refusal was answered, once space is back,
+// is not refused on the older reading.
+func (g *group) refuseForDisk() bool {
 	if g.diskLow {
+		g.diskLow, g.free = g.s.disk.check()
+	}
+	return g.diskLow
+}
+
+func (g *group) applyAppend(o *op) error {
+	if g.refuseForDisk() {
 		return g.diskFull()
 	}
 	// Validate first: queues, duplicates, room. Nothing is written until all

@@ -95,7 +95,7 @@ func (s *Spool) Scan(prefix, start string, fn func(key string, value []byte) boo
 }
 
 func (g *group) applyPut(o *op) error {
-	if g.diskLow {
+	if g.refuseForDisk() {
 		return g.diskFull()
 	}
 	if len(o.recs) > 0 {

@@ -298,3 +298,28 @@ func TestFreeSpaceReadingReused(t *testing.T) {
 		})
 	}
 }
+
+// TestSpaceBackSeenByTheNextWrite: a write refused for a low disk is
+// answered while its group is still gathering; a write sent after that
+// answer, with space back, must be taken, not refused on the group's
+// older reading. Each round has a small chance of meeting the gathering
+// group (about 1 in 70 here without the re-reading), so it runs 300.
+func TestSpaceBackSeenByTheNextWrite(t *testing.T) {
+	ctx := context.Background()
+	var disk fakeDisk
+	disk.free.Store(200 << 20)
+	s := openT(t, filepath.Join(t.TempDir(), "spool"), func(o *Options) {
+		o.MinFreeBytes, o.FreeBytes = 128<<20, disk.bytes
+	})
+	defer closeT(t, s)
+	for i := range 300 {
+		disk.free.Store(40 << 20)
+		if _, err := s.Write(ctx, []KV{{Key: fmt.Sprint("low-", i), Value: []byte("v")}}, nil); !errors.Is(err, ErrFull) {
+			t.Fatalf("round %d, disk low: %v, want ErrFull", i, err)
+		}
+		disk.free.Store(200 << 20)
+		if _, err := s.Write(ctx, []KV{{Key: fmt.Sprint("back-", i), Value: []byte("v")}}, nil); err != nil {
+			t.Fatalf("round %d, space back: %v", i, err)
+		}
+	}
+}
