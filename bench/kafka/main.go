@@ -27,7 +27,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -155,7 +154,7 @@ func run(args []string) error {
 		time.Sleep(50 * time.Millisecond)
 	}
 	el := time.Since(t0)
-	hwm := vmHWM(r.Cmd.Process.Pid)
+	hwm := r.Memory("VmHWM")
 	r.stop()
 	st := sim3.Stats()
 	fmt.Fprintf(&out, "\n| a relay, %d records in %d partitions on the broker to the Tencent simulator (limit lifted) | time | actions/s | requests | requests per action | peak RSS (VmHWM) |\n|---|---|---|---|---|---|\n", *backlog, *partitions)
@@ -413,22 +412,4 @@ func (b *bench) latency(dataDir string, env []string, d time.Duration) ([]time.D
 	slices.Sort(out)
 	fmt.Fprintf(b.log, "latency: %d acknowledged, %d matched\n", len(acked), len(out))
 	return out, nil
-}
-
-// vmHWM is the process's peak resident set size in bytes (0 if unknown).
-func vmHWM(pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			if err != nil {
-				return 0
-			}
-			return kb << 10
-		}
-	}
-	return 0
 }

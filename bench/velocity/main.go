@@ -332,16 +332,7 @@ func (p *proc) waitMerged(n int64) error {
 	return p.waitFor(fmt.Sprintf("%d merged", n), func(st fleet.VelocityStatus) bool { return st.Merged >= n })
 }
 
-func (p *proc) rss() int64 {
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.Cmd.Process.Pid))
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
-}
+func (p *proc) rss() int64 { return p.Memory("VmRSS") }
 
 // metric reads one unlabelled sample from /metrics.
 func (p *proc) metric(name string) float64 {
