@@ -267,20 +267,8 @@ func usedLen(t *testing.T, path string) int64 {
 // says how many.
 func flipAt(t *testing.T, path string, off int64, n int) int {
 	t.Helper()
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	m, err := agenttest.InvertBytes(path, off, n)
 	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := make([]byte, n)
-	m, _ := f.ReadAt(buf, off)
-	for i := range buf[:m] {
-		buf[i] ^= 0xff
-	}
-	if _, err := f.WriteAt(buf[:m], off); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Sync(); err != nil {
 		t.Fatal(err)
 	}
 	return m

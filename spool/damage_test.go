@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/outpost-agent/outpost/internal/agenttest"
 	"github.com/outpost-agent/outpost/journal"
 	"github.com/outpost-agent/outpost/vfs"
 )
@@ -105,20 +106,7 @@ func flip3(t *testing.T, path string, off int64) { invertBytes(t, path, off, 3) 
 // invertBytes inverts n bytes of path at off (fewer at its end), in place.
 func invertBytes(t *testing.T, path string, off int64, n int) {
 	t.Helper()
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	b := make([]byte, n)
-	got, err := f.ReadAt(b, off)
-	if got == 0 {
-		t.Fatalf("invert %s at %d: %v", path, off, err)
-	}
-	for i := range b[:got] {
-		b[i] ^= 0xff
-	}
-	if _, err := f.WriteAt(b[:got], off); err != nil {
+	if _, err := agenttest.InvertBytes(path, off, n); err != nil {
 		t.Fatal(err)
 	}
 }

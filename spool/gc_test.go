@@ -81,18 +81,20 @@ func gcReadyStore(t *testing.T, dir string, ack func(seq uint64) bool) *Spool {
 		s = openT(t, dir, opt)
 		// Level 0 is compacted once it holds levelZeroTables tables:
 		// until then a round only adds one, and waiting is in vain.
-		deeper, l0 := false, 0
-		for _, ti := range s.db.Tables() {
-			deeper = deeper || ti.Level > 0
-			if ti.Level == 0 {
-				l0++
+		levels := func() (deeper bool, l0 int) {
+			for _, ti := range s.db.Tables() {
+				if ti.Level > 0 {
+					deeper = true
+				} else {
+					l0++
+				}
 			}
+			return deeper, l0
 		}
+		deeper, l0 := levels()
 		for wait := 0; wait < 40 && !deeper && l0 >= levelZeroTables; wait++ {
 			time.Sleep(50 * time.Millisecond)
-			for _, ti := range s.db.Tables() {
-				deeper = deeper || ti.Level > 0
-			}
+			deeper, _ = levels()
 		}
 		if deeper {
 			return s

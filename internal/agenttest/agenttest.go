@@ -117,3 +117,26 @@ func CopyFile(src, dst string) error {
 	}
 	return out.Close()
 }
+
+// InvertBytes inverts n bytes of path at off (fewer at its end) in place,
+// syncs the file, and says how many: the damage tests' bit rot. Inverting
+// nothing (off at or past the end) is an error.
+func InvertBytes(path string, off int64, n int) (int, error) {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	b := make([]byte, n)
+	m, err := f.ReadAt(b, off)
+	if m == 0 {
+		return 0, fmt.Errorf("invert %s at %d: nothing to invert: %v", path, off, err)
+	}
+	for i := range b[:m] {
+		b[i] ^= 0xff
+	}
+	if _, err := f.WriteAt(b[:m], off); err != nil {
+		return 0, err
+	}
+	return m, f.Sync()
+}
