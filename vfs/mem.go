@@ -24,7 +24,8 @@ import (
 // Directories themselves are durable once made. A crash keeps nothing
 // else, or, with a torn crash, also a prefix of each file's unsynced writes
 // in the order they were made (the last of them cut part-way), as a disk
-// that wrote some of its cache before the power went.
+// that wrote some of its cache before the power went, or some sectors of
+// them, as one that wrote its cache out of order.
 type MemFS struct {
 	mu     sync.Mutex
 	dirs   map[string]*memDir
@@ -141,14 +142,22 @@ func opName(op Op) string {
 
 // Crash is a power cut: every file and directory goes back to what was
 // durable. Open files must not be used afterwards.
-func (m *MemFS) Crash() { m.crash(nil) }
+func (m *MemFS) Crash() { m.crash(nil, false) }
 
 // CrashTorn is a power cut after which each file also keeps a prefix of
 // its unsynced writes, in order, the last of them cut at a random byte
 // (rng chooses).
-func (m *MemFS) CrashTorn(rng *rand.Rand) { m.crash(rng) }
+func (m *MemFS) CrashTorn(rng *rand.Rand) { m.crash(rng, false) }
 
-func (m *MemFS) crash(rng *rand.Rand) {
+// CrashSectors is a power cut after which each file also keeps some of
+// the 512-byte sectors of a prefix of its unsynced writes, at random (rng
+// chooses), as a disk that wrote its cache out of order.
+func (m *MemFS) CrashSectors(rng *rand.Rand) { m.crash(rng, true) }
+
+// sector is the unit CrashSectors keeps or drops.
+const sector = 512
+
+func (m *MemFS) crash(rng *rand.Rand, sectors bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	seen := map[*memNode]bool{}
@@ -168,6 +177,10 @@ func (m *MemFS) crash(rng *rand.Rand) {
 						continue
 					}
 					b := w.data
+					if sectors {
+						data = writeSectors(data, b, w.off, rng)
+						continue
+					}
 					if i == k {
 						b = b[:rng.IntN(len(b)+1)] // torn
 					}
@@ -177,6 +190,19 @@ func (m *MemFS) crash(rng *rand.Rand) {
 			n.data, n.durable, n.pending = data, slices.Clone(data), nil
 		}
 	}
+}
+
+// writeSectors writes each sector's part of p at off into b, or not, at
+// random.
+func writeSectors(b, p []byte, off int64, rng *rand.Rand) []byte {
+	for len(p) > 0 {
+		n := min(int64(len(p)), (off/sector+1)*sector-off)
+		if rng.IntN(2) == 0 {
+			b = writeAt(b, p[:n], off)
+		}
+		p, off = p[n:], off+n
+	}
+	return b
 }
 
 func maps(in map[string]*memNode) map[string]*memNode {

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -79,6 +80,41 @@ func TestMemTornCrashKeepsAPrefixOfWrites(t *testing.T) {
 		if len(b) > len(want) || string(b) != want[:len(b)] {
 			t.Fatalf("seed %d: %q is not a prefix of the writes", seed, b)
 		}
+	}
+}
+
+func TestMemSectorCrashKeepsWholeSectors(t *testing.T) {
+	holes := 0
+	for seed := range uint64(50) {
+		m := NewMem()
+		m.MkdirAll("/d", 0o700)
+		f, _ := m.OpenFile("/d/a", os.O_CREATE|os.O_RDWR, 0o600)
+		f.Sync()
+		m.SyncDir("/d")
+		mustWrite(t, f, strings.Repeat("x", 3*512-100), 100) // 3 sectors, the first in part
+		m.CrashSectors(rand.New(rand.NewPCG(seed, 1)))
+		b, _ := m.ReadFile("/d/a")
+		kept := ""
+		for s := 0; s < 3; s++ {
+			piece := b[min(len(b), max(100, s*512)):min(len(b), (s+1)*512)]
+			switch strings.Trim(string(piece), "x") {
+			case "":
+				if len(piece) > 0 {
+					kept += "x"
+					continue
+				}
+			case strings.Repeat("\x00", len(piece)):
+			default:
+				t.Fatalf("seed %d: sector %d holds part of a write: %q", seed, s, piece)
+			}
+			kept += "."
+		}
+		if kept == "x.x" {
+			holes++
+		}
+	}
+	if holes == 0 {
+		t.Fatal("no crash in 50 kept a later sector and dropped an earlier one")
 	}
 }
 
