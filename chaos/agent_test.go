@@ -93,10 +93,11 @@ type statusDoc struct {
 	} `json:"upstreams"`
 	Store struct {
 		Damage []struct {
-			Found       string           `json:"found"`
-			Message     string           `json:"message"`
-			EntriesLost map[string]int64 `json:"entries_lost"`
-			SetAside    string           `json:"set_aside"`
+			Found        string           `json:"found"`
+			Message      string           `json:"message"`
+			EntriesLost  map[string]int64 `json:"entries_lost"`
+			CountUnknown bool             `json:"count_unknown"`
+			SetAside     string           `json:"set_aside"`
 		} `json:"damage"`
 	} `json:"store"`
 }

@@ -169,22 +169,25 @@ func metricValue(t *testing.T, a *agent, name string) float64 {
 }
 
 // damageOffsets: every 4 KiB with -soak, a handful spread over the file
-// otherwise. The last 4 KiB are left out: damage to the very last journal
-// record cannot be told from the write a crash cut (it is reported as
-// such, not counted).
+// otherwise, and the file's last bytes: in the journal, the last record,
+// which nothing follows (its end tells its damage from a write a crash
+// cut, journal's read.go), hit in its body.
 func damageOffsets(used int64) []int64 {
 	var out []int64
 	if soak() {
 		for off := int64(4096); off < used-4096; off += 4096 {
 			out = append(out, off)
 		}
-		return out
+		return append(out, used-4096, used-1000, used-100, used-20)
 	}
 	for _, f := range []float64{0.2, 0.5, 0.8} {
 		off := int64(float64(used) * f)
 		if off > 64 && off < used-4096 {
 			out = append(out, off)
 		}
+	}
+	if used > 8192 {
+		out = append(out, used-1000)
 	}
 	if len(out) == 0 && used > 128 {
 		out = append(out, used/2)
@@ -210,16 +213,24 @@ func damageCase(t *testing.T, base *ledger, pristine, victim string, off int64) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	var reported int64
+	var (
+		reported int64
+		unknown  bool
+	)
 	for _, r := range st.Store.Damage {
 		for _, n := range r.EntriesLost {
 			reported += n
 		}
+		unknown = unknown || r.CountUnknown
 		t.Logf("report: %s", r.Message)
 	}
 	switch {
 	case s.lost > 200:
 		t.Errorf("FINDING: 3 bytes at %d of %s lost %d of %d actions: more than the record or value they are in", off, victim, s.lost, s.acked)
+	case s.lost > 0 && unknown:
+		// Reported, its count unknown (damage to how a lost record's
+		// writes are framed): loud, and checked by the lines below.
+		t.Logf("%d actions lost, reported with count_unknown", s.lost)
 	case s.lost > 0 && int64(s.lost) > reported:
 		t.Errorf("FINDING: %d actions lost, %d reported in /v1/status: loss not (fully) reported", s.lost, reported)
 	case s.lost > 0 && strings.HasPrefix(victim, "spool/journal") && int64(s.lost) != reported:

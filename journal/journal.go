@@ -72,7 +72,11 @@ import (
 //
 // Segment file: a 64-byte header (magic, version, flags, first sequence
 // number, a random 16-byte salt, CRC), then records: length (4 bytes), CRC-32C
-// of sequence number and body (4), sequence number (8), body. A segment is
+// of sequence number and body (4), sequence number (8), body, and (version
+// 2) an end: the CRC again (4) and a CRC-32C of the record's first 16 bytes
+// (4). The end is what tells a record written whole and damaged since from
+// one a crash cut (read.go); version 1 segments, without it, are still read.
+// A segment is
 // either a spare, zero-filled ahead of need and written with direct I/O
 // (spare.go), or, when no spare is ready, preallocated so an append
 // changes no file size and written through the page cache. Records are
@@ -82,9 +86,13 @@ import (
 // sequence number as nonce.
 
 const (
-	magic          = "OPJ1"
-	HeaderSize     = 64
-	RecordHead     = 16
+	magic      = "OPJ1"
+	HeaderSize = 64
+	RecordHead = 16
+	// RecordEnd is what follows a record's body in a version 2 segment.
+	RecordEnd = 8
+	// Version is the segment version written; versions up to it are read.
+	Version        = 2
 	SegmentSize    = 16 << 20
 	CheckpointName = "CHECKPOINT"
 )
@@ -269,7 +277,7 @@ func (j *Journal) write(rec []byte) (uint64, error) {
 	j.rec = rec[:0]
 	body := rec[RecordHead:]
 	seq := j.lastSeq + 1
-	need := int64(RecordHead + len(body) + 32)
+	need := int64(RecordHead + len(body) + RecordEnd + 32)
 	if j.f == nil || (j.off+need > j.segmentSize && j.off > HeaderSize) {
 		if err := j.startSegment(seq); err != nil {
 			// Nothing was written (the current segment stays current):
@@ -287,6 +295,12 @@ func (j *Journal) write(rec []byte) (uint64, error) {
 	binary.BigEndian.PutUint64(out[8:16], seq)
 	binary.BigEndian.PutUint32(out[0:4], uint32(len(out)-RecordHead))
 	binary.BigEndian.PutUint32(out[4:8], crc32.Checksum(out[8:], castagnoli))
+	out = appendEnd(out, out[:RecordHead])
+	if j.aead != nil {
+		j.buf = out
+	} else {
+		j.rec = out[:0]
+	}
 	if j.direct {
 		if err := j.writeDirect(out); err != nil {
 			j.failed = err
@@ -310,6 +324,14 @@ func (j *Journal) MarkApplied(seq uint64) {
 
 // fail stops all further appends: the store and the journal disagree.
 func (j *Journal) Fail(err error) { j.failed = err }
+
+// appendEnd appends a version 2 record's end to rec: head's CRC, and a
+// CRC of head (the record's first 16 bytes).
+func appendEnd(rec, head []byte) []byte {
+	c := crc32.Checksum(head, castagnoli)
+	rec = append(rec, head[4:8]...)
+	return binary.BigEndian.AppendUint32(rec, c)
+}
 
 func nonce(seq uint64) []byte {
 	n := make([]byte, 12)
@@ -343,7 +365,7 @@ func (j *Journal) startSegment(first uint64) error {
 	path := filepath.Join(j.dir, name)
 	hdr := make([]byte, HeaderSize)
 	copy(hdr, magic)
-	hdr[4] = 1 // version
+	hdr[4] = Version
 	var aead cipher.AEAD
 	if j.key != nil {
 		hdr[5] = 1 // encrypted

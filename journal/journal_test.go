@@ -69,8 +69,10 @@ func TestSegmentEnd(t *testing.T) {
 	}
 	at := []int{HeaderSize} // where record i+1 starts
 	for i := range 5 {
-		at = append(at, at[i]+RecordHead+int(binary.BigEndian.Uint32(data[at[i]:])))
+		at = append(at, at[i]+RecordSize(Version, int(binary.BigEndian.Uint32(data[at[i]:]))))
 	}
+	const lastDamaged = "the last record is damaged (its end shows it was written whole): record 5"
+
 	cases := []struct {
 		name    string
 		mangle  func(b []byte)
@@ -79,9 +81,22 @@ func TestSegmentEnd(t *testing.T) {
 		tail    bool
 	}{
 		{"intact", func([]byte) {}, []string{"r1", "r2", "r3", "r4", "r5"}, nil, false},
-		{"torn last record", func(b []byte) { b[at[4]+RecordHead+2] ^= 0xff }, []string{"r1", "r2", "r3", "r4"}, nil, true},
+		{"torn last record", func(b []byte) { clear(b[at[4]+RecordHead+6:]) }, []string{"r1", "r2", "r3", "r4"}, nil, true},
+		{"last record torn in its end", func(b []byte) { clear(b[at[5]-3:]) }, []string{"r1", "r2", "r3", "r4", "r5"}, nil, false},
 		{"last record never written", func(b []byte) { clear(b[at[4]:]) }, []string{"r1", "r2", "r3", "r4"}, nil, false},
-		{"last length beyond the file", func(b []byte) { binary.BigEndian.PutUint32(b[at[4]:], 1<<30) }, []string{"r1", "r2", "r3", "r4"}, nil, true},
+		// The last record written whole, then damaged: found by its end.
+		{"a flipped byte in the last record", func(b []byte) { b[at[4]+RecordHead+2] ^= 0xff },
+			[]string{"r1", "r2", "r3", "r4"}, []string{lastDamaged}, false},
+		{"last length beyond the file", func(b []byte) { binary.BigEndian.PutUint32(b[at[4]:], 1<<30) },
+			[]string{"r1", "r2", "r3", "r4"}, []string{lastDamaged}, false},
+		{"last record's body and end damaged", func(b []byte) { b[at[4]+RecordHead+2] ^= 0xff; b[at[5]-2] ^= 0x0f },
+			[]string{"r1", "r2", "r3", "r4"}, []string{lastDamaged}, false},
+		{"last record's end damaged, its body intact", func(b []byte) { b[at[5]-6] ^= 0xff },
+			[]string{"r1", "r2", "r3", "r4", "r5"}, nil, false},
+		// Blind: nothing tells this from a cut write.
+		{"last record's head and end damaged", func(b []byte) { b[at[4]+9] ^= 0xff; b[at[5]-2] ^= 0x0f },
+			[]string{"r1", "r2", "r3", "r4"}, nil, true},
+		{"junk after the last record", func(b []byte) { b[at[5]+100] = 7 }, []string{"r1", "r2", "r3", "r4", "r5"}, nil, true},
 		{"a flipped bit in a middle record", func(b []byte) { b[at[1]+RecordHead+3] ^= 0x10 },
 			[]string{"r1", "r3", "r4", "r5"}, []string{"unreadable records: record 2"}, false},
 		{"a middle length field zeroed", func(b []byte) { clear(b[at[2] : at[2]+4]) },
@@ -121,6 +136,44 @@ func TestSegmentEnd(t *testing.T) {
 				t.Errorf("torn tail: got %+v, want %v", sc.Tail, tc.tail)
 			}
 		})
+	}
+}
+
+// A version 1 segment (written by the build before records had an end,
+// testdata/v1-*.jnl: five records, "r1" to "r5") is still read, and damage
+// to its last record is, as it was, a torn tail: version 1 cannot tell.
+func TestVersion1Segment(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("testdata", "v1-0000000000000001.jnl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if data[4] != 1 {
+		t.Fatalf("testdata segment is version %d", data[4])
+	}
+	sc, err := ParseSegment(SegmentName(1), data, nil)
+	if err != nil || !slices.Equal(recordValues(sc.Recs), []string{"r1", "r2", "r3", "r4", "r5"}) || len(sc.Damaged) > 0 || sc.Tail != nil {
+		t.Fatalf("read: %v %+v, damaged %v, tail %v", err, recordValues(sc.Recs), sc.Damaged, sc.Tail)
+	}
+	last := LastNonZero(data)
+	b := slices.Clone(data)
+	b[last-3] ^= 0xff
+	sc, err = ParseSegment(SegmentName(1), b, nil)
+	if err != nil || len(sc.Recs) != 4 || len(sc.Damaged) > 0 || sc.Tail == nil {
+		t.Fatalf("last record damaged: %v, %d records, damaged %v, tail %v", err, len(sc.Recs), sc.Damaged, sc.Tail)
+	}
+	// A damaged header: the framing that reads more records is version 1's.
+	b = slices.Clone(data)
+	b[9] ^= 1
+	sc, err = ParseSegment(SegmentName(1), b, nil)
+	if err != nil || !slices.Equal(recordValues(sc.Recs), []string{"r1", "r2", "r3", "r4", "r5"}) || len(sc.Damaged) != 1 {
+		t.Fatalf("header damaged: %v %+v, damaged %v", err, recordValues(sc.Recs), sc.Damaged)
+	}
+	// A version this build does not know is refused, not read as damage.
+	b = slices.Clone(data)
+	b[4] = Version + 1
+	binary.BigEndian.PutUint32(b[32:36], crc32.Checksum(b[:32], castagnoli))
+	if _, err := ParseSegment(SegmentName(1), b, nil); !errors.Is(err, ErrJournal) {
+		t.Fatalf("version %d: %v, want ErrJournal", Version+1, err)
 	}
 }
 
@@ -259,19 +312,27 @@ func readBack(t *testing.T, m *vfs.MemFS) (ckpt uint64, got map[uint64]string) {
 }
 
 // cutAtCall runs run on a file system whose power goes at its call n,
-// then cuts it (every odd n keeping a torn prefix of the unsynced writes,
-// seeded by n and seed) and reads the journal back.
-func cutAtCall(t *testing.T, n int, seed uint64, run func(m *vfs.MemFS)) (torn bool, ckpt uint64, got map[uint64]string) {
+// then cuts it, the way mode n%modes says: nothing unsynced kept; a torn
+// prefix of the unsynced writes (seeded by n and seed); with modes 3,
+// some sectors of them (a disk writing its cache out of order). It reads
+// the journal back.
+func cutAtCall(t *testing.T, n, modes int, seed uint64, run func(m *vfs.MemFS)) (torn string, ckpt uint64, got map[uint64]string) {
 	t.Helper()
 	m := vfs.NewMem()
 	m.Inject(vfs.Fault{Op: vfs.OpAny, After: n, Err: vfs.ErrCrashed})
 	run(m)
 	m.ClearFaults()
-	torn = n%2 == 1
-	if torn {
-		m.CrashTorn(rand.New(rand.NewPCG(uint64(n), seed)))
-	} else {
+	rng := rand.New(rand.NewPCG(uint64(n), seed))
+	switch n % modes {
+	case 0:
+		torn = "clean"
 		m.Crash()
+	case 1:
+		torn = "torn prefix"
+		m.CrashTorn(rng)
+	default:
+		torn = "torn sectors"
+		m.CrashSectors(rng)
 	}
 	ckpt, got = readBack(t, m)
 	return torn, ckpt, got
@@ -285,10 +346,10 @@ func TestPowerCutAtEveryCall(t *testing.T) {
 	const records = 60
 	for n := 0; ; n++ {
 		var acked map[uint64]string
-		torn, ckpt, got := cutAtCall(t, n, 7, func(m *vfs.MemFS) { acked = crashRun(t, m, records) })
+		torn, ckpt, got := cutAtCall(t, n, 3, 7, func(m *vfs.MemFS) { acked = crashRun(t, m, records) })
 		for seq, body := range acked {
 			if seq > ckpt && got[seq] != body {
-				t.Fatalf("cut at call %d (torn %v): acknowledged record %d lost or changed", n, torn, seq)
+				t.Fatalf("cut at call %d (%s): acknowledged record %d lost or changed", n, torn, seq)
 			}
 		}
 		for seq, body := range got {
@@ -471,10 +532,10 @@ func TestPowerCutWithUnsyncedAppends(t *testing.T) {
 	const records = 60
 	for n := 0; ; n++ {
 		var durable, written map[uint64]string
-		torn, ckpt, got := cutAtCall(t, n, 11, func(m *vfs.MemFS) { durable, written = crashRunUnsynced(t, m, records) })
+		torn, ckpt, got := cutAtCall(t, n, 2, 11, func(m *vfs.MemFS) { durable, written = crashRunUnsynced(t, m, records) })
 		for seq, body := range durable {
 			if seq > ckpt && got[seq] != body {
-				t.Fatalf("cut at call %d (torn %v): synced record %d lost or changed", n, torn, seq)
+				t.Fatalf("cut at call %d (%s): synced record %d lost or changed", n, torn, seq)
 			}
 		}
 		for seq, body := range got {

@@ -31,9 +31,12 @@ import (
 // past it where a length, a sequence number after the last one read and a
 // matching CRC line up.
 //
-// One case stays blind: damage to the very last record of the newest
-// segment looks like a torn tail, since nothing follows it. It is
-// reported as a tail, not counted as a loss.
+// Damage to the very last record of the newest segment has nothing after
+// it: in a version 2 segment its end (the CRC repeated, and a CRC of the
+// head) tells it from a write a crash cut (damagedLast), and it is damage,
+// counted. What stays blind: such damage in a version 1 segment, or
+// damage to both a last record's head and its end; they read as a torn
+// tail, not counted.
 
 // Record is one record read back.
 type Record struct {
@@ -90,7 +93,8 @@ func ParseSegment(path string, data, key []byte) (Scan, error) {
 		return sc, nil // created, the header never reached the disk: no record did either
 	case !headerOK:
 		// The records are framed on their own; the name gives the first
-		// sequence number. The salt may be damaged too: then every
+		// sequence number, and the version is the one whose framing
+		// reads more of them. The salt may be damaged too: then every
 		// record fails authentication and is reported lost.
 		if !nameOK || len(data) < HeaderSize {
 			return sc, fmt.Errorf("%w: %s: bad header and no sequence number in its name", ErrJournal, name)
@@ -102,9 +106,17 @@ func ParseSegment(path string, data, key []byte) (Scan, error) {
 				return sc, err
 			}
 		}
+		v1, v2 := sc, sc
+		v2.Damaged = slices.Clone(sc.Damaged)
+		readRecords(&v1, data, aead, 1)
+		readRecords(&v2, data, aead, Version)
+		if len(v1.Recs) > len(v2.Recs) {
+			return v1, nil
+		}
+		return v2, nil
 	default:
-		if data[4] != 1 {
-			return sc, fmt.Errorf("%w: %s: version %d", ErrJournal, name, data[4])
+		if data[4] < 1 || data[4] > Version {
+			return sc, fmt.Errorf("%w: %w: %s: version %d (this build reads up to %d)", ErrJournal, ErrNewerVersion, name, data[4], Version)
 		}
 		sc.First = binary.BigEndian.Uint64(data[8:16])
 		switch {
@@ -118,43 +130,8 @@ func ParseSegment(path string, data, key []byte) (Scan, error) {
 			return sc, fmt.Errorf("%w: %s is not encrypted and a key is set", ErrKeyMismatch, name)
 		}
 	}
-
-	var authOK, authFailed int
-	off, want := HeaderSize, sc.First
-	for off < len(data) {
-		if n, ok := RecordAt(data, off, want); ok {
-			rec := data[off+8 : off+RecordHead+n]
-			body := rec[8:]
-			if aead != nil {
-				if body, err = aead.Open(nil, nonce(want), body, rec[:8]); err != nil {
-					authFailed++
-					sc.Damaged = append(sc.Damaged, Span{Off: int64(off), End: int64(off + RecordHead + n),
-						From: want, To: want, Why: "record fails authentication"})
-					off += RecordHead + n
-					want++
-					continue
-				}
-				authOK++
-			}
-			sc.Recs = append(sc.Recs, Record{Seq: want, Body: body})
-			off += RecordHead + n
-			want++
-			continue
-		}
-		if AllZero(data[off:]) {
-			break // the end
-		}
-		p, seq := resync(data, off+1, want)
-		if p < 0 {
-			sc.Tail = &Span{Off: int64(off), End: int64(LastNonZero(data) + 1), From: want, To: want - 1,
-				Why: "unreadable bytes at the end"}
-			break
-		}
-		sc.Damaged = append(sc.Damaged, Span{Off: int64(off), End: int64(p), From: want, To: seq - 1,
-			Why: "unreadable records"})
-		off, want = p, seq
-	}
-	if headerOK && aead != nil && authFailed > 0 && authOK == 0 {
+	authOK, authFailed := readRecords(&sc, data, aead, data[4])
+	if aead != nil && authFailed > 0 && authOK == 0 {
 		// An intact header and intact records, none of which authenticate:
 		// this is another key, not damage.
 		return sc, fmt.Errorf("%w: %w: %s: no record authenticates with this key", ErrKeyMismatch, ErrJournal, name)
@@ -162,8 +139,68 @@ func ParseSegment(path string, data, key []byte) (Scan, error) {
 	return sc, nil
 }
 
+// readRecords reads the records of a segment of the given version from
+// its first, into sc.
+func readRecords(sc *Scan, data []byte, aead cipher.AEAD, version byte) (authOK, authFailed int) {
+	var err error
+	off, want := HeaderSize, sc.First
+	for off < len(data) {
+		if n, ok := RecordAt(data, off, want); ok {
+			size := RecordSize(version, n)
+			rec := data[off+8 : off+RecordHead+n]
+			body := rec[8:]
+			if aead != nil {
+				if body, err = aead.Open(nil, nonce(want), body, rec[:8]); err != nil {
+					authFailed++
+					sc.Damaged = append(sc.Damaged, Span{Off: int64(off), End: int64(off + size),
+						From: want, To: want, Why: "record fails authentication"})
+					off += size
+					want++
+					continue
+				}
+				authOK++
+			}
+			sc.Recs = append(sc.Recs, Record{Seq: want, Body: body})
+			off += size
+			want++
+			continue
+		}
+		if AllZero(data[off:]) {
+			break // the end
+		}
+		p, seq := resync(data, off+1, want)
+		if p >= 0 {
+			sc.Damaged = append(sc.Damaged, Span{Off: int64(off), End: int64(p), From: want, To: seq - 1,
+				Why: "unreadable records"})
+			off, want = p, seq
+			continue
+		}
+		if version >= 2 {
+			if end, ok := damagedLast(data, off, want); ok {
+				sc.Damaged = append(sc.Damaged, Span{Off: int64(off), End: int64(end), From: want, To: want,
+					Why: "the last record is damaged (its end shows it was written whole)"})
+				break
+			}
+		}
+		sc.Tail = &Span{Off: int64(off), End: int64(LastNonZero(data) + 1), From: want, To: want - 1,
+			Why: "unreadable bytes at the end"}
+		break
+	}
+	return authOK, authFailed
+}
+
+// RecordSize is the size on disk of a record whose body is n bytes, in a
+// segment of the given version.
+func RecordSize(version byte, n int) int {
+	if version >= 2 {
+		return RecordHead + n + RecordEnd
+	}
+	return RecordHead + n
+}
+
 // RecordAt reports whether a whole record with sequence number want and a
-// matching CRC starts at off, and its body's length.
+// matching CRC starts at off, and its body's length. A version 2 record's
+// end is not needed to read it: a record whose CRC matches was written.
 func RecordAt(data []byte, off int, want uint64) (int, bool) {
 	if off+RecordHead > len(data) {
 		return 0, false
@@ -177,6 +214,65 @@ func RecordAt(data []byte, off int, want uint64) (int, bool) {
 	}
 	rec := data[off+8 : off+RecordHead+n]
 	return n, crc32.Checksum(rec, castagnoli) == binary.BigEndian.Uint32(data[off+4:off+8])
+}
+
+// sectorSize is the unit a disk writes whole or not at all.
+const sectorSize = 512
+
+// damagedLast reports whether the unreadable bytes from off, the last
+// bytes of a version 2 segment that are not zero, are record want written
+// whole and damaged since, rather than a write a crash cut, and where the
+// record ends. A crash leaves a prefix of a record's bytes (a write cut
+// part-way) or some of its sectors (a disk writing its cache out of
+// order), into a file that held zeros there; so the record was written
+// whole when its end is there, matching its head, and none of its
+// sectors is all zeros:
+//
+//   - the end is found by its own CRC, which covers the head it repeats
+//     (length, CRC, sequence number): this survives damage to the head;
+//   - or the head is intact (sequence number want, a length that puts the
+//     end where the last bytes that are not zero are): this survives
+//     damage to the end.
+//
+// Damage to both, or a body holding a whole sector of zeros, still reads
+// as a cut write.
+func damagedLast(data []byte, off int, want uint64) (int, bool) {
+	last := LastNonZero(data)
+	if last < off {
+		return 0, false
+	}
+	end := -1
+	var head [RecordHead]byte
+	for e := last + 1; e <= min(last+RecordEnd, len(data)); e++ {
+		n := e - off - RecordHead - RecordEnd
+		if n <= 0 {
+			continue
+		}
+		binary.BigEndian.PutUint32(head[0:4], uint32(n))
+		copy(head[4:8], data[e-8:e-4])
+		binary.BigEndian.PutUint64(head[8:16], want)
+		if crc32.Checksum(head[:], castagnoli) == binary.BigEndian.Uint32(data[e-4:e]) {
+			end = e
+			break
+		}
+	}
+	if end < 0 && off+RecordHead <= len(data) && binary.BigEndian.Uint64(data[off+8:off+16]) == want {
+		n := int(binary.BigEndian.Uint32(data[off : off+4]))
+		if e := off + RecordHead + n + RecordEnd; n > 0 && e <= len(data) && e > last && e-RecordEnd <= last {
+			end = e
+		}
+	}
+	if end < 0 {
+		return 0, false
+	}
+	for p := off; p <= last; {
+		q := min((p/sectorSize+1)*sectorSize, last+1)
+		if AllZero(data[p:q]) {
+			return 0, false // a sector the crash may not have written
+		}
+		p = q
+	}
+	return end, true
 }
 
 // resync finds the first offset from start where a readable record with a
@@ -247,6 +343,10 @@ func ListSegments(fs vfs.FS, dir string) ([]string, error) {
 	slices.Sort(names) // fixed-width hex: lexical order is numeric order
 	return names, nil
 }
+
+// ErrNewerVersion: a segment was written by a newer build, in a version
+// this one cannot read. The journal is left as it is.
+var ErrNewerVersion = errors.New("journal written in a newer version")
 
 // ErrKeyMismatch: a segment was written with another key (or none). The
 // journal is left as it is.

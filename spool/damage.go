@@ -44,7 +44,9 @@ type DamageReport struct {
 	// records, cached scores, duplicate markers).
 	OtherKeysLost int64 `json:"other_keys_lost,omitempty"`
 	// CountUnknown: whole files could not be read (a table whose index is
-	// gone, a log without its data key), so what they held is not in the
+	// gone, a log without its data key), or a lost journal record that
+	// nothing follows could not be counted (damage where its writes are
+	// framed, or an encrypted journal), so what they held is not in the
 	// counts above.
 	CountUnknown bool `json:"count_unknown,omitempty"`
 	// SetAside: where copies of the damaged bytes (or the damaged store)

@@ -233,7 +233,7 @@ func TestJournalDamageSweep(t *testing.T) {
 			break
 		}
 		offs = append(offs, off)
-		off += int64(journal.RecordHead + n)
+		off += int64(journal.RecordSize(journal.Version, n))
 		if len(offs) == len(sc.Recs) {
 			offs = append(offs, off)
 			break
@@ -245,10 +245,12 @@ func TestJournalDamageSweep(t *testing.T) {
 	}
 	last := history[len(history)-1]
 
-	// The records damage at off hits.
+	// The records damage at off hits: their head or body (a record whose
+	// end alone is damaged still reads).
+	hit := func(h journalRec, off int64) bool { return off < h.end-journal.RecordEnd && off+3 > h.off }
 	hits := func(off int64) (n int, ack bool) {
 		for _, h := range history {
-			if off < h.end && off+3 > h.off {
+			if hit(h, off) {
 				n++
 				ack = ack || len(h.acked) > 0
 			}
@@ -256,9 +258,20 @@ func TestJournalDamageSweep(t *testing.T) {
 		return n, ack
 	}
 	var all []sweepCase
-	for off := int64(sweepStep); off < last.off; off += sweepStep {
+	for off := int64(sweepStep); off < last.end; off += sweepStep {
 		n, ack := hits(off)
 		all = append(all, sweepCase{file: names[0], off: off, must: off == sweepStep || off+sweepStep >= last.off || n > 1 || ack})
+	}
+	// The last record, written whole and damaged since, in its head, its
+	// body and its end: nothing follows it, and its end tells it from a
+	// write a crash cut (journal's read.go).
+	for _, off := range []int64{last.off + 2, (last.off + last.end) / 2, last.end - 5} {
+		all = append(all, sweepCase{file: names[0], off: off, must: true})
+	}
+	if soak() {
+		for off := last.off; off < last.end; off += 16 {
+			all = append(all, sweepCase{file: names[0], off: off})
+		}
 	}
 	if len(all) < 8 {
 		t.Fatalf("only %d cases: the journal under test is too small", len(all))
@@ -274,7 +287,7 @@ func TestJournalDamageSweep(t *testing.T) {
 			var hitRecords int
 			var lostIDs []string
 			for _, h := range history {
-				hit := off < h.end && off+3 > h.off
+				hit := hit(h, off)
 				if hit {
 					hitRecords++
 				}
@@ -324,7 +337,13 @@ func TestJournalDamageSweep(t *testing.T) {
 				t.Fatalf("damage reports: %+v, want one", reps)
 			}
 			rep := reps[0]
-			if rep.JournalRecordsLost != uint64(hitRecords) || rep.Lost() != int64(len(lostIDs)) {
+			// In the last record, damage to how its writes are framed can
+			// leave its actions uncountable: reported so, never miscounted.
+			uncounted := rep.CountUnknown && off >= last.off && rep.Lost() == 0
+			if uncounted {
+				t.Logf("the last record's entries reported uncounted: %s", rep.Message)
+			}
+			if rep.JournalRecordsLost != uint64(hitRecords) || (rep.Lost() != int64(len(lostIDs)) && !uncounted) {
 				t.Fatalf("report: %d records and %d entries lost (%s), want %d and %d", rep.JournalRecordsLost, rep.Lost(), rep.Message, hitRecords, len(lostIDs))
 			}
 			// The damaged bytes are set aside, named by their offsets.

@@ -53,32 +53,46 @@ func appendMutation(b []byte, kind byte, key, val []byte, expiresAt uint64) []by
 }
 
 func decodeMutations(b []byte, fn func(kind byte, key, val []byte, expiresAt uint64) error) error {
-	bad := fmt.Errorf("%w: a record does not decode", journal.ErrJournal)
 	for len(b) > 0 {
-		kind := b[0]
-		if kind != mutSet && kind != mutDel {
-			return bad
-		}
-		b = b[1:]
-		exp, n := binary.Uvarint(b)
+		kind, exp, key, val, n := decodeMutation(b)
 		if n <= 0 {
-			return bad
+			return fmt.Errorf("%w: a record does not decode", journal.ErrJournal)
 		}
-		b = b[n:]
-		var kv [2][]byte
-		for i := range kv {
-			l, n := binary.Uvarint(b)
-			if n <= 0 || l > uint64(len(b)-n) {
-				return bad
-			}
-			kv[i] = b[n : n+int(l)]
-			b = b[n+int(l):]
-		}
-		if err := fn(kind, kv[0], kv[1], exp); err != nil {
+		if err := fn(kind, key, val, exp); err != nil {
 			return err
 		}
+		b = b[n:]
 	}
 	return nil
+}
+
+// nextMutation is decodeMutation without the expiry.
+func nextMutation(b []byte) (kind byte, key, val []byte, n int) {
+	kind, _, key, val, n = decodeMutation(b)
+	return kind, key, val, n
+}
+
+// decodeMutation decodes the write b starts with and its length, or 0.
+func decodeMutation(b []byte) (kind byte, expiresAt uint64, key, val []byte, size int) {
+	if len(b) == 0 || (b[0] != mutSet && b[0] != mutDel) {
+		return 0, 0, nil, nil, 0
+	}
+	kind, off := b[0], 1
+	exp, n := binary.Uvarint(b[off:])
+	if n <= 0 {
+		return 0, 0, nil, nil, 0
+	}
+	off += n
+	var kv [2][]byte
+	for i := range kv {
+		l, n := binary.Uvarint(b[off:])
+		if n <= 0 || l > uint64(len(b)-off-n) {
+			return 0, 0, nil, nil, 0
+		}
+		kv[i] = b[off+n : off+n+int(l)]
+		off += n + int(l)
+	}
+	return kind, exp, kv[0], kv[1], off
 }
 
 // syncStore makes badger's files durable: every file it writes through an

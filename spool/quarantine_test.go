@@ -3,8 +3,10 @@ package spool
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -13,6 +15,7 @@ import (
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
+	"github.com/outpost-agent/outpost/journal"
 )
 
 // What each kind of damage does to a store that holds data (badger
@@ -696,5 +699,61 @@ func TestFirstCommitRecordsFormat(t *testing.T) {
 			t.Fatal(err)
 		}
 		closeT(t, s)
+	}
+}
+
+// A journal written in a newer version than this code reads (left by a
+// crash of a newer agent, then rolled back) is refused like a store in a
+// newer format: never salvaged or quarantined, and read again by code
+// that knows the version.
+func TestNewerJournalIsRefusedNotQuarantined(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := openT(t, dir, func(o *Options) { o.TrimInterval = -1 })
+	ids := []string{"n1", "n2", "n3", "n4", "n5"}
+	for _, id := range ids {
+		if _, err := s.Append(ctx, recs("tencent", id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	parent := t.TempDir()
+	crashed := filepath.Join(parent, "spool")
+	copyStore(t, dir, crashed) // as a crash leaves it: the journal not checkpointed
+	copyFiles(t, filepath.Join(dir, journalDirName), filepath.Join(crashed, journalDirName), func(string) bool { return true })
+	closeT(t, s)
+	segs, _ := filepath.Glob(filepath.Join(crashed, journalDirName, "*.jnl"))
+	if len(segs) == 0 {
+		t.Fatal("no journal segment in the crashed copy")
+	}
+	setVersion := func(v byte) {
+		for _, seg := range segs {
+			b, err := os.ReadFile(seg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b[4] = v
+			binary.BigEndian.PutUint32(b[32:36], crc32.Checksum(b[:32], crc32.MakeTable(crc32.Castagnoli)))
+			if err := os.WriteFile(seg, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	setVersion(journal.Version + 1)
+	for range 2 {
+		_, err := Open(Options{Dir: crashed, Queues: queues})
+		if !errors.Is(err, ErrNewerFormat) {
+			t.Fatalf("open: %v, want ErrNewerFormat", err)
+		}
+		t.Logf("open: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(parent, "quarantine")); !os.IsNotExist(err) {
+		t.Fatal("a journal in a newer version must never be quarantined")
+	}
+	setVersion(journal.Version)
+	r := openT(t, crashed)
+	defer closeT(t, r)
+	got, err := leaseOneByOne(t, r)
+	if err != nil || len(got) != len(ids) {
+		t.Fatalf("after the refusals: %d entries of %d, %v", len(got), len(ids), err)
 	}
 }

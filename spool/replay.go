@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -15,7 +16,8 @@ import (
 // Replaying the journal (package journal) into badger at Open: the records
 // after the checkpoint, in order, past any damage (journal's read.go says
 // how damage is told from a torn tail), then the queues audited where
-// records were lost.
+// records were lost. A lost record's sequence number is used up: the
+// journal goes on after it, so a record read later is never taken for it.
 
 // journalRecovery is what replaying the journal did.
 type journalRecovery struct {
@@ -27,6 +29,8 @@ type journalRecovery struct {
 	report *DamageReport
 	// entriesLost: what the audit found missing, by queue.
 	entriesLost map[string]int64
+	// countUnknown: a lost record's entries could not be counted.
+	countUnknown bool
 }
 
 // recoverJournal replays into db every record after the checkpoint, syncs
@@ -58,6 +62,7 @@ func recoverJournal(db *badger.DB, o Options, now time.Time, audit bool, onSeal 
 
 	var (
 		last     = ckpt
+		trailing [][]byte // bodies of lost records nothing follows (nil: sealed)
 		gapFound bool
 		tailLo   map[string]uint64          // each queue's tail before the first lost record
 		excused  map[string]map[uint64]bool // entries appended after it
@@ -88,6 +93,9 @@ func recoverJournal(db *badger.DB, o Options, now time.Time, audit bool, onSeal 
 		if errors.Is(err, journal.ErrKeyMismatch) {
 			return nil, rec, fmt.Errorf("%w: %w", ErrKeyMismatch, err)
 		}
+		if errors.Is(err, journal.ErrNewerVersion) {
+			return nil, rec, fmt.Errorf("%w: %w: run the newer agent, or move the store aside to start empty", ErrNewerFormat, err)
+		}
 		if err != nil {
 			return nil, rec, err
 		}
@@ -115,6 +123,21 @@ func recoverJournal(db *badger.DB, o Options, now time.Time, audit bool, onSeal 
 			rec.replayed++
 		}
 		for _, d := range sc.Damaged {
+			if d.From <= d.To && d.To > last {
+				// Nothing read after this damage: no jump in the sequence
+				// numbers will count its records, and no later record
+				// moves a queue's tail past the entries they appended, so
+				// the audit cannot count those (the last record of the
+				// newest segment, found damaged by its end). They are
+				// counted from the record itself, below.
+				lose(d.From, d.To)
+				last = d.To
+				var body []byte
+				if o.EncryptionKey == nil && d.End-d.Off > journal.RecordHead+journal.RecordEnd {
+					body = data[d.Off+journal.RecordHead : d.End-journal.RecordEnd]
+				}
+				trailing = append(trailing, body)
+			}
 			spans = append(spans, DamagedSpan{File: journalDirName + "/" + name, Offset: d.Off, End: d.End, What: spanWhat(d)})
 		}
 		if t := sc.Tail; t != nil {
@@ -129,7 +152,7 @@ func recoverJournal(db *badger.DB, o Options, now time.Time, audit bool, onSeal 
 				}
 				spans = append(spans, sp)
 			} else {
-				sp.What = "a torn write at the end of the newest segment (a crash cut it; never acknowledged), or damage to its last record"
+				sp.What = "a torn write at the end of the newest segment (a crash cut it; never acknowledged), or, where that cannot be told (journal's read.go), damage to its last record"
 				rec.torn = &sp
 			}
 		}
@@ -151,11 +174,30 @@ func recoverJournal(db *badger.DB, o Options, now time.Time, audit bool, onSeal 
 			return nil, rec, fmt.Errorf("audit queues after damage: %w", err)
 		}
 	}
+	if len(trailing) > 0 {
+		tails := queueTails(db, o.Queues)
+		for _, body := range trailing {
+			n, ok := entriesAppendedBy(body, tails)
+			if !ok {
+				rec.countUnknown = true
+				continue
+			}
+			for q, k := range n {
+				if rec.entriesLost == nil {
+					rec.entriesLost = map[string]int64{}
+				}
+				rec.entriesLost[q] += k
+			}
+		}
+	}
 	if gapFound || len(rec.spans) > 0 {
 		r := DamageReport{At: now.UTC(), Found: "journal replay at start-up", Spans: rec.spans,
-			JournalRecordsLost: rec.lost, EntriesLost: rec.entriesLost, SetAside: setAside,
+			JournalRecordsLost: rec.lost, EntriesLost: rec.entriesLost, CountUnknown: rec.countUnknown, SetAside: setAside,
 			Message: fmt.Sprintf("the journal is damaged: %d records could not be read, the records after them were replayed, %d queue entries are missing",
 				rec.lost, sumLost(rec.entriesLost))}
+		if rec.countUnknown {
+			r.Message += "; the writes of the last record lost could not be counted (count_unknown)"
+		}
 		if !gapFound {
 			r.Message = "the journal is damaged where the store already held what it recorded: nothing is lost"
 			r.EntriesLost = nil
@@ -250,4 +292,200 @@ func noteAppended(body []byte, appended map[string]map[uint64]bool) {
 		}
 		return nil
 	})
+}
+
+// entriesAppendedBy counts, by queue, the entries that body (a journal
+// record that failed its CRC, nothing after it) appended beyond each
+// queue's tail as the store holds it: the entries lost with it. The body
+// is damaged, so nothing in it is applied; it is read only to count
+// (readDamagedMutations), and a count is taken only where two witnesses
+// agree: the queue's new tail in its metadata, and the entries its chunks
+// hold; or the metadata alone, where the damage is shown to be elsewhere
+// (a chunk that does not decode, bytes skipped, a key of no kind). ok is
+// false when a queue's count cannot be known: never a wrong count.
+func entriesAppendedBy(body []byte, tails map[string]uint64) (lost map[string]int64, ok bool) {
+	type seen struct {
+		newTail   uint64 // 0: no readable metadata
+		appended  map[uint64]bool
+		undecoded bool // a chunk that may hold new entries does not decode, or holds old ones
+	}
+	qs := map[string]*seen{}
+	get := func(q string) *seen {
+		if qs[q] == nil {
+			qs[q] = &seen{appended: map[uint64]bool{}}
+		}
+		return qs[q]
+	}
+	// queueOf: the queue a key names, if known and well formed.
+	queueOf := func(key []byte, seqd bool) (string, bool) {
+		rest := key[2:]
+		if seqd {
+			if len(rest) < 10 || rest[len(rest)-9] != '/' {
+				return "", false
+			}
+			rest = rest[:len(rest)-9]
+		}
+		_, known := tails[string(rest)]
+		return string(rest), known
+	}
+	// suspect: the damage is shown to be outside the metadata: a key of
+	// no kind (damaged, or bytes misread as a write) whose value is not a
+	// queue's metadata, or bytes skipped. strays: metadata under a
+	// damaged key.
+	var (
+		suspect bool
+		strays  []uint64
+	)
+	odd := func(val []byte) {
+		if m, err := decodeMeta(val); err == nil {
+			strays = append(strays, m.Tail)
+			return
+		}
+		suspect = true
+	}
+	// known: a key of a kind the spool writes, for a queue it has.
+	known := func(key []byte) bool {
+		if len(key) < 2 {
+			return false
+		}
+		switch {
+		case key[1] == 0:
+			return key[0] == 'm' || key[0] == 'g' // the store's own keys
+		case key[1] != '/':
+			return false
+		}
+		switch key[0] {
+		case kindMeta:
+			_, ok := queueOf(key, false)
+			return ok
+		case kindEntry, kindDead:
+			_, ok := queueOf(key, true)
+			return ok
+		case kindDedup:
+			i := bytes.IndexByte(key[2:], '/')
+			_, ok := tails[string(key[2:2+max(i, 0)])]
+			return i > 0 && ok
+		}
+		return key[0] == kvPrefix[0]
+	}
+	skipped := readDamagedMutations(body, known, func(kind byte, key, val []byte) {
+		if !known(key) {
+			odd(val)
+			return
+		}
+		switch key[0] {
+		case kindMeta:
+			if key[1] != '/' {
+				return
+			}
+			q, _ := queueOf(key, false)
+			if m, err := decodeMeta(val); err == nil && kind == mutSet {
+				get(q).newTail = m.Tail
+			} else {
+				suspect = true
+			}
+		case kindEntry:
+			q, _ := queueOf(key, true)
+			tail := tails[q]
+			if kind != mutSet || seqFromKey(key) < tail {
+				return // an ack, or a chunk rewritten: no new entry
+			}
+			es, err := decodeEntries(seqFromKey(key), val)
+			if err != nil {
+				get(q).undecoded = true
+				return
+			}
+			for _, e := range es {
+				if e.seq < tail {
+					// A chunk this record made holds only entries it
+					// appended: a seq below the tail is damage.
+					get(q).undecoded = true
+					continue
+				}
+				get(q).appended[e.seq] = true
+			}
+		}
+	})
+	suspect = suspect || skipped > 0
+	// Metadata under a damaged key: the queue's whose metadata is missing,
+	// when it is the only one.
+	var missing []*seen
+	for _, s := range qs {
+		if s.newTail == 0 {
+			missing = append(missing, s)
+		}
+	}
+	if len(strays) == 1 && len(missing) == 1 {
+		missing[0].newTail = strays[0]
+	}
+	lost = map[string]int64{}
+	for q, s := range qs {
+		tail := tails[q]
+		if s.newTail == 0 {
+			return nil, false // the chunks alone cannot tell one lost to damage
+		}
+		byMeta := max(s.newTail, tail) - tail
+		read, consecutive := uint64(len(s.appended)), true
+		for seq := range s.appended {
+			consecutive = consecutive && seq < tail+read
+		}
+		switch {
+		case !consecutive || byMeta > uint64(len(body)/minEntrySize):
+			return nil, false
+		case read == byMeta && !s.undecoded:
+			// The metadata and the chunks agree.
+		case read < byMeta && (s.undecoded || suspect):
+			// A chunk unread, the damage there: the metadata vouches.
+		default:
+			return nil, false // they disagree, and either may be damaged
+		}
+		if byMeta > 0 {
+			lost[q] = int64(byMeta)
+		}
+	}
+	if suspect && len(qs) == 0 {
+		return nil, false // what was misread may have held anything
+	}
+	return lost, true
+}
+
+// minEntrySize bounds how many entries a record of a given size can
+// append: an entry's seq, length and fixed fields.
+const minEntrySize = 8 + 1 + 29
+
+// readDamagedMutations calls fn for the writes of a damaged record's body
+// that can be read, in order, and returns how many bytes it skipped. Past
+// damage, a write's framing can read wrong: a length that swallows the
+// writes after it, or bytes that happen to frame a write. So the body is
+// read the way that finds the most writes whose keys are of a kind the
+// spool writes (known says), skipping as few bytes as it can: a misread
+// length swallows writes that the true reading finds.
+func readDamagedMutations(b []byte, known func(key []byte) bool, fn func(kind byte, key, val []byte)) (skipped int) {
+	// From each offset to the end: the most known writes, the fewest bytes
+	// skipped at that, and the first step (a write's length, or 0: skip a
+	// byte).
+	score, skip, step := make([]int, len(b)+1), make([]int, len(b)+1), make([]int, len(b)+1)
+	for p := len(b) - 1; p >= 0; p-- {
+		score[p], skip[p] = score[p+1], skip[p+1]+1
+		if _, key, _, n := nextMutation(b[p:]); n > 0 {
+			sc := score[p+n]
+			if known(key) {
+				sc++
+			}
+			if sc > score[p] || (sc == score[p] && skip[p+n] <= skip[p]) {
+				score[p], skip[p], step[p] = sc, skip[p+n], n
+			}
+		}
+	}
+	for p := 0; p < len(b); {
+		if step[p] == 0 {
+			skipped++
+			p++
+			continue
+		}
+		kind, key, val, n := nextMutation(b[p:])
+		fn(kind, key, val)
+		p += n
+	}
+	return skipped
 }

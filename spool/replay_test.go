@@ -284,3 +284,73 @@ func FuzzJournalMutations(f *testing.F) {
 		}
 	})
 }
+
+// lostRecordBody is a journal record as a commit of n appends to tencent
+// (after tail) writes it: duplicate markers, a chunk, the queue's
+// metadata, and a decision record under k/.
+func lostRecordBody(tail uint64, n int) []byte {
+	var b []byte
+	var es []seqRecord
+	for i := range n {
+		id := fmt.Sprintf("act-%d", i)
+		b = appendMutation(b, mutSet, dedupKey("tencent", id), binary.BigEndian.AppendUint64(nil, 1), 0)
+		es = append(es, seqRecord{tail + uint64(i), record{EnqueuedAt: 1, ID: id, Payload: []byte(`{"id":"` + id + `"}`)}})
+	}
+	b = appendMutation(b, mutSet, seqKey(kindEntry, "tencent", tail+uint64(n)-1), encodeChunk(es), 0)
+	b = appendMutation(b, mutSet, metaKey("tencent"), meta{Head: 1, Tail: tail + uint64(n), Count: int64(n)}.encode(), 0)
+	return appendMutation(b, mutSet, kvKey("dec/x"), []byte(`{"decision":"accept"}`), 0)
+}
+
+// The last record of the journal, damaged: its appends are counted
+// exactly from what still reads, or reported uncountable; never a wrong
+// count, whatever three bytes are inverted. Every offset of a record of 5
+// and of 1 appends is tried here, and the fuzzer tries more.
+func TestLostRecordCount(t *testing.T) {
+	tails := map[string]uint64{"tencent": 40, "tongdun": 1, "unionpay": 1}
+	for _, n := range []int{5, 1} {
+		body := lostRecordBody(40, n)
+		if got, ok := entriesAppendedBy(body, tails); !ok || got["tencent"] != int64(n) || len(got) != 1 {
+			t.Fatalf("intact record of %d: %v %v", n, got, ok)
+		}
+		var counted, unknown int
+		for off := range body {
+			b := slices.Clone(body)
+			for i := off; i < min(off+3, len(b)); i++ {
+				b[i] ^= 0xff
+			}
+			got, ok := entriesAppendedBy(b, tails)
+			switch {
+			case !ok:
+				unknown++
+			case got["tencent"] != int64(n) || len(got) != 1:
+				t.Fatalf("%d appends, damage at %d: counted %v", n, off, got)
+			default:
+				counted++
+			}
+		}
+		t.Logf("record of %d appends, %d bytes: counted exactly at %d offsets, uncountable at %d", n, len(body), counted, unknown)
+		if counted < len(body)*3/4 {
+			t.Errorf("counted at only %d of %d offsets", counted, len(body))
+		}
+	}
+}
+
+func FuzzLostRecordCount(f *testing.F) {
+	f.Add(uint16(10), []byte{0xff, 0xff, 0xff}, uint8(3))
+	f.Add(uint16(200), []byte{0x01}, uint8(1))
+	tails := map[string]uint64{"tencent": 40, "tongdun": 1, "unionpay": 1}
+	f.Fuzz(func(t *testing.T, off uint16, mask []byte, n uint8) {
+		n = n%20 + 1
+		body := lostRecordBody(40, int(n))
+		for i, m := range mask {
+			if p := int(off) + i; p < len(body) {
+				body[p] ^= m
+			}
+		}
+		got, ok := entriesAppendedBy(body, tails)
+		if ok && (got["tencent"] != int64(n) || len(got) != 1) {
+			t.Fatalf("%d appends, %x at %d: counted %v", n, mask, off, got)
+		}
+		_, _ = entriesAppendedBy(mask, tails) // any bytes: no panic
+	})
+}

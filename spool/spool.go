@@ -450,7 +450,7 @@ func (s *Spool) openAndLoad() error {
 		s.log.Warn("spool: replayed the journal's acknowledged writes after an unclean stop", "records", rec.replayed)
 	}
 	if rec.torn != nil {
-		s.log.Warn("spool: the journal ends in bytes that do not read as a record: a write the crash cut, never acknowledged (or damage to the last record, which cannot be told apart)",
+		s.log.Warn("spool: the journal ends in bytes that do not read as a record: a write the crash cut, never acknowledged (damage to the last record is told apart and reported, except in a journal written before version 2 or where both its head and its end are damaged)",
 			"file", rec.torn.File, "offset", rec.torn.Offset, "bytes", rec.torn.End-rec.torn.Offset)
 	}
 	if rec.report != nil {
