@@ -340,14 +340,34 @@ func nonce(seq uint64) []byte {
 }
 
 func segmentAEAD(key, salt []byte) (cipher.AEAD, error) {
-	m := hmac.New(sha256.New, key)
-	m.Write([]byte("outpost spool journal v1"))
-	m.Write(salt)
-	block, err := aes.NewCipher(m.Sum(nil))
+	block, err := segmentBlock(key, salt)
 	if err != nil {
 		return nil, err
 	}
 	return cipher.NewGCM(block)
+}
+
+func segmentBlock(key, salt []byte) (cipher.Block, error) {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte("outpost spool journal v1"))
+	m.Write(salt)
+	return aes.NewCipher(m.Sum(nil))
+}
+
+// unsealUnverified deciphers a sealed body (GCM: counter mode from the
+// counter after the nonce's, then a 16-byte tag) without checking its tag:
+// for a damaged record, to be read and never applied.
+func unsealUnverified(block cipher.Block, seq uint64, sealed []byte) []byte {
+	const tag = 16
+	if len(sealed) < tag {
+		return nil
+	}
+	iv := make([]byte, 16)
+	copy(iv, nonce(seq))
+	iv[15] = 2
+	out := make([]byte, len(sealed)-tag)
+	cipher.NewCTR(block, iv).XORKeyStream(out, sealed[:len(out)])
+	return out
 }
 
 // startSegment closes the current segment (every record in it is synced)

@@ -198,6 +198,20 @@ func TestEncrypted(t *testing.T) {
 	if err != nil || !slices.Equal(recordValues(sc.Recs), []string{string(secret)}) {
 		t.Fatalf("read back with the key: %v %v", sc.Recs, err)
 	}
+	// The last record damaged: reported with its body deciphered but
+	// not authenticated (counter mode: the damaged byte alone differs).
+	damaged := slices.Clone(raw)
+	at := HeaderSize + RecordHead + 3 // a byte of the only record's body
+	damaged[at] ^= 0x20
+	sc, err = ParseSegment(path, damaged, key)
+	if err != nil || len(sc.Recs) != 0 || len(sc.Damaged) != 1 || sc.Tail != nil {
+		t.Fatalf("last record damaged: %v, %d records, damaged %+v, tail %v", err, len(sc.Recs), sc.Damaged, sc.Tail)
+	}
+	want := slices.Clone(secret)
+	want[3] ^= 0x20
+	if got := sc.Damaged[0].Body; !bytes.Equal(got, want) {
+		t.Fatalf("damaged body reads %q, want %q", got, want)
+	}
 	// Intact records that do not authenticate are another key, not
 	// damage: the journal is left alone.
 	if _, err := ReadSegment(vfs.Default, path, bytes.Repeat([]byte{8}, 32)); !errors.Is(err, ErrKeyMismatch) {

@@ -51,6 +51,10 @@ type Span struct {
 	// what surrounds it tells; To < From: none (a damaged header).
 	From, To uint64
 	Why      string
+	// Body: for a last record found damaged (damagedLast), its body as
+	// it reads, unverified (deciphered without authentication when
+	// sealed), for the reader to count what was lost; never to apply.
+	Body []byte
 }
 
 // Scan is what reading one segment found.
@@ -108,8 +112,8 @@ func ParseSegment(path string, data, key []byte) (Scan, error) {
 		}
 		v1, v2 := sc, sc
 		v2.Damaged = slices.Clone(sc.Damaged)
-		readRecords(&v1, data, aead, 1)
-		readRecords(&v2, data, aead, Version)
+		readRecords(&v1, data, aead, nil, 1)
+		readRecords(&v2, data, aead, unsealer(key, data), Version)
 		if len(v1.Recs) > len(v2.Recs) {
 			return v1, nil
 		}
@@ -130,7 +134,7 @@ func ParseSegment(path string, data, key []byte) (Scan, error) {
 			return sc, fmt.Errorf("%w: %s is not encrypted and a key is set", ErrKeyMismatch, name)
 		}
 	}
-	authOK, authFailed := readRecords(&sc, data, aead, data[4])
+	authOK, authFailed := readRecords(&sc, data, aead, unsealer(key, data), data[4])
 	if aead != nil && authFailed > 0 && authOK == 0 {
 		// An intact header and intact records, none of which authenticate:
 		// this is another key, not damage.
@@ -139,14 +143,26 @@ func ParseSegment(path string, data, key []byte) (Scan, error) {
 	return sc, nil
 }
 
+// unsealer is the block cipher of a sealed segment's records, or nil.
+func unsealer(key, data []byte) cipher.Block {
+	if key == nil || len(data) < 32 {
+		return nil
+	}
+	b, err := segmentBlock(key, data[16:32])
+	if err != nil {
+		return nil
+	}
+	return b
+}
+
 // readRecords reads the records of a segment of the given version from
-// its first, into sc.
-func readRecords(sc *Scan, data []byte, aead cipher.AEAD, version byte) (authOK, authFailed int) {
+// its first, into sc. block deciphers a damaged last record (nil: clear).
+func readRecords(sc *Scan, data []byte, aead cipher.AEAD, block cipher.Block, version byte) (authOK, authFailed int) {
 	var err error
 	off, want := HeaderSize, sc.First
 	for off < len(data) {
 		if n, ok := RecordAt(data, off, want); ok {
-			size := RecordSize(version, n)
+			size := min(RecordSize(version, n), len(data)-off) // its end may be cut off
 			rec := data[off+8 : off+RecordHead+n]
 			body := rec[8:]
 			if aead != nil {
@@ -177,8 +193,15 @@ func readRecords(sc *Scan, data []byte, aead cipher.AEAD, version byte) (authOK,
 		}
 		if version >= 2 {
 			if end, ok := damagedLast(data, off, want); ok {
+				body := data[off+RecordHead : end-RecordEnd]
+				if aead != nil {
+					body = nil
+					if block != nil {
+						body = unsealUnverified(block, want, data[off+RecordHead:end-RecordEnd])
+					}
+				}
 				sc.Damaged = append(sc.Damaged, Span{Off: int64(off), End: int64(end), From: want, To: want,
-					Why: "the last record is damaged (its end shows it was written whole)"})
+					Why: "the last record is damaged (its end shows it was written whole)", Body: body})
 				break
 			}
 		}

@@ -62,7 +62,7 @@ func recoverJournal(db *badger.DB, o Options, now time.Time, audit bool, onSeal 
 
 	var (
 		last     = ckpt
-		trailing [][]byte // bodies of lost records nothing follows (nil: sealed)
+		trailing [][]byte // bodies of lost records nothing follows, unverified
 		gapFound bool
 		tailLo   map[string]uint64          // each queue's tail before the first lost record
 		excused  map[string]map[uint64]bool // entries appended after it
@@ -132,11 +132,7 @@ func recoverJournal(db *badger.DB, o Options, now time.Time, audit bool, onSeal 
 				// counted from the record itself, below.
 				lose(d.From, d.To)
 				last = d.To
-				var body []byte
-				if o.EncryptionKey == nil && d.End-d.Off > journal.RecordHead+journal.RecordEnd {
-					body = data[d.Off+journal.RecordHead : d.End-journal.RecordEnd]
-				}
-				trailing = append(trailing, body)
+				trailing = append(trailing, d.Body)
 			}
 			spans = append(spans, DamagedSpan{File: journalDirName + "/" + name, Offset: d.Off, End: d.End, What: spanWhat(d)})
 		}
@@ -178,7 +174,7 @@ func recoverJournal(db *badger.DB, o Options, now time.Time, audit bool, onSeal 
 		tails := queueTails(db, o.Queues)
 		for _, body := range trailing {
 			n, ok := entriesAppendedBy(body, tails)
-			if !ok {
+			if !ok || body == nil {
 				rec.countUnknown = true
 				continue
 			}
