@@ -299,9 +299,13 @@ func damagedLast(data []byte, off int, want uint64) (int, bool) {
 }
 
 // resync finds the first offset from start where a readable record with a
-// sequence number in [want, want+maxResyncGap] begins, or -1.
+// sequence number in [want, want+maxResyncGap] begins, or -1. A record's
+// sequence number is not zero, so none begins past the last byte that is
+// not: the zeros at a segment's end (most of it, after a crash) are not
+// searched byte by byte.
 func resync(data []byte, start int, want uint64) (int, uint64) {
-	for p := start; p+RecordHead <= len(data); p++ {
+	last := LastNonZero(data)
+	for p := start; p <= last && p+RecordHead <= len(data); p++ {
 		seq := binary.BigEndian.Uint64(data[p+8 : p+16])
 		if seq < want || seq > want+maxResyncGap {
 			continue
