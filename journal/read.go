@@ -34,9 +34,10 @@ import (
 // Damage to the very last record of the newest segment has nothing after
 // it: in a version 2 segment its end (the CRC repeated, and a CRC of the
 // head) tells it from a write a crash cut (damagedLast), and it is damage,
-// counted. What stays blind: such damage in a version 1 segment, or
-// damage to both a last record's head and its end; they read as a torn
-// tail, not counted.
+// counted. What stays blind: such damage in a version 1 segment, damage
+// to both a last record's head and its end, and a last record holding an
+// aligned 512-byte run of zeros (a crash could have left that sector
+// unwritten); they read as a torn tail, not counted.
 
 // Record is one record read back.
 type Record struct {
