@@ -398,25 +398,8 @@ func TestDamagedLastRecordCounted(t *testing.T) {
 			if len(segs) != 1 {
 				t.Fatalf("segments: %v", segs)
 			}
-			data, err := os.ReadFile(segs[0])
-			if err != nil {
-				t.Fatal(err)
-			}
-			last := journal.LastNonZero(data)
-			flip3(t, segs[0], int64(last-200)) // inside the last record's body
-
-			r := openT(t, crashed, withKey)
-			defer closeT(t, r)
-			reps := r.Damage()
-			if len(reps) != 1 || reps[0].JournalRecordsLost != 1 {
-				t.Fatalf("reports: %+v, want one losing one record", reps)
-			}
-			got, _ := leaseOneByOne(t, r)
-			lost := int64(len(ids) - len(got))
-			t.Logf("report: %s; %d of %d entries read back", reps[0].Message, len(got), len(ids))
-			if lost != 20 || reps[0].CountUnknown || reps[0].Lost() != lost {
-				t.Fatalf("report: %d entries lost, count unknown %v; %d are missing", reps[0].Lost(), reps[0].CountUnknown, lost)
-			}
+			damageLastRecord(t, segs[0], 200)
+			wantOneRecordLost(t, crashed, ids, 20, withKey)
 		})
 	}
 }
@@ -457,13 +440,26 @@ func TestDamagedLastRecordOfAnOlderSegment(t *testing.T) {
 	if len(segs) < 2 {
 		t.Fatalf("segments: %v, want two or more", segs)
 	}
-	data, err := os.ReadFile(segs[0])
+	damageLastRecord(t, segs[0], 100)
+	wantOneRecordLost(t, crashed, ids, 20, small)
+}
+
+// damageLastRecord inverts three bytes back bytes before the end of the
+// segment's last record.
+func damageLastRecord(t *testing.T, seg string, back int) {
+	t.Helper()
+	data, err := os.ReadFile(seg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	flip3(t, segs[0], int64(journal.LastNonZero(data)-100))
+	flip3(t, seg, int64(journal.LastNonZero(data)-back))
+}
 
-	r := openT(t, crashed, small)
+// wantOneRecordLost opens dir and expects one damage report, of one
+// journal record lost with want of ids's entries, counted exactly.
+func wantOneRecordLost(t *testing.T, dir string, ids []string, want int64, mod func(*Options)) {
+	t.Helper()
+	r := openT(t, dir, mod)
 	defer closeT(t, r)
 	reps := r.Damage()
 	if len(reps) != 1 || reps[0].JournalRecordsLost != 1 {
@@ -472,7 +468,7 @@ func TestDamagedLastRecordOfAnOlderSegment(t *testing.T) {
 	got, _ := leaseOneByOne(t, r)
 	lost := int64(len(ids) - len(got))
 	t.Logf("report: %s; %d of %d entries read back", reps[0].Message, len(got), len(ids))
-	if lost != 20 || reps[0].CountUnknown || reps[0].Lost() != lost {
-		t.Fatalf("report: %d entries lost, count unknown %v; %d are missing", reps[0].Lost(), reps[0].CountUnknown, lost)
+	if lost != want || reps[0].CountUnknown || reps[0].Lost() != lost {
+		t.Fatalf("report: %d entries lost, count unknown %v; %d are missing, want %d", reps[0].Lost(), reps[0].CountUnknown, lost, want)
 	}
 }
