@@ -41,7 +41,10 @@ type DamageReport struct {
 	// is delivered in order, the default).
 	EntriesLost map[string]int64 `json:"entries_lost,omitempty"`
 	// OtherKeysLost: other stored keys that could not be read (decision
-	// records, cached scores, duplicate markers).
+	// records, cached scores, duplicate markers). For the journal, the keys
+	// a lost last record wrote that the store does not hold (not those
+	// whose names the damage hit); keys of a record lost in the middle of
+	// the journal are not counted.
 	OtherKeysLost int64 `json:"other_keys_lost,omitempty"`
 	// CountUnknown: whole files could not be read (a table whose index is
 	// gone, a log without its data key), or a lost journal record that

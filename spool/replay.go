@@ -31,6 +31,9 @@ type journalRecovery struct {
 	entriesLost map[string]int64
 	// countUnknown: a lost record's entries could not be counted.
 	countUnknown bool
+	// otherLost: keys a lost last record wrote (decision records, velocity
+	// events, scores) that the store does not hold.
+	otherLost int64
 }
 
 // recoverJournal replays into db every record after the checkpoint, syncs
@@ -177,12 +180,16 @@ func recoverJournal(db *badger.DB, o Options, now time.Time, audit bool, onSeal 
 	}
 	if len(trailing) > 0 {
 		tails := queueTails(db, o.Queues)
+		has := func(key []byte) bool {
+			return db.View(func(txn *badger.Txn) error { _, err := txn.Get(key); return err }) == nil
+		}
 		for _, body := range trailing {
-			n, ok := entriesAppendedBy(body, tails)
+			n, others, ok := entriesAppendedBy(body, tails, has)
 			if !ok || body == nil {
 				rec.countUnknown = true
 				continue
 			}
+			rec.otherLost += others
 			for q, k := range n {
 				if rec.entriesLost == nil {
 					rec.entriesLost = map[string]int64{}
@@ -193,9 +200,12 @@ func recoverJournal(db *badger.DB, o Options, now time.Time, audit bool, onSeal 
 	}
 	if gapFound || len(rec.spans) > 0 {
 		r := DamageReport{At: now.UTC(), Found: "journal replay at start-up", Spans: rec.spans,
-			JournalRecordsLost: rec.lost, EntriesLost: rec.entriesLost, CountUnknown: rec.countUnknown, SetAside: setAside,
+			JournalRecordsLost: rec.lost, EntriesLost: rec.entriesLost, OtherKeysLost: rec.otherLost, CountUnknown: rec.countUnknown, SetAside: setAside,
 			Message: fmt.Sprintf("the journal is damaged: %d records could not be read, the records after them were replayed, %d queue entries are missing",
 				rec.lost, sumLost(rec.entriesLost))}
+		if rec.otherLost > 0 {
+			r.Message += fmt.Sprintf("; %d keys the last record wrote (decision records, velocity events, cached scores) are missing too", rec.otherLost)
+		}
 		if rec.countUnknown {
 			r.Message += "; the writes of the last record lost could not be counted (count_unknown)"
 		}
@@ -303,8 +313,10 @@ func noteAppended(body []byte, appended map[string]map[uint64]bool) {
 // agree: the queue's new tail in its metadata, and the entries its chunks
 // hold; or the metadata alone, where the damage is shown to be elsewhere
 // (a chunk that does not decode, bytes skipped, a key of no kind). ok is
-// false when a queue's count cannot be known: never a wrong count.
-func entriesAppendedBy(body []byte, tails map[string]uint64) (lost map[string]int64, ok bool) {
+// false when a queue's count cannot be known: never a wrong count. others
+// counts the other keys it writes (decision records, velocity events,
+// scores: "k/") that the store does not hold (has says).
+func entriesAppendedBy(body []byte, tails map[string]uint64, has func(key []byte) bool) (lost map[string]int64, others int64, ok bool) {
 	type seen struct {
 		newTail   uint64 // 0: no readable metadata
 		appended  map[uint64]bool
@@ -375,6 +387,10 @@ func entriesAppendedBy(body []byte, tails map[string]uint64) (lost map[string]in
 			return
 		}
 		switch key[0] {
+		case kvPrefix[0]:
+			if kind == mutSet && !has(key) {
+				others++
+			}
 		case kindMeta:
 			if key[1] != '/' {
 				return
@@ -423,7 +439,7 @@ func entriesAppendedBy(body []byte, tails map[string]uint64) (lost map[string]in
 	for q, s := range qs {
 		tail := tails[q]
 		if s.newTail == 0 {
-			return nil, false // the chunks alone cannot tell one lost to damage
+			return nil, 0, false // the chunks alone cannot tell one lost to damage
 		}
 		byMeta := max(s.newTail, tail) - tail
 		read, consecutive := uint64(len(s.appended)), true
@@ -432,22 +448,22 @@ func entriesAppendedBy(body []byte, tails map[string]uint64) (lost map[string]in
 		}
 		switch {
 		case !consecutive || byMeta > uint64(len(body)/minEntrySize):
-			return nil, false
+			return nil, 0, false
 		case read == byMeta && !s.undecoded:
 			// The metadata and the chunks agree.
 		case read < byMeta && (s.undecoded || suspect):
 			// A chunk unread, the damage there: the metadata vouches.
 		default:
-			return nil, false // they disagree, and either may be damaged
+			return nil, 0, false // they disagree, and either may be damaged
 		}
 		if byMeta > 0 {
 			lost[q] = int64(byMeta)
 		}
 	}
 	if suspect && len(qs) == 0 {
-		return nil, false // what was misread may have held anything
+		return nil, 0, false // what was misread may have held anything
 	}
-	return lost, true
+	return lost, others, true
 }
 
 // minEntrySize bounds how many entries a record of a given size can

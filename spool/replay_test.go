@@ -285,6 +285,9 @@ func FuzzJournalMutations(f *testing.F) {
 	})
 }
 
+// noKeys: a store that holds none of a record's keys.
+func noKeys([]byte) bool { return false }
+
 // lostRecordBody is a journal record as a commit of n appends to tencent
 // (after tail) writes it: duplicate markers, a chunk, the queue's
 // metadata, and a decision record under k/.
@@ -309,8 +312,11 @@ func TestLostRecordCount(t *testing.T) {
 	tails := map[string]uint64{"tencent": 40, "tongdun": 1, "unionpay": 1}
 	for _, n := range []int{5, 1} {
 		body := lostRecordBody(40, n)
-		if got, ok := entriesAppendedBy(body, tails); !ok || got["tencent"] != int64(n) || len(got) != 1 {
-			t.Fatalf("intact record of %d: %v %v", n, got, ok)
+		if got, others, ok := entriesAppendedBy(body, tails, noKeys); !ok || got["tencent"] != int64(n) || len(got) != 1 || others != 1 {
+			t.Fatalf("intact record of %d: %v, %d other keys, %v", n, got, others, ok)
+		}
+		if _, others, _ := entriesAppendedBy(body, tails, func([]byte) bool { return true }); others != 0 {
+			t.Fatalf("a decision record the store holds counted lost: %d", others)
 		}
 		var counted, unknown int
 		for off := range body {
@@ -318,7 +324,7 @@ func TestLostRecordCount(t *testing.T) {
 			for i := off; i < min(off+3, len(b)); i++ {
 				b[i] ^= 0xff
 			}
-			got, ok := entriesAppendedBy(b, tails)
+			got, _, ok := entriesAppendedBy(b, tails, noKeys)
 			switch {
 			case !ok:
 				unknown++
@@ -347,11 +353,11 @@ func FuzzLostRecordCount(f *testing.F) {
 				body[p] ^= m
 			}
 		}
-		got, ok := entriesAppendedBy(body, tails)
+		got, _, ok := entriesAppendedBy(body, tails, noKeys)
 		if ok && (got["tencent"] != int64(n) || len(got) != 1) {
 			t.Fatalf("%d appends, %x at %d: counted %v", n, mask, off, got)
 		}
-		_, _ = entriesAppendedBy(mask, tails) // any bytes: no panic
+		_, _, _ = entriesAppendedBy(mask, tails, noKeys) // any bytes: no panic
 	})
 }
 
@@ -470,5 +476,50 @@ func wantOneRecordLost(t *testing.T, dir string, ids []string, want int64, mod f
 	t.Logf("report: %s; %d of %d entries read back", reps[0].Message, len(got), len(ids))
 	if lost != want || reps[0].CountUnknown || reps[0].Lost() != lost {
 		t.Fatalf("report: %d entries lost, count unknown %v; %d are missing, want %d", reps[0].Lost(), reps[0].CountUnknown, lost, want)
+	}
+}
+
+// A lone decision's commit (its record and velocity events, no queue
+// entry) as the journal's last record, damaged after badger lost its copy:
+// the keys it wrote are reported lost.
+func TestDamagedLastDecisionRecordCounted(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	noTrim := func(o *Options) { o.TrimInterval = -1 }
+	s := openT(t, dir, noTrim)
+	if _, err := s.Append(ctx, recs("tencent", "a1", "a2")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	crashed := t.TempDir()
+	copyStore(t, dir, crashed)
+	kvs := []KV{
+		{Key: "dec/d-1", Value: []byte(`{"decision":"review","reasons":["velocity"]}`)},
+		{Key: "vel/card/abc/00000000001764950400000/d-1", Value: []byte{1}},
+		{Key: "vel/device/xyz/00000000001764950400000/d-1", Value: []byte{1}},
+	}
+	if _, err := s.Write(ctx, kvs, nil); err != nil {
+		t.Fatal(err)
+	}
+	jdir := filepath.Join(crashed, journalDirName)
+	copyFiles(t, filepath.Join(dir, journalDirName), jdir, func(string) bool { return true })
+	closeT(t, s)
+	segs, _ := filepath.Glob(filepath.Join(jdir, "*.jnl"))
+	if len(segs) != 1 {
+		t.Fatalf("segments: %v", segs)
+	}
+	damageLastRecord(t, segs[0], 20) // in the decision record's value (the last write)
+
+	r := openT(t, crashed, noTrim)
+	defer closeT(t, r)
+	reps := r.Damage()
+	if len(reps) != 1 || reps[0].JournalRecordsLost != 1 || reps[0].CountUnknown || reps[0].Lost() != 0 || reps[0].OtherKeysLost != 3 {
+		t.Fatalf("reports: %+v, want one record lost with 3 other keys", reps)
+	}
+	t.Logf("report: %s", reps[0].Message)
+	if _, ok, _ := r.Get("dec/d-1"); ok {
+		t.Fatal("the damaged decision record was applied")
 	}
 }
