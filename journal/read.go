@@ -52,7 +52,8 @@ type Span struct {
 	// what surrounds it tells; To < From: none (a damaged header).
 	From, To uint64
 	Why      string
-	// Body: for a last record found damaged (damagedLast), its body as
+	// Body: for a span of one version 2 record (the last, found damaged
+	// by damagedLast, or one with the next record after it), its body as
 	// it reads, unverified (deciphered without authentication when
 	// sealed), for the reader to count what was lost; never to apply.
 	Body []byte
@@ -187,22 +188,20 @@ func readRecords(sc *Scan, data []byte, aead cipher.AEAD, block cipher.Block, ve
 		}
 		p, seq := resync(data, off+1, want)
 		if p >= 0 {
-			sc.Damaged = append(sc.Damaged, Span{Off: int64(off), End: int64(p), From: want, To: seq - 1,
-				Why: "unreadable records"})
+			sp := Span{Off: int64(off), End: int64(p), From: want, To: seq - 1, Why: "unreadable records"}
+			if seq == want+1 && version >= 2 {
+				// One record, from here to the next: its body for the
+				// reader to count what it held.
+				sp.Body = damagedBody(data, off, p, want, aead, block)
+			}
+			sc.Damaged = append(sc.Damaged, sp)
 			off, want = p, seq
 			continue
 		}
 		if version >= 2 {
 			if end, ok := damagedLast(data, off, want); ok {
-				body := data[off+RecordHead : end-RecordEnd]
-				if aead != nil {
-					body = nil
-					if block != nil {
-						body = unsealUnverified(block, want, data[off+RecordHead:end-RecordEnd])
-					}
-				}
 				sc.Damaged = append(sc.Damaged, Span{Off: int64(off), End: int64(end), From: want, To: want,
-					Why: "the last record is damaged (its end shows it was written whole)", Body: body})
+					Why: "the last record is damaged (its end shows it was written whole)", Body: damagedBody(data, off, end, want, aead, block)})
 				break
 			}
 		}
@@ -211,6 +210,23 @@ func readRecords(sc *Scan, data []byte, aead cipher.AEAD, block cipher.Block, ve
 		break
 	}
 	return authOK, authFailed
+}
+
+// damagedBody is the body of the version 2 record seq that lies in
+// data[off:end], as it reads: deciphered without authentication when
+// sealed (nil without the cipher). For counting, never to apply.
+func damagedBody(data []byte, off, end int, seq uint64, aead cipher.AEAD, block cipher.Block) []byte {
+	if end-off <= RecordHead+RecordEnd {
+		return nil
+	}
+	body := data[off+RecordHead : end-RecordEnd]
+	if aead == nil {
+		return body
+	}
+	if block == nil {
+		return nil
+	}
+	return unsealUnverified(block, seq, body)
 }
 
 // RecordSize is the size on disk of a record whose body is n bytes, in a

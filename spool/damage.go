@@ -47,10 +47,11 @@ type DamageReport struct {
 	// the journal are not counted.
 	OtherKeysLost int64 `json:"other_keys_lost,omitempty"`
 	// CountUnknown: whole files could not be read (a table whose index is
-	// gone, a log without its data key), or a lost journal record that
-	// nothing follows could not be counted (damage where its writes are
-	// framed, or an encrypted journal), so what they held is not in the
-	// counts above.
+	// gone, a log without its data key), or lost journal records could not
+	// be read to count what they appended beyond the audit's sight (several
+	// in one damaged span, a missing segment, a journal before format 2,
+	// damage where a record's writes are framed), so what they held is not
+	// in the counts above.
 	CountUnknown bool `json:"count_unknown,omitempty"`
 	// SetAside: where copies of the damaged bytes (or the damaged store)
 	// were put.

@@ -29,9 +29,10 @@ type journalRecovery struct {
 	report *DamageReport
 	// entriesLost: what the audit found missing, by queue.
 	entriesLost map[string]int64
-	// countUnknown: a lost record's entries could not be counted.
+	// countUnknown: a lost record could not be read to count what it
+	// wrote beyond the audit's sight.
 	countUnknown bool
-	// otherLost: keys a lost last record wrote (decision records, velocity
+	// otherLost: keys lost records wrote (decision records, velocity
 	// events, scores) that the store does not hold.
 	otherLost int64
 }
@@ -64,12 +65,12 @@ func recoverJournal(db *badger.DB, o Options, now time.Time, audit bool, onSeal 
 	}
 
 	var (
-		last     = ckpt
-		trailing [][]byte // bodies of lost records nothing follows, unverified
-		gapFound bool
-		tailLo   map[string]uint64          // each queue's tail before the first lost record
-		excused  map[string]map[uint64]bool // entries appended after it
-		setAside = filepath.Join(quarantineDir(o), "journal-"+now.UTC().Format("20060102T150405Z"))
+		last       = ckpt
+		lostBodies [][]byte // bodies of lost records, one a span, unverified
+		gapFound   bool
+		tailLo     map[string]uint64          // each queue's tail before the first lost record
+		excused    map[string]map[uint64]bool // entries appended after it
+		setAside   = filepath.Join(quarantineDir(o), "journal-"+now.UTC().Format("20060102T150405Z"))
 	)
 	// lose notes records from..to as lost (those the checkpoint covers
 	// are not: the store holds them).
@@ -128,19 +129,17 @@ func recoverJournal(db *badger.DB, o Options, now time.Time, audit bool, onSeal 
 		for _, d := range sc.Damaged {
 			if d.From <= d.To && d.To > last {
 				// Nothing read after this damage: no jump in the sequence
-				// numbers will count its records, and no later record
-				// moves a queue's tail past the entries they appended, so
-				// the audit cannot count those (the last record of the
-				// newest segment, found damaged by its end). They are
-				// counted from the record itself, below.
+				// numbers will count its records (the last record of a
+				// segment, found damaged by its end).
 				lose(d.From, d.To)
 				last = d.To
-				if i == len(names)-1 {
-					// Only in the newest segment is nothing after it
-					// (an older one's loss is counted by the audit,
-					// from the records that follow).
-					trailing = append(trailing, d.Body)
-				}
+			}
+			if d.From == d.To && d.From > ckpt {
+				// One lost record, its body as it reads (nil: none): what
+				// it appended beyond a queue's tail no later record moved
+				// past, the audit cannot see; it is counted from the
+				// record itself, below.
+				lostBodies = append(lostBodies, d.Body)
 			}
 			spans = append(spans, DamagedSpan{File: journalDirName + "/" + name, Offset: d.Off, End: d.End, What: spanWhat(d)})
 		}
@@ -178,17 +177,23 @@ func recoverJournal(db *badger.DB, o Options, now time.Time, audit bool, onSeal 
 			return nil, rec, fmt.Errorf("audit queues after damage: %w", err)
 		}
 	}
-	if len(trailing) > 0 {
+	if rec.lost > 0 {
+		// Every lost record is counted by the audit where a later record
+		// appended to the same queue; what it appended beyond a tail that
+		// nothing moved past is counted only from its own body. A lost
+		// record whose body is not read (several in one span, a missing
+		// segment, a journal before format 2) leaves that unknown.
 		tails := queueTails(db, o.Queues)
 		has := func(key []byte) bool {
 			return db.View(func(txn *badger.Txn) error { _, err := txn.Get(key); return err }) == nil
 		}
-		for _, body := range trailing {
+		var read uint64
+		for _, body := range lostBodies {
 			n, others, ok := entriesAppendedBy(body, tails, has)
 			if !ok || body == nil {
-				rec.countUnknown = true
 				continue
 			}
+			read++
 			rec.otherLost += others
 			for q, k := range n {
 				if rec.entriesLost == nil {
@@ -197,6 +202,7 @@ func recoverJournal(db *badger.DB, o Options, now time.Time, audit bool, onSeal 
 				rec.entriesLost[q] += k
 			}
 		}
+		rec.countUnknown = read < rec.lost
 	}
 	if gapFound || len(rec.spans) > 0 {
 		r := DamageReport{At: now.UTC(), Found: "journal replay at start-up", Spans: rec.spans,
@@ -204,10 +210,10 @@ func recoverJournal(db *badger.DB, o Options, now time.Time, audit bool, onSeal 
 			Message: fmt.Sprintf("the journal is damaged: %d records could not be read, the records after them were replayed, %d queue entries are missing",
 				rec.lost, sumLost(rec.entriesLost))}
 		if rec.otherLost > 0 {
-			r.Message += fmt.Sprintf("; %d keys the last record wrote (decision records, velocity events, cached scores) are missing too", rec.otherLost)
+			r.Message += fmt.Sprintf("; %d keys the lost records wrote (decision records, velocity events, cached scores) are missing too", rec.otherLost)
 		}
 		if rec.countUnknown {
-			r.Message += "; the writes of the last record lost could not be counted (count_unknown)"
+			r.Message += "; some lost records could not be read to count what they wrote beyond their queues' tails (count_unknown)"
 		}
 		if !gapFound {
 			r.Message = "the journal is damaged where the store already held what it recorded: nothing is lost"

@@ -523,3 +523,63 @@ func TestDamagedLastDecisionRecordCounted(t *testing.T) {
 		t.Fatal("the damaged decision record was applied")
 	}
 }
+
+// A lost record in the middle of the journal that appended to a queue
+// no later record appended to: the audit cannot see those entries (they
+// lie beyond the queue's tail as the store holds it), so they are counted
+// from the record itself; the queue later records moved is counted by the
+// audit.
+func TestDamagedMiddleRecordBeyondItsQueuesTail(t *testing.T) {
+	ctx := context.Background()
+	noTrim := func(o *Options) { o.TrimInterval = -1 }
+	dir := t.TempDir()
+	s := openT(t, dir, noTrim)
+	if err := s.checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	crashed := t.TempDir()
+	copyStore(t, dir, crashed)
+	if _, err := s.Append(ctx, recs("tongdun", "c1", "c2", "c3", "c4", "c5")); err != nil {
+		t.Fatal(err)
+	}
+	for k := range 3 {
+		if _, err := s.Append(ctx, recs("tencent", fmt.Sprint("t", k, "a"), fmt.Sprint("t", k, "b"))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	jdir := filepath.Join(crashed, journalDirName)
+	copyFiles(t, filepath.Join(dir, journalDirName), jdir, func(string) bool { return true })
+	closeT(t, s)
+	segs, _ := filepath.Glob(filepath.Join(jdir, "*.jnl"))
+	if len(segs) != 1 {
+		t.Fatalf("segments: %v", segs)
+	}
+	sc, err := journal.ReadSegment(vfs.Default, segs[0], nil)
+	if err != nil || len(sc.Recs) < 4 {
+		t.Fatalf("segment: %d records, %v", len(sc.Recs), err)
+	}
+	// The tongdun record: the fourth from the end; its body's middle.
+	data, _ := os.ReadFile(segs[0])
+	off := journal.HeaderSize
+	for i := range len(sc.Recs) - 4 {
+		n, _ := journal.RecordAt(data, off, sc.Recs[i].Seq)
+		off += journal.RecordSize(journal.Version, n)
+	}
+	n, ok := journal.RecordAt(data, off, sc.Recs[len(sc.Recs)-4].Seq)
+	if !ok || !bytes.Contains(data[off:off+journal.RecordHead+n], []byte("tongdun")) {
+		t.Fatal("the tongdun record is not where it was looked for")
+	}
+	flip3(t, segs[0], int64(off+journal.RecordHead+n/2))
+
+	r := openT(t, crashed, noTrim)
+	defer closeT(t, r)
+	reps := r.Damage()
+	if len(reps) != 1 {
+		t.Fatalf("reports: %+v", reps)
+	}
+	rep := reps[0]
+	t.Logf("report: %s", rep.Message)
+	if rep.JournalRecordsLost != 1 || rep.CountUnknown || rep.EntriesLost["tongdun"] != 5 || rep.EntriesLost["tencent"] != 0 {
+		t.Fatalf("report: %d records, entries %v, count unknown %v; want 1 record, tongdun 5", rep.JournalRecordsLost, rep.EntriesLost, rep.CountUnknown)
+	}
+}
