@@ -388,23 +388,9 @@ func TestDamagedLastRecordCounted(t *testing.T) {
 			for k := range 3 {
 				appendBatch(k)
 			}
-			// Badger as a crash leaves it: holding what the checkpoint
-			// covers; the journal holding two requests more.
-			if err := s.checkpoint(); err != nil {
-				t.Fatal(err)
-			}
-			crashed := t.TempDir()
-			copyStore(t, dir, crashed)
-			appendBatch(3)
-			appendBatch(4)
-			jdir := filepath.Join(crashed, journalDirName)
-			copyFiles(t, filepath.Join(dir, journalDirName), jdir, func(string) bool { return true })
-			closeT(t, s)
-			segs, _ := filepath.Glob(filepath.Join(jdir, "*.jnl"))
-			if len(segs) != 1 {
-				t.Fatalf("segments: %v", segs)
-			}
-			damageLastRecord(t, segs[0], 200)
+			// The journal holding two requests more than badger.
+			crashed, seg := crashAfterCheckpoint(t, s, dir, func() { appendBatch(3); appendBatch(4) })
+			damageLastRecord(t, seg, 200)
 			wantOneRecordLost(t, crashed, ids, 20, withKey)
 		})
 	}
@@ -490,27 +476,17 @@ func TestDamagedLastDecisionRecordCounted(t *testing.T) {
 	if _, err := s.Append(ctx, recs("tencent", "a1", "a2")); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.checkpoint(); err != nil {
-		t.Fatal(err)
-	}
-	crashed := t.TempDir()
-	copyStore(t, dir, crashed)
 	kvs := []KV{
 		{Key: "dec/d-1", Value: []byte(`{"decision":"review","reasons":["velocity"]}`)},
 		{Key: "vel/card/abc/00000000001764950400000/d-1", Value: []byte{1}},
 		{Key: "vel/device/xyz/00000000001764950400000/d-1", Value: []byte{1}},
 	}
-	if _, err := s.Write(ctx, kvs, nil); err != nil {
-		t.Fatal(err)
-	}
-	jdir := filepath.Join(crashed, journalDirName)
-	copyFiles(t, filepath.Join(dir, journalDirName), jdir, func(string) bool { return true })
-	closeT(t, s)
-	segs, _ := filepath.Glob(filepath.Join(jdir, "*.jnl"))
-	if len(segs) != 1 {
-		t.Fatalf("segments: %v", segs)
-	}
-	damageLastRecord(t, segs[0], 20) // in the decision record's value (the last write)
+	crashed, seg := crashAfterCheckpoint(t, s, dir, func() {
+		if _, err := s.Write(ctx, kvs, nil); err != nil {
+			t.Fatal(err)
+		}
+	})
+	damageLastRecord(t, seg, 20) // in the decision record's value (the last write)
 
 	r := openT(t, crashed, noTrim)
 	defer closeT(t, r)
@@ -534,32 +510,22 @@ func TestDamagedMiddleRecordBeyondItsQueuesTail(t *testing.T) {
 	noTrim := func(o *Options) { o.TrimInterval = -1 }
 	dir := t.TempDir()
 	s := openT(t, dir, noTrim)
-	if err := s.checkpoint(); err != nil {
-		t.Fatal(err)
-	}
-	crashed := t.TempDir()
-	copyStore(t, dir, crashed)
-	if _, err := s.Append(ctx, recs("tongdun", "c1", "c2", "c3", "c4", "c5")); err != nil {
-		t.Fatal(err)
-	}
-	for k := range 3 {
-		if _, err := s.Append(ctx, recs("tencent", fmt.Sprint("t", k, "a"), fmt.Sprint("t", k, "b"))); err != nil {
+	crashed, seg := crashAfterCheckpoint(t, s, dir, func() {
+		if _, err := s.Append(ctx, recs("tongdun", "c1", "c2", "c3", "c4", "c5")); err != nil {
 			t.Fatal(err)
 		}
-	}
-	jdir := filepath.Join(crashed, journalDirName)
-	copyFiles(t, filepath.Join(dir, journalDirName), jdir, func(string) bool { return true })
-	closeT(t, s)
-	segs, _ := filepath.Glob(filepath.Join(jdir, "*.jnl"))
-	if len(segs) != 1 {
-		t.Fatalf("segments: %v", segs)
-	}
-	sc, err := journal.ReadSegment(vfs.Default, segs[0], nil)
+		for k := range 3 {
+			if _, err := s.Append(ctx, recs("tencent", fmt.Sprint("t", k, "a"), fmt.Sprint("t", k, "b"))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	sc, err := journal.ReadSegment(vfs.Default, seg, nil)
 	if err != nil || len(sc.Recs) < 4 {
 		t.Fatalf("segment: %d records, %v", len(sc.Recs), err)
 	}
 	// The tongdun record: the fourth from the end; its body's middle.
-	data, _ := os.ReadFile(segs[0])
+	data, _ := os.ReadFile(seg)
 	off := journal.HeaderSize
 	for i := range len(sc.Recs) - 4 {
 		n, _ := journal.RecordAt(data, off, sc.Recs[i].Seq)
@@ -569,7 +535,7 @@ func TestDamagedMiddleRecordBeyondItsQueuesTail(t *testing.T) {
 	if !ok || !bytes.Contains(data[off:off+journal.RecordHead+n], []byte("tongdun")) {
 		t.Fatal("the tongdun record is not where it was looked for")
 	}
-	flip3(t, segs[0], int64(off+journal.RecordHead+n/2))
+	flip3(t, seg, int64(off+journal.RecordHead+n/2))
 
 	r := openT(t, crashed, noTrim)
 	defer closeT(t, r)
@@ -582,4 +548,26 @@ func TestDamagedMiddleRecordBeyondItsQueuesTail(t *testing.T) {
 	if rep.JournalRecordsLost != 1 || rep.CountUnknown || rep.EntriesLost["tongdun"] != 5 || rep.EntriesLost["tencent"] != 0 {
 		t.Fatalf("report: %d records, entries %v, count unknown %v; want 1 record, tongdun 5", rep.JournalRecordsLost, rep.EntriesLost, rep.CountUnknown)
 	}
+}
+
+// crashAfterCheckpoint checkpoints s (open on dir), copies the store as a
+// crash leaves it (badger holding what the checkpoint covers), runs write,
+// copies the journal that holds what write did, closes s, and returns the
+// copy and its journal's only segment.
+func crashAfterCheckpoint(t *testing.T, s *Spool, dir string, write func()) (crashed, seg string) {
+	t.Helper()
+	if err := s.checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	crashed = t.TempDir()
+	copyStore(t, dir, crashed)
+	write()
+	jdir := filepath.Join(crashed, journalDirName)
+	copyFiles(t, filepath.Join(dir, journalDirName), jdir, func(string) bool { return true })
+	closeT(t, s)
+	segs, _ := filepath.Glob(filepath.Join(jdir, "*.jnl"))
+	if len(segs) != 1 {
+		t.Fatalf("segments: %v", segs)
+	}
+	return crashed, segs[0]
 }
