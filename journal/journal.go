@@ -340,18 +340,22 @@ func nonce(seq uint64) []byte {
 }
 
 func segmentAEAD(key, salt []byte) (cipher.AEAD, error) {
-	block, err := segmentBlock(key, salt)
-	if err != nil {
-		return nil, err
-	}
-	return cipher.NewGCM(block)
+	_, aead, err := segmentCipher(key, salt)
+	return aead, err
 }
 
-func segmentBlock(key, salt []byte) (cipher.Block, error) {
+// segmentCipher is a segment's block cipher, derived from the key and
+// the segment's salt, and the GCM that seals its records with it.
+func segmentCipher(key, salt []byte) (cipher.Block, cipher.AEAD, error) {
 	m := hmac.New(sha256.New, key)
 	m.Write([]byte("outpost spool journal v1"))
 	m.Write(salt)
-	return aes.NewCipher(m.Sum(nil))
+	block, err := aes.NewCipher(m.Sum(nil))
+	if err != nil {
+		return nil, nil, err
+	}
+	aead, err := cipher.NewGCM(block)
+	return block, aead, err
 }
 
 // unsealUnverified deciphers a sealed body (GCM: counter mode from the

@@ -91,8 +91,9 @@ func ParseSegment(path string, data, key []byte) (Scan, error) {
 	headerOK := len(data) >= HeaderSize && string(data[:4]) == magic &&
 		crc32.Checksum(data[:32], castagnoli) == binary.BigEndian.Uint32(data[32:36])
 	var (
-		aead cipher.AEAD
-		err  error
+		block cipher.Block // deciphers a damaged record's body
+		aead  cipher.AEAD
+		err   error
 	)
 	switch {
 	case !headerOK && AllZero(data):
@@ -108,14 +109,14 @@ func ParseSegment(path string, data, key []byte) (Scan, error) {
 		sc.First = nameFirst
 		sc.Damaged = append(sc.Damaged, Span{Off: 0, End: HeaderSize, From: 1, To: 0, Why: "segment header damaged"})
 		if key != nil {
-			if aead, err = segmentAEAD(key, data[16:32]); err != nil {
+			if block, aead, err = segmentCipher(key, data[16:32]); err != nil {
 				return sc, err
 			}
 		}
 		v1, v2 := sc, sc
 		v2.Damaged = slices.Clone(sc.Damaged)
-		readRecords(&v1, data, aead, nil, 1)
-		readRecords(&v2, data, aead, unsealer(key, data), Version)
+		readRecords(&v1, data, aead, block, 1)
+		readRecords(&v2, data, aead, block, Version)
 		if len(v1.Recs) > len(v2.Recs) {
 			return v1, nil
 		}
@@ -129,14 +130,14 @@ func ParseSegment(path string, data, key []byte) (Scan, error) {
 		case data[5] == 1 && key == nil:
 			return sc, fmt.Errorf("%w: %s is encrypted and no key is set", ErrKeyMismatch, name)
 		case data[5] == 1:
-			if aead, err = segmentAEAD(key, data[16:32]); err != nil {
+			if block, aead, err = segmentCipher(key, data[16:32]); err != nil {
 				return sc, err
 			}
 		case key != nil:
 			return sc, fmt.Errorf("%w: %s is not encrypted and a key is set", ErrKeyMismatch, name)
 		}
 	}
-	authOK, authFailed := readRecords(&sc, data, aead, unsealer(key, data), data[4])
+	authOK, authFailed := readRecords(&sc, data, aead, block, data[4])
 	if aead != nil && authFailed > 0 && authOK == 0 {
 		// An intact header and intact records, none of which authenticate:
 		// this is another key, not damage.
@@ -145,22 +146,18 @@ func ParseSegment(path string, data, key []byte) (Scan, error) {
 	return sc, nil
 }
 
-// unsealer is the block cipher of a sealed segment's records, or nil.
-func unsealer(key, data []byte) cipher.Block {
-	if key == nil || len(data) < 32 {
-		return nil
-	}
-	b, err := segmentBlock(key, data[16:32])
-	if err != nil {
-		return nil
-	}
-	return b
-}
-
 // readRecords reads the records of a segment of the given version from
 // its first, into sc. block deciphers a damaged last record (nil: clear).
 func readRecords(sc *Scan, data []byte, aead cipher.AEAD, block cipher.Block, version byte) (authOK, authFailed int) {
 	var err error
+	// The last byte that is not zero, found once, when damage asks.
+	last, lastKnown := 0, false
+	lastNonZero := func() int {
+		if !lastKnown {
+			last, lastKnown = LastNonZero(data), true
+		}
+		return last
+	}
 	off, want := HeaderSize, sc.First
 	for off < len(data) {
 		if n, ok := RecordAt(data, off, want); ok {
@@ -186,7 +183,7 @@ func readRecords(sc *Scan, data []byte, aead cipher.AEAD, block cipher.Block, ve
 		if AllZero(data[off:]) {
 			break // the end
 		}
-		p, seq := resync(data, off+1, want)
+		p, seq := resync(data, off+1, want, lastNonZero())
 		if p >= 0 {
 			sp := Span{Off: int64(off), End: int64(p), From: want, To: seq - 1, Why: "unreadable records"}
 			if seq == want+1 && version >= 2 {
@@ -199,13 +196,13 @@ func readRecords(sc *Scan, data []byte, aead cipher.AEAD, block cipher.Block, ve
 			continue
 		}
 		if version >= 2 {
-			if end, ok := damagedLast(data, off, want); ok {
+			if end, ok := damagedLast(data, off, want, lastNonZero()); ok {
 				sc.Damaged = append(sc.Damaged, Span{Off: int64(off), End: int64(end), From: want, To: want,
 					Why: "the last record is damaged (its end shows it was written whole)", Body: damagedBody(data, off, end, want, aead, block)})
 				break
 			}
 		}
-		sc.Tail = &Span{Off: int64(off), End: int64(LastNonZero(data) + 1), From: want, To: want - 1,
+		sc.Tail = &Span{Off: int64(off), End: int64(lastNonZero() + 1), From: want, To: want - 1,
 			Why: "unreadable bytes at the end"}
 		break
 	}
@@ -259,8 +256,8 @@ func RecordAt(data []byte, off int, want uint64) (int, bool) {
 // sectorSize is the unit a disk writes whole or not at all.
 const sectorSize = 512
 
-// damagedLast reports whether the unreadable bytes from off, the last
-// bytes of a version 2 segment that are not zero, are record want written
+// damagedLast reports whether the unreadable bytes from off to last (the
+// last byte of a version 2 segment that is not zero) are record want written
 // whole and damaged since, rather than a write a crash cut, and where the
 // record ends. A crash leaves a prefix of a record's bytes (a write cut
 // part-way) or some of its sectors (a disk writing its cache out of
@@ -276,8 +273,7 @@ const sectorSize = 512
 //
 // Damage to both, or a body holding a whole sector of zeros, still reads
 // as a cut write.
-func damagedLast(data []byte, off int, want uint64) (int, bool) {
-	last := LastNonZero(data)
+func damagedLast(data []byte, off int, want uint64, last int) (int, bool) {
 	if last < off {
 		return 0, false
 	}
@@ -317,11 +313,10 @@ func damagedLast(data []byte, off int, want uint64) (int, bool) {
 
 // resync finds the first offset from start where a readable record with a
 // sequence number in [want, want+maxResyncGap] begins, or -1. A record's
-// sequence number is not zero, so none begins past the last byte that is
-// not: the zeros at a segment's end (most of it, after a crash) are not
+// sequence number is not zero, so none begins past last, the last byte
+// that is not: the zeros at a segment's end (most of it, after a crash) are not
 // searched byte by byte.
-func resync(data []byte, start int, want uint64) (int, uint64) {
-	last := LastNonZero(data)
+func resync(data []byte, start int, want uint64, last int) (int, uint64) {
 	for p := start; p <= last && p+RecordHead <= len(data); p++ {
 		seq := binary.BigEndian.Uint64(data[p+8 : p+16])
 		if seq < want || seq > want+maxResyncGap {
