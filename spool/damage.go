@@ -42,9 +42,9 @@ type DamageReport struct {
 	EntriesLost map[string]int64 `json:"entries_lost,omitempty"`
 	// OtherKeysLost: other stored keys that could not be read (decision
 	// records, cached scores, duplicate markers). For the journal, the keys
-	// a lost last record wrote that the store does not hold (not those
-	// whose names the damage hit); keys of a record lost in the middle of
-	// the journal are not counted.
+	// that lost records which could be read (one a damaged span, format 2)
+	// wrote and the store does not hold; not those whose names the damage
+	// hit.
 	OtherKeysLost int64 `json:"other_keys_lost,omitempty"`
 	// CountUnknown: whole files could not be read (a table whose index is
 	// gone, a log without its data key), or lost journal records could not

@@ -66,12 +66,6 @@ func decodeMutations(b []byte, fn func(kind byte, key, val []byte, expiresAt uin
 	return nil
 }
 
-// nextMutation is decodeMutation without the expiry.
-func nextMutation(b []byte) (kind byte, key, val []byte, n int) {
-	kind, _, key, val, n = decodeMutation(b)
-	return kind, key, val, n
-}
-
 // decodeMutation decodes the write b starts with and its length, or 0.
 func decodeMutation(b []byte) (kind byte, expiresAt uint64, key, val []byte, size int) {
 	if len(b) == 0 || (b[0] != mutSet && b[0] != mutDel) {

@@ -189,8 +189,11 @@ func recoverJournal(db *badger.DB, o Options, now time.Time, audit bool, onSeal 
 		}
 		var read uint64
 		for _, body := range lostBodies {
+			if body == nil {
+				continue // not read: counts as unknown below
+			}
 			n, others, ok := entriesAppendedBy(body, tails, has)
-			if !ok || body == nil {
+			if !ok {
 				continue
 			}
 			read++
@@ -311,9 +314,10 @@ func noteAppended(body []byte, appended map[string]map[uint64]bool) {
 	})
 }
 
-// entriesAppendedBy counts, by queue, the entries that body (a journal
-// record that failed its CRC, nothing after it) appended beyond each
-// queue's tail as the store holds it: the entries lost with it. The body
+// entriesAppendedBy counts, by queue, the entries that body (a lost
+// journal record's, as it reads) appended beyond each queue's tail as the
+// store holds it after the replay: the entries lost with it that the audit
+// cannot see. The body
 // is damaged, so nothing in it is applied; it is read only to count
 // (readDamagedMutations), and a count is taken only where two witnesses
 // agree: the queue's new tail in its metadata, and the entries its chunks
@@ -492,7 +496,7 @@ func readDamagedMutations(b []byte, known func(key []byte) bool, fn func(kind by
 	score, skip, step := make([]int32, len(b)+1), make([]int32, len(b)+1), make([]int32, len(b)+1)
 	for p := len(b) - 1; p >= 0; p-- {
 		score[p], skip[p] = score[p+1], skip[p+1]+1
-		if _, key, _, n := nextMutation(b[p:]); n > 0 {
+		if _, _, key, _, n := decodeMutation(b[p:]); n > 0 {
 			sc := score[p+n]
 			if known(key) {
 				sc++
@@ -508,7 +512,7 @@ func readDamagedMutations(b []byte, known func(key []byte) bool, fn func(kind by
 			p++
 			continue
 		}
-		kind, key, val, n := nextMutation(b[p:])
+		kind, _, key, val, n := decodeMutation(b[p:])
 		fn(kind, key, val)
 		p += n
 	}
