@@ -227,9 +227,10 @@ func damageCase(t *testing.T, base *ledger, pristine, victim string, off int64) 
 	switch {
 	case s.lost > 200:
 		t.Errorf("FINDING: 3 bytes at %d of %s lost %d of %d actions: more than the record or value they are in", off, victim, s.lost, s.acked)
-	case s.lost > 0 && unknown:
-		// Reported, its count unknown (damage to how a lost record's
-		// writes are framed): loud, and checked by the lines below.
+	case s.lost > 0 && unknown && strings.HasPrefix(victim, "spool/journal"):
+		// A lost journal record that could not be read to count what it
+		// held: reported as uncounted, loud, and checked by the lines
+		// below. (Other files' uncounted losses are still findings.)
 		t.Logf("%d actions lost, reported with count_unknown", s.lost)
 	case s.lost > 0 && int64(s.lost) > reported:
 		t.Errorf("FINDING: %d actions lost, %d reported in /v1/status: loss not (fully) reported", s.lost, reported)
