@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"log/slog"
@@ -41,8 +42,11 @@ func copyFiles(t *testing.T, dir, dst string, keep func(string) bool) {
 			continue
 		}
 		// In the kernel: reading each file into memory was most of the
-		// damage sweeps' time under -race.
-		if err := agenttest.CopyFile(filepath.Join(dir, e.Name()), filepath.Join(dst, e.Name())); err != nil {
+		// damage sweeps' time under -race. A file of a live store deleted
+		// since it was listed (a segment a checkpoint dropped, a value log
+		// GC removed) is one a crash at this moment would not leave.
+		err := agenttest.CopyFile(filepath.Join(dir, e.Name()), filepath.Join(dst, e.Name()))
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			t.Fatal(err)
 		}
 	}
