@@ -91,7 +91,7 @@ type Config struct {
 	DecisionRetention  time.Duration `envconfig:"DECISION_RETENTION" default:"2160h"`
 	// DecisionSyncWithin 0: a decision is answered once its record is
 	// synced to disk. Positive: a decision that queues nothing is answered
-	// once its record is written and applied, and synced within this long
+	// once its record is written to the journal, and synced within this long
 	// (spool.Options.PutSyncWithin): a power cut can lose the decisions of
 	// the last DecisionSyncWithin, a crash of the agent none.
 	DecisionSyncWithin    time.Duration `envconfig:"DECISION_SYNC_WITHIN" default:"0s"`

@@ -46,7 +46,8 @@ import (
 //
 // A spool may answer some commits before their sync (AppendUnsynced:
 // spool.Options.PutSyncWithin, for decision records): their records are
-// written through the page cache and applied to badger at once, and a
+// written through the page cache and applied to badger at once (the spool
+// answers them between the two), and a
 // later Sync or Append makes them durable with everything before them.
 // A power cut can then leave badger holding writes of records the journal
 // lost; the spool allows that only for commits of plain keys (never queue

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"slices"
 	"time"
 
@@ -864,6 +865,7 @@ func (s *Spool) commitGroup(g *group) {
 	if len(g.ops) == 0 {
 		return
 	}
+	early := false // the writers were answered before the apply
 	err := g.flushChunks()
 	for q := range g.dirty {
 		if err == nil {
@@ -885,6 +887,23 @@ func (s *Spool) commitGroup(g *group) {
 				seq, err = s.jnl.Append(g.jb)
 			}
 		}
+		// A group of key-only writes that may be answered before the
+		// journal's sync is answered once its journal record is written:
+		// the journal holds it, and a restart replays what badger has not
+		// applied. Badger's apply (three goroutine hand-overs in badger)
+		// then runs after the answer, and readers wait for it
+		// (waitApplied): whoever was answered reads what was written.
+		if err == nil && seq > 0 && g.unsynced() {
+			early = true
+			s.applying.Lock()
+			for _, o := range g.ops {
+				close(o.done)
+			}
+			// Let the caller just woken run on this goroutine's processor
+			// now, rather than after badger's apply; the committer goes on
+			// on the other one.
+			runtime.Gosched()
+		}
 		if err == nil {
 			err = g.txn.Commit()
 			switch {
@@ -896,6 +915,9 @@ func (s *Spool) commitGroup(g *group) {
 			case seq > 0:
 				s.jnl.MarkApplied(seq)
 			}
+		}
+		if early {
+			s.applying.Unlock()
 		}
 		if s.opts.OnCommit != nil {
 			s.opts.OnCommit(time.Since(start), len(g.ops), err)
@@ -945,6 +967,12 @@ func (s *Spool) commitGroup(g *group) {
 	// and a delivery worker is woken no later than the app is answered).
 	if err == nil && s.opts.OnAppend != nil {
 		s.notifyAppends(g)
+	}
+	if early {
+		// Answered already. A failed apply fails the journal: the writes
+		// answered are in it, a restart applies them, and no commit goes
+		// through until then.
+		return
 	}
 	for _, o := range g.ops {
 		if err != nil {

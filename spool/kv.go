@@ -43,8 +43,18 @@ func (s *Spool) Write(ctx context.Context, kvs []KV, recs []Record) (AppendResul
 	return o.res, nil
 }
 
+// waitApplied waits until no write that was answered is still being
+// applied to badger (a group answered before its apply: commitGroup).
+// Whoever was answered reads what it wrote; a read that began before an
+// answer may see the write or not, as it would have without this.
+func (s *Spool) waitApplied() {
+	s.applying.RLock()
+	s.applying.RUnlock() //nolint:staticcheck // SA2001: the empty section is the wait
+}
+
 // Get reads one key; ok is false when it is absent or expired.
 func (s *Spool) Get(key string) (value []byte, ok bool, err error) {
+	s.waitApplied()
 	err = s.db.View(func(txn *badger.Txn) error {
 		it, err := txn.Get(kvKey(key))
 		if errors.Is(err, badger.ErrKeyNotFound) {
@@ -67,6 +77,7 @@ func (s *Spool) Get(key string) (value []byte, ok bool, err error) {
 // key order, until fn returns false. Keys are passed without the "k/"
 // namespace.
 func (s *Spool) Scan(prefix, start string, fn func(key string, value []byte) bool) error {
+	s.waitApplied()
 	err := s.db.View(func(txn *badger.Txn) error {
 		opt := badger.DefaultIteratorOptions
 		opt.PrefetchValues = false

@@ -138,8 +138,9 @@ type Options struct {
 	Clock          func() time.Time
 	// PutSyncWithin, when positive, lets a Write that queues no record
 	// (keys only: decision records, velocity events, cached scores) return
-	// once its commit is written to the journal and applied, before the
-	// journal's sync; the committer syncs within this long of the first
+	// once its commit is written to the journal, before badger applies it
+	// (a Get or Scan begun after the return waits for the apply) and
+	// before the journal's sync; the committer syncs within this long of the first
 	// unsynced commit, or sooner when a commit that must be synced comes
 	// (appends, acks, every Write with records). A kill of the process
 	// loses nothing; a power cut can lose the key-only writes of the last
@@ -252,6 +253,11 @@ type Spool struct {
 	lastErr error // last commit error, cleared by a successful commit
 
 	closeOnce sync.Once
+
+	// applying is held by the committer from answering a group before
+	// badger applied it (commitGroup) until the apply; reads of keys wait
+	// for it (waitApplied).
+	applying sync.RWMutex
 
 	jnl        *journal.Journal
 	ckptMu     sync.Mutex // one checkpoint at a time
