@@ -54,6 +54,35 @@ func BenchmarkAppendSerial(b *testing.B) {
 	}
 }
 
+// BenchmarkWriteUnsynced: one key-only Write at a time with PutSyncWithin,
+// the shape of a decision's commit with AGENT_DECISION_SYNC_WITHIN (a 2 KiB
+// record and two velocity keys); ns/op is the time until the caller is
+// answered, the journal's deferred syncs included. The Get after each Write
+// (a read of what was just answered) runs outside the timer.
+func BenchmarkWriteUnsynced(b *testing.B) {
+	s := openT(b, filepath.Join(b.TempDir(), "spool"), func(o *Options) { o.PutSyncWithin = 10 * time.Millisecond })
+	defer closeT(b, s)
+	rec := make([]byte, 2048)
+	ctx := context.Background()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		id := strconv.Itoa(i)
+		kvs := []KV{
+			{Key: "vel/a/" + id, Value: []byte{1}, TTL: time.Hour},
+			{Key: "vel/b/" + id, Value: []byte{1}, TTL: time.Hour},
+			{Key: "dec/" + id, Value: rec, TTL: time.Hour},
+		}
+		if _, err := s.Write(ctx, kvs, nil); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		if _, ok, err := s.Get("dec/" + id); err != nil || !ok {
+			b.Fatalf("Get(dec/%s) after its Write: %v %v", id, ok, err)
+		}
+		b.StartTimer()
+	}
+}
+
 // BenchmarkAppendParallel: synced single-record appends from many
 // goroutines (-cpu sets GOMAXPROCS; SetParallelism(32) on 2 procs = 64).
 func BenchmarkAppendParallel(b *testing.B) {
