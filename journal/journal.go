@@ -135,6 +135,10 @@ type Journal struct {
 	unsynced atomic.Bool
 	// buffered: never direct I/O (Options.Buffered).
 	buffered bool
+	// behind: a sync begun by SyncBehind that FinishBehind has not taken
+	// the result of yet (the appending goroutine's, like every field here
+	// but mu's).
+	behind *behindSync
 
 	mu      sync.Mutex
 	applied uint64   // last sequence number applied to badger
@@ -207,6 +211,74 @@ func (j *Journal) NewRecord() []byte {
 		j.rec = make([]byte, RecordHead, 64<<10)
 	}
 	return j.rec[:RecordHead]
+}
+
+// behindSync is a sync running on a goroutine of its own: it covers the
+// records up to seq.
+type behindSync struct {
+	seq  uint64
+	done chan error
+}
+
+// SyncBehind begins a sync of every record written so far on a goroutine
+// of its own and returns at once: the journal goes on taking records while
+// the disk works. The result comes on Behind's channel and is given to
+// FinishBehind, which marks those records durable. One runs at a time:
+// false (nothing begun) while one runs, when nothing is unsynced, or when
+// the journal failed. Sync, Append and the start of a segment may run
+// while one does (a sync covers what was written before it); a segment is
+// closed only after its sync behind has finished.
+func (j *Journal) SyncBehind() bool {
+	if j.behind != nil || !j.unsynced.Load() || j.failed != nil || j.f == nil {
+		return false
+	}
+	b := &behindSync{seq: j.lastSeq, done: make(chan error, 1)}
+	f := j.f
+	go func() { b.done <- f.Datasync() }()
+	j.behind = b
+	return true
+}
+
+// Behind is the channel the running sync behind reports on, nil when none
+// runs.
+func (j *Journal) Behind() <-chan error {
+	if j.behind == nil {
+		return nil
+	}
+	return j.behind.done
+}
+
+// FinishBehind takes the result of the sync behind (received from Behind):
+// a failed sync fails the journal, as Sync's does, and is returned.
+func (j *Journal) FinishBehind(err error) error {
+	b := j.behind
+	j.behind = nil
+	if b == nil {
+		return nil
+	}
+	if err != nil {
+		if j.failed == nil {
+			j.failed = fmt.Errorf("journal: sync: %w", err)
+		}
+		return j.failed
+	}
+	j.mu.Lock()
+	j.synced = max(j.synced, b.seq)
+	j.mu.Unlock()
+	if j.lastSeq == b.seq {
+		j.unsynced.Store(false)
+	}
+	j.maybePrepareSpare()
+	return nil
+}
+
+// waitBehind waits for the running sync behind, if any, and takes its
+// result.
+func (j *Journal) waitBehind() error {
+	if j.behind == nil {
+		return nil
+	}
+	return j.FinishBehind(<-j.behind.done)
 }
 
 // Append makes rec (from NewRecord, body appended) durable as the
@@ -379,6 +451,10 @@ func unsealUnverified(block cipher.Block, seq uint64, sealed []byte) []byte {
 // and starts a new one whose first record will be first. The new file and
 // its directory entry are synced before any record goes in.
 func (j *Journal) startSegment(first uint64) error {
+	// The current file is closed below: a sync behind on it ends first.
+	if err := j.waitBehind(); err != nil {
+		return err
+	}
 	if j.unsynced.Load() {
 		// A sync covers one file: the records still unsynced in this one
 		// are made durable before any goes into the next.
@@ -508,8 +584,8 @@ func (j *Journal) MarkCheckpoint(seq, version uint64) error {
 // close closes the current segment. With everything checkpointed (a clean
 // close) the segments are deleted.
 func (j *Journal) Close(checkpointed bool) error {
-	var err error
-	if j.unsynced.Load() && !checkpointed {
+	err := j.waitBehind()
+	if err == nil && j.unsynced.Load() && !checkpointed {
 		err = j.Sync() // before stopSpare: a sync may start a spare's preparation
 	}
 	j.stopSpare()

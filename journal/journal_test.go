@@ -502,6 +502,31 @@ func crashRunUnsynced(t *testing.T, m *vfs.MemFS, n int) (durable map[uint64]str
 			durable[seq] = body
 		}
 	}
+	// Some syncs run behind (SyncBehind) while records go on being
+	// written: what one covers is durable once its result is taken.
+	var (
+		behindSeq uint64
+		pending   bool
+	)
+	behindDone := func() {
+		for seq, body := range written {
+			if seq <= behindSeq {
+				durable[seq] = body
+			}
+		}
+		pending = false
+	}
+	finishBehind := func() bool {
+		ch := j.Behind()
+		if ch == nil {
+			return true
+		}
+		if j.FinishBehind(<-ch) != nil {
+			return false
+		}
+		behindDone()
+		return true
+	}
 	for i := 1; i <= n; i++ {
 		body := fmt.Sprintf("record %d %s", i, bytes.Repeat([]byte{byte('a' + i%26)}, 300+i*37%900))
 		rec := append(j.NewRecord(), body...)
@@ -515,14 +540,30 @@ func crashRunUnsynced(t *testing.T, m *vfs.MemFS, n int) (durable map[uint64]str
 			return durable, written
 		}
 		written[seq] = body
+		if pending && j.Behind() == nil {
+			// A new segment began: it waited for the sync behind, which
+			// succeeded, or the write would have failed.
+			behindDone()
+		}
 		if i%5 == 0 {
 			covered()
 		}
-		if i%7 == 0 {
+		switch {
+		case i%14 == 0:
+			if !finishBehind() {
+				return durable, written
+			}
+			behindSeq = seq
+			pending = j.SyncBehind()
+		case i%7 == 0:
 			if j.Sync() != nil {
 				return durable, written
 			}
 			covered()
+		case i%3 == 0:
+			if !finishBehind() {
+				return durable, written
+			}
 		}
 		j.MarkApplied(seq)
 		if c := j.Covered(); c > 0 && durable[c] == "" {
@@ -531,6 +572,9 @@ func crashRunUnsynced(t *testing.T, m *vfs.MemFS, n int) (durable map[uint64]str
 		if i%10 == 0 && j.MarkCheckpoint(j.Covered(), 0) != nil {
 			return durable, written
 		}
+	}
+	if !finishBehind() {
+		return durable, written
 	}
 	j.stopSpare()
 	return durable, written

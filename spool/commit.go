@@ -139,8 +139,15 @@ func (s *Spool) commitLoop() {
 				first = o
 			case <-syncDue:
 				syncDue = nil
-				s.syncJournal()
+				s.syncDue()
+			case err := <-s.jnl.Behind():
+				s.finishBehind(err)
 			}
+		}
+		select {
+		case err := <-s.jnl.Behind():
+			s.finishBehind(err)
+		default:
 		}
 		s.beginDedupFilter()
 		g := s.newGroup()
@@ -200,12 +207,33 @@ func (s *Spool) commitLoop() {
 			// Due while the committer is never idle: now, between groups.
 			syncT.Stop()
 			syncDue = nil
-			s.syncJournal()
+			s.syncDue()
 		case !unsynced && syncDue != nil:
 			// A synced commit covered the ones before it.
 			syncT.Stop()
 			syncDue = nil
 		}
+	}
+}
+
+// syncDue makes the commits answered before their sync durable, when the
+// oldest is due (Options.PutSyncWithin). The sync runs behind the
+// committer (journal.SyncBehind): commits go on being written and answered
+// while the disk works, instead of waiting behind a sync they do not need.
+// If the last sync behind is still running when the next is due (a slow or
+// stalled disk), the committer syncs itself and waits: no commit is then
+// answered unsynced until the disk has caught up, which is what keeps a
+// power cut's loss to the last PutSyncWithin plus the sync under way.
+func (s *Spool) syncDue() {
+	if !s.jnl.SyncBehind() {
+		s.syncJournal()
+	}
+}
+
+// finishBehind takes the result of a sync behind.
+func (s *Spool) finishBehind(err error) {
+	if err = s.jnl.FinishBehind(err); err != nil {
+		s.syncFailed(err)
 	}
 }
 
@@ -216,11 +244,17 @@ func (s *Spool) syncJournal() {
 		return // a failed journal was reported when it failed
 	}
 	if err := s.jnl.Sync(); err != nil {
-		s.log.Error("spool: journal sync failed; the commits answered before it may not survive a power cut, and nothing more is written", "err", err)
-		s.mu.Lock()
-		s.lastErr = fmt.Errorf("commit: %w", err)
-		s.mu.Unlock()
+		s.syncFailed(err)
 	}
+}
+
+// syncFailed reports a failed sync of commits answered before it: the
+// journal has failed, and every later commit fails.
+func (s *Spool) syncFailed(err error) {
+	s.log.Error("spool: journal sync failed; the commits answered before it may not survive a power cut, and nothing more is written", "err", err)
+	s.mu.Lock()
+	s.lastErr = fmt.Errorf("commit: %w", err)
+	s.mu.Unlock()
 }
 
 // lingerMax bounds how long a group waits for the rest of a wave: about

@@ -140,8 +140,9 @@ type Options struct {
 	// (keys only: decision records, velocity events, cached scores) return
 	// once its commit is written to the journal, before badger applies it
 	// (a Get or Scan begun after the return waits for the apply) and
-	// before the journal's sync; the committer syncs within this long of the first
-	// unsynced commit, or sooner when a commit that must be synced comes
+	// before the journal's sync; the committer syncs within this long of
+	// the first unsynced commit (behind it, while later commits go on:
+	// syncDue), or sooner when a commit that must be synced comes
 	// (appends, acks, every Write with records). A kill of the process
 	// loses nothing; a power cut can lose the key-only writes of the last
 	// PutSyncWithin (plus one sync), and nothing else: a synced commit
