@@ -245,7 +245,7 @@ func recoverJournal(db *badger.DB, o Options, now time.Time, audit bool, onSeal 
 	// Leftovers of an interrupted checkpoint.
 	_ = os.Remove(filepath.Join(dir, journal.CheckpointName+".tmp"))
 	j, err = journal.New(journal.Options{Dir: dir, Key: o.EncryptionKey, OnSeal: onSeal, Buffered: o.PutSyncWithin > 0,
-		SegmentSize: o.journalSegmentSize}, last)
+		SegmentSize: o.journalSegmentSize, FS: o.journalFS}, last)
 	if err != nil {
 		return nil, rec, err
 	}

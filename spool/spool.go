@@ -57,6 +57,7 @@ import (
 	badger "github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
 	"github.com/outpost-agent/outpost/journal"
+	"github.com/outpost-agent/outpost/vfs"
 )
 
 // DefaultMemTableSize is the size of each of badger's two memtables. Each
@@ -181,6 +182,9 @@ type Options struct {
 	// often and to map less at each start.
 	journalSegmentSize int64
 	valueLogFileSize   int64
+	// journalFS is the file system the journal's segments are written
+	// through; nil is the operating system's. Tests hold its syncs.
+	journalFS vfs.FS
 }
 
 // Record is one item to append.
