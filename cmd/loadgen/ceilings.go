@@ -169,13 +169,15 @@ type procCeiling struct {
 }
 
 // loopbackProcRun measures the no-op server in a process of its own
-// (loadgen itself, run with -serve-noop), flat out with the same client.
+// (loadgen itself, run with -serve-noop) with the same client: flat out
+// (rate 0), or open loop at rate, the latency baseline of the agent's
+// shape for a fixed-rate step.
 // The agent is a process of its own too: every request crosses from one
 // Go runtime to another (a futex wake and an OS context switch where the
 // in-process ceiling hands over between goroutines), and the two runtimes
 // compete for the same cores. This ceiling has the agent's shape, minus
 // everything the agent does.
-func loopbackProcRun(ctx context.Context, base runSpec, d time.Duration) (*procCeiling, error) {
+func loopbackProcRun(ctx context.Context, base runSpec, rate float64, d time.Duration) (*procCeiling, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("own-process ceiling: %w", err)
@@ -225,11 +227,14 @@ func loopbackProcRun(ctx context.Context, base runSpec, d time.Duration) (*procC
 	s.url = endpoint(&url.URL{Scheme: "http", Host: host}, "/v1/actions")
 	s.client = newClient(base.concurrency, 30*time.Second)
 	defer s.client.CloseIdleConnections()
-	s.rate, s.requests, s.fill, s.atMeasure = 0, 0, 0, nil
+	s.rate, s.requests, s.fill, s.atMeasure = rate, 0, 0, nil
 	s.warmup = min(d/4, 500*time.Millisecond)
 	s.duration = d
 	s.seq = new(seqCounter)
 	s.name = "loopback-proc"
+	if rate > 0 {
+		s.name = fmt.Sprintf("loopback-proc@%g", rate)
+	}
 	pid := cmd.Process.Pid
 	var cpu0 atomic.Int64 // set by the measured window's timer
 	s.atMeasure = func() {

@@ -139,6 +139,9 @@ func TestEndToEndSweepAndFill(t *testing.T) {
 		if st.LoopbackAtRate == nil {
 			t.Errorf("no loopback baseline at %g", r.OfferedRate)
 		}
+		if lp := st.LoopbackProcAtRate; lp == nil || lp.Loop != "open" || lp.Latency.Count == 0 {
+			t.Errorf("no own-process loopback baseline at %g: %+v", r.OfferedRate, lp)
+		}
 		// 600 ms at one sync per 5 ms: about 120 probes, however slow the disk.
 		if d := st.DiskProbe; d == nil || d.Error != "" || d.Latency.Count < 20 || d.Latency.Max < d.Latency.P50 {
 			t.Errorf("disk probe at %g: %+v", r.OfferedRate, d)

@@ -441,7 +441,7 @@ func TestDecisionBodiesAreValid(t *testing.T) {
 func TestLoopbackProcCeiling(t *testing.T) {
 	g := newGenerator("t", 1, 16, 0, 1, false, 0)
 	base := runSpec{gen: g, seq: new(seqCounter), concurrency: 4}
-	pc, err := loopbackProcRun(context.Background(), base, 400*time.Millisecond)
+	pc, err := loopbackProcRun(context.Background(), base, 0, 400*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -142,7 +142,8 @@ Ceilings (before the load, ~2 s each; -no-ceilings skips them):
              bodies: req/s and latency; at the same rate too for -rate/-sweep
   loopback-proc  the same no-op server in a process of its own (loadgen run
              as "loadgen -serve-noop"), as the agent is: each request
-             crosses between two Go runtimes competing for the cores
+             crosses between two Go runtimes competing for the cores; at
+             the same rate too for -rate/-sweep
   Ratios: achieved req/s / loopback req/s (and / loopback-proc req/s); achieved actions/s / fsyncs/s
   (actions carried per fsync); p99 / loopback p99.
 
@@ -402,6 +403,7 @@ func execute(ctx context.Context, c *config, rep *Report, stderr io.Writer) erro
 		rates = []float64{c.rate}
 	}
 	loopAtRate := map[float64]*loadResult{}
+	procAtRate := map[float64]*loadResult{}
 	if !c.noCeilings {
 		rep.Ceilings = &ceilingsReport{}
 		c.logf(stderr, "fsync ceiling in %s (%v)", c.fsyncDir, c.ceilingDur)
@@ -421,7 +423,7 @@ func execute(ctx context.Context, c *config, rep *Report, stderr io.Writer) erro
 		}
 		if ctx.Err() == nil {
 			c.logf(stderr, "loopback HTTP ceiling, no-op server in its own process, flat out (%v)", c.ceilingDur)
-			pr, err := loopbackProcRun(ctx, proto, c.ceilingDur)
+			pr, err := loopbackProcRun(ctx, proto, 0, c.ceilingDur)
 			if err != nil {
 				rep.Ceilings.LoopbackProcError = err.Error()
 			} else {
@@ -435,6 +437,13 @@ func execute(ctx context.Context, c *config, rep *Report, stderr io.Writer) erro
 			c.logf(stderr, "loopback HTTP at %g req/s (%v)", r, c.ceilingDur)
 			if lr, err := loopbackRun(ctx, proto, r, c.ceilingDur); err == nil {
 				loopAtRate[r] = lr
+			}
+			if ctx.Err() != nil {
+				break
+			}
+			c.logf(stderr, "loopback HTTP at %g req/s, no-op server in its own process (%v)", r, c.ceilingDur)
+			if pr, err := loopbackProcRun(ctx, proto, r, c.ceilingDur); err == nil {
+				procAtRate[r] = pr.Load
 			}
 		}
 	}
@@ -545,7 +554,7 @@ func execute(ctx context.Context, c *config, rep *Report, stderr io.Writer) erro
 				probe = startDiskProbe(c.fsyncDir, c.diskProbe)
 			}
 			res := runLoad(ctx, spec)
-			st := &step{Load: res, LoopbackAtRate: loopAtRate[r]}
+			st := &step{Load: res, LoopbackAtRate: loopAtRate[r], LoopbackProcAtRate: procAtRate[r]}
 			finish(st, time.Since(t0))
 			if probe != nil {
 				st.DiskProbe = probe.finish()

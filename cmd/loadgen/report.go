@@ -102,12 +102,14 @@ type ratios struct {
 }
 
 type step struct {
-	Load           *loadResult  `json:"load"`
-	LoopbackAtRate *loadResult  `json:"loopback_at_rate,omitempty"`
-	Agent          *usage       `json:"agent,omitempty"`
-	Loadgen        *usage       `json:"loadgen,omitempty"`
-	DiskProbe      *probeResult `json:"disk_probe,omitempty"`
-	Ratios         ratios       `json:"ratios"`
+	Load           *loadResult `json:"load"`
+	LoopbackAtRate *loadResult `json:"loopback_at_rate,omitempty"`
+	// the no-op in a process of its own at the same rate
+	LoopbackProcAtRate *loadResult  `json:"loopback_proc_at_rate,omitempty"`
+	Agent              *usage       `json:"agent,omitempty"`
+	Loadgen            *usage       `json:"loadgen,omitempty"`
+	DiskProbe          *probeResult `json:"disk_probe,omitempty"`
+	Ratios             ratios       `json:"ratios"`
 }
 
 type fillReport struct {
@@ -329,6 +331,9 @@ func printReport(out io.Writer, rep *Report) {
 		p("  latency    %s", latencyLine(r.Latency))
 		if lb := st.LoopbackAtRate; lb != nil {
 			p("  loopback   at the same rate: %.0f req/s, %s", lb.ReqPerSec, shortLatency(lb.Latency))
+		}
+		if lb := st.LoopbackProcAtRate; lb != nil {
+			p("  loopback-proc at the same rate: %.0f req/s, %s", lb.ReqPerSec, shortLatency(lb.Latency))
 		}
 		if l := r.PacingLag; l != nil {
 			p("  pacing     timers woke workers late by p50 %s, p99 %s on %d sends (the generator's delay: not in the latency above)",
