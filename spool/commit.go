@@ -307,29 +307,37 @@ type group struct {
 
 // set, setTTL and del stage a write in the transaction and in the journal
 // record; nothing else may write to txn.
-func (g *group) set(key, val []byte) error {
-	if err := g.txn.Set(key, val); err != nil {
-		return err
-	}
-	g.jb = appendMutation(g.jb, mutSet, key, val, 0)
-	return nil
-}
+func (g *group) set(key, val []byte) error { return g.stage(mutSet, key, val, 0) }
 
 func (g *group) setTTL(key, val []byte, ttl time.Duration) error {
-	e := badger.NewEntry(key, val).WithTTL(ttl)
-	if err := g.txn.SetEntry(e); err != nil {
-		return err
-	}
-	g.jb = appendMutation(g.jb, mutSet, key, val, e.ExpiresAt)
-	return nil
+	// What badger's Entry.WithTTL sets.
+	return g.stage(mutSet, key, val, uint64(time.Now().Add(ttl).Unix()))
 }
 
-func (g *group) del(key []byte) error {
-	if err := g.txn.Delete(key); err != nil {
-		return err
+func (g *group) del(key []byte) error { return g.stage(mutDel, key, nil, 0) }
+
+// stage writes the mutation into the journal record, then gives badger
+// the record's copies of its key and value: what badger applies is byte
+// for byte what the journal holds, and a writer answered before the apply
+// (commitGroup) may reuse its buffers at once. The record's buffer is not
+// written again until the group is applied (journal.NewRecord).
+func (g *group) stage(kind byte, key, val []byte, expiresAt uint64) error {
+	n := len(g.jb)
+	var ka, va int
+	g.jb, ka, va = appendMutationAt(g.jb, kind, key, val, expiresAt)
+	k := g.jb[ka : ka+len(key) : ka+len(key)]
+	var err error
+	if kind == mutDel {
+		err = g.txn.Delete(k)
+	} else {
+		e := badger.NewEntry(k, g.jb[va:va+len(val):va+len(val)])
+		e.ExpiresAt = expiresAt
+		err = g.txn.SetEntry(e)
 	}
-	g.jb = appendMutation(g.jb, mutDel, key, nil, 0)
-	return nil
+	if err != nil {
+		g.jb = g.jb[:n]
+	}
+	return err
 }
 
 // writeError marks a failure after an op has started writing into the
@@ -924,8 +932,8 @@ func (s *Spool) commitGroup(g *group) {
 		// A group of key-only writes that may be answered before the
 		// journal's sync is answered once its journal record is written:
 		// the journal holds it, and a restart replays what badger has not
-		// applied. Badger's apply (three goroutine hand-overs in badger)
-		// then runs after the answer, and readers wait for it
+		// applied. Badger's apply (three goroutine hand-overs in
+		// badger) then runs after the answer, and readers wait for it
 		// (waitApplied): whoever was answered reads what was written.
 		if err == nil && seq > 0 && g.unsynced() {
 			early = true

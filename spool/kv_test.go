@@ -61,6 +61,31 @@ func TestReadsSeeWhatWasAnswered(t *testing.T) {
 	}
 }
 
+// A writer's buffers are its own again once Write returns, though badger
+// may apply the commit after that (commitGroup): what is stored is what
+// was written.
+func TestWriteBuffersAreTheCallers(t *testing.T) {
+	for _, within := range []time.Duration{0, 5 * time.Millisecond} {
+		t.Run(fmt.Sprintf("PutSyncWithin=%s", within), func(t *testing.T) {
+			s := openT(t, t.TempDir(), func(o *Options) { o.PutSyncWithin = within })
+			defer closeT(t, s)
+			key, val := []byte("buf/0000"), []byte("value 0000")
+			for i := range 500 {
+				copy(key[4:], fmt.Sprintf("%04d", i))
+				copy(val[6:], fmt.Sprintf("%04d", i))
+				want := string(val)
+				if _, err := s.Write(context.Background(), []KV{{Key: string(key), Value: val, TTL: time.Hour}}, nil); err != nil {
+					t.Fatal(err)
+				}
+				copy(val, "XXXXXXXXXX") // the caller's again
+				if v, ok, err := s.Get(string(key)); err != nil || !ok || string(v) != want {
+					t.Fatalf("write %d: stored %q (%v %v), want %q", i, v, ok, err, want)
+				}
+			}
+		})
+	}
+}
+
 func readsSeeWhatWasAnswered(t *testing.T, within time.Duration) {
 	ctx := context.Background()
 	s := openT(t, t.TempDir(), func(o *Options) { o.PutSyncWithin = within })

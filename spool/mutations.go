@@ -44,12 +44,21 @@ func applyRecord(db *badger.DB, body []byte) error {
 // appendMutation encodes one write: kind, expiry (Unix seconds, 0 none),
 // key and value, lengths as uvarints.
 func appendMutation(b []byte, kind byte, key, val []byte, expiresAt uint64) []byte {
+	b, _, _ = appendMutationAt(b, kind, key, val, expiresAt)
+	return b
+}
+
+// appendMutationAt is appendMutation, and says where in the result the
+// key and the value begin.
+func appendMutationAt(b []byte, kind byte, key, val []byte, expiresAt uint64) (out []byte, keyAt, valAt int) {
 	b = append(b, kind)
 	b = binary.AppendUvarint(b, expiresAt)
 	b = binary.AppendUvarint(b, uint64(len(key)))
+	keyAt = len(b)
 	b = append(b, key...)
 	b = binary.AppendUvarint(b, uint64(len(val)))
-	return append(b, val...)
+	valAt = len(b)
+	return append(b, val...), keyAt, valAt
 }
 
 func decodeMutations(b []byte, fn func(kind byte, key, val []byte, expiresAt uint64) error) error {
