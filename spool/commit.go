@@ -420,6 +420,18 @@ func (g *group) unsynced() bool {
 	return true
 }
 
+// keysOnly: every op of the group is a Write of keys that queues no
+// record (a decision's record, velocity events, scores). Nothing the spool
+// keeps in memory about its queues changes with such a group.
+func (g *group) keysOnly() bool {
+	for _, o := range g.ops {
+		if o.kind != opPut || len(o.recs) > 0 {
+			return false
+		}
+	}
+	return true
+}
+
 // diskFull is the refusal of new data on a nearly full disk.
 func (g *group) diskFull() error {
 	return fmt.Errorf("%w: the data disk has %s free, under the minimum of %s", ErrFull, mib(g.free), mib(g.s.opts.MinFreeBytes))
@@ -929,13 +941,13 @@ func (s *Spool) commitGroup(g *group) {
 				seq, err = s.jnl.Append(g.jb)
 			}
 		}
-		// A group of key-only writes that may be answered before the
-		// journal's sync is answered once its journal record is written:
-		// the journal holds it, and a restart replays what badger has not
-		// applied. Badger's apply (three goroutine hand-overs in
+		// A group of key-only writes is answered once its journal record
+		// is written (and synced, unless it may be answered before its
+		// sync): the journal holds it, and a restart replays what badger
+		// has not applied. Badger's apply (three goroutine hand-overs in
 		// badger) then runs after the answer, and readers wait for it
 		// (waitApplied): whoever was answered reads what was written.
-		if err == nil && seq > 0 && g.unsynced() {
+		if err == nil && seq > 0 && g.keysOnly() {
 			early = true
 			s.applying.Lock()
 			for _, o := range g.ops {

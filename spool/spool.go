@@ -139,9 +139,9 @@ type Options struct {
 	Clock          func() time.Time
 	// PutSyncWithin, when positive, lets a Write that queues no record
 	// (keys only: decision records, velocity events, cached scores) return
-	// once its commit is written to the journal, before badger applies it
-	// (a Get or Scan begun after the return waits for the apply) and
-	// before the journal's sync; the committer syncs within this long of
+	// once its commit is written to the journal (such a Write always
+	// returns before badger applies it: a Get or Scan begun after the
+	// return waits for the apply), before the journal's sync; the committer syncs within this long of
 	// the first unsynced commit (behind it, while later commits go on:
 	// syncDue), or sooner when a commit that must be synced comes
 	// (appends, acks, every Write with records). A kill of the process
