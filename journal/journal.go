@@ -47,12 +47,14 @@ import (
 // A spool may answer some commits before their sync (AppendUnsynced:
 // spool.Options.PutSyncWithin, for decision records): their records are
 // written through the page cache and applied to badger at once (the spool
-// answers them between the two), and a
-// later Sync or Append makes them durable with everything before them.
-// A power cut can then leave badger holding writes of records the journal
-// lost; the spool allows that only for commits of plain keys (never queue
-// entries or their counters), whose presence without the journal is true
-// to what was answered. A checkpoint covers only synced records (Covered).
+// answers them between the two), and a later Sync, Append or sync behind
+// (SyncBehind: an fdatasync on a goroutine of its own while records go on
+// being written, its result taken by FinishBehind) makes them durable
+// with everything written before it. A power cut can then leave badger
+// holding writes of records the journal lost; the spool allows that only
+// for commits of plain keys (never queue entries or their counters), whose
+// presence without the journal is true to what was answered. A checkpoint
+// covers only synced records (Covered).
 //
 // A checkpoint makes badger's own files durable (fsync of every file badger
 // writes through an mmap: value logs, memtable logs, MANIFEST) and records
