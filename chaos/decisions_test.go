@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -203,9 +202,7 @@ func decisionPowerCuts(t *testing.T, syncWithin time.Duration) {
 	if soak() {
 		cycles = 20
 	}
-	backing, mnt := t.TempDir(), t.TempDir()
-	fsys := mountPowerFS(t, backing, mnt, true)
-	data := filepath.Join(mnt, "data")
+	fsys, backing, mnt, data := newPowerStore(t)
 	td, env := newTongDun(t)
 	if syncWithin > 0 {
 		env = append(env, "AGENT_DECISION_SYNC_WITHIN="+syncWithin.String())

@@ -43,10 +43,7 @@ func TestPowerCutUnderLoad(t *testing.T) {
 	if soak() {
 		cycles = 30
 	}
-	backing := t.TempDir()
-	mnt := t.TempDir()
-	fsys := mountPowerFS(t, backing, mnt, true)
-	data := filepath.Join(mnt, "data")
+	fsys, backing, mnt, data := newPowerStore(t)
 	tc := newTencent(t)
 	l := newLedger("powercut")
 
@@ -182,10 +179,7 @@ func storeFile(name string) bool {
 func TestPowerCutDuringFirstCommitAfterStart(t *testing.T) {
 	skipShort(t)
 	t.Parallel() // see agent_test.go
-	backing := t.TempDir()
-	mnt := t.TempDir()
-	fsys := mountPowerFS(t, backing, mnt, true)
-	data := filepath.Join(mnt, "data")
+	fsys, backing, mnt, data := newPowerStore(t)
 	tc := newTencent(t)
 	tc.sim.SetFaults(tencentsim.Faults{Outage: true}) // everything stays in the store
 	l := newLedger("powercut-start")
@@ -260,6 +254,15 @@ func TestPowerCutDuringFirstCommitAfterStart(t *testing.T) {
 
 // mountPowerFS mounts powerfs and unmounts it at the end of the test.
 // Only the first mount may skip (FUSE not available here).
+// newPowerStore mounts powerfs on a new mount point over a new backing
+// directory (what survives a cut), for an agent whose data directory is
+// data, on the mount.
+func newPowerStore(t *testing.T) (fsys *powerfs.FS, backing, mnt, data string) {
+	t.Helper()
+	backing, mnt = t.TempDir(), t.TempDir()
+	return mountPowerFS(t, backing, mnt, true), backing, mnt, filepath.Join(mnt, "data")
+}
+
 func mountPowerFS(t *testing.T, backing, mnt string, first bool) *powerfs.FS {
 	t.Helper()
 	f, err := powerfs.Mount(backing, mnt, nil)
@@ -350,10 +353,7 @@ func checkAfterPowerCut(t *testing.T, l *ledger, tc *tencent, a *agent, data, ba
 func TestDamagedLastRecordAfterAPowerCut(t *testing.T) {
 	skipShort(t)
 	t.Parallel() // see agent_test.go
-	backing := t.TempDir()
-	mnt := t.TempDir()
-	fsys := mountPowerFS(t, backing, mnt, true)
-	data := filepath.Join(mnt, "data")
+	fsys, backing, mnt, data := newPowerStore(t)
 	tc := newTencent(t)
 	tc.sim.SetFaults(tencentsim.Faults{Outage: true}) // everything stays in the store
 	l := newLedger("damaged-last")

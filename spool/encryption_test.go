@@ -55,10 +55,7 @@ func filesContaining(t *testing.T, dir, marker string) []string {
 
 func TestEncryptionAtRest(t *testing.T) {
 	ctx := context.Background()
-	for _, c := range []struct {
-		name string
-		key  []byte
-	}{{"plain", nil}, {"encrypted", testKey}} {
+	for _, c := range plainAndEncrypted {
 		t.Run(c.name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "spool")
 			withKey := func(o *Options) { o.EncryptionKey = c.key }

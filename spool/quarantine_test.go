@@ -460,6 +460,13 @@ func inOrder(t *testing.T, got, want [][]byte) {
 
 var testKey = []byte("0123456789abcdef0123456789abcdef")
 
+// plainAndEncrypted: a test run over a store in clear and over one
+// encrypted with testKey.
+var plainAndEncrypted = []struct {
+	name string
+	key  []byte
+}{{"plain", nil}, {"encrypted", testKey}}
+
 func TestWrongKeyIsRefusedNotQuarantined(t *testing.T) {
 	withKey := func(k []byte) func(*Options) { return func(o *Options) { o.EncryptionKey = k } }
 	otherKey := bytes.ToUpper(testKey)
@@ -651,6 +658,22 @@ func setFormat(t *testing.T, dir string, f byte) {
 	}
 }
 
+// refusedAsNewer opens the store in dir twice: each open must be refused
+// with ErrNewerFormat, and nothing may be quarantined beside it.
+func refusedAsNewer(t *testing.T, dir, what string) {
+	t.Helper()
+	for range 2 {
+		_, err := Open(Options{Dir: dir, Queues: queues})
+		if !errors.Is(err, ErrNewerFormat) {
+			t.Fatalf("open: %v, want ErrNewerFormat", err)
+		}
+		t.Logf("open: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(filepath.Dir(dir), "quarantine")); !os.IsNotExist(err) {
+		t.Fatalf("%s must never be quarantined", what)
+	}
+}
+
 // A store recorded in a newer format than this code knows is refused and
 // left as it is: never quarantined, never read (this code would take the
 // newer layout's values for damage and set them aside).
@@ -659,16 +682,7 @@ func TestNewerFormatIsRefusedNotQuarantined(t *testing.T) {
 	dir := filepath.Join(parent, "spool")
 	want := fillStore(t, dir, 8)
 	setFormat(t, dir, storeFormat+1)
-	for range 2 {
-		_, err := Open(Options{Dir: dir, Queues: queues})
-		if !errors.Is(err, ErrNewerFormat) {
-			t.Fatalf("open: %v, want ErrNewerFormat", err)
-		}
-		t.Logf("open: %v", err)
-	}
-	if _, err := os.Stat(filepath.Join(parent, "quarantine")); !os.IsNotExist(err) {
-		t.Fatal("a store in a newer format must never be quarantined")
-	}
+	refusedAsNewer(t, dir, "a store in a newer format")
 	// In a format this code knows again, every entry is there.
 	setFormat(t, dir, storeFormat)
 	s := openT(t, dir)
@@ -739,16 +753,7 @@ func TestNewerJournalIsRefusedNotQuarantined(t *testing.T) {
 		}
 	}
 	setVersion(journal.Version + 1)
-	for range 2 {
-		_, err := Open(Options{Dir: crashed, Queues: queues})
-		if !errors.Is(err, ErrNewerFormat) {
-			t.Fatalf("open: %v, want ErrNewerFormat", err)
-		}
-		t.Logf("open: %v", err)
-	}
-	if _, err := os.Stat(filepath.Join(parent, "quarantine")); !os.IsNotExist(err) {
-		t.Fatal("a journal in a newer version must never be quarantined")
-	}
+	refusedAsNewer(t, crashed, "a journal in a newer version")
 	setVersion(journal.Version)
 	r := openT(t, crashed)
 	defer closeT(t, r)

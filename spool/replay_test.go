@@ -366,30 +366,31 @@ func FuzzLostRecordCount(f *testing.F) {
 	})
 }
 
+// appendTwenty appends one request of 20 actions to tencent, ids
+// prefix-00 to prefix-19, and returns the ids.
+func appendTwenty(t *testing.T, s *Spool, prefix string) []string {
+	t.Helper()
+	ids := make([]string, 20)
+	for j := range ids {
+		ids[j] = fmt.Sprintf("%s-%02d", prefix, j)
+	}
+	if _, err := s.Append(context.Background(), recs("tencent", ids...)); err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}
+
 // The last record of the journal damaged, in a plain and in an encrypted
 // store: the request it held is lost, counted and reported; every
 // request before it is there.
 func TestDamagedLastRecordCounted(t *testing.T) {
-	ctx := context.Background()
-	for _, c := range []struct {
-		name string
-		key  []byte
-	}{{"plain", nil}, {"encrypted", testKey}} {
+	for _, c := range plainAndEncrypted {
 		t.Run(c.name, func(t *testing.T) {
 			withKey := func(o *Options) { o.EncryptionKey = c.key; o.TrimInterval = -1 }
 			dir := t.TempDir()
 			s := openT(t, dir, withKey)
 			var ids []string
-			appendBatch := func(k int) {
-				var batch []string
-				for j := range 20 {
-					batch = append(batch, fmt.Sprintf("b%d-%02d", k, j))
-				}
-				if _, err := s.Append(ctx, recs("tencent", batch...)); err != nil {
-					t.Fatal(err)
-				}
-				ids = append(ids, batch...)
-			}
+			appendBatch := func(k int) { ids = append(ids, appendTwenty(t, s, fmt.Sprintf("b%d", k))...) }
 			for k := range 3 {
 				appendBatch(k)
 			}
@@ -405,7 +406,6 @@ func TestDamagedLastRecordCounted(t *testing.T) {
 // records of the next segment follow it, so the audit counts what it held
 // (exactly), and no count is left unknown.
 func TestDamagedLastRecordOfAnOlderSegment(t *testing.T) {
-	ctx := context.Background()
 	small := func(o *Options) { o.TrimInterval = -1; o.journalSegmentSize = 64 << 10 }
 	dir := t.TempDir()
 	s := openT(t, dir, small)
@@ -421,14 +421,7 @@ func TestDamagedLastRecordOfAnOlderSegment(t *testing.T) {
 	copyFiles(t, filepath.Join(dir, journalDirName), jdir, func(n string) bool { return n == journal.CheckpointName })
 	var ids []string
 	for k := range 40 {
-		var batch []string
-		for j := range 20 {
-			batch = append(batch, fmt.Sprintf("o%02d-%02d", k, j))
-		}
-		if _, err := s.Append(ctx, recs("tencent", batch...)); err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, batch...)
+		ids = append(ids, appendTwenty(t, s, fmt.Sprintf("o%02d", k))...)
 		copyFiles(t, filepath.Join(dir, journalDirName), jdir, func(n string) bool { return strings.HasSuffix(n, ".jnl") })
 	}
 	closeT(t, s)

@@ -64,13 +64,20 @@ func TestMemCrashKeepsOnlyWhatWasSynced(t *testing.T) {
 	}
 }
 
+// memWithSyncedFile is a file system holding /d/a, empty, created and
+// made durable with its directory: what is written to it next is unsynced.
+func memWithSyncedFile() (*MemFS, File) {
+	m := NewMem()
+	m.MkdirAll("/d", 0o700)
+	f, _ := m.OpenFile("/d/a", os.O_CREATE|os.O_RDWR, 0o600)
+	f.Sync()
+	m.SyncDir("/d")
+	return m, f
+}
+
 func TestMemTornCrashKeepsAPrefixOfWrites(t *testing.T) {
 	for seed := range uint64(50) {
-		m := NewMem()
-		m.MkdirAll("/d", 0o700)
-		f, _ := m.OpenFile("/d/a", os.O_CREATE|os.O_RDWR, 0o600)
-		f.Sync()
-		m.SyncDir("/d")
+		m, f := memWithSyncedFile()
 		mustWrite(t, f, "aaaa", 0)
 		mustWrite(t, f, "bbbb", 4)
 		mustWrite(t, f, "cccc", 8)
@@ -86,11 +93,7 @@ func TestMemTornCrashKeepsAPrefixOfWrites(t *testing.T) {
 func TestMemSectorCrashKeepsWholeSectors(t *testing.T) {
 	holes := 0
 	for seed := range uint64(50) {
-		m := NewMem()
-		m.MkdirAll("/d", 0o700)
-		f, _ := m.OpenFile("/d/a", os.O_CREATE|os.O_RDWR, 0o600)
-		f.Sync()
-		m.SyncDir("/d")
+		m, f := memWithSyncedFile()
 		mustWrite(t, f, strings.Repeat("x", 3*512-100), 100) // 3 sectors, the first in part
 		m.CrashSectors(rand.New(rand.NewPCG(seed, 1)))
 		b, _ := m.ReadFile("/d/a")
