@@ -64,7 +64,8 @@ func TestStoredLayoutReadable(t *testing.T) {
 // TestAuditCopy: with AuditTo, a decision record is also a record on the
 // audit queue, in its own commit; on a full spool the decision is still
 // recorded, its copy dropped and counted once, through the engine's
-// second commit (without its queued checks) as well.
+// second commit (without its queued checks) as well. The record's buffer
+// is the caller's again once Commit returns.
 func TestAuditCopy(t *testing.T) {
 	ctx := context.Background()
 	for _, full := range []bool{false, true} {
@@ -80,8 +81,9 @@ func TestAuditCopy(t *testing.T) {
 			defer sp.Close(ctx)
 			var dropped int
 			st := NewSpoolStore(sp).AuditTo("audit", func(n int) { dropped += n })
+			rec := []byte(`{"decision_id":"d1"}`)
 			c := &Commit{
-				Record: DecisionRecord{ID: "d1", Record: []byte(`{"decision_id":"d1"}`), TTL: time.Hour},
+				Record: DecisionRecord{ID: "d1", Record: rec, TTL: time.Hour},
 				Queue:  []spool.Record{{Queue: "tongdun", ID: "d1/td", Payload: []byte(`{}`)}},
 			}
 			err = st.Commit(ctx, c)
@@ -96,6 +98,7 @@ func TestAuditCopy(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			copy(rec, "XXXXXXXX") // the caller's again (Decide reuses it)
 			if _, ok, err := st.Decision("d1"); !ok || err != nil {
 				t.Fatalf("decision not recorded: %v %v", ok, err)
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"time"
 
@@ -71,8 +72,12 @@ func (s *Server) decide(ctx context.Context, rid string, body []byte) reply {
 	}
 	s.cfg.Observer.Decision(res.Result, res.Degraded)
 	s.hist.Decided(res.Result)
-	s.log.Debug("decided", "request_id", rid, "decision_id", res.DecisionID, "result", res.Result,
-		"degraded", res.Degraded, "took", time.Since(start))
+	if s.log.Enabled(ctx, slog.LevelDebug) {
+		// Checked first: building the call's arguments alone costs
+		// allocations on every decision.
+		s.log.Debug("decided", "request_id", rid, "decision_id", res.DecisionID, "result", res.Result,
+			"degraded", res.Degraded, "took", time.Since(start))
+	}
 	return jsonReply(http.StatusOK, answer{DecisionID: res.DecisionID, Result: res.Result, Score: res.Score, Reasons: res.Reasons,
 		PolicyVersion: res.PolicyVersion, Degraded: res.Degraded, Signals: res.Signals})
 }
