@@ -106,8 +106,10 @@ func New(version string) *Metrics {
 			Name: "outpost_http_requests_total", Help: "Local API requests by route and status code.",
 		}, []string{"route", "code"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "outpost_http_request_duration_seconds", Help: "Local API request latency by route.",
-			Buckets: []float64{.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+			Name: "outpost_http_request_duration_seconds", Help: "Local API request latency by route: the time in the handler, from the request read to its answer (the sockets' time is not in it).",
+			// From 100 µs: a decision or an action takes 50-400 µs in
+			// the handler here, which a first bucket of 0.5 ms hid.
+			Buckets: []float64{.0001, .00025, .0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}, []string{"route"}),
 		actions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "outpost_actions_total", Help: "User actions by outcome (accepted, duplicate, invalid, spool_full, unavailable).",
