@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"encoding/xml"
 	"io"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -105,7 +106,13 @@ func TestEndToEnd(t *testing.T) {
 		st.Ratios.ReqVsLoopback == nil || st.Ratios.ReqVsLoopbackProc == nil || st.Ratios.ActionsPerFsync == nil || st.Ratios.P99VsLoopback == nil {
 		t.Errorf("ceilings %+v ratios %+v", rep.Ceilings, st.Ratios)
 	}
-	for _, want := range []string{"ceilings", "fsyncs/s", "loopback-proc", "202: 300", "p99.9", "VmHWM", "exit 0 after SIGTERM"} {
+	// The agent's own count of the window: all 300 (read before the first
+	// request and after the last), each in its handler for under 2.5 s.
+	if ia := st.InAgent; ia == nil || ia.Error != "" || ia.Count != 300 || ia.Route != "POST /v1/actions" ||
+		ia.P50 <= 0 || ia.P50 > ia.P99 || math.IsInf(ia.P999, 1) {
+		t.Errorf("in agent: %+v", ia)
+	}
+	for _, want := range []string{"ceilings", "fsyncs/s", "loopback-proc", "202: 300", "p99.9", "VmHWM", "exit 0 after SIGTERM", "in agent   p50 <= "} {
 		if !strings.Contains(out, want) {
 			t.Errorf("report lacks %q", want)
 		}

@@ -35,6 +35,7 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -451,6 +452,12 @@ func execute(ctx context.Context, c *config, rep *Report, stderr io.Writer) erro
 	// The load.
 	var cpu0, self0 time.Duration
 	var t0 time.Time
+	route := "POST /v1/" + c.mode
+	var hist0 struct {
+		sync.Mutex
+		b   []hBucket
+		err error
+	}
 	begin := func() {
 		t0 = time.Now()
 		self0, _ = readCPU(os.Getpid())
@@ -458,8 +465,23 @@ func execute(ctx context.Context, c *config, rep *Report, stderr io.Writer) erro
 			cpu0, _ = readCPU(pid)
 			smp.window()
 		}
+		b, err := handlerHist(ctx, client, base.u, c.token, route)
+		hist0.Lock()
+		hist0.b, hist0.err = b, err
+		hist0.Unlock()
 	}
 	finish := func(st *step, el time.Duration) {
+		if b, err := handlerHist(ctx, client, base.u, c.token, route); err != nil {
+			st.InAgent = &inAgent{Route: route, Error: err.Error()}
+		} else {
+			hist0.Lock()
+			if hist0.err != nil {
+				st.InAgent = &inAgent{Route: route, Error: hist0.err.Error()}
+			} else {
+				st.InAgent = windowHist(route, hist0.b, b)
+			}
+			hist0.Unlock()
+		}
 		st.Loadgen = &usage{}
 		if self1, err := readCPU(os.Getpid()); err == nil {
 			st.Loadgen.CPUSeconds = (self1 - self0).Seconds()

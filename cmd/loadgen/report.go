@@ -107,6 +107,7 @@ type step struct {
 	// the no-op in a process of its own at the same rate
 	LoopbackProcAtRate *loadResult  `json:"loopback_proc_at_rate,omitempty"`
 	Agent              *usage       `json:"agent,omitempty"`
+	InAgent            *inAgent     `json:"in_agent,omitempty"` // the agent's own handler histogram over the window
 	Loadgen            *usage       `json:"loadgen,omitempty"`
 	DiskProbe          *probeResult `json:"disk_probe,omitempty"`
 	Ratios             ratios       `json:"ratios"`
@@ -329,6 +330,9 @@ func printReport(out io.Writer, rep *Report) {
 			p("  1st error  %s", r.FirstError)
 		}
 		p("  latency    %s", latencyLine(r.Latency))
+		if ia := st.InAgent; ia != nil {
+			p("  in agent   %s", ia.line())
+		}
 		if lb := st.LoopbackAtRate; lb != nil {
 			p("  loopback   at the same rate: %.0f req/s, %s", lb.ReqPerSec, shortLatency(lb.Latency))
 		}
