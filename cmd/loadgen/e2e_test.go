@@ -109,7 +109,7 @@ func TestEndToEnd(t *testing.T) {
 	// The agent's own count of the window: all 300 (read before the first
 	// request and after the last), each in its handler for under 2.5 s.
 	if ia := st.InAgent; ia == nil || ia.Error != "" || ia.Count != 300 || ia.Route != "POST /v1/actions" ||
-		ia.P50 <= 0 || ia.P50 > ia.P99 || math.IsInf(ia.P999, 1) {
+		ia.P50 <= 0 || ia.P50 > ia.P99 || math.IsInf(float64(ia.P999), 1) {
 		t.Errorf("in agent: %+v", ia)
 	}
 	for _, want := range []string{"ceilings", "fsyncs/s", "loopback-proc", "202: 300", "p99.9", "VmHWM", "exit 0 after SIGTERM", "in agent   p50 <= "} {
@@ -122,7 +122,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	var back Report
-	if err := json.Unmarshal(b, &back); err != nil || back.Steps[0].Load.Status["202"] != 300 {
+	if err := json.Unmarshal(b, &back); err != nil || back.Steps[0].Load.Status["202"] != 300 || back.Steps[0].InAgent == nil || back.Steps[0].InAgent.Count != 300 {
 		t.Errorf("JSON report: %v %s", err, b)
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math"
@@ -30,16 +31,35 @@ type inAgent struct {
 	Route   string    `json:"route"`
 	Count   uint64    `json:"count"`
 	Buckets []hBucket `json:"buckets"` // cumulative, as Prometheus keeps them
-	P50     float64   `json:"p50_le_sec"`
-	P90     float64   `json:"p90_le_sec"`
-	P99     float64   `json:"p99_le_sec"`
-	P999    float64   `json:"p999_le_sec"`
+	P50     bound     `json:"p50_le_sec"`
+	P90     bound     `json:"p90_le_sec"`
+	P99     bound     `json:"p99_le_sec"`
+	P999    bound     `json:"p999_le_sec"`
 	Error   string    `json:"error,omitempty"`
 }
 
 type hBucket struct {
-	LE    float64 `json:"le"`
-	Count uint64  `json:"count"`
+	LE    bound  `json:"le"`
+	Count uint64 `json:"count"`
+}
+
+// bound is a bucket's upper bound in seconds; +Inf, which JSON has no
+// number for, is written "+Inf" as Prometheus writes it.
+type bound float64
+
+func (b bound) MarshalJSON() ([]byte, error) {
+	if math.IsInf(float64(b), 1) {
+		return []byte(`"+Inf"`), nil
+	}
+	return json.Marshal(float64(b))
+}
+
+func (b *bound) UnmarshalJSON(data []byte) error {
+	if string(data) == `"+Inf"` {
+		*b = bound(math.Inf(1))
+		return nil
+	}
+	return json.Unmarshal(data, (*float64)(b))
 }
 
 // handlerHist reads the agent's handler histogram for route (cumulative
@@ -84,10 +104,10 @@ func parseHandlerHist(r io.Reader, route string) ([]hBucket, error) {
 		h := m.GetHistogram()
 		out := make([]hBucket, 0, len(h.GetBucket())+1)
 		for _, b := range h.GetBucket() {
-			out = append(out, hBucket{LE: b.GetUpperBound(), Count: b.GetCumulativeCount()})
+			out = append(out, hBucket{LE: bound(b.GetUpperBound()), Count: b.GetCumulativeCount()})
 		}
-		if len(out) == 0 || !math.IsInf(out[len(out)-1].LE, 1) {
-			out = append(out, hBucket{LE: math.Inf(1), Count: h.GetSampleCount()})
+		if len(out) == 0 || !math.IsInf(float64(out[len(out)-1].LE), 1) {
+			out = append(out, hBucket{LE: bound(math.Inf(1)), Count: h.GetSampleCount()})
 		}
 		return out, nil
 	}
@@ -129,14 +149,14 @@ func windowHist(route string, before, after []hBucket) *inAgent {
 
 // quantile is the upper bound of the first bucket holding at least q of
 // the window's requests.
-func (ia *inAgent) quantile(q float64) float64 {
+func (ia *inAgent) quantile(q float64) bound {
 	want := uint64(math.Ceil(q * float64(ia.Count)))
 	for _, b := range ia.Buckets {
 		if b.Count >= want {
 			return b.LE
 		}
 	}
-	return math.Inf(1)
+	return bound(math.Inf(1))
 }
 
 // line is the report's line for it.
@@ -144,16 +164,19 @@ func (ia *inAgent) line() string {
 	if ia.Error != "" {
 		return "the agent's handler histogram: " + ia.Error
 	}
-	le := func(s float64) string {
-		if math.IsInf(s, 1) {
-			return fmt.Sprintf("> %s", secs(ia.Buckets[len(ia.Buckets)-2].LE))
+	le := func(s bound) string {
+		if math.IsInf(float64(s), 1) {
+			if len(ia.Buckets) < 2 {
+				return "> 0s"
+			}
+			return fmt.Sprintf("> %s", secs(float64(ia.Buckets[len(ia.Buckets)-2].LE)))
 		}
-		return "<= " + secs(s).String()
+		return "<= " + secs(float64(s)).String()
 	}
 	var over []string
 	for _, b := range ia.Buckets {
-		if b.LE >= 0.0005 && b.LE <= 0.001 && !math.IsInf(b.LE, 1) {
-			over = append(over, fmt.Sprintf("%.2f%% over %s", 100*float64(ia.Count-b.Count)/float64(max(ia.Count, 1)), secs(b.LE)))
+		if b.LE >= 0.0005 && b.LE <= 0.001 {
+			over = append(over, fmt.Sprintf("%.2f%% over %s", 100*float64(ia.Count-b.Count)/float64(max(ia.Count, 1)), secs(float64(b.LE))))
 		}
 	}
 	return fmt.Sprintf("p50 %s  p90 %s  p99 %s  p99.9 %s  (%s; n=%d, the agent's own histogram of its handler time, read before and after)",

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"math"
 	"slices"
 	"strings"
@@ -33,7 +34,8 @@ func TestParseHandlerHist(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []hBucket{{0.0001, 10}, {0.00025, 950}, {0.0005, 995}, {0.001, 999}, {math.Inf(1), 1000}}
+	inf := bound(math.Inf(1))
+	want := []hBucket{{0.0001, 10}, {0.00025, 950}, {0.0005, 995}, {0.001, 999}, {inf, 1000}}
 	if !slices.Equal(got, want) {
 		t.Errorf("got %v, want %v", got, want)
 	}
@@ -49,21 +51,22 @@ func TestParseHandlerHist(t *testing.T) {
 }
 
 func TestWindowHist(t *testing.T) {
-	before := []hBucket{{0.0001, 10}, {0.00025, 950}, {0.0005, 995}, {0.001, 999}, {math.Inf(1), 1000}}
+	inf := bound(math.Inf(1))
+	before := []hBucket{{0.0001, 10}, {0.00025, 950}, {0.0005, 995}, {0.001, 999}, {inf, 1000}}
 	for _, c := range []struct {
 		name                string
 		before, after       []hBucket
 		count               uint64
-		p50, p90, p99, p999 float64
+		p50, p90, p99, p999 bound
 		err, line           string
 	}{
 		{name: "the window only", before: before,
-			after: []hBucket{{0.0001, 10 + 100}, {0.00025, 950 + 800}, {0.0005, 995 + 990}, {0.001, 999 + 999}, {math.Inf(1), 1000 + 1000}},
+			after: []hBucket{{0.0001, 10 + 100}, {0.00025, 950 + 800}, {0.0005, 995 + 990}, {0.001, 999 + 999}, {inf, 1000 + 1000}},
 			count: 1000, p50: 0.00025, p90: 0.0005, p99: 0.0005, p999: 0.001,
 			line: "p50 <= 250µs  p90 <= 500µs  p99 <= 500µs  p99.9 <= 1ms  (1.00% over 500µs, 0.10% over 1ms; n=1000"},
 		{name: "beyond the last bound", before: nil,
-			after: []hBucket{{0.0001, 0}, {0.001, 998}, {math.Inf(1), 1000}},
-			count: 1000, p50: 0.001, p90: 0.001, p99: 0.001, p999: math.Inf(1),
+			after: []hBucket{{0.0001, 0}, {0.001, 998}, {inf, 1000}},
+			count: 1000, p50: 0.001, p90: 0.001, p99: 0.001, p999: bound(math.Inf(1)),
 			line: "p99.9 > 1ms"},
 		{name: "nothing counted", after: nil, err: "the agent counted no POST /v1/decisions"},
 		{name: "buckets changed", before: before, after: before[:2], err: "the agent's buckets changed between two reads"},
@@ -83,5 +86,21 @@ func TestWindowHist(t *testing.T) {
 				t.Errorf("line %q lacks %q", l, c.line)
 			}
 		})
+	}
+}
+
+// The JSON report carries +Inf as Prometheus writes it, and reads it back.
+func TestInAgentJSON(t *testing.T) {
+	ia := windowHist("POST /v1/decisions", nil, []hBucket{{0.0001, 1}, {bound(math.Inf(1)), 1000}})
+	b, err := json.Marshal(ia)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `{"le":"+Inf","count":1000}`) || !strings.Contains(string(b), `"p50_le_sec":"+Inf"`) {
+		t.Errorf("JSON %s", b)
+	}
+	var back inAgent
+	if err := json.Unmarshal(b, &back); err != nil || !math.IsInf(float64(back.P50), 1) || back.Buckets[0].LE != 0.0001 || back.Count != 1000 {
+		t.Errorf("read back %+v: %v", back, err)
 	}
 }
