@@ -449,38 +449,41 @@ func execute(ctx context.Context, c *config, rep *Report, stderr io.Writer) erro
 		}
 	}
 
-	// The load.
-	var cpu0, self0 time.Duration
-	var t0 time.Time
+	// The load. begin runs as the measured window opens: on a timer's
+	// goroutine after a warm-up, so what it reads is kept under a lock for
+	// finish, which runs on this one once the step is over.
 	route := "POST /v1/" + c.mode
-	var hist0 struct {
+	var open struct {
 		sync.Mutex
-		b   []hBucket
-		err error
+		t0          time.Time
+		cpu0, self0 time.Duration
+		hist        []hBucket
+		histErr     error
 	}
 	begin := func() {
-		t0 = time.Now()
-		self0, _ = readCPU(os.Getpid())
+		t0 := time.Now()
+		self0, _ := readCPU(os.Getpid())
+		var cpu0 time.Duration
 		if pid > 0 {
 			cpu0, _ = readCPU(pid)
 			smp.window()
 		}
 		b, err := handlerHist(ctx, client, base.u, c.token, route)
-		hist0.Lock()
-		hist0.b, hist0.err = b, err
-		hist0.Unlock()
+		open.Lock()
+		open.t0, open.self0, open.cpu0, open.hist, open.histErr = t0, self0, cpu0, b, err
+		open.Unlock()
 	}
-	finish := func(st *step, el time.Duration) {
+	finish := func(st *step) {
+		open.Lock()
+		t0, self0, cpu0, hist0, histErr := open.t0, open.self0, open.cpu0, open.hist, open.histErr
+		open.Unlock()
+		el := time.Since(t0)
 		if b, err := handlerHist(ctx, client, base.u, c.token, route); err != nil {
 			st.InAgent = &inAgent{Route: route, Error: err.Error()}
+		} else if histErr != nil {
+			st.InAgent = &inAgent{Route: route, Error: histErr.Error()}
 		} else {
-			hist0.Lock()
-			if hist0.err != nil {
-				st.InAgent = &inAgent{Route: route, Error: hist0.err.Error()}
-			} else {
-				st.InAgent = windowHist(route, hist0.b, b)
-			}
-			hist0.Unlock()
+			st.InAgent = windowHist(route, hist0, b)
 		}
 		st.Loadgen = &usage{}
 		if self1, err := readCPU(os.Getpid()); err == nil {
@@ -522,7 +525,7 @@ func execute(ctx context.Context, c *config, rep *Report, stderr io.Writer) erro
 		progress.Stop()
 		close(filled)
 		st := &step{Load: res}
-		finish(st, time.Since(t0))
+		finish(st)
 		fr := &fillReport{Target: c.fill, Step: st, SettleSec: c.fillSettle.Seconds()}
 		if smp != nil && ctx.Err() == nil {
 			c.logf(stderr, "fill done; sampling memory for %v", c.fillSettle)
@@ -577,7 +580,7 @@ func execute(ctx context.Context, c *config, rep *Report, stderr io.Writer) erro
 			}
 			res := runLoad(ctx, spec)
 			st := &step{Load: res, LoopbackAtRate: loopAtRate[r], LoopbackProcAtRate: procAtRate[r]}
-			finish(st, time.Since(t0))
+			finish(st)
 			if probe != nil {
 				st.DiskProbe = probe.finish()
 			}
