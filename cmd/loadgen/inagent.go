@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -65,26 +64,12 @@ func (b *bound) UnmarshalJSON(data []byte) error {
 // handlerHist reads the agent's handler histogram for route (cumulative
 // counts since the agent started; +Inf last).
 func handlerHist(ctx context.Context, c *http.Client, base *url.URL, token, route string) ([]hBucket, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, endpoint(base, "/metrics").String(), nil)
-	if err != nil {
-		return nil, err
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	req.Header.Set("Accept", "text/plain")
-	resp, err := c.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		io.Copy(io.Discard, resp.Body)
-		return nil, fmt.Errorf("GET /metrics: %s", resp.Status)
-	}
-	return parseHandlerHist(resp.Body, route)
+	var out []hBucket
+	err := agentGet(ctx, c, base, token, "/metrics", func(r io.Reader) (err error) {
+		out, err = parseHandlerHist(r, route)
+		return err
+	})
+	return out, err
 }
 
 func parseHandlerHist(r io.Reader, route string) ([]hBucket, error) {

@@ -184,35 +184,46 @@ func exitString(err error) string {
 	}
 }
 
-// queueDepth reads the tencent queue's depth from GET /v1/status.
-func queueDepth(ctx context.Context, c *http.Client, base *url.URL, token string) (int64, error) {
+// agentGet GETs path from the agent (with the bearer token, when set) and
+// hands the body of a 200 answer to read; any other status is an error.
+func agentGet(ctx context.Context, c *http.Client, base *url.URL, token, path string, read func(io.Reader) error) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, endpoint(base, "/v1/status").String(), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, endpoint(base, path).String(), nil)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	defer resp.Body.Close()
+	defer io.Copy(io.Discard, resp.Body)
 	if resp.StatusCode != http.StatusOK {
-		io.Copy(io.Discard, resp.Body)
-		return 0, fmt.Errorf("GET /v1/status: %s", resp.Status)
+		return fmt.Errorf("GET %s: %s", path, resp.Status)
 	}
+	return read(resp.Body)
+}
+
+// queueDepth reads the tencent queue's depth from GET /v1/status.
+func queueDepth(ctx context.Context, c *http.Client, base *url.URL, token string) (int64, error) {
 	var st struct {
 		Queues map[string]struct {
 			Depth int64 `json:"depth"`
 		} `json:"queues"`
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		return 0, fmt.Errorf("GET /v1/status: %v", err)
+	err := agentGet(ctx, c, base, token, "/v1/status", func(r io.Reader) error {
+		if err := json.NewDecoder(r).Decode(&st); err != nil {
+			return fmt.Errorf("GET /v1/status: %v", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
 	}
-	io.Copy(io.Discard, resp.Body)
 	q, ok := st.Queues["tencent"]
 	if !ok {
 		return 0, errors.New("GET /v1/status: no tencent queue")
