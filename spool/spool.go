@@ -139,12 +139,12 @@ type Options struct {
 	Clock          func() time.Time
 	// PutSyncWithin, when positive, lets a Write that queues no record
 	// (keys only: decision records, velocity events, cached scores) return
-	// once its commit is written to the journal (such a Write always
-	// returns before badger applies it: a Get or Scan begun after the
-	// return waits for the apply), before the journal's sync; the committer syncs within this long of
-	// the first unsynced commit (behind it, while later commits go on:
-	// syncDue), or sooner when a commit that must be synced comes
-	// (appends, acks, every Write with records). A kill of the process
+	// once its commit is written to the journal, before the journal's
+	// sync (such a Write always returns before badger applies it: a Get or
+	// Scan begun after the return waits for the apply). The committer syncs
+	// within this long of the first unsynced commit (behind it, while later
+	// commits go on: syncDue), or sooner when a commit that must be synced
+	// comes (appends, acks, every Write with records). A kill of the process
 	// loses nothing; a power cut can lose the key-only writes of the last
 	// PutSyncWithin (plus one sync), and nothing else: a synced commit
 	// covers every commit before it. 0: every commit is synced before it
