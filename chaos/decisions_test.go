@@ -345,12 +345,16 @@ func conserveDecisions(t *testing.T, l *decisionLedger, td *tdsim.Server, a *age
 	// Every answered decision is still stored, with the answer given.
 	unstored, lostInBound := 0, 0
 	var oldestLost time.Duration
+	stored := map[string]int{} // account -> its decisions the store holds
 	for id, want := range l.result {
 		var got struct {
 			ID     string `json:"decision_id"`
 			Result string `json:"result"`
 		}
 		code, raw, err := a.GetJSON("/v1/decisions/"+id, &got)
+		if code == http.StatusOK && got.ID == id {
+			stored[l.account[id]]++
+		}
 		if code == http.StatusNotFound && mayLose != nil {
 			if age, ok := mayLose(id); ok {
 				lostInBound++
@@ -364,6 +368,48 @@ func conserveDecisions(t *testing.T, l *decisionLedger, td *tdsim.Server, a *age
 			unstored++
 			if unstored <= 5 {
 				problems = append(problems, fmt.Sprintf("decision %s answered %q, stored: %d %s %v", id, want, code, raw, err))
+			}
+		}
+	}
+	// Velocity counters are exact: a decision's velocity event is in its
+	// record's commit, kept or lost with it, so a fresh decision for an
+	// account counts exactly that account's decisions the store holds
+	// (answered ones, above, and those whose answer never came, which may
+	// or may not have been stored).
+	for id := range l.unknown {
+		if _, answered := l.result[id]; answered {
+			continue
+		}
+		var got struct {
+			ID string `json:"decision_id"`
+		}
+		if code, _, err := a.GetJSON("/v1/decisions/"+id, &got); err == nil && code == http.StatusOK && got.ID == id {
+			stored[l.account[id]]++
+		}
+	}
+	accounts := map[string]bool{}
+	for _, account := range l.account {
+		accounts[account] = true
+	}
+	velocityChecked, velocityWrong := 0, 0
+	for account := range accounts {
+		id := "velocity-probe-" + account
+		code, _, body, err := postJSON(context.Background(), http.DefaultClient, a.URL("/v1/decisions"), decisionJSON(id, account, false))
+		var rec struct {
+			Velocity map[string]int `json:"velocity"`
+		}
+		if err == nil && code == http.StatusOK {
+			code, _, err = a.GetJSON("/v1/decisions/"+id, &rec)
+		}
+		if err != nil || code != http.StatusOK {
+			problems = append(problems, fmt.Sprintf("velocity probe for %s: %d %s %v", account, code, body, err))
+			continue
+		}
+		velocityChecked++
+		if got := rec.Velocity["withdrawals_1h"]; got != stored[account] {
+			velocityWrong++
+			if velocityWrong <= 5 {
+				problems = append(problems, fmt.Sprintf("velocity: %s's withdrawals_1h counted %d earlier decisions, the store holds %d", account, got, stored[account]))
 			}
 		}
 	}
@@ -382,9 +428,9 @@ func conserveDecisions(t *testing.T, l *decisionLedger, td *tdsim.Server, a *age
 		probe = time.Since(start)
 	}
 	s := fmt.Sprintf("chaos decisions: requests=%d answered=%d queued_checks=%d live=%d refused(4xx)=%d unknown=%d "+
-		"checks_delivered=%d duplicated=%d lost=%d leaked=%d damaged=%d unstored=%d lost_within_sync_bound=%d oldest_lost=%s restarts=%d recover=%s probe=%s%s",
+		"checks_delivered=%d duplicated=%d lost=%d leaked=%d damaged=%d unstored=%d lost_within_sync_bound=%d oldest_lost=%s velocity_checked=%d velocity_wrong=%d restarts=%d recover=%s probe=%s%s",
 		l.requests.Load(), len(l.result), len(l.queued), len(l.live), len(l.refused), len(l.unknown),
-		len(queued)-len(lost), duplicated, len(lost), leaked, damaged, unstored, lostInBound, oldestLost.Round(time.Microsecond), restarts,
+		len(queued)-len(lost), duplicated, len(lost), leaked, damaged, unstored, lostInBound, oldestLost.Round(time.Microsecond), velocityChecked, velocityWrong, restarts,
 		time.Since(faultsOver).Round(time.Millisecond), probe.Round(time.Millisecond), extra)
 	t.Log(s)
 	fmt.Println(s)
